@@ -1,0 +1,3 @@
+"""llmtui's headless core: no textual, no rich, heavy ML imports only inside functions."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,65 @@
+"""Atomic writes: a temp file (or folder) beside the target, renamed into place on success."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (readers see the old file or the new one, never half)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path: Path | str, data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically."""
+    return write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_jsonl(path: Path | str, rows: list[dict]) -> Path:
+    """Write one JSON object per line atomically."""
+    return write_text(path, "".join(json.dumps(row, default=str) + "\n" for row in rows))
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path | str, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temp folder beside ``final``; on success rename it to ``final``, on error remove it.
+
+    A crashed or killed run therefore never leaves a folder at ``final`` that looks finished.
+    The temp folder's name starts with ``.tmp-`` so the model registry skips it.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{final} already exists (use --overwrite to replace it)")
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        trash = final.with_name(f".tmp-old-{final.name}-{os.getpid()}")
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)

@@ -1,0 +1,85 @@
+"""The JSONL event stream written by train/quantize/eval and read by the TUI.
+
+Each line is one JSON object with at least ``t`` (unix time) and ``kind``. Kinds: ``start``,
+``train_step``, ``eval`` (trainer evaluation), ``eval_progress`` (``dataset``, ``done``, ``total``),
+``quantize_progress``, ``saved``, ``error`` (``message``), ``done``. Writers flush after every line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class EventWriter:
+    """Append events to a JSONL file, one flushed line each; a ``None`` path writes nothing."""
+
+    def __init__(self, path: Path | str | None):
+        self.path = Path(path) if path else None
+        self._handle = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a", encoding="utf-8")
+
+    def emit(self, kind: str, **data: Any) -> dict[str, Any]:
+        event = {"t": round(time.time(), 3), "kind": kind, **data}
+        if self._handle is not None:
+            self._handle.write(json.dumps(event, default=str) + "\n")
+            self._handle.flush()
+        return event
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> "EventWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def events_path_from_env() -> Path | None:
+    """The events file the job runner asked for through ``$LLMTUI_EVENTS``, if any."""
+    value = os.environ.get("LLMTUI_EVENTS")
+    return Path(value) if value else None
+
+
+@dataclass
+class EventTail:
+    """Incremental reader: each :meth:`read_new` returns only the complete lines added since last time."""
+
+    path: Path
+    offset: int = 0
+    _partial: bytes = field(default=b"", repr=False)
+
+    def read_new(self, max_bytes: int = 4 << 20) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        self.offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        events = []
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+
+def read_events(path: Path | str) -> list[dict[str, Any]]:
+    """Every well-formed event in a file (broken lines are skipped)."""
+    return EventTail(Path(path)).read_new(max_bytes=1 << 40)

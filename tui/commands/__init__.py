@@ -1,0 +1,1 @@
+"""One module per ``llmtui`` subcommand; each has ``register(subparsers)``."""

@@ -1,0 +1,48 @@
+"""Formatting shared by the CLI and the app: sizes, counts, durations, status colours."""
+
+from __future__ import annotations
+
+STATUS_STYLES = {
+    "tested": "green", "untested": "yellow", "queued": "cyan", "running": "bold blue", "done": "green",
+    "failed": "bold red", "broken": "red", "cancelled": "magenta", "interrupted": "dark_orange",
+}
+
+
+def status_style(status: str) -> str:
+    return STATUS_STYLES.get(status, "white")
+
+
+def human_size(n: int | float | None) -> str:
+    """``1536`` → ``1.5K``."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(value) < 1024 or unit == "T":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}T"
+
+
+def human_count(n: int | None) -> str:
+    """``820000`` → ``0.82M``."""
+    if n is None:
+        return "-"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(n)
+
+
+def human_duration(seconds: float | None) -> str:
+    """``3725`` → ``1h02m``."""
+    if seconds is None or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -102,7 +102,10 @@ def _first_box_span(text: str) -> tuple[int, int] | None:
 
 
 def extract_boxed(text: str) -> str | None:
-    """The stripped content of the first ``\\boxed{...}`` (nested braces allowed); None if absent or unclosed."""
+    """The stripped content of the first ``\\boxed{...}`` (nested braces allowed).
+
+    None when there is no box or the first one is unclosed.
+    """
     span = _first_box_span(text)
     return None if span is None else text[span[0] : span[1]].strip()
 

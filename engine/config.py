@@ -48,7 +48,7 @@ class DataSection:
 class PeftSection:
     method: str = _knob("LoRa", choices=PEFT_METHODS)
     r: int = _knob(256, min=1, max=4096)
-    alpha: float = _knob(16, above=0)
+    alpha: float = _knob(16.0, above=0)
     dropout: float = _knob(0.1, min=0, below=1)
     target_modules: list[str] = _knob(["q_proj", "k_proj", "v_proj", "o_proj"])
     vera_d_initial: float = _knob(0.1, above=0)
@@ -156,7 +156,12 @@ class ExperimentConfig:
         return data
 
     def to_toml(self) -> str:
-        return tomli_w.dumps(self.to_dict())
+        """TOML text with the sections in a fixed order and ``[[ptq]]`` steps as tables."""
+        data = self.to_dict()
+        chunks = [tomli_w.dumps({name: data[name]}) for name in ("model", "data", "peft", "quant", "train")]
+        chunks += ["[[ptq]]\n" + tomli_w.dumps(step) for step in data.get("ptq", [])]
+        chunks.append(tomli_w.dumps({"eval": data["eval"]}))
+        return "\n".join(chunk.strip("\n") + "\n" for chunk in chunks)
 
 
 def _section_dict(section: Any) -> dict[str, Any]:

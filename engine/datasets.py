@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-TASK_KINDS = ("math_numeric", "mcq4", "boolq", "squad_v2")
+from engine.metrics import TASK_KINDS
+
 CUSTOM_REGISTRY_FILE = "datasets.toml"
 
 SYSTEM_PROMPTS = {

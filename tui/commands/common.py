@@ -11,7 +11,7 @@ from rich.console import Console
 from engine.workspace import Workspace, resolve_workspace
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def workspace_from(args: Any, *, must_exist: bool = True) -> Workspace:

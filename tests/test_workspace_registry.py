@@ -78,3 +78,12 @@ def test_engine_modules_never_import_the_ui():
     assert not leaked & {"textual", "rich"}, leaked
     assert not leaked & {"torch", "transformers"}, f"heavy imports at module level: {leaked}"
     assert len(names) >= 10
+
+
+def test_data_prepare_offline_fails_fast_and_clearly(tmp_path):
+    Workspace(tmp_path).init()
+    result = _llmtui("-w", str(tmp_path), "data", "prepare", "--datasets", "boolq")
+    assert result.returncode == 1
+    assert "offline" in result.stderr or "HF_HUB_OFFLINE" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "Datasets").iterdir())

@@ -1,0 +1,96 @@
+"""A job's progress, ETA and training curve, folded from its events file (see :mod:`engine.events`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+#: Event kind → the stage it reports progress for.
+PROGRESS_KINDS = {"train_step": "train", "eval_progress": "eval", "quantize_progress": "quantize"}
+#: How many loss values the curve keeps (older ones are dropped).
+MAX_CURVE_POINTS = 1000
+#: Training numbers kept from the latest ``train_step`` event.
+TRAIN_READINGS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "gpu_mem_gb", "epoch")
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass
+class JobProgress:
+    """Everything the Jobs screen shows about a job besides its log; feed events with :meth:`update`."""
+
+    stage: str = ""  # "train" | "eval" | "quantize" | "" before the first progress event
+    label: str = ""  # what is progressing: "train", "eval boolq", "quantize calibrate"…
+    done: int = 0
+    total: int = 0
+    started_at: float | None = None  # the ``start`` event's time
+    losses: list[float] = field(default_factory=list)
+    latest: dict[str, float] = field(default_factory=dict)  # loss, learning_rate, tokens_per_s, …
+    error: str = ""
+    finished: bool = False
+    _stage_start: tuple[float, int] | None = field(default=None, repr=False)  # (t, done) when the label began
+    _last: tuple[float, int] | None = field(default=None, repr=False)
+
+    def update(self, events: Iterable[dict[str, Any]]) -> None:
+        """Fold new events in (in file order)."""
+        for event in events:
+            kind = event.get("kind")
+            t = _number(event.get("t"))
+            if kind == "start":
+                self.started_at = t
+            elif kind in PROGRESS_KINDS:
+                self._progress(PROGRESS_KINDS[kind], event, t)
+            elif kind == "error":
+                self.error = str(event.get("message", "error"))
+            elif kind == "done":
+                self.finished = True
+
+    def _progress(self, stage: str, event: dict[str, Any], t: float | None) -> None:
+        if stage == "train":
+            done, total, label = event.get("step"), event.get("max_steps"), "train"
+            for key in TRAIN_READINGS:
+                value = _number(event.get(key))
+                if value is not None:
+                    self.latest[key] = value
+            loss = _number(event.get("loss"))
+            if loss is not None:
+                self.losses.append(loss)
+                del self.losses[:-MAX_CURVE_POINTS]
+        else:
+            done, total = event.get("done"), event.get("total")
+            part = event.get("dataset") if stage == "eval" else event.get("stage")
+            label = f"{stage} {part}" if part else stage
+        done = int(_number(done) or 0)
+        total = int(_number(total) or 0)
+        if label != self.label or self._stage_start is None or done < self.done:
+            # training counts from the job's start (step 0); other stages from their first report
+            if stage == "train" and self.started_at is not None:
+                self._stage_start = (self.started_at, 0)
+            else:
+                self._stage_start = (t, done) if t is not None else None
+        self.stage, self.label, self.done, self.total = stage, label, done, total
+        if t is not None:
+            self._last = (t, done)
+
+    @property
+    def fraction(self) -> float | None:
+        """Done / total of the current stage, or None when the total is unknown."""
+        return min(self.done / self.total, 1.0) if self.total > 0 else None
+
+    def rate(self) -> float | None:
+        """Items (steps) per second in the current stage so far."""
+        if self._stage_start is None or self._last is None:
+            return None
+        (t0, d0), (t1, d1) = self._stage_start, self._last
+        if t1 <= t0 or d1 <= d0:
+            return None
+        return (d1 - d0) / (t1 - t0)
+
+    def eta_s(self, now: float) -> float | None:
+        """Seconds left in the current stage at time ``now`` (None while the rate is unknown)."""
+        rate = self.rate()
+        if rate is None or self.total <= 0 or self._last is None:
+            return None
+        return max((self.total - self.done) / rate - max(now - self._last[0], 0.0), 0.0)

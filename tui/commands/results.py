@@ -1,0 +1,100 @@
+"""``llmtui results``: the results table of every metrics file, on screen or exported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from tui.cli import add_workspace_arg
+from tui.commands.common import console, err_console, workspace_from
+
+#: What the on-screen table shows unless ``--columns`` asks for more (the Results screen's columns).
+SCREEN_COLUMNS = (
+    "model", "quant_tag",
+    "ai2_arc__macro_f1", "ai2_arc__accuracy", "boolq__accuracy", "boolq__mcc",
+    "squad_v2__F1", "squad_v2__EM", "OpenMathInstruct-2__accuracy", "OpenMathInstruct-2__avg_abs_diff",
+    "overall_accuracy", "latency_mean_s", "eval_peak_vram_allocated_gb", "train_peak_vram_allocated_gb",
+)
+
+
+def add_output_args(parser, formats: tuple[str, ...]) -> None:
+    """The mutually exclusive export-format flags and ``-o FILE`` (shared with ``llmtui compare``)."""
+    group = parser.add_mutually_exclusive_group()
+    for name in formats:
+        group.add_argument(f"--{name}", dest="format", action="store_const", const=name,
+                           help=f"print the table as {name.upper() if name != 'markdown' else 'Markdown'}")
+    parser.add_argument("-o", "--output", metavar="FILE", type=Path,
+                        help="write the export to FILE instead of printing it")
+
+
+def split_list(values: list[str] | None) -> list[str] | None:
+    """``--models a b,c`` → ``[a, b, c]``; None when not given."""
+    if not values:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def emit(text: str, output: Path | None) -> None:
+    """Print an export, or write it atomically to ``output``."""
+    if output is None:
+        console.file.write(text)
+        return
+    from engine.atomic import write_text
+
+    write_text(output, text)
+    err_console.print(f"wrote {output}", highlight=False)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "results", help="the results table of Testing/metrics (CSV, Markdown, LaTeX, JSON exports)",
+        description="One row per metrics file in Testing/metrics, llmtui's and the old research "
+                    "scripts' alike. Exports keep full precision (CSV/JSON) or mark the best value "
+                    "per column in bold (Markdown/LaTeX).")
+    add_workspace_arg(parser)
+    add_output_args(parser, ("json", "csv", "markdown", "latex"))
+    parser.add_argument("--models", nargs="+", metavar="NAME",
+                        help="only these models (names or patterns like 'Qwen3-8B*', comma-separated too)")
+    parser.add_argument("--datasets", nargs="+", metavar="NAME",
+                        help="only these test sets (arc, boolq, squad, openmath, or a custom name)")
+    parser.add_argument("--columns", nargs="+", metavar="PATTERN",
+                        help="only the columns matching these patterns (e.g. '*__accuracy' 'boolq__*')")
+    parser.set_defaults(func=run, format=None)
+
+
+def run(args) -> int:
+    from engine import export
+    from engine.results import results_table
+
+    ws = workspace_from(args)
+    columns = split_list(args.columns)
+    table = results_table(ws, models=split_list(args.models), datasets=split_list(args.datasets),
+                          columns=columns)
+    for message in table.errors:
+        err_console.print(f"[red]unreadable:[/] {message}", highlight=False)
+    for message in table.warnings:
+        err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    renderers = {"json": export.results_json, "csv": export.results_csv,
+                 "markdown": export.results_markdown, "latex": export.results_latex}
+    if args.format:
+        emit(renderers[args.format](table), args.output)
+        return 0
+    if not columns:
+        table.columns = [c for c in table.columns if c.key in SCREEN_COLUMNS]
+        table.columns.sort(key=lambda c: SCREEN_COLUMNS.index(c.key))
+    console.print(_rich_table(table, ws.metrics_dir))
+    return 0
+
+
+def _rich_table(table, folder) -> Table:
+    from engine.export import best_rows, format_number
+
+    view = Table(*[c.key.replace("__", "\n") for c in table.columns],
+                 title=f"{len(table.rows)} results in {folder}", title_justify="left")
+    best = {(i, j) for j, c in enumerate(table.columns)
+            for i in best_rows([row.get(c.key) for row in table.rows], c.direction)}
+    for i, row in enumerate(table.rows):
+        cells = [format_number(row.get(c.key)) or "–" for c in table.columns]
+        view.add_row(*[f"[bold green]{cell}[/]" if (i, j) in best else cell for j, cell in enumerate(cells)])
+    return view

@@ -165,14 +165,35 @@ def inspect_model(ws: Workspace, path: Path, metrics_names: set[str] | None = No
     if problems:
         record.status, record.reason = "broken", "; ".join(problems)
     if metrics_names is None or name in metrics_names:
-        metrics, error = _read_json(ws.metrics_file(name))
-        if isinstance(metrics, dict):
-            record.headline = headline_metrics(metrics)
+        headline, error = _cached_headline(ws.metrics_file(name))
+        if headline is not None:
+            record.headline = headline
             if record.status != "broken":
                 record.status = "tested"
         elif error and record.status != "broken":
             record.reason = f"metrics file unreadable ({error}); evaluate again"
     return record
+
+
+_HEADLINE_CACHE: dict[str, tuple[int, int, dict[str, dict[str, Any]]]] = {}
+
+
+def _cached_headline(path: Path) -> tuple[dict[str, dict[str, Any]] | None, str]:
+    """Headline metrics of a metrics file, re-parsed only when its mtime or size changed."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None, ""
+    key = str(path)
+    cached = _HEADLINE_CACHE.get(key)
+    if cached and cached[:2] == (info.st_mtime_ns, info.st_size):
+        return cached[2], ""
+    metrics, error = _read_json(path)
+    if not isinstance(metrics, dict):
+        return None, error or f"{path.name}: not a JSON object"
+    headline = headline_metrics(metrics)
+    _HEADLINE_CACHE[key] = (info.st_mtime_ns, info.st_size, headline)
+    return headline, ""
 
 
 def metrics_names(ws: Workspace) -> set[str]:

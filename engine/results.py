@@ -143,14 +143,17 @@ def scan_results(ws: Workspace) -> list[ResultRecord]:
     if not folder.is_dir():
         return []
     records = [load_metrics_file(p) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
-    seen: dict[str, ResultRecord] = {}
+    by_name: dict[str, list[ResultRecord]] = {}
     for record in records:
-        if record.name in seen and record.path.stem != record.name:
-            first = seen[record.name]
-            record.warnings.append(f"{record.path.name}: names the same model as {first.path.name}; "
-                                   f"shown as {record.path.stem}")
-            record.name = record.path.stem
-        seen.setdefault(record.name, record)
+        by_name.setdefault(record.name, []).append(record)
+    for name, group in by_name.items():
+        # The file named after the model (llmtui's naming) keeps the name; the others show their file's.
+        keeper = next((r for r in group if r.path.stem == name), group[0])
+        for record in group:
+            if record is not keeper:
+                record.warnings.append(f"{record.path.name}: names the same model as {keeper.path.name}; "
+                                       f"shown as {record.path.stem}")
+                record.name = record.path.stem
     return sorted(records, key=lambda r: r.name.casefold())
 
 

@@ -9,12 +9,14 @@ from rich.table import Table
 from tui.cli import add_workspace_arg
 from tui.commands.common import console, err_console, workspace_from
 
-#: What the on-screen table shows unless ``--columns`` asks for more (the Results screen's columns).
+#: What the on-screen table shows unless ``--columns`` asks for more, in priority order: columns
+#: are dropped from the end until the table fits the terminal.
 SCREEN_COLUMNS = (
-    "model", "quant_tag",
+    "model",
     "ai2_arc__macro_f1", "ai2_arc__accuracy", "boolq__accuracy", "boolq__mcc",
     "squad_v2__F1", "squad_v2__EM", "OpenMathInstruct-2__accuracy", "OpenMathInstruct-2__avg_abs_diff",
     "overall_accuracy", "latency_mean_s", "eval_peak_vram_allocated_gb", "train_peak_vram_allocated_gb",
+    "quant_tag",
 )
 
 
@@ -80,18 +82,44 @@ def run(args) -> int:
     if args.format:
         emit(renderers[args.format](table), args.output)
         return 0
+    hidden = 0
     if not columns:
-        table.columns = [c for c in table.columns if c.key in SCREEN_COLUMNS]
+        table.columns = [c for c in table.columns if c.key in SCREEN_COLUMNS and
+                         (c.key == "model" or any(row.get(c.key) is not None for row in table.rows))]
         table.columns.sort(key=lambda c: SCREEN_COLUMNS.index(c.key))
+        hidden = _fit_to_screen(table, console.width)
     console.print(_rich_table(table, ws.metrics_dir))
+    if hidden:
+        console.print(f"[dim]{hidden} more column(s) do not fit: widen the terminal, choose with "
+                      f"--columns, or export with --csv/--markdown/--latex/--json[/]")
     return 0
+
+
+def _fit_to_screen(table, width: int) -> int:
+    """Drop the last screen columns until the table fits ``width``; returns how many were dropped."""
+    from engine.export import format_number
+
+    def needed(column) -> int:
+        header = max(len(part) for part in column.key.split("__"))
+        cells = max((len(format_number(row.get(column.key)) or "-") for row in table.rows), default=1)
+        return max(header, cells) + 3
+
+    dropped = 0
+    while len(table.columns) > 2 and sum(map(needed, table.columns)) + 1 > width:
+        table.columns.pop()
+        dropped += 1
+    return dropped
 
 
 def _rich_table(table, folder) -> Table:
     from engine.export import best_rows, format_number
 
-    view = Table(*[c.key.replace("__", "\n") for c in table.columns],
-                 title=f"{len(table.rows)} results in {folder}", title_justify="left")
+    view = Table(title=f"{len(table.rows)} results in {folder}", title_justify="left")
+    for column in table.columns:
+        if column.key == "model":
+            view.add_column("model", no_wrap=True)
+        else:
+            view.add_column(column.key.replace("__", "\n"), justify="right")
     best = {(i, j) for j, c in enumerate(table.columns)
             for i in best_rows([row.get(c.key) for row in table.rows], c.direction)}
     for i, row in enumerate(table.rows):

@@ -1,7 +1,8 @@
 """Dataset metrics recomputed from per-item predictions, vectorised over bootstrap resamples.
 
-The predictions files (``Testing/predictions/{model}/{test stem}.jsonl``) hold, per item, ``pred``,
-``gold``, ``correct`` and (squad_v2) ``f1``. :func:`item_arrays` turns those rows into numpy arrays;
+The predictions files (``Testing/predictions/{model}/{test stem}.jsonl``) hold, per item, ``pred``
+(normalised by engine.metrics), ``gold`` (as in the dataset), ``correct``, ``has_box`` and (squad_v2)
+``f1``. :func:`item_arrays` turns those rows into numpy arrays;
 :data:`PAIRED_TESTS` says, per task kind and metric, which paired test applies and how to compute
 the metric from the arrays — with the same definitions as :mod:`engine.metrics` (checked by tests).
 
@@ -49,7 +50,10 @@ def item_arrays(kind: str, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         arrays["correct"].append(_bool_field(row, "correct", where))
         for name, value in _KIND_FIELDS[kind](row, where).items():
             arrays.setdefault(name, []).append(value)
-    return {name: np.asarray(values) for name, values in arrays.items()}
+    result = {name: np.asarray(values) for name, values in arrays.items()}
+    if rows and all(isinstance(row.get("has_box"), bool) for row in rows):
+        result["has_box"] = np.asarray([row["has_box"] for row in rows])
+    return result
 
 
 # --- per-item fields, by kind --------------------------------------------------------------------
@@ -73,6 +77,8 @@ def _boolq_fields(row: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _squad_v2_fields(row: dict[str, Any], where: str) -> dict[str, Any]:
     gold = row.get("gold")
+    if isinstance(gold, dict):  # the Hub's {"text": [...], "answer_start": [...]}
+        gold = gold.get("text")
     golds = [gold] if isinstance(gold, str) else gold if isinstance(gold, list) else None
     if golds is None or not all(isinstance(g, str) for g in golds):
         raise PredictionsError(f"{where}: gold {gold!r} is not a string or a list of strings")
@@ -204,7 +210,14 @@ def _avna(items: dict[str, np.ndarray]) -> tuple[np.ndarray, None]:
     return items["avna_correct"], None
 
 
+def _has_box(items: dict[str, np.ndarray]) -> tuple[np.ndarray, None]:
+    if "has_box" not in items:
+        raise ValueError("the predictions have no per-item has_box field")
+    return items["has_box"], None
+
+
 _MCNEMAR = PairedTest("mcnemar", correctness=_all_correct)
+_FORMAT = PairedTest("mcnemar", correctness=_has_box)
 
 
 def _bootstrap(metric: BatchMetric) -> PairedTest:
@@ -213,13 +226,14 @@ def _bootstrap(metric: BatchMetric) -> PairedTest:
 
 #: kind → metric → the paired test that applies to it.
 PAIRED_TESTS: dict[str, dict[str, PairedTest]] = {
-    "mcq4": {"accuracy": _MCNEMAR, "macro_f1": _bootstrap(mcq4_macro_f1)},
+    "mcq4": {"accuracy": _MCNEMAR, "macro_f1": _bootstrap(mcq4_macro_f1), "format_success_rate": _FORMAT},
     "boolq": {
         "accuracy": _MCNEMAR,
         "f1": _bootstrap(boolq_f1),
         "macro_f1": _bootstrap(boolq_macro_f1),
         "balanced_accuracy": _bootstrap(boolq_balanced_accuracy),
         "mcc": _bootstrap(boolq_mcc),
+        "format_success_rate": _FORMAT,
     },
     "squad_v2": {
         "accuracy": _MCNEMAR,
@@ -229,8 +243,10 @@ PAIRED_TESTS: dict[str, dict[str, PairedTest]] = {
         "HasAns_F1": _bootstrap(squad_has_answer_f1),
         "NoAns_accuracy": PairedTest("mcnemar", correctness=_correct_without_answer),
         "AvNA": PairedTest("mcnemar", correctness=_avna),
+        "format_success_rate": _FORMAT,
     },
-    "math_numeric": {"accuracy": _MCNEMAR, "avg_abs_diff": _bootstrap(math_avg_abs_diff)},
+    "math_numeric": {"accuracy": _MCNEMAR, "avg_abs_diff": _bootstrap(math_avg_abs_diff),
+                     "format_success_rate": _FORMAT},
 }
 
 

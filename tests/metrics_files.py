@@ -38,11 +38,11 @@ def write_evaluation(ws: Workspace, model: str, outputs: dict[str, list[str]],
                                                 [5 + i % 3 for i in range(len(scores))])
         if write_predictions:
             item_prompts = (prompts or {}).get(file_name) or [f"{file_name} question {i}" for i in range(len(texts))]
-            rows = [{"index": i, "prompt": item_prompts[i], "output": text,
-                     "pred": list(s.pred) if isinstance(s.pred, tuple) else s.pred,
-                     "gold": list(s.gold) if isinstance(s.gold, tuple) else s.gold,
-                     "correct": s.correct, **({"f1": s.f1} if kind == "squad_v2" else {})}
-                    for i, (text, s) in enumerate(zip(texts, scores))]
+            # The evaluator's row: normalised pred, gold as in the dataset.
+            rows = [{"index": i, "prompt": item_prompts[i], "output": text, "pred": s.pred,
+                     "gold": gold, "correct": s.correct, "has_box": s.has_box,
+                     **({"f1": s.f1} if kind == "squad_v2" else {})}
+                    for i, (text, s, gold) in enumerate(zip(texts, scores, golds[file_name]))]
             stem = file_name.removesuffix(".parquet")
             write_jsonl(ws.predictions_folder(model) / f"{stem}.jsonl", rows)
     total = sum(d["total_samples"] for d in datasets.values())

@@ -112,6 +112,22 @@ def test_bootstrap_certain_difference_on_squad(ws):
     assert (avna.b, avna.c, avna.n) == (0, 10, 30)  # base answered the unanswerable ones
 
 
+def test_format_success_rate_is_tested_from_has_box(ws):
+    golds = [True, False] * 10
+    boxed_a = [boxed(g) if i % 5 else "True, I think" for i, g in enumerate(golds)]  # 4 without a box
+    write_evaluation(ws, "base", {BOOLQ: boxed_a}, {BOOLQ: golds})
+    write_evaluation(ws, "tuned", {BOOLQ: [boxed(g) for g in golds]}, {BOOLQ: golds})
+    _, pair = pair_of(compare(ws, ["base", "tuned"]), "format_success_rate")
+    assert (pair.test, pair.b, pair.c, pair.p_value) == ("mcnemar", 0, 4, 0.125)
+    path = ws.predictions_folder("tuned") / "test-boolq.jsonl"
+    write_jsonl(path, [{k: v for k, v in json.loads(line).items() if k != "has_box"}
+                       for line in path.read_text().splitlines()])
+    _, without = pair_of(compare(ws, ["base", "tuned"]), "format_success_rate")
+    assert without.unavailable == "cannot be tested: the predictions have no per-item has_box field"
+    _, accuracy = pair_of(compare(ws, ["base", "tuned"]), "accuracy")
+    assert accuracy.p_value == 0.125  # the other tests still run
+
+
 def test_math_abs_diff_bootstrap_lower_is_better(ws):
     golds = [float(i) for i in range(1, 41)]
     write_evaluation(ws, "base", {MATH: [boxed(g + 3) for g in golds]}, {MATH: golds})
@@ -141,9 +157,9 @@ def test_batch_metrics_match_engine_metrics(file_name):
     scores = [score_item(kind, text, gold) for text, gold in zip(outputs, golds)]
     expected = compute_metrics(kind, scores)
     expected.setdefault("accuracy", sum(s.correct for s in scores) / len(scores))  # dataset level
-    rows = [{"index": i, "pred": list(s.pred) if isinstance(s.pred, tuple) else s.pred,
-             "gold": list(s.gold) if isinstance(s.gold, tuple) else s.gold, "correct": s.correct,
-             **({"f1": s.f1} if kind == "squad_v2" else {})} for i, s in enumerate(scores)]
+    expected["format_success_rate"] = sum(s.has_box for s in scores) / len(scores)
+    rows = [{"index": i, "pred": s.pred, "gold": gold, "correct": s.correct, "has_box": s.has_box,
+             **({"f1": s.f1} if kind == "squad_v2" else {})} for i, (s, gold) in enumerate(zip(scores, golds))]
     items = item_arrays(kind, rows)
     whole = {name: values[None, :] for name, values in items.items()}
     for metric, test in PAIRED_TESTS[kind].items():

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.item_metrics import PAIRED_TESTS, PredictionsError, item_arrays
+from engine.item_metrics import PAIRED_TESTS, PairedTest, PredictionsError, item_arrays
 from engine.results import (DatasetResult, ResultRecord, metric_direction, model_name_from,
                             scan_results)
 from engine.stats import ALPHA, mcnemar_exact, paired_bootstrap
@@ -118,9 +118,11 @@ def compare(ws: Workspace, names: list[str], *, resamples: int = 1000, seed: int
         result.warnings.extend(record.warnings)
     for file_name in _dataset_order(chosen):
         holders = [r for r in chosen if file_name in r.datasets]
-        if baseline not in holders or len(holders) < 2:
-            only = ", ".join(r.name for r in holders)
-            result.skipped_datasets[file_name] = f"evaluated only for {only}"
+        if baseline not in holders:
+            result.skipped_datasets[file_name] = f"not evaluated for {baseline.name}, the reference"
+            continue
+        if len(holders) < 2:
+            result.skipped_datasets[file_name] = f"evaluated only for {baseline.name}"
             continue
         comparison = _DatasetComparer(ws, file_name, holders, resamples, seed, confidence).run()
         result.datasets.append(comparison)
@@ -177,7 +179,8 @@ class _DatasetComparer:
                                                             record.name, rows)
             if reason is None:
                 try:
-                    arrays.setdefault(self.records[0].name, item_arrays(self.kind, base_rows))
+                    if self.records[0].name not in arrays:
+                        arrays[self.records[0].name] = item_arrays(self.kind, base_rows)
                     arrays[record.name] = item_arrays(self.kind, rows)
                 except PredictionsError as exc:
                     reason = f"predictions unusable: {exc}"
@@ -210,7 +213,7 @@ class _DatasetComparer:
         return MetricComparison(metric=name, direction=metric_direction(name), values=values,
                                 pairs=pairs)
 
-    def run_test(self, test, items_a: dict[str, np.ndarray], items_b: dict[str, np.ndarray],
+    def run_test(self, test: PairedTest, items_a: dict[str, np.ndarray], items_b: dict[str, np.ndarray],
                  pair: PairStat) -> None:
         try:
             if test.test == "mcnemar":

@@ -306,7 +306,7 @@ class JobStore:
             if row is None or row["status"] != "running":
                 return row["status"] if row else "missing"
             if row["cancel_requested_at"] is not None:
-                status, error = "cancelled", error or "cancelled by the user"
+                status, error = "cancelled", "cancelled by the user"
             elif exit_code == 0:
                 status, error = "done", ""
             else:
@@ -361,8 +361,14 @@ class JobStore:
                 raise JobError(f"job #{job_id} is {original['status']}; only {', '.join(RETRYABLE)} jobs "
                                "can be retried")
             if original["failed_dependency"] is not None:
+                root = original
+                while root["failed_dependency"] is not None:
+                    upstream = conn.execute("SELECT * FROM jobs WHERE id = ?", (root["failed_dependency"],)).fetchone()
+                    if upstream is None:
+                        break
+                    root = upstream
                 raise JobError(f"job #{job_id} never ran because job #{original['failed_dependency']} did not "
-                               f"finish; retry #{original['failed_dependency']} instead")
+                               f"finish; retry #{root['id']} instead (its dependents are re-queued with it)")
             copies: dict[int, int] = {}
             pending = [original]
             now = time.time()

@@ -11,6 +11,7 @@ that ended meanwhile, and marks the rest ``interrupted``.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shlex
 import signal
@@ -18,13 +19,13 @@ import subprocess
 import sys
 import time
 import tomllib
+import traceback
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from engine.atomic import write_text
-from engine.events import read_events
 from engine.gpu import GpuInventory, NvmlInventory
 from engine.queue import Job, JobError, JobStore
 from engine.scheduler import Waiting, default_max_parallel, free_gpus, plan_starts
@@ -36,6 +37,7 @@ SETTINGS_FILE = "worker.toml"
 EXIT_FILE = "exit_code"
 PRESET_FILE = "preset.toml"
 LOG_TAIL_LINES = 20
+LOG_HEADER = "# llmtui: "  # lines the worker writes into a job's log (left out of its tail)
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -155,18 +157,33 @@ def read_exit_file(path: Path) -> int | None:
         return None
 
 
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 64 << 10) -> str:
-    """The last ``lines`` lines of a log file (empty when there is none)."""
+def _tail_text(path: Path, max_bytes: int = 64 << 10) -> str:
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(size - max_bytes, 0))
-            data = handle.read()
+            handle.seek(max(handle.tell() - max_bytes, 0))
+            return handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    text = data.decode("utf-8", errors="replace").replace("\r", "\n")
-    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` non-blank lines a job wrote to its log (empty when there are none)."""
+    text = _tail_text(path).replace("\r", "\n")
+    kept = [line for line in text.splitlines() if line.strip() and not line.startswith(LOG_HEADER)]
+    return "\n".join(kept[-lines:])
+
+
+def last_error_event(events_path: Path) -> str:
+    """The message of the last ``error`` event near the end of an events file ('' when none)."""
+    for line in reversed(_tail_text(events_path).splitlines()):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("kind") == "error" and event.get("message"):
+            return str(event["message"])
+    return ""
 
 
 def error_summary(exit_code: int | None, tail: str, events_path: Path) -> str:
@@ -180,8 +197,7 @@ def error_summary(exit_code: int | None, tail: str, events_path: Path) -> str:
             how = f"killed by signal {-exit_code}"
     else:
         how = f"exit code {exit_code}"
-    errors = [e for e in read_events(events_path) if e.get("kind") == "error" and e.get("message")]
-    detail = str(errors[-1]["message"]) if errors else (tail.splitlines()[-1] if tail else "")
+    detail = last_error_event(events_path) or (tail.splitlines()[-1] if tail else "")
     return f"{how}: {detail}"[:400].replace("\n", " ") if detail else how
 
 
@@ -247,7 +263,12 @@ class Worker:
         self.recover()
         self.log(f"worker {os.getpid()} ready on {self.ws.root}")
         while not should_stop():
-            if not self.tick():
+            try:
+                busy = self.tick()
+            except Exception:  # one bad pass must not stop the queue: log it and try again
+                self.log("error in the worker loop:\n" + traceback.format_exc())
+                busy = False
+            if not busy:
                 # Poll faster while jobs run, so short jobs are reaped and replaced promptly.
                 time.sleep(min(self.settings.poll_interval_s, 0.05) if self.running else self.settings.poll_interval_s)
 
@@ -270,23 +291,25 @@ class Worker:
             if run.process is not None:
                 try:
                     done = os.waitid(os.P_PID, run.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-                except ChildProcessError:
+                except ChildProcessError:  # reaped on an earlier pass whose record failed
                     done = True
-                if done:
-                    # The leader is a zombie, so its group id cannot be reused yet: end any stragglers.
-                    _signal_group(run.pid, signal.SIGKILL)
-                    run.process.wait()
+                else:
+                    if done:
+                        # The leader is a zombie, so its group id cannot be reused yet: end any stragglers.
+                        _signal_group(run.pid, signal.SIGKILL)
+                        run.process.wait()
             else:
                 done = not process_alive(run.pid, run.created)
             if done:
                 _kill_all(run.tree)
                 ended.append(job_id)
         for job_id in ended:
-            run = self.running.pop(job_id)
+            run = self.running[job_id]
             exit_code = read_exit_file(self.ws.job_dir(job_id) / EXIT_FILE)
             if exit_code is None and run.process is not None:
                 exit_code = run.process.returncode
             status = self._finish(job_id, exit_code)
+            del self.running[job_id]  # only once recorded: a failed write is retried on the next pass
             self.log(f"job {job_id}: {status} (exit code {exit_code})")
         return bool(ended)
 
@@ -354,9 +377,10 @@ class Worker:
             "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)), "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
             "PYTHONUNBUFFERED": "1"})
         with open(self.ws.root / job.log_path, "ab") as log:
-            log.write(f"# llmtui job {job.id} ({job.kind}) started {datetime.now().isoformat(timespec='seconds')}"
-                      f" on {'GPU ' + ','.join(map(str, gpus)) if gpus else 'no GPU'}\n"
-                      f"# $ {shlex.join(job.command)}\n".encode())
+            when = datetime.now().isoformat(timespec="seconds")
+            command = shlex.join(job.command).replace("\n", "\\n")  # one line, so the header stays two
+            log.write(f"{LOG_HEADER}job {job.id} ({job.kind}) started {when} on "
+                      f"{'GPU ' + ','.join(map(str, gpus)) if gpus else 'no GPU'}\n{LOG_HEADER}$ {command}\n".encode())
             log.flush()
             try:
                 process = subprocess.Popen(python_command("engine.jobrun", str(job_dir / EXIT_FILE), "--", *job.command),

@@ -1,0 +1,531 @@
+"""Batched greedy evaluation of model folders on the workspace's test sets.
+
+Prompts (the one prompt builder's text) are sorted by token length and generated in left-padded
+batches with their attention mask; each sequence stops at EOS or as soon as its first ``\\boxed{…}``
+is closed (the scorer reads only the first box, so this changes no prediction), under the task's
+``max_new_tokens`` ceiling. Out of memory halves the batch and retries it; no item is lost.
+
+Per model this writes ``Testing/predictions/{model}/{test stem}.jsonl`` (one row per item) and then
+``Testing/metrics/{model}.json`` (the old scripts' schema plus new keys), both atomically. The metrics
+file is written last: an interrupted evaluation leaves none, so the model stays untested.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from engine import __version__
+from engine.atomic import staged_dir, write_json, write_jsonl
+from engine.datasets import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
+from engine.events import EventWriter
+from engine.metrics import describe, extract_boxed, first_box_closed, score_item, summarize_dataset
+from engine.workspace import Workspace, safe_name
+
+#: Auto batch size: the first (longest) batch tries this many prompts, halving on out-of-memory.
+AUTO_START_BATCH = {"cuda": 256, "cpu": 64}
+FAILURES_FILE = "eval-failures.json"
+
+#: Called with the batch size before every ``generate`` call. A test seam: a test passes a hook that
+#: raises ``torch.OutOfMemoryError`` above some size to exercise the halving path without a GPU.
+BeforeGenerate = Callable[[int], None]
+
+
+class EvalError(ValueError):
+    """An evaluation cannot run (unknown model, already evaluated, no test sets…); the message says why."""
+
+
+@dataclass
+class Generation:
+    """One item's generated text, its generated-token count, and its share of its batch's wall time."""
+
+    text: str
+    tokens: int
+    latency_s: float
+
+
+@dataclass
+class EvalOptions:
+    """What to evaluate and how: task names (None = every test set present), items per set, batch size."""
+
+    datasets: list[str] | None = None
+    limit: int = 0
+    batch_size: int | str = "auto"
+    force: bool = False
+    device: str | None = None
+
+
+# ------------------------------------------------------------------------------------------ generation
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def brace_token_mask(tokenizer: Any, vocab_size: int):
+    """A bool tensor over token ids: True where the token's text contains ``}`` (only those can close a box)."""
+    import torch
+
+    size = max(vocab_size, len(tokenizer))
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=False)
+    mask = torch.zeros(size, dtype=torch.bool)
+    mask[[i for i, text in enumerate(texts) if "}" in text]] = True
+    return mask
+
+
+def _stop_criterion(tokenizer: Any, prompt_length: int, batch: int, eos_ids: list[int], brace_mask, device):
+    """A StoppingCriteria that finishes each row at EOS or when its first box closes, recording its length."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class FirstBoxOrEos(StoppingCriteria):
+        def __init__(self) -> None:
+            self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+            self.lengths = [0] * batch
+            self.eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
+            self.brace = brace_mask.to(device)
+
+        def __call__(self, input_ids, scores, **kwargs):
+            generated = input_ids.shape[1] - prompt_length
+            last = input_ids[:, -1]
+            newly = ~self.done & torch.isin(last, self.eos)
+            closers = (~self.done & ~newly & self.brace[last]).nonzero().flatten().tolist()
+            for row in closers:
+                text = tokenizer.decode(input_ids[row, prompt_length:], skip_special_tokens=True)
+                if first_box_closed(text):
+                    newly[row] = True
+            for row in newly.nonzero().flatten().tolist():
+                self.lengths[row] = generated
+            self.done |= newly
+            return self.done.clone()
+
+    return FirstBoxOrEos()
+
+
+def _generation_config(model: Any, tokenizer: Any, max_new_tokens: int):
+    import copy
+
+    from transformers import GenerationConfig
+
+    base = getattr(model, "generation_config", None)
+    config = copy.deepcopy(base) if isinstance(base, GenerationConfig) else GenerationConfig()
+    config.update(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None, min_p=None,
+                  max_new_tokens=max_new_tokens, max_length=None)
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    if config.eos_token_id is None:
+        config.eos_token_id = tokenizer.eos_token_id
+    return config
+
+
+def _eos_ids(config: Any) -> list[int]:
+    eos = config.eos_token_id
+    return [eos] if isinstance(eos, int) else [int(e) for e in (eos or [])]
+
+
+def _input_device(model: Any):
+    import torch
+
+    device = getattr(model, "device", None)
+    if device is None:
+        device = next(model.parameters()).device
+    return torch.device(device)
+
+
+def generate_batch(model: Any, tokenizer: Any, token_ids: list[list[int]], max_new_tokens: int,
+                   brace_mask: Any) -> list[tuple[str, int]]:
+    """Greedy generation for one batch of tokenized prompts, left-padded with their attention mask.
+
+    Returns ``(text, generated tokens)`` per prompt; a row's count includes its EOS or closing token.
+    """
+    import torch
+    from transformers import StoppingCriteriaList
+
+    device = _input_device(model)
+    encoded = tokenizer.pad({"input_ids": token_ids}, padding=True, return_tensors="pt").to(device)
+    prompt_length = encoded["input_ids"].shape[1]
+    config = _generation_config(model, tokenizer, max_new_tokens)
+    criterion = _stop_criterion(tokenizer, prompt_length, len(token_ids), _eos_ids(config), brace_mask, device)
+    with torch.inference_mode():
+        output = model.generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
+                                generation_config=config, stopping_criteria=StoppingCriteriaList([criterion]))
+    generated = output[:, prompt_length:]
+    results = []
+    for row in range(len(token_ids)):
+        length = criterion.lengths[row] if criterion.done[row] else generated.shape[1]
+        text = tokenizer.decode(generated[row, :length], skip_special_tokens=True)
+        results.append((text, int(length)))
+    return results
+
+
+def generate_all(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int, batch_size: int,
+                 brace_mask: Any, on_progress: Callable[[int, int], None] | None = None,
+                 before_generate: BeforeGenerate | None = None) -> tuple[list[Generation], int]:
+    """Generate for every prompt, longest first, in batches of ``batch_size``.
+
+    Out of memory halves the batch and retries the same prompts. Returns the generations in the
+    prompts' order and the batch size in use at the end.
+    """
+    total = len(prompts)
+    token_ids = tokenizer(prompts)["input_ids"] if prompts else []
+    lengths = [len(ids) for ids in token_ids]
+    order = sorted(range(total), key=lambda i: -lengths[i])
+    results: list[Generation | None] = [None] * total
+    done = 0
+    size = max(1, batch_size)
+    while done < total:
+        chunk = order[done:done + size]
+        try:
+            if before_generate is not None:
+                before_generate(len(chunk))
+            started = time.perf_counter()
+            outputs = generate_batch(model, tokenizer, [token_ids[i] for i in chunk], max_new_tokens, brace_mask)
+            elapsed = time.perf_counter() - started
+        except (RuntimeError, MemoryError) as exc:
+            if not _is_out_of_memory(exc) and not isinstance(exc, MemoryError):
+                raise
+            _free_memory()
+            if len(chunk) == 1:
+                raise EvalError(f"out of memory even with one prompt of {lengths[chunk[0]]} tokens") from None
+            size = len(chunk) // 2
+            continue
+        for index, (text, tokens) in zip(chunk, outputs):
+            results[index] = Generation(text, tokens, elapsed / len(chunk))
+        done += len(chunk)
+        if on_progress is not None:
+            on_progress(done, total)
+    return [r for r in results if r is not None], size
+
+
+# ------------------------------------------------------------------------------------------- datasets
+
+
+def select_tasks(ws: Workspace, names: list[str] | None) -> list[TaskSpec]:
+    """The tasks named (preset names or test file names), or every task whose test file is present."""
+    if names:
+        tasks = []
+        for name in names:
+            task = get_task(name.strip(), ws.datasets_dir)
+            if task not in tasks:
+                tasks.append(task)
+        return tasks
+    tasks = [t for t in task_registry(ws.datasets_dir).values() if (ws.datasets_dir / t.test_file).is_file()]
+    if not tasks:
+        raise EvalError(f"{ws.datasets_dir}: no test sets (test-*.parquet of a known or declared dataset)")
+    return tasks
+
+
+def _plain_gold(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    return item() if callable(item) and not isinstance(value, (str, bytes)) else value
+
+
+def prediction_row(task: TaskSpec, item: Item, prompt: str, generation: Generation) -> dict[str, Any]:
+    """One predictions-file row: the exact prompt, raw output, extracted box, normalised pred, gold, score."""
+    score = score_item(task.kind, generation.text, item.answer)
+    row = {
+        "index": item.index,
+        "prompt": prompt,
+        "output": generation.text,
+        "extracted": extract_boxed(generation.text),
+        "pred": score.pred,
+        "gold": _plain_gold(item.answer),
+        "correct": bool(score.correct),
+        "has_box": score.has_box,
+        "tokens": generation.tokens,
+        "latency_s": round(generation.latency_s, 6),
+    }
+    if task.kind == "squad_v2":
+        row["f1"] = score.f1
+    return row
+
+
+@dataclass
+class DatasetRun:
+    """One test set's results: the metrics block, the predictions rows, and how generation went."""
+
+    task: TaskSpec
+    block: dict[str, Any]
+    rows: list[dict[str, Any]]
+    generation_s: float
+    batch_size: int
+
+
+def evaluate_dataset(loaded: Any, task: TaskSpec, items: list[Item], *, batch_size: int, brace_mask: Any,
+                     on_progress: Callable[[int, int], None] | None = None,
+                     before_generate: BeforeGenerate | None = None) -> DatasetRun:
+    """Generate, score and summarise one test set."""
+    from engine.prompts import render_prompt
+
+    prompts = [render_prompt(loaded.tokenizer, task, item) for item in items]
+    started = time.perf_counter()
+    generations, used = generate_all(loaded.model, loaded.tokenizer, prompts, max_new_tokens=task.max_new_tokens,
+                                     batch_size=batch_size, brace_mask=brace_mask, on_progress=on_progress,
+                                     before_generate=before_generate)
+    elapsed = time.perf_counter() - started
+    rows = [prediction_row(task, item, prompt, gen) for item, prompt, gen in zip(items, prompts, generations)]
+    scores = [score_item(task.kind, gen.text, item.answer) for item, gen in zip(items, generations)]
+    block = summarize_dataset(task.kind, scores, [g.latency_s for g in generations], [g.tokens for g in generations])
+    block["max_new_tokens"] = task.max_new_tokens
+    block["batch_size"] = used
+    block["items_per_second"] = round(len(items) / elapsed, 4) if elapsed > 0 else None
+    return DatasetRun(task, block, rows, elapsed, used)
+
+
+# ------------------------------------------------------------------------------------------- one model
+
+
+def resolve_model_dir(ws: Workspace, ref: str | Path) -> Path:
+    """A model folder from a path or a model name in ``Models/`` (EvalError when neither exists)."""
+    candidate = Path(ref).expanduser()
+    if candidate.is_dir():
+        return candidate.resolve()
+    by_name = ws.model_dir(str(ref))
+    if by_name.is_dir():
+        return by_name.resolve()
+    raise EvalError(f"model {str(ref)!r} not found (neither a folder nor a model in {ws.models_dir})")
+
+
+def quantization_block(found: Any) -> dict[str, Any]:
+    """The metrics file's ``quantization`` section: method, source, bits, group size, backend, tag."""
+    meta = found.quantization or {}
+    method = str(meta.get("method") or "NoQuant")
+    return {
+        "method": method,
+        "source": meta.get("source_model") or ("training" if found.qlora else None),
+        "bits": meta.get("weights_bits", meta.get("bits")),
+        "group_size": meta.get("group_size"),
+        "backend": meta.get("backend"),
+        "quant_tag": meta.get("quant_tag") or ("NoQuant" if method == "NoQuant" else None),
+        "has_quantization": bool(meta.get("has_quantization", method != "NoQuant")),
+        "loaded_as": found.kind + ("+bnb-nf4-base" if found.qlora else ""),
+    }
+
+
+def _batch_start(batch_size: int | str, device: str) -> int:
+    if batch_size == "auto":
+        return AUTO_START_BATCH["cuda" if device.startswith("cuda") else "cpu"]
+    if isinstance(batch_size, int) and batch_size >= 1:
+        return batch_size
+    raise EvalError(f"batch size {batch_size!r} must be a positive integer or 'auto'")
+
+
+def _existing_metrics_problem(path: Path) -> str | None:
+    """Why an existing metrics file should not block re-evaluation (it is unreadable), or None if it is fine."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"{path.name} is unreadable ({exc})"
+    return None if isinstance(data, dict) else f"{path.name} is not a JSON object"
+
+
+def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | None = None, *,
+                   events: EventWriter | None = None, before_generate: BeforeGenerate | None = None) -> dict[str, Any]:
+    """Evaluate one model folder on the chosen test sets; write predictions, then the metrics file.
+
+    Returns the metrics dict. Raises EvalError, DatasetError or ModelLoadError with a clear message;
+    on any error or interruption no metrics file is written.
+    """
+    import torch
+
+    from engine.memory import read_peaks, reset_peaks
+    from engine.models import detect_kind, load_for_inference, resolve_device
+
+    options = options or EvalOptions()
+    events = events or EventWriter(None)
+    wall_started = time.perf_counter()
+    model_dir = resolve_model_dir(ws, model_ref)
+    name = safe_name(model_dir.name)
+    metrics_path = ws.metrics_file(name)
+    if metrics_path.exists() and not options.force and _existing_metrics_problem(metrics_path) is None:
+        raise EvalError(f"{name} is already evaluated ({metrics_path}); use --force to evaluate it again")
+    tasks = select_tasks(ws, options.datasets)
+    items = {task.name: load_items(ws.datasets_dir, task, "test", options.limit) for task in tasks}
+    for task in tasks:
+        if not items[task.name]:
+            raise DatasetError(f"{ws.datasets_dir / task.test_file}: no rows to evaluate")
+    found = detect_kind(model_dir)
+    device = resolve_device(options.device)
+    start_batch = _batch_start(options.batch_size, device)
+    events.emit("start", model=name, model_dir=str(model_dir), model_kind=found.kind,
+                datasets=[t.test_file for t in tasks], total=sum(len(v) for v in items.values()))
+    reset_peaks()
+    loaded = load_for_inference(model_dir, device=device)
+    load_s = time.perf_counter() - wall_started
+    try:
+        brace_mask = brace_token_mask(loaded.tokenizer, int(getattr(loaded.model.config, "vocab_size", 0) or 0))
+        runs = []
+        for task in tasks:
+            def progress(done: int, total: int, dataset: str = task.test_file) -> None:
+                events.emit("eval_progress", model=name, dataset=dataset, done=done, total=total)
+
+            events.emit("eval_progress", model=name, dataset=task.test_file, done=0, total=len(items[task.name]))
+            runs.append(evaluate_dataset(loaded, task, items[task.name], batch_size=start_batch,
+                                         brace_mask=brace_mask, on_progress=progress,
+                                         before_generate=before_generate))
+        peaks = read_peaks()
+        dtype = str(getattr(loaded.model, "dtype", "")).replace("torch.", "")
+    finally:
+        del loaded
+        _free_memory()
+    metrics = build_metrics(name, runs, quantization_block(found), peaks, {
+        "model_dir": str(model_dir), "model_kind": found.kind, "device": device, "dtype": dtype,
+        "datasets": [t.test_file for t in tasks], "limit": options.limit,
+        "batch_size_requested": options.batch_size, "decoding": "greedy",
+        "stop": "EOS or the first closed \\boxed{}", "torch_version": torch.__version__,
+    }, load_s=load_s, wall_s=time.perf_counter() - wall_started)
+    with staged_dir(ws.predictions_folder(name), overwrite=True) as folder:
+        for run in runs:
+            write_jsonl(folder / f"{Path(run.task.test_file).stem}.jsonl", run.rows)
+    write_json(metrics_path, metrics)
+    events.emit("saved", path=str(metrics_path))
+    return metrics
+
+
+def build_metrics(name: str, runs: list[DatasetRun], quantization: dict[str, Any], peaks: dict[str, Any],
+                  eval_config: dict[str, Any], *, load_s: float, wall_s: float) -> dict[str, Any]:
+    """The metrics file: the old scripts' keys (``summary``, ``datasets``…) plus llmtui's new ones."""
+    total = sum(run.block["total_samples"] for run in runs)
+    correct = sum(run.block["correct"] for run in runs)
+    latencies = [v for run in runs for v in run.block["latency_seconds"]["per_prompt"]]
+    tokens = [v for run in runs for v in run.block["tokens_generated"]["per_prompt"]]
+    generation_s = sum(run.generation_s for run in runs)
+    without_lists = lambda stats: {k: v for k, v in stats.items() if k != "per_prompt"}  # noqa: E731
+    return {
+        "model_name": name,
+        "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "summary": {
+            "num_datasets": len(runs),
+            "total_samples": total,
+            "total_correct": correct,
+            "total_incorrect": total - correct,
+            "overall_accuracy": correct / total if total else None,
+            "latency_seconds": without_lists(describe(latencies)),
+            "tokens_generated": without_lists(describe(tokens)),
+            "quantization": quantization,
+            "peak_vram_reserved_gb": peaks["peak_vram_reserved_gb"],
+            "peak_vram_allocated_gb": peaks["peak_vram_allocated_gb"],
+        },
+        "datasets": {run.task.test_file: run.block for run in runs},
+        "quantization": quantization,
+        "hardware": {"device": eval_config["device"], **peaks},
+        "eval_config": {**eval_config, "batch_size_used": {run.task.test_file: run.batch_size for run in runs},
+                        "max_new_tokens": {run.task.test_file: run.task.max_new_tokens for run in runs}},
+        "throughput": {
+            "items_per_second": round(total / generation_s, 4) if generation_s > 0 else None,
+            "tokens_per_second": round(sum(tokens) / generation_s, 4) if generation_s > 0 else None,
+            "generation_seconds": round(generation_s, 4),
+            "load_seconds": round(load_s, 4),
+            "wall_seconds": round(wall_s, 4),
+        },
+        "llmtui_version": __version__,
+    }
+
+
+# ---------------------------------------------------------------------------------------- many models
+
+
+@dataclass
+class EvalReport:
+    """What a run over several models did: names evaluated, and ``(name, error message)`` per failure."""
+
+    evaluated: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def summary_line(self) -> str:
+        line = f"evaluated {len(self.evaluated)} model(s), {len(self.failed)} failed"
+        if self.failed:
+            line += ": " + "; ".join(f"{name} ({error})" for name, error in self.failed)
+        return line
+
+
+def _failures_path(ws: Workspace) -> Path:
+    return ws.state_dir / FAILURES_FILE
+
+
+def read_failures(ws: Workspace) -> dict[str, dict[str, Any]]:
+    """``{model name: {"error", "at", "model_dir"}}`` of the last failed evaluations (empty when none)."""
+    import json
+
+    try:
+        data = json.loads(_failures_path(ws).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _record_outcome(ws: Workspace, name: str, error: str | None, model_dir: str = "") -> None:
+    failures = read_failures(ws)
+    if error is None:
+        if failures.pop(name, None) is None:
+            return
+    else:
+        failures[name] = {"error": error, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                          "model_dir": model_dir}
+    write_json(_failures_path(ws), failures)
+
+
+def _model_name(ws: Workspace, ref: str | Path) -> str:
+    try:
+        return safe_name(resolve_model_dir(ws, ref).name)
+    except (EvalError, ValueError):
+        return Path(str(ref)).name or str(ref)
+
+
+def evaluate_models(ws: Workspace, refs: list[str | Path], options: EvalOptions | None = None, *,
+                    events: EventWriter | None = None,
+                    before_generate: BeforeGenerate | None = None) -> EvalReport:
+    """Evaluate each model in turn, continuing past failures (each recorded in ``.llmtui/eval-failures.json``)."""
+    from engine.models import ModelLoadError
+
+    events = events or EventWriter(None)
+    report = EvalReport()
+    for ref in refs:
+        name = _model_name(ws, ref)
+        try:
+            report.metrics[name] = evaluate_model(ws, ref, options, events=events, before_generate=before_generate)
+        except Exception as exc:  # one model's failure (any kind: a bad file, a backend error) must not stop the rest
+            message = str(exc) or type(exc).__name__
+            if not isinstance(exc, (EvalError, DatasetError, ModelLoadError)):
+                message = f"{type(exc).__name__}: {message}"
+            report.failed.append((name, message))
+            events.emit("error", model=name, message=message)
+            _record_outcome(ws, name, message, str(ref))
+            continue
+        report.evaluated.append(name)
+        _record_outcome(ws, name, None)
+    return report
+
+
+def evaluate_untested(ws: Workspace, options: EvalOptions | None = None, *, events: EventWriter | None = None,
+                      before_generate: BeforeGenerate | None = None) -> EvalReport:
+    """The orchestrator: every model in ``Models/`` without a (readable) metrics file, one after another.
+
+    Folders the registry calls broken are tried too, so their failure is recorded and reported.
+    """
+    from engine.registry import scan_models
+
+    refs = [Path(r.path) for r in scan_models(ws)
+            if r.status != "tested" and (not ws.metrics_file(r.name).is_file()
+                                         or _existing_metrics_problem(ws.metrics_file(r.name)))]
+    return evaluate_models(ws, refs, options, events=events, before_generate=before_generate)

@@ -1,0 +1,144 @@
+"""The side-by-side comparison: every metric in rows, one column per model, deltas against the first
+with the paired statistics from :mod:`engine.compare` (computed in a worker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from engine.compare import Comparison
+from engine.workspace import Workspace
+
+
+def _delta_style(delta: str, direction: str | None, significant: bool) -> str:
+    if not delta or direction is None or delta.startswith(("–", "-0.0000", "+0.0000")):
+        return "dim" if not significant else ""
+    better = delta.startswith("+") == (direction == "higher")
+    return ("bold " if significant else "") + ("green" if better else "red")
+
+
+def comparison_table(comparison: Comparison) -> tuple[list[str], list[list[Text]]]:
+    """Headers and styled cells: best value per row in bold, deltas green when better and red when
+    worse (bold when significant)."""
+    from engine.export import comparison_rows
+
+    headers, rows, best = comparison_rows(comparison)
+    directions = [metric.direction for dataset in comparison.datasets for metric in dataset.metrics]
+    first_stat = 2 + len(comparison.models)
+    styled = []
+    for row, positions, direction in zip(rows, best, directions):
+        cells = []
+        for j, value in enumerate(row):
+            style = "bold" if j in positions else ""
+            if j >= first_stat and (j - first_stat) % 3 == 0:
+                significant = row[j + 2].endswith("*")
+                style = _delta_style(value, direction, significant)
+            elif j >= first_stat and (j - first_stat) % 3 == 2 and value.endswith("*"):
+                style = "bold"
+            cells.append(Text(value, style=style, justify="left" if j < 2 else "right"))
+        styled.append(cells)
+    return headers, styled
+
+
+class CompareScreen(Screen):
+    """Pushed from the Results screen with the marked models (the first is the reference)."""
+
+    BINDINGS = [
+        Binding("escape,q", "close", "Back", id="compare.close"),
+        Binding("x", "export", "Export", id="compare.export"),
+    ]
+
+    def __init__(self, models: list[str]) -> None:
+        super().__init__()
+        self.models = models
+        self.comparison: Comparison | None = None
+
+    @property
+    def ws(self) -> Workspace:
+        return self.app.ws  # type: ignore[attr-defined]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="compare-main"):
+            title = Text.assemble(("Compare ", "bold"), (self.models[0], "bold cyan"), " (reference) vs ",
+                                  ", ".join(self.models[1:]))
+            yield Static(title, id="compare-title")
+            table: DataTable = DataTable(id="compare", cursor_type="row", zebra_stripes=True)
+            table.loading = True
+            yield table
+            yield Static("", id="compare-notes")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.run_compare()
+
+    @work(thread=True, exclusive=True, exit_on_error=False)
+    def run_compare(self) -> None:
+        from engine.compare import CompareError, compare
+
+        try:
+            comparison = compare(self.ws, self.models)
+        except (CompareError, OSError) as exc:
+            self.app.call_from_thread(self.failed, str(exc))
+            return
+        self.app.call_from_thread(self.show, comparison)
+
+    def failed(self, message: str) -> None:
+        table = self.query_one("#compare", DataTable)
+        table.loading = False
+        self.query_one("#compare-notes", Static).update(Text(f"cannot compare: {message}", style="red"))
+        self.notify(message, title="cannot compare", severity="error")
+
+    def show(self, comparison: Comparison) -> None:
+        from engine.export import comparison_notes
+
+        self.comparison = comparison
+        headers, rows = comparison_table(comparison)
+        table = self.query_one("#compare", DataTable)
+        table.clear(columns=True)
+        table.add_columns(*headers)
+        for row in rows:
+            table.add_row(*row)
+        table.loading = False
+        notes = comparison_notes(comparison) + comparison.warnings
+        self.query_one("#compare-notes", Static).update(Text("\n".join(notes), style="dim"))
+        table.focus()
+
+    def action_close(self) -> None:
+        self.app.pop_screen()
+
+    def action_export(self) -> None:
+        from tui.modals.export import ExportModal
+
+        if self.comparison is None:
+            self.notify("the comparison is not ready yet", severity="warning")
+            return
+        stem = "compare-" + "-vs-".join(m[:40] for m in self.models[:3])
+
+        def chosen(choice: tuple[str, Path] | None) -> None:
+            if choice is not None:
+                self.export(*choice)
+
+        self.app.push_screen(ExportModal(self.ws, "Export the comparison", ["markdown", "latex", "csv", "json"],
+                                         stem), chosen)
+
+    @work(thread=True, group="compare-export", exit_on_error=False)
+    def export(self, fmt: str, path: Path) -> None:
+        from engine import export
+        from engine.atomic import write_text
+
+        assert self.comparison is not None
+        render = {"markdown": export.comparison_markdown, "latex": export.comparison_latex,
+                  "csv": export.comparison_csv, "json": export.comparison_json}[fmt]
+        try:
+            write_text(path, render(self.comparison))
+        except OSError as exc:
+            self.app.call_from_thread(self.notify, f"{path}: {exc}", title="not exported", severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"wrote {path}", title="exported")

@@ -1,0 +1,291 @@
+"""Screen 1: every model folder with its status, refreshed when models, metrics or jobs change."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Input, Static
+
+from engine.model_index import ModelIndex
+from engine.registry import ModelRecord
+from tui.format import human_count, human_size, status_style
+from tui.messages import WorkspaceChanged
+from tui.screens.base import WorkspaceScreen
+from tui.widgets.table_sync import Column, clip, sync_table, visible_columns
+
+#: Short column titles for the built-in test sets (others show their own name).
+TEST_SET_TITLES = {"test-ai2_arc.parquet": "arc", "test-boolq.parquet": "boolq", "test-squad_v2.parquet": "squad",
+                   "test-OpenMathInstruct-2.parquet": "math"}
+METRIC_TITLES = {"macro_f1": "F1", "accuracy": "acc", "F1": "F1", "avg_abs_diff": "|Δ|"}
+FIXED_COLUMNS = [
+    Column("name", "name"), Column("status", "status"), Column("base", "base", 170), Column("dataset", "dataset", 120),
+    Column("peft", "peft", 120), Column("quant", "quant", 140), Column("params", "params", 100),
+    Column("size", "size", 90), Column("date", "date", 160),
+]
+#: Job states that replace the registry's status in the table.
+JOB_STATES_SHOWN = ("queued", "running")
+
+
+@dataclass
+class ModelRow:
+    """One line of the table: a model folder, or a model a queued job will create."""
+
+    name: str
+    status: str
+    record: ModelRecord | None
+
+    def matches(self, words: list[str]) -> bool:
+        r = self.record
+        haystack = " ".join([self.name, self.status, *((r.base_model, r.dataset, r.peft, r.quant_tag, r.kind)
+                                                        if r else ())]).lower()
+        return all(word in haystack for word in words)
+
+
+def merge_job_status(records: list[ModelRecord], jobs: dict[str, str]) -> list[ModelRow]:
+    """Rows for the table: a queued/running job shows instead of the folder's status; a failed job
+    marks an untested model ``failed``; models that queued jobs will create get rows of their own."""
+    rows = []
+    for record in records:
+        job = jobs.get(record.name)
+        status = record.status
+        if job in JOB_STATES_SHOWN:
+            status = job
+        elif job in ("failed", "interrupted") and status == "untested":
+            status = "failed"
+        rows.append(ModelRow(record.name, status, record))
+    known = {r.name for r in records}
+    rows += [ModelRow(name, job, None) for name, job in sorted(jobs.items())
+             if name not in known and job in JOB_STATES_SHOWN]
+    return sorted(rows, key=lambda row: row.name.lower())
+
+
+class ModelsScreen(WorkspaceScreen):
+    """The models table with filter, details, and evaluation keys."""
+
+    MODE = "models"
+    AUTO_FOCUS = "#models"
+    BINDINGS = [
+        Binding("slash", "filter", "Filter", key_display="/", id="models.filter"),
+        Binding("e", "evaluate", "Evaluate", id="models.evaluate"),
+        Binding("E", "evaluate_untested", "Eval all untested", id="models.evaluate_untested"),
+        Binding("enter", "details", "Details", id="models.details"),
+        Binding("r", "refresh", "Refresh", show=False, id="models.refresh"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="models.clear_filter"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.index: ModelIndex | None = None
+        self._index_lock = threading.Lock()
+        self.rows: list[ModelRow] = []
+        self.loaded = False
+        self.filter_text = ""
+        self._test_sets: list[tuple[str, str]] = []  # (test file, metric)
+
+    def compose(self) -> ComposeResult:
+        yield self.tabs()
+        yield Input(placeholder="filter: words in name, status, dataset, method…", id="filter", compact=True)
+        table: DataTable = DataTable(id="models", cursor_type="row", zebra_stripes=True)
+        table.loading = True
+        yield table
+        yield Static("", id="model-bar", classes="status-bar")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.index = ModelIndex(self.ws)
+        self.query_one("#filter", Input).display = False
+        self.load(force=True)
+
+    # ------------------------------------------------------------------------------ loading
+
+    @work(thread=True, exclusive=True, group="models-load", exit_on_error=False)
+    def load(self, force: bool = False, rescan: bool = True) -> None:
+        """Refresh the index (only changed folders unless ``force``) and the job states."""
+        from engine.queue import job_status_by_target
+
+        assert self.index is not None
+        with self._index_lock:
+            if rescan:
+                self.index.refresh(force=force)
+            records = self.index.records()
+        try:
+            jobs = job_status_by_target(self.ws)
+        except sqlite3.Error as exc:
+            jobs = {}
+            self.app.call_from_thread(self.notify, f"cannot read the job queue: {exc}", severity="warning")
+        self.app.call_from_thread(self.show_rows, merge_job_status(records, jobs))
+
+    def on_workspace_changed(self, message: WorkspaceChanged) -> None:
+        if message.parts & {"models", "metrics", "queue"}:
+            self.load(rescan=bool(message.parts & {"models", "metrics"}))
+
+    def action_refresh(self) -> None:
+        self.load(force=True)
+
+    # ------------------------------------------------------------------------------ display
+
+    def show_rows(self, rows: list[ModelRow]) -> None:
+        self.rows = rows
+        self.loaded = True
+        sets = {(f, v.get("metric", "")) for row in rows if row.record for f, v in row.record.headline.items()}
+        order = list(TEST_SET_TITLES)
+        self._test_sets = sorted(sets, key=lambda s: (order.index(s[0]) if s[0] in order else len(order), s))
+        self.redraw()
+        self.query_one("#models", DataTable).loading = False
+
+    def columns(self) -> list[Column]:
+        sets = [Column(f"set:{file}:{metric}", f"{TEST_SET_TITLES.get(file, _short_set(file))} "
+                       f"{METRIC_TITLES.get(metric, metric)}") for file, metric in self._test_sets]
+        return visible_columns(FIXED_COLUMNS, self.size.width) + sets
+
+    def redraw(self) -> None:
+        columns = self.columns()
+        words = self.filter_text.lower().split()
+        shown = [row for row in self.rows if row.matches(words)] if words else self.rows
+        fixed_width = sum(_column_width(c.key) + 2 for c in columns if c.key != "name")
+        name_width = max(self.size.width - fixed_width - 4, 16)
+        table = self.query_one("#models", DataTable)
+        sync_table(table, columns, [(row.name, self._cells(row, columns, name_width)) for row in shown])
+        self.update_bar()
+
+    def _cells(self, row: ModelRow, columns: list[Column], name_width: int) -> tuple:
+        r = row.record
+        values: dict[str, object] = {
+            "name": Text(clip(row.name, name_width), no_wrap=True),
+            "status": Text(row.status, style=status_style(row.status)),
+        }
+        if r is not None:
+            values.update(base=clip(r.base_model, 24), dataset=r.dataset or "-", peft=r.peft or "-",
+                          quant=clip(r.quant_tag or "-", 24), params=human_count(r.params),
+                          size=human_size(r.size_bytes), date=(r.date or "-")[:10])
+        cells = []
+        for column in columns:
+            if column.key.startswith("set:"):
+                _, file, _metric = column.key.split(":", 2)
+                value = r.headline.get(file, {}).get("value") if r else None
+                cells.append(Text(f"{value:.3f}" if isinstance(value, (int, float)) else "-", justify="right"))
+            else:
+                cells.append(values.get(column.key, "-"))
+        return tuple(cells)
+
+    def on_resize(self) -> None:
+        if self.loaded:
+            self.redraw()
+
+    def highlighted(self) -> ModelRow | None:
+        table = self.query_one("#models", DataTable)
+        if not table.row_count or table.cursor_row < 0:
+            return None
+        key = table.ordered_rows[table.cursor_row].key.value
+        return next((row for row in self.rows if row.name == key), None)
+
+    @on(DataTable.RowHighlighted, "#models")
+    def update_bar(self) -> None:
+        row = self.highlighted()
+        bar = self.query_one("#model-bar", Static)
+        total = len(self.rows)
+        counts = {}
+        for r in self.rows:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        summary = " ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if self.filter_text:
+            text.append(f"filter '{self.filter_text}' · ", style="bold")
+        text.append(f"{total} models ({summary})" if total else "no models in Models/ yet")
+        if row is not None:
+            text.append("  ▸ ", style="dim")
+            text.append(row.name, style="bold")
+            reason = row.record.reason if row.record else "will be created by a queued job"
+            if reason:
+                text.append(f" — {reason}", style=status_style(row.status))
+        bar.update(text)
+
+    # ------------------------------------------------------------------------------ filter
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        self.redraw()
+
+    @on(Input.Submitted, "#filter")
+    def filter_done(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = bool(self.filter_text)
+        self.query_one("#models", DataTable).focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.display:
+            box.value = ""
+            box.display = False
+            self.query_one("#models", DataTable).focus()
+
+    # ------------------------------------------------------------------------------ actions
+
+    @on(DataTable.RowSelected, "#models")
+    def action_details(self) -> None:
+        from tui.modals.model_details import ModelDetailsModal
+
+        row = self.highlighted()
+        if row is None:
+            return
+        if row.record is None:
+            self.notify(f"{row.name} does not exist yet: a queued job will create it")
+            return
+        self.app.push_screen(ModelDetailsModal(self.ws, row.record, row.status))
+
+    def action_evaluate(self) -> None:
+        row = self.highlighted()
+        if row is None:
+            return
+        if row.record is None or row.status in JOB_STATES_SHOWN:
+            self.notify(f"{row.name} is already {row.status}", severity="warning")
+            return
+        if row.status == "broken":
+            self.notify(f"cannot evaluate {row.name}: {row.record.reason}", severity="error")
+            return
+        self.enqueue_eval([row.name], row.name)
+
+    def action_evaluate_untested(self) -> None:
+        names = [row.name for row in self.rows if row.status == "untested"]
+        if not names:
+            self.notify("no untested models: every model is tested, broken, queued or running")
+            return
+        self.enqueue_eval(names, f"evaluation of {len(names)} untested model{'s' if len(names) != 1 else ''}")
+
+    @work(thread=True, group="models-enqueue", exit_on_error=False)
+    def enqueue_eval(self, names: list[str], what: str) -> None:
+        from engine.datasets import custom_tasks
+        from engine.enqueue import enqueue_eval
+        from engine.queue import JobError
+
+        try:
+            jobs = enqueue_eval(self.ws, names, custom_datasets=tuple(custom_tasks(self.ws.datasets_dir)),
+                                inventory=self.llmtui.gpu_inventory)
+        except (JobError, sqlite3.Error, OSError, ValueError) as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="not queued", severity="error")
+            return
+        self.app.call_from_thread(self.llmtui.jobs_queued, len(jobs), what)
+
+
+
+def _short_set(file: str) -> str:
+    name = file.removesuffix(".parquet")
+    return name.removeprefix("test-")[:10]
+
+
+def _column_width(key: str) -> int:
+    """Typical content width of a column (for sizing the name column to the terminal)."""
+    return {"status": 9, "base": 24, "dataset": 8, "peft": 8, "quant": 24, "params": 6, "size": 7,
+            "date": 10}.get(key, 9)

@@ -1,0 +1,266 @@
+"""Screen 4: one row per metrics file, sortable, with marks for the side-by-side comparison."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Static
+
+from engine.results import ResultsTable, metric_direction
+from tui.messages import WorkspaceChanged
+from tui.screens.base import WorkspaceScreen
+from tui.widgets.table_sync import Column, clip, sync_table
+
+#: The table's columns in priority order (the last ones drop first on a narrow terminal): results
+#: column key → header.
+SHOWN = {
+    "ai2_arc__macro_f1": "arc F1", "ai2_arc__accuracy": "arc acc", "boolq__accuracy": "boolq acc",
+    "boolq__mcc": "boolq MCC", "squad_v2__F1": "squad F1", "squad_v2__EM": "squad EM",
+    "OpenMathInstruct-2__accuracy": "math acc", "OpenMathInstruct-2__avg_abs_diff": "math |Δ|",
+    "overall_accuracy": "overall", "latency_mean_s": "latency s", "eval_peak_vram_allocated_gb": "eval GB",
+    "train_peak_vram_allocated_gb": "train GB",
+}
+MARK = "●"
+NAME_MIN, NAME_MAX = 18, 48
+
+
+@dataclass
+class SortOrder:
+    key: str = "model"
+    reverse: bool = False
+
+
+def sort_rows(rows: list[dict[str, Any]], order: SortOrder) -> list[dict[str, Any]]:
+    """Rows sorted by one column; missing values always last."""
+    present = [r for r in rows if r.get(order.key) is not None]
+    missing = [r for r in rows if r.get(order.key) is None]
+
+    def key(row: dict[str, Any]) -> Any:
+        value = row[order.key]
+        return value.casefold() if isinstance(value, str) else value
+
+    return sorted(present, key=key, reverse=order.reverse) + missing
+
+
+def best_first(key: str) -> bool:
+    """Whether sorting by ``key`` starts descending (scores) rather than ascending (latency, memory)."""
+    return metric_direction(key.rpartition("__")[2] if "__" in key else key) == "higher"
+
+
+def _cell(value: Any) -> Text:
+    if value is None:
+        return Text("-", style="dim", justify="right")
+    if isinstance(value, float):
+        return Text(f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}", justify="right")
+    return Text(str(value), justify="right")
+
+
+class ResultsScreen(WorkspaceScreen):
+    """The results table; ``c`` compares the marked rows."""
+
+    MODE = "results"
+    AUTO_FOCUS = "#results"
+    BINDINGS = [
+        Binding("s", "cycle_sort", "Sort", id="results.sort"),
+        Binding("space", "toggle_mark", "Mark", id="results.mark"),
+        Binding("c", "compare", "Compare marked", id="results.compare"),
+        Binding("x", "export", "Export", id="results.export"),
+        Binding("r", "refresh", "Refresh", show=False, id="results.refresh"),
+    ]
+    PALETTE = (("Clear marks", "clear_marks", "unmark every row"),)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table_data: ResultsTable | None = None
+        self.rows: list[dict[str, Any]] = []
+        self.marked: list[str] = []  # in marking order: the first is the comparison's reference
+        self.order = SortOrder()
+
+    def compose(self) -> ComposeResult:
+        yield self.tabs()
+        table: DataTable = DataTable(id="results", cursor_type="row", zebra_stripes=True)
+        table.loading = True
+        yield table
+        yield Static("", id="results-bar", classes="status-bar")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="results-load", exit_on_error=False)
+    def load(self) -> None:
+        from engine.results import results_table
+
+        try:
+            data = results_table(self.ws)
+        except OSError as exc:
+            self.app.call_from_thread(self.notify, f"cannot read {self.ws.metrics_dir}: {exc}", severity="error")
+            data = ResultsTable(columns=[], rows=[])
+        self.app.call_from_thread(self.show_table, data)
+
+    def on_workspace_changed(self, message: WorkspaceChanged) -> None:
+        if message.parts & {"metrics", "models"}:
+            self.load()
+
+    def action_refresh(self) -> None:
+        self.load()
+
+    def show_table(self, data: ResultsTable) -> None:
+        if data.errors and (self.table_data is None or data.errors != self.table_data.errors):
+            self.notify("\n".join(data.errors[:5]), title=f"{len(data.errors)} unreadable metrics file(s)",
+                        severity="warning", timeout=10)
+        self.table_data = data
+        self.rows = data.rows
+        names = {row["model"] for row in data.rows}
+        self.marked = [name for name in self.marked if name in names]
+        self.redraw()
+        self.query_one("#results", DataTable).loading = False
+
+    def available_keys(self) -> list[str]:
+        """Columns with a value in some row: the shown ones, then custom test sets' accuracy."""
+        present = {key for row in self.rows for key, value in row.items() if value is not None}
+        custom = sorted(k for k in present if k.endswith("__accuracy") and k not in SHOWN)
+        return [k for k in SHOWN if k in present] + custom
+
+    def columns(self) -> list[Column]:
+        width = self.size.width or 80
+        columns = [Column("mark", " "), Column("model", "model")]
+        used = 2 + 3 + NAME_MIN + 2
+        for key in self.available_keys():
+            label = SHOWN.get(key) or f"{key.rpartition('__')[0][:10]} acc"
+            cost = max(len(label), 6) + 2
+            if used + cost > width:
+                break
+            columns.append(Column(key, label))
+            used += cost
+        return columns
+
+    def redraw(self) -> None:
+        columns = self.columns()
+        spare = (self.size.width or 80) - sum(max(len(c.label), 6) + 2 for c in columns if c.key != "model") - 4
+        name_width = min(max(spare, NAME_MIN), NAME_MAX)
+        labels = [self._header(c) for c in columns]
+        cells = []
+        for row in sort_rows(self.rows, self.order):
+            name = row["model"]
+            values = []
+            for column in columns:
+                if column.key == "mark":
+                    values.append(Text(MARK if name in self.marked else " ", style="bold magenta"))
+                elif column.key == "model":
+                    values.append(Text(clip(name, name_width), style="bold" if name in self.marked else ""))
+                else:
+                    values.append(_cell(row.get(column.key)))
+            cells.append((name, tuple(values)))
+        sync_table(self.query_one("#results", DataTable), [Column(c.key, l) for c, l in zip(columns, labels)],
+                   cells)
+        self.update_bar()
+
+    def _header(self, column: Column) -> str:
+        if column.key != self.order.key:
+            return column.label
+        return f"{column.label} {'▼' if self.order.reverse else '▲'}"
+
+    def on_resize(self) -> None:
+        if self.table_data is not None:
+            self.redraw()
+
+    @on(DataTable.RowHighlighted, "#results")
+    def update_bar(self) -> None:
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(f"{len(self.rows)} results")
+        if self.table_data and self.table_data.errors:
+            text.append(f" · {len(self.table_data.errors)} unreadable", style="red")
+        sort_label = SHOWN.get(self.order.key, self.order.key)
+        text.append(f" · sorted by {sort_label} {'▼' if self.order.reverse else '▲'}")
+        if self.marked:
+            text.append(f" · marked {len(self.marked)}: ", style="magenta")
+            text.append(", ".join(self.marked), style="magenta")
+            text.append("  (c compares)" if len(self.marked) > 1 else "  (mark another to compare)", style="dim")
+        self.query_one("#results-bar", Static).update(text)
+
+    # ------------------------------------------------------------------------------ actions
+
+    def highlighted_model(self) -> str | None:
+        table = self.query_one("#results", DataTable)
+        if not table.row_count or table.cursor_row < 0:
+            return None
+        return str(table.ordered_rows[table.cursor_row].key.value)
+
+    def sort_by(self, key: str) -> None:
+        if key == self.order.key:
+            self.order = SortOrder(key, not self.order.reverse)
+        else:
+            self.order = SortOrder(key, best_first(key))
+        self.redraw()
+
+    def action_cycle_sort(self) -> None:
+        keys = ["model", *(c.key for c in self.columns() if c.key not in ("mark", "model"))]
+        following = keys[(keys.index(self.order.key) + 1) % len(keys)] if self.order.key in keys else "model"
+        self.order = SortOrder(following, best_first(following))
+        self.redraw()
+
+    @on(DataTable.HeaderSelected, "#results")
+    def header_clicked(self, event: DataTable.HeaderSelected) -> None:
+        key = str(event.column_key.value)
+        if key != "mark":
+            self.sort_by(key)
+
+    def action_toggle_mark(self) -> None:
+        name = self.highlighted_model()
+        if name is None:
+            return
+        if name in self.marked:
+            self.marked.remove(name)
+        else:
+            self.marked.append(name)
+        self.redraw()
+
+    def action_clear_marks(self) -> None:
+        self.marked = []
+        self.redraw()
+
+    def action_compare(self) -> None:
+        from tui.screens.compare import CompareScreen
+
+        if len(self.marked) < 2:
+            self.notify("mark at least two results with space (the first marked is the reference)",
+                        severity="warning")
+            return
+        self.app.push_screen(CompareScreen(list(self.marked)))
+
+    def action_export(self) -> None:
+        from tui.modals.export import ExportModal
+
+        if self.table_data is None or not self.rows:
+            self.notify("no results to export yet", severity="warning")
+            return
+
+        def chosen(choice: tuple[str, Path] | None) -> None:
+            if choice is not None:
+                self.export(*choice)
+
+        self.app.push_screen(ExportModal(self.ws, "Export the results table", ["csv", "markdown", "latex", "json"],
+                                         "results"), chosen)
+
+    @work(thread=True, group="results-export", exit_on_error=False)
+    def export(self, fmt: str, path: Path) -> None:
+        from engine import export
+        from engine.atomic import write_text
+
+        assert self.table_data is not None
+        data = ResultsTable(self.table_data.columns, sort_rows(self.rows, self.order))
+        render = {"csv": export.results_csv, "markdown": export.results_markdown, "latex": export.results_latex,
+                  "json": export.results_json}[fmt]
+        try:
+            write_text(path, render(data))
+        except OSError as exc:
+            self.app.call_from_thread(self.notify, f"{path}: {exc}", title="not exported", severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"wrote {path}", title="exported")

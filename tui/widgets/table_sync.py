@@ -1,0 +1,56 @@
+"""Show rows in a DataTable without rebuilding it when only a few cells changed, keeping the cursor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.widgets import DataTable
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its key, header label, and the narrowest terminal that still shows it."""
+
+    key: str
+    label: str
+    min_screen_width: int = 0
+
+
+def sync_table(table: DataTable, columns: list[Column], rows: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """Make ``table`` show ``rows`` ((key, cells) in order) under ``columns``.
+
+    When the columns and the row keys are unchanged only differing cells are updated; otherwise the
+    table is rebuilt and the cursor goes back to the row it was on (by key) when that row remains.
+    """
+    current_columns = [str(key.value) for key in table.columns]
+    wanted_columns = [c.key for c in columns]
+    current_keys = [str(row.key.value) for row in table.ordered_rows]
+    if current_columns == wanted_columns and current_keys == [key for key, _ in rows]:
+        for key, cells in rows:
+            old = table.get_row(key)
+            for column, value, before in zip(wanted_columns, cells, old):
+                if value != before:
+                    table.update_cell(key, column, value)
+        return
+    cursor_key = current_keys[table.cursor_row] if 0 <= table.cursor_row < len(current_keys) else None
+    scroll_y = table.scroll_y
+    table.clear(columns=current_columns != wanted_columns)
+    if current_columns != wanted_columns:
+        for column in columns:
+            table.add_column(column.label, key=column.key)
+    for key, cells in rows:
+        table.add_row(*cells, key=key)
+    if cursor_key is not None and cursor_key in table.rows:
+        table.move_cursor(row=table.get_row_index(cursor_key), animate=False, scroll=False)
+        table.scroll_to(y=scroll_y, animate=False, immediate=True)
+
+
+def visible_columns(columns: list[Column], width: int) -> list[Column]:
+    """The columns that fit a terminal ``width`` columns wide."""
+    return [c for c in columns if width >= c.min_screen_width]
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters with an ellipsis (table cells size to their content)."""
+    return text if len(text) <= width else text[: max(width - 1, 1)] + "…"

@@ -122,10 +122,6 @@ class Job:
         return asdict(self)
 
 
-def _job_dir_text(ws: Workspace, job_id: int) -> str:
-    return str(ws.job_dir(job_id))
-
-
 class JobStore:
     """The queue database of one workspace; every state change is one ``BEGIN IMMEDIATE`` transaction."""
 
@@ -191,8 +187,10 @@ class JobStore:
         return [self._job(row, sorted(deps.get(row["id"], []))) for row in rows]
 
     def _job(self, row: sqlite3.Row, depends_on: list[int]) -> Job:
-        job_dir = _job_dir_text(self.ws, row["id"])
-        command = [arg.replace(JOB_DIR_PLACEHOLDER, job_dir) for arg in json.loads(row["command"])]
+        command = json.loads(row["command"])
+        if JOB_DIR_PLACEHOLDER in row["command"]:
+            job_dir = str(self.ws.job_dir(row["id"]))
+            command = [arg.replace(JOB_DIR_PLACEHOLDER, job_dir) for arg in command]
         return Job(
             id=row["id"], kind=row["kind"], target=row["target"], description=row["description"],
             status=row["status"], command=command, preset=row["preset"], options=json.loads(row["options"]),

@@ -138,7 +138,9 @@ def format_interval(pair: PairStat) -> str:
 
 
 def format_delta(value: float | None) -> str:
-    return "" if value is None else f"{value:+.4f}"
+    if value is None:
+        return ""
+    return f"{value:+d}" if isinstance(value, int) else f"{value:+.4f}"
 
 
 def comparison_rows(comparison: Comparison) -> tuple[list[str], list[list[str]], list[list[int]]]:

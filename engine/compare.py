@@ -279,7 +279,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise PredictionsError(f"line {number} is not valid JSON ({exc})") from exc
         index = row.get("index") if isinstance(row, dict) else None
         if isinstance(index, bool) or not isinstance(index, int):

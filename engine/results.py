@@ -124,7 +124,7 @@ def load_metrics_file(path: Path | str) -> ResultRecord:
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         return ResultRecord(path=path, name=path.stem, source="unreadable",
                             error=f"{path.name}: cannot read as JSON ({_short(exc)})")
     if not isinstance(data, dict):
@@ -166,7 +166,7 @@ def training_peaks(ws: Workspace, model: str) -> tuple[float | None, float | Non
     try:
         meta_path = ws.model_dir(model) / "training_metadata.json"
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, UnsafeNameError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, UnsafeNameError):
         return None, None
     peaks = _dig(meta, "hardware_info", "vram_peaks")
     if not isinstance(peaks, dict):

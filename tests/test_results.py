@@ -116,6 +116,7 @@ BAD_CONTENTS = [
                                                 "correct": 2.5}}}),
     '{"summary": {"overall_accuracy": NaN, "latency_seconds": {"per_prompt": ["a", null, Infinity]}}}',
     json.dumps({"model_name": "x", "evaluated_at": 12345, "llmtui_version": 1}),
+    "[" * 100_000,  # nesting deeper than the JSON parser's recursion limit
 ]
 
 

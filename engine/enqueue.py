@@ -64,7 +64,7 @@ def _quantize_request(ws: Workspace, source: str, target: str, step: PtqStep, *,
 
 
 def _eval_request(ws: Workspace, model: str, *, datasets: list[str], limit: int, batch_size: int, gpus: int,
-                  description: str = "", preset: str | None = None, after: tuple[int, ...] = (),
+                  force: bool = False, description: str = "", preset: str | None = None, after: tuple[int, ...] = (),
                   after_steps: tuple[int, ...] = ()) -> JobRequest:
     args = ["eval", str(ws.model_dir(model))]
     if datasets:
@@ -73,18 +73,23 @@ def _eval_request(ws: Workspace, model: str, *, datasets: list[str], limit: int,
         args += ["--limit", str(limit)]
     if batch_size:
         args += ["--batch-size", str(batch_size)]
+    if force:
+        args.append("--force")
     description = description or f"evaluate {model} on {', '.join(datasets) or 'all test sets'}"
     return JobRequest("eval", llmtui_command(ws, *args), target=model, description=description, preset=preset,
-                      options={"datasets": list(datasets), "limit": limit, "batch_size": batch_size}, gpus=gpus,
+                      options={"datasets": list(datasets), "limit": limit, "batch_size": batch_size, "force": force},
+                      gpus=gpus,
                       after=after, after_steps=after_steps)
 
 
 def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, *, overrides: Iterable[str] = (),
-                     after: Iterable[int] = (), inventory: GpuInventory | None = None) -> list[Job]:
+                     overwrite: bool = False, after: Iterable[int] = (),
+                     inventory: GpuInventory | None = None) -> list[Job]:
     """Queue a preset's steps as dependent jobs: train (or snapshot) → each PTQ step → eval of each output.
 
     ``preset_text`` is frozen in the jobs; ``overrides`` (``section.key=value``) are passed to the
-    train command as ``--set``; ``after`` are job ids the first step waits for.
+    train command as ``--set`` (and ``overwrite`` as ``--overwrite``, replacing an existing model folder);
+    ``after`` are job ids the first step waits for.
     """
     gpu_count = visible_gpu_count(inventory)
     train_gpus = config.train.gpus if gpu_count else 0
@@ -97,10 +102,11 @@ def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, 
     for step in make_plan(config, ws).steps:
         after_steps = tuple(step.after)
         if step.kind in ("train", "snapshot"):
-            set_args = [arg for text in overrides for arg in ("--set", text)]
-            command = llmtui_command(ws, "train", f"{JOB_DIR_PLACEHOLDER}/{PRESET_FILE}", *set_args)
+            extra = [arg for text in overrides for arg in ("--set", text)] + (["--overwrite"] if overwrite else [])
+            command = llmtui_command(ws, "train", f"{JOB_DIR_PLACEHOLDER}/{PRESET_FILE}", *extra)
             requests.append(JobRequest("train", command, target=step.target, description=step.description,
-                                       preset=preset_text, options={"step": step.kind, "overrides": overrides},
+                                       preset=preset_text,
+                                       options={"step": step.kind, "overrides": overrides, "overwrite": overwrite},
                                        gpus=train_gpus, after=tuple(after)))
         elif step.kind == "quantize":
             requests.append(_quantize_request(ws, step.options["source"], step.target, next(ptq_steps),
@@ -139,9 +145,10 @@ def enqueue_quantize(ws: Workspace, model: str, *, method: str, bits: int, group
 
 
 def enqueue_eval(ws: Workspace, models: Iterable[str], *, datasets: Iterable[str] = (), limit: int = 0,
-                 batch_size: int = 0, after: Iterable[int] = (), custom_datasets: tuple[str, ...] = (),
-                 inventory: GpuInventory | None = None) -> list[Job]:
-    """Queue one evaluation job per model (the models must exist unless the jobs wait for others)."""
+                 batch_size: int = 0, force: bool = False, after: Iterable[int] = (),
+                 custom_datasets: tuple[str, ...] = (), inventory: GpuInventory | None = None) -> list[Job]:
+    """Queue one evaluation job per model (the models must exist unless the jobs wait for others);
+    ``force`` evaluates again models that already have a metrics file."""
     after, datasets = tuple(after), list(datasets)
     names = [model_name_arg(ws, model, must_exist=not after) for model in models]
     if not names:
@@ -152,8 +159,8 @@ def enqueue_eval(ws: Workspace, models: Iterable[str], *, datasets: Iterable[str
     except ConfigError as exc:
         raise JobError(_option_problems(exc)) from None
     gpus = 1 if visible_gpu_count(inventory) else 0
-    requests = [_eval_request(ws, name, datasets=datasets, limit=limit, batch_size=batch_size, gpus=gpus, after=after)
-                for name in names]
+    requests = [_eval_request(ws, name, datasets=datasets, limit=limit, batch_size=batch_size, gpus=gpus,
+                              force=force, after=after) for name in names]
     with JobStore(ws) as store:
         return store.enqueue_many(requests)
 

@@ -6,7 +6,9 @@ import sys
 import time
 from datetime import datetime
 
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from engine.queue import Job, JobError, JobStore
 from tui.cli import add_workspace_arg
@@ -26,6 +28,7 @@ def register(subparsers) -> None:
     train.add_argument("preset", help="preset TOML file, or a preset name in experiments/")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a preset value (repeatable)")
+    train.add_argument("--overwrite", action="store_true", help="replace the model folder if it exists")
     quantize = kinds.add_parser("quantize", help="post-training quantization of a model")
     quantize.add_argument("model", help="model name in Models/ (or its folder)")
     quantize.add_argument("--method", required=True, help="gptq | awq | hqq | int8 | nf4")
@@ -40,6 +43,7 @@ def register(subparsers) -> None:
     evaluate.add_argument("--datasets", default="", help="comma-separated test sets (default: all)")
     evaluate.add_argument("--limit", type=int, default=0, help="items per test set (0 = all)")
     evaluate.add_argument("--batch-size", type=int, default=0, help="0 = auto")
+    evaluate.add_argument("--force", action="store_true", help="evaluate again models that have a metrics file")
     for sub in (train, quantize, evaluate):
         add_workspace_arg(sub)
         sub.add_argument("--after", type=int, action="append", default=[], metavar="ID",
@@ -91,7 +95,8 @@ def _add(ws, args) -> int:
 
         config = load_preset_or_exit(ws, args.preset, args.overrides)
         text = preset_path(ws, args.preset).read_text(encoding="utf-8")
-        jobs = enqueue.enqueue_pipeline(ws, config, text, overrides=args.overrides, after=args.after)
+        jobs = enqueue.enqueue_pipeline(ws, config, text, overrides=args.overrides, overwrite=args.overwrite,
+                                        after=args.after)
     elif args.kind == "quantize":
         jobs = [enqueue.enqueue_quantize(ws, args.model, method=args.method, bits=args.bits,
                                          group_size=args.group_size, calibration=args.calibration,
@@ -109,7 +114,7 @@ def _add(ws, args) -> int:
             fail(str(exc))
         datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
         jobs = enqueue.enqueue_eval(ws, models, datasets=datasets, limit=args.limit, batch_size=args.batch_size,
-                                    after=args.after, custom_datasets=custom)
+                                    force=args.force, after=args.after, custom_datasets=custom)
     pid = _start_worker(ws)
     if args.json:
         print_json([job.to_dict() for job in jobs])
@@ -157,10 +162,16 @@ def _row(job: Job) -> list[str]:
 
 
 def _jobs_table(jobs: list[Job], title: str) -> Table:
-    table = Table(*COLUMNS, title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in COLUMNS:
+        # Short columns keep their width; the model name and the error give way (cut with an ellipsis).
+        wide = name in ("target", "error")
+        table.add_column(name, no_wrap=not wide, overflow="ellipsis", max_width=60 if wide else None)
     for job in jobs:
-        row = _row(job)
+        row: list = _row(job)
         row[2] = f"[{status_style(job.status)}]{row[2]}[/]"
+        for index in (3, 8):  # the column may shrink, but its cells stay on one line
+            row[index] = Text(row[index], no_wrap=True, overflow="ellipsis")
         table.add_row(*row)
     return table
 

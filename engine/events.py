@@ -82,4 +82,5 @@ class EventTail:
 
 def read_events(path: Path | str) -> list[dict[str, Any]]:
     """Every well-formed event in a file (broken lines are skipped)."""
-    return EventTail(Path(path)).read_new(max_bytes=1 << 40)
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    return EventTail(Path(path)).read_new(max_bytes=size + 1)  # read(2**40) would allocate 1 TiB up front

@@ -238,3 +238,12 @@ def _markdown(headers: list[str], aligns: list[str], rows: list[list[str]]) -> s
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(aligns) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+#: Export format name → renderer, for the results table and for a comparison.
+RESULTS_RENDERERS: dict[str, Callable[[ResultsTable], str]] = {
+    "csv": results_csv, "markdown": results_markdown, "latex": results_latex, "json": results_json,
+}
+COMPARISON_RENDERERS: dict[str, Callable[[Comparison], str]] = {
+    "csv": comparison_csv, "markdown": comparison_markdown, "latex": comparison_latex, "json": comparison_json,
+}

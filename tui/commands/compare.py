@@ -29,8 +29,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from engine import export
     from engine.compare import CompareError, compare
+    from engine.export import COMPARISON_RENDERERS, comparison_notes
 
     ws = workspace_from(args)
     try:
@@ -39,16 +39,14 @@ def run(args) -> int:
         fail(str(exc))
     for message in comparison.warnings:
         err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
-    renderers = {"json": export.comparison_json, "csv": export.comparison_csv,
-                 "markdown": export.comparison_markdown, "latex": export.comparison_latex}
     if args.format:
-        emit(renderers[args.format](comparison), args.output)
+        emit(COMPARISON_RENDERERS[args.format](comparison), args.output)
         return 0
     if not comparison.datasets:
         console.print("[yellow]no test set is shared by the first model and another one[/]")
     for dataset in comparison.datasets:
         console.print(_dataset_table(comparison, dataset))
-    for note in export.comparison_notes(comparison):
+    for note in comparison_notes(comparison):
         console.print(Text(note, style="dim"))
     return 0
 

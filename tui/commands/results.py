@@ -66,7 +66,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from engine import export
+    from engine.export import RESULTS_RENDERERS
     from engine.results import results_table
 
     ws = workspace_from(args)
@@ -77,10 +77,8 @@ def run(args) -> int:
         err_console.print(f"[red]unreadable:[/] {message}", highlight=False)
     for message in table.warnings:
         err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
-    renderers = {"json": export.results_json, "csv": export.results_csv,
-                 "markdown": export.results_markdown, "latex": export.results_latex}
     if args.format:
-        emit(renderers[args.format](table), args.output)
+        emit(RESULTS_RENDERERS[args.format](table), args.output)
         return 0
     hidden = 0
     if not columns:

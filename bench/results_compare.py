@@ -32,13 +32,17 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--items", type=int, default=3270)
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="llmtui-bench-") as folder:
+        run(Workspace(Path(folder)).init(), args.files, args.items)
+
+
+def run(ws: Workspace, files: int, items: int) -> None:
     rng = random.Random(0)
-    ws = Workspace(Path(tempfile.mkdtemp(prefix="llmtui-bench-"))).init()
     document = seed_metrics()
     for dataset in document["datasets"].values():
         dataset["latency_seconds"]["per_prompt"] = [round(rng.random(), 4) for _ in range(200)]
         dataset["tokens_generated"] = {"per_prompt": [rng.randint(1, 99) for _ in range(200)], "mean": 50.0}
-    for i in range(args.files):
+    for i in range(files):
         document["model_name"] = f"Models\\model-{i:05d}"
         write_json(ws.metrics_dir / f"model-{i:05d}.json", document)
 
@@ -51,7 +55,7 @@ def main() -> None:
     print(f"{len(records)} metrics files: scan_results {scanned:.3f} s, results_table {tabled:.3f} s "
           f"({len(table.columns)} columns)")
 
-    golds = [rng.random() < 0.6 for _ in range(args.items)]
+    golds = [rng.random() < 0.6 for _ in range(items)]
     for name, skill in (("bench-base", 0.70), ("bench-tuned", 0.75)):
         outputs = [boxed(g if rng.random() < skill else not g) for g in golds]
         write_evaluation(ws, name, {"test-boolq.parquet": outputs}, {"test-boolq.parquet": golds})
@@ -59,7 +63,7 @@ def main() -> None:
     comparison = compare(ws, ["bench-base", "bench-tuned"], resamples=1000)
     compared = time.perf_counter() - start
     row = next(m for m in comparison.datasets[0].metrics if m.metric == "accuracy")
-    print(f"compare on {args.items} items (McNemar + 4 bootstraps x 1000): {compared:.3f} s; "
+    print(f"compare on {items} items (McNemar + 4 bootstraps x 1000): {compared:.3f} s; "
           f"accuracy delta {row.pairs[0].delta:+.4f}, p = {row.pairs[0].p_value:.3g}")
 
 

@@ -501,7 +501,7 @@ def stop_worker(ws: Workspace, timeout_s: float = 10.0) -> int | None:
     except ProcessLookupError:
         return pid
     deadline = time.monotonic() + timeout_s
-    while worker_pid(ws):
+    while worker_pid(ws) or process_alive(pid, None):
         if time.monotonic() > deadline:
             raise WorkerError(f"worker {pid} did not stop within {timeout_s:g} s")
         time.sleep(0.05)

@@ -402,3 +402,56 @@ def test_the_job_reads_the_preset_frozen_at_enqueue_time(ws, tmp_path):
         assert store.get(job.id).status == "done"
     log = (ws.root / store.get(job.id).log_path).read_text()
     assert "max_steps = 1\n" in log and "999" not in log
+
+
+def test_quantize_and_eval_requests_name_their_outputs_and_wait_for_their_dependencies(ws):
+    from engine.enqueue import enqueue_eval, enqueue_quantize
+    from engine.gpu import FakeInventory
+    from engine.naming import ptq_output_name, ptq_spec
+
+    source = "tiny-boolq_SFT_LoRa16_NoQuant"
+    (ws.models_dir / source).mkdir()
+    one_gpu = FakeInventory.with_gpus(1)  # NVML cannot exist here
+    job = enqueue_quantize(ws, source, method="gptq", bits=4, group_size=128, inventory=one_gpu)
+    assert job.kind == "quantize" and job.gpus_requested == 1
+    assert job.target == ptq_output_name(source, ptq_spec("GPTQ", 4, 128)) != source
+    assert job.command[job.command.index("quantize") + 1] == str(ws.model_dir(source))
+    assert job.command[-2:] == ["--out", job.target]
+    # The output does not exist yet: evaluating it is fine when the job waits for the quantization.
+    with pytest.raises(JobError, match="no model"):
+        enqueue_eval(ws, [job.target], inventory=one_gpu)
+    evals = enqueue_eval(ws, [job.target, source], datasets=["boolq"], limit=5, force=True, after=[job.id],
+                         inventory=FakeInventory([]))
+    assert [e.depends_on for e in evals] == [[job.id], [job.id]]
+    assert [e.gpus_requested for e in evals] == [0, 0]
+    assert evals[0].command[-5:] == ["--datasets", "boolq", "--limit", "5", "--force"]
+    with pytest.raises(JobError, match="no such job"):
+        enqueue_eval(ws, [source], after=[999])
+
+
+def test_logs_follow_prints_until_the_job_ends(ws, capsys):
+    with JobStore(ws) as store:
+        job = store.enqueue("eval", py("""
+            import time
+            for i in range(4):
+                print(f"line {i}", flush=True)
+                time.sleep(0.3)
+        """))
+    ensure_worker(ws)
+    assert cli_main(["-w", str(ws.root), "queue", "logs", str(job.id), "-f"]) == 0
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("line")] == [f"line {i}" for i in range(4)]
+    assert JobStore(ws).get(job.id).status == "done"
+
+
+def test_worker_cli_start_status_stop(ws, capsys):
+    root = str(ws.root)
+    assert cli_main(["-w", root, "worker"]) == 0
+    pid = worker_pid(ws)
+    assert pid and f"worker pid {pid}" in capsys.readouterr().out
+    assert cli_main(["-w", root, "worker"]) == 0  # a second start finds the running worker
+    assert worker_pid(ws) == pid
+    assert cli_main(["-w", root, "worker", "status"]) == 0
+    assert cli_main(["-w", root, "worker", "stop"]) == 0
+    assert worker_pid(ws) is None and not process_alive(pid, None)
+    assert cli_main(["-w", root, "worker", "status"]) == 1

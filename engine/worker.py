@@ -110,6 +110,7 @@ def process_alive(pid: int | None, created: float | None) -> bool:
 
 
 def process_start_time(pid: int) -> float | None:
+    """When ``pid`` started (unix time), stored with a job's pid to recognise it later."""
     import psutil
 
     try:
@@ -130,9 +131,7 @@ def _descendants(pid: int) -> list:
 def _signal_group(pid: int, signum: int) -> None:
     try:
         os.killpg(pid, signum)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
+    except (ProcessLookupError, PermissionError):  # the group is gone (or was never ours)
         pass
 
 

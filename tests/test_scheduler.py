@@ -68,6 +68,14 @@ def test_nvml_inventory_reads_real_gpus_or_nothing_without_a_driver():
         assert readings == []
 
 
+def test_system_reading_reports_this_machine():
+    from engine.gpu import system_reading
+
+    reading = system_reading()
+    assert reading.cpu_count >= 1 and 0 < reading.memory_used <= reading.memory_total
+    assert 0.0 <= reading.cpu_percent <= 100.0 and len(reading.load_average) == 3
+
+
 def test_the_worker_with_fake_gpus_never_shares_a_gpu(tmp_path):
     ws = Workspace(tmp_path / "ws").init()
     record = tmp_path / "record"

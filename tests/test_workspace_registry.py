@@ -87,3 +87,20 @@ def test_data_prepare_offline_fails_fast_and_clearly(tmp_path):
     assert "offline" in result.stderr or "HF_HUB_OFFLINE" in result.stderr
     assert "Traceback" not in result.stderr
     assert not list((tmp_path / "Datasets").iterdir())
+
+
+def test_events_round_trip_and_partial_lines(tmp_path):
+    from engine.events import EventTail, EventWriter, read_events
+
+    path = tmp_path / "events.jsonl"
+    with EventWriter(path) as writer:
+        for step in range(3):
+            writer.emit("train_step", step=step, loss=1.0 / (step + 1))
+    with open(path, "a") as handle:
+        handle.write('{"t": 1, "kind": "do')  # a line still being written
+    tail = EventTail(path)
+    assert [e["step"] for e in tail.read_new()] == [0, 1, 2]
+    with open(path, "a") as handle:
+        handle.write('ne"}\nnot json\n')
+    assert [e["kind"] for e in tail.read_new()] == ["done"]
+    assert len(read_events(path)) == 4

@@ -180,7 +180,7 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[str], *, max_new_toke
                  before_generate: BeforeGenerate | None = None) -> tuple[list[Generation], int]:
     """Generate for every prompt, longest first, in batches of ``batch_size``.
 
-    Out of memory halves the batch and retries the same prompts. Returns the generations in the
+    Out of memory halves the batch (rounding up) and retries the same prompts. Returns the generations in the
     prompts' order and the batch size in use at the end.
     """
     total = len(prompts)
@@ -204,7 +204,7 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[str], *, max_new_toke
             _free_memory()
             if len(chunk) == 1:
                 raise EvalError(f"out of memory even with one prompt of {lengths[chunk[0]]} tokens") from None
-            size = len(chunk) // 2
+            size = (len(chunk) + 1) // 2
             continue
         for index, (text, tokens) in zip(chunk, outputs):
             results[index] = Generation(text, tokens, elapsed / len(chunk))
@@ -218,18 +218,25 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[str], *, max_new_toke
 
 
 def select_tasks(ws: Workspace, names: list[str] | None) -> list[TaskSpec]:
-    """The tasks named (preset names or test file names), or every task whose test file is present."""
+    """The tasks named (preset names or test file names), or every task whose test file is present.
+
+    Two tasks reading the same test file cannot both run (the metrics file keys datasets by file).
+    """
     if names:
-        tasks = []
+        tasks: dict[str, TaskSpec] = {}
         for name in names:
             task = get_task(name.strip(), ws.datasets_dir)
-            if task not in tasks:
-                tasks.append(task)
-        return tasks
-    tasks = [t for t in task_registry(ws.datasets_dir).values() if (ws.datasets_dir / t.test_file).is_file()]
-    if not tasks:
+            other = tasks.setdefault(task.test_file, task)
+            if other.name != task.name:
+                raise EvalError(f"datasets {other.name!r} and {task.name!r} both read {task.test_file}; pick one")
+        return list(tasks.values())
+    present: dict[str, TaskSpec] = {}
+    for task in task_registry(ws.datasets_dir).values():  # built-in tasks first, so they win a shared file
+        if (ws.datasets_dir / task.test_file).is_file():
+            present.setdefault(task.test_file, task)
+    if not present:
         raise EvalError(f"{ws.datasets_dir}: no test sets (test-*.parquet of a known or declared dataset)")
-    return tasks
+    return list(present.values())
 
 
 def _plain_gold(value: Any) -> Any:
@@ -319,7 +326,8 @@ def quantization_block(found: Any) -> dict[str, Any]:
     }
 
 
-def _batch_start(batch_size: int | str, device: str) -> int:
+def start_batch_size(batch_size: int | str, device: str) -> int:
+    """The first batch size to try: the number given, or for ``auto`` a device-dependent start (halved on OOM)."""
     if batch_size == "auto":
         return AUTO_START_BATCH["cuda" if device.startswith("cuda") else "cpu"]
     if isinstance(batch_size, int) and batch_size >= 1:
@@ -365,7 +373,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
             raise DatasetError(f"{ws.datasets_dir / task.test_file}: no rows to evaluate")
     found = detect_kind(model_dir)
     device = resolve_device(options.device)
-    start_batch = _batch_start(options.batch_size, device)
+    start_batch = start_batch_size(options.batch_size, device)
     events.emit("start", model=name, model_dir=str(model_dir), model_kind=found.kind,
                 datasets=[t.test_file for t in tasks], total=sum(len(v) for v in items.values()))
     reset_peaks()

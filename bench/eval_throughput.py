@@ -71,7 +71,8 @@ def llmtui_engine(loaded, task, items, batch_size: int | str, device: str):
     from engine.evaluate import brace_token_mask, evaluate_dataset, start_batch_size
 
     mask = brace_token_mask(loaded.tokenizer, int(loaded.model.config.vocab_size))
-    run = evaluate_dataset(loaded, task, items, batch_size=start_batch_size(batch_size, device), brace_mask=mask)
+    run = evaluate_dataset(loaded, task, items, batch_size=start_batch_size(batch_size, device), brace_mask=mask,
+                           host_memory_cap=batch_size == "auto" and device == "cpu")
     return [row["extracted"] for row in run.rows], [row["correct"] for row in run.rows], run.batch_size
 
 

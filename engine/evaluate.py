@@ -24,6 +24,7 @@ from engine.atomic import staged_dir, write_json, write_jsonl
 from engine.datasets import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
 from engine.events import EventWriter
 from engine.metrics import describe, extract_boxed, first_box_closed, score_item, summarize_dataset
+from engine.models import ModelLoadError
 from engine.workspace import Workspace, safe_name
 
 #: Auto batch size: the first (longest) batch tries this many prompts, halving on out-of-memory.
@@ -37,6 +38,10 @@ BeforeGenerate = Callable[[int], None]
 
 class EvalError(ValueError):
     """An evaluation cannot run (unknown model, already evaluated, no test sets…); the message says why."""
+
+
+class AlreadyEvaluated(EvalError):
+    """The model has a readable metrics file and ``force`` was not given (not a failure of the model)."""
 
 
 @dataclass
@@ -175,13 +180,39 @@ def generate_batch(model: Any, tokenizer: Any, token_ids: list[list[int]], max_n
     return results
 
 
+def kv_cache_bytes_per_token(model: Any) -> int:
+    """Bytes of KV cache one token of one sequence takes (keys and values, every layer)."""
+    import torch
+
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    dtype = getattr(model, "dtype", torch.float32)
+    element = torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else 4
+    return 2 * config.num_hidden_layers * heads * head_dim * element
+
+
+def host_memory_batch_cap(model: Any, tokens_per_row: int) -> int:
+    """The most rows whose KV cache (×3 for activations and copies) fits in half the free host memory.
+
+    On the CPU running out of memory is not an exception but the OOM killer, so ``auto`` must not
+    find the limit by trying.
+    """
+    import psutil
+
+    per_row = 3 * tokens_per_row * kv_cache_bytes_per_token(model)
+    return max(1, int(psutil.virtual_memory().available * 0.5 // per_row))
+
+
 def generate_all(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int, batch_size: int,
-                 brace_mask: Any, on_progress: Callable[[int, int], None] | None = None,
+                 brace_mask: Any, host_memory_cap: bool = False,
+                 on_progress: Callable[[int, int], None] | None = None,
                  before_generate: BeforeGenerate | None = None) -> tuple[list[Generation], int]:
     """Generate for every prompt, longest first, in batches of ``batch_size``.
 
-    Out of memory halves the batch (rounding up) and retries the same prompts. Returns the generations in the
-    prompts' order and the batch size in use at the end.
+    Out of memory halves the batch (rounding up) and retries the same prompts; ``host_memory_cap``
+    first lowers the batch to what host memory holds (for ``auto`` on the CPU). Returns the
+    generations in the prompts' order and the batch size in use at the end.
     """
     total = len(prompts)
     token_ids = tokenizer(prompts)["input_ids"] if prompts else []
@@ -190,6 +221,8 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[str], *, max_new_toke
     results: list[Generation | None] = [None] * total
     done = 0
     size = max(1, batch_size)
+    if host_memory_cap and lengths:
+        size = min(size, host_memory_batch_cap(model, max(lengths) + max_new_tokens))
     while done < total:
         chunk = order[done:done + size]
         try:
@@ -276,7 +309,7 @@ class DatasetRun:
 
 
 def evaluate_dataset(loaded: Any, task: TaskSpec, items: list[Item], *, batch_size: int, brace_mask: Any,
-                     on_progress: Callable[[int, int], None] | None = None,
+                     host_memory_cap: bool = False, on_progress: Callable[[int, int], None] | None = None,
                      before_generate: BeforeGenerate | None = None) -> DatasetRun:
     """Generate, score and summarise one test set."""
     from engine.prompts import render_prompt
@@ -284,7 +317,8 @@ def evaluate_dataset(loaded: Any, task: TaskSpec, items: list[Item], *, batch_si
     prompts = [render_prompt(loaded.tokenizer, task, item) for item in items]
     started = time.perf_counter()
     generations, used = generate_all(loaded.model, loaded.tokenizer, prompts, max_new_tokens=task.max_new_tokens,
-                                     batch_size=batch_size, brace_mask=brace_mask, on_progress=on_progress,
+                                     batch_size=batch_size, brace_mask=brace_mask, host_memory_cap=host_memory_cap,
+                                     on_progress=on_progress,
                                      before_generate=before_generate)
     elapsed = time.perf_counter() - started
     rows = [prediction_row(task, item, prompt, gen) for item, prompt, gen in zip(items, prompts, generations)]
@@ -300,14 +334,15 @@ def evaluate_dataset(loaded: Any, task: TaskSpec, items: list[Item], *, batch_si
 
 
 def resolve_model_dir(ws: Workspace, ref: str | Path) -> Path:
-    """A model folder from a path or a model name in ``Models/`` (EvalError when neither exists)."""
-    candidate = Path(ref).expanduser()
-    if candidate.is_dir():
-        return candidate.resolve()
-    by_name = ws.model_dir(str(ref))
-    if by_name.is_dir():
-        return by_name.resolve()
-    raise EvalError(f"model {str(ref)!r} not found (neither a folder nor a model in {ws.models_dir})")
+    """A model folder from a model name in ``Models/`` or a path (as given, or relative to the workspace)."""
+    text = str(ref)
+    candidates = [Path(text).expanduser(), ws.root / text]
+    if "/" not in text and "\\" not in text:
+        candidates.insert(0, ws.models_dir / text)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    raise EvalError(f"model {text!r} not found (neither a folder nor a model in {ws.models_dir})")
 
 
 def quantization_block(found: Any) -> dict[str, Any]:
@@ -346,8 +381,29 @@ def _existing_metrics_problem(path: Path) -> str | None:
     return None if isinstance(data, dict) else f"{path.name} is not a JSON object"
 
 
+@dataclass
+class TestSets:
+    """The test sets of a run, read and checked once for all its models: tasks and their items."""
+
+    tasks: list[TaskSpec]
+    items: dict[str, list[Item]]
+
+    __test__ = False  # not a pytest class
+
+
+def load_test_sets(ws: Workspace, options: EvalOptions) -> TestSets:
+    """Select and read the test sets (DatasetError naming the file or column when one is unusable)."""
+    tasks = select_tasks(ws, options.datasets)
+    items = {task.name: load_items(ws.datasets_dir, task, "test", options.limit) for task in tasks}
+    for task in tasks:
+        if not items[task.name]:
+            raise DatasetError(f"{ws.datasets_dir / task.test_file}: no rows to evaluate")
+    return TestSets(tasks, items)
+
+
 def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | None = None, *,
-                   events: EventWriter | None = None, before_generate: BeforeGenerate | None = None) -> dict[str, Any]:
+                   test_sets: TestSets | None = None, events: EventWriter | None = None,
+                   before_generate: BeforeGenerate | None = None) -> dict[str, Any]:
     """Evaluate one model folder on the chosen test sets; write predictions, then the metrics file.
 
     Returns the metrics dict. Raises EvalError, DatasetError or ModelLoadError with a clear message;
@@ -365,12 +421,9 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     name = safe_name(model_dir.name)
     metrics_path = ws.metrics_file(name)
     if metrics_path.exists() and not options.force and _existing_metrics_problem(metrics_path) is None:
-        raise EvalError(f"{name} is already evaluated ({metrics_path}); use --force to evaluate it again")
-    tasks = select_tasks(ws, options.datasets)
-    items = {task.name: load_items(ws.datasets_dir, task, "test", options.limit) for task in tasks}
-    for task in tasks:
-        if not items[task.name]:
-            raise DatasetError(f"{ws.datasets_dir / task.test_file}: no rows to evaluate")
+        raise AlreadyEvaluated(f"{name} is already evaluated ({metrics_path}); use --force to evaluate it again")
+    test_sets = test_sets or load_test_sets(ws, options)
+    tasks, items = test_sets.tasks, test_sets.items
     found = detect_kind(model_dir)
     device = resolve_device(options.device)
     start_batch = start_batch_size(options.batch_size, device)
@@ -389,6 +442,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
             events.emit("eval_progress", model=name, dataset=task.test_file, done=0, total=len(items[task.name]))
             runs.append(evaluate_dataset(loaded, task, items[task.name], batch_size=start_batch,
                                          brace_mask=brace_mask, on_progress=progress,
+                                         host_memory_cap=options.batch_size == "auto" and device == "cpu",
                                          before_generate=before_generate))
         peaks = read_peaks()
         dtype = str(getattr(loaded.model, "dtype", "")).replace("torch.", "")
@@ -503,37 +557,48 @@ def _model_name(ws: Workspace, ref: str | Path) -> str:
 def evaluate_models(ws: Workspace, refs: list[str | Path], options: EvalOptions | None = None, *,
                     events: EventWriter | None = None,
                     before_generate: BeforeGenerate | None = None) -> EvalReport:
-    """Evaluate each model in turn, continuing past failures (each recorded in ``.llmtui/eval-failures.json``)."""
-    from engine.models import ModelLoadError
+    """Evaluate each model in turn, continuing past failures (each recorded in ``.llmtui/eval-failures.json``).
 
+    The test sets are read first: an unusable one raises (EvalError, DatasetError) before any model loads.
+    """
+    options = options or EvalOptions()
     events = events or EventWriter(None)
     report = EvalReport()
+    if not refs:
+        return report
+    test_sets = load_test_sets(ws, options)
     for ref in refs:
         name = _model_name(ws, ref)
         try:
-            report.metrics[name] = evaluate_model(ws, ref, options, events=events, before_generate=before_generate)
+            report.metrics[name] = evaluate_model(ws, ref, options, test_sets=test_sets, events=events,
+                                                  before_generate=before_generate)
         except Exception as exc:  # one model's failure (any kind: a bad file, a backend error) must not stop the rest
             message = str(exc) or type(exc).__name__
             if not isinstance(exc, (EvalError, DatasetError, ModelLoadError)):
                 message = f"{type(exc).__name__}: {message}"
             report.failed.append((name, message))
             events.emit("error", model=name, message=message)
-            _record_outcome(ws, name, message, str(ref))
+            if not isinstance(exc, AlreadyEvaluated):
+                _record_outcome(ws, name, message, str(ref))
             continue
         report.evaluated.append(name)
         _record_outcome(ws, name, None)
     return report
 
 
+def untested_model_dirs(ws: Workspace) -> list[Path]:
+    """Every model folder in ``Models/`` without a readable metrics file (broken folders included)."""
+    from engine.registry import scan_models
+
+    return [Path(r.path) for r in scan_models(ws)
+            if r.status != "tested" and (not ws.metrics_file(r.name).is_file()
+                                         or _existing_metrics_problem(ws.metrics_file(r.name)))]
+
+
 def evaluate_untested(ws: Workspace, options: EvalOptions | None = None, *, events: EventWriter | None = None,
                       before_generate: BeforeGenerate | None = None) -> EvalReport:
-    """The orchestrator: every model in ``Models/`` without a (readable) metrics file, one after another.
+    """The orchestrator: every model without a (readable) metrics file, one after another.
 
     Folders the registry calls broken are tried too, so their failure is recorded and reported.
     """
-    from engine.registry import scan_models
-
-    refs = [Path(r.path) for r in scan_models(ws)
-            if r.status != "tested" and (not ws.metrics_file(r.name).is_file()
-                                         or _existing_metrics_problem(ws.metrics_file(r.name)))]
-    return evaluate_models(ws, refs, options, events=events, before_generate=before_generate)
+    return evaluate_models(ws, untested_model_dirs(ws), options, events=events, before_generate=before_generate)

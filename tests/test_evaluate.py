@@ -205,6 +205,18 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_item(demo_ws):
                      brace_mask=mask, before_generate=no_memory)
 
 
+def test_auto_batch_on_the_cpu_is_capped_by_host_memory(demo_ws):
+    """CPU out-of-memory is the OOM killer, not an exception: auto sizes the batch from the KV cache."""
+    from engine.evaluate import host_memory_batch_cap, kv_cache_bytes_per_token
+    from engine.models import load_for_inference
+
+    loaded = load_for_inference(demo_ws.model_dir("tiny-qwen3"), device="cpu")
+    # 2 layers x (keys + values) x 2 KV heads x head_dim 32 x 4 bytes (float32)
+    assert kv_cache_bytes_per_token(loaded.model) == 2 * 2 * 2 * 32 * 4
+    assert host_memory_batch_cap(loaded.model, 10 ** 12) == 1
+    assert host_memory_batch_cap(loaded.model, 300) > 1000
+
+
 def test_other_generation_errors_are_not_mistaken_for_out_of_memory(demo_ws):
     from engine.models import load_for_inference
 
@@ -288,9 +300,13 @@ def test_interrupted_evaluation_leaves_no_metrics_file(quick_ws):
 
 
 def _cli(ws: Workspace, *args: str) -> int:
+    """Run ``llmtui eval`` in-process and return its exit status."""
     from tui.cli import main
 
-    return main(["-w", str(ws.root), "eval", *args])
+    try:
+        return main(["-w", str(ws.root), "eval", *args])
+    except SystemExit as exc:
+        return exc.code
 
 
 def test_orchestrator_continues_past_broken_models_and_exits_nonzero(quick_ws, capsys):
@@ -358,9 +374,13 @@ def test_cli_rejects_bad_arguments_with_one_clear_message(quick_ws, capsys):
     assert "no-such-model" in capsys.readouterr().err
     assert _cli(quick_ws, "tiny-qwen3", "--datasets", "nosuchset") == 1
     assert "unknown dataset 'nosuchset'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        _cli(quick_ws, "tiny-qwen3", "--batch-size", "0")
+    assert _cli(quick_ws, "tiny-qwen3", "--datasets", "quickbool", "--limit", "1") == 0
+    capsys.readouterr()
+    assert _cli(quick_ws, "tiny-qwen3", "--datasets", "quickbool") == 1
+    assert "already evaluated" in capsys.readouterr().err
+    assert _cli(quick_ws, "tiny-qwen3", "--batch-size", "0") == 2
     assert "--batch-size" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        _cli(quick_ws)
+    assert _cli(quick_ws) == 2
     assert "MODEL_DIR" in capsys.readouterr().err
+    # a missing model is recorded; bad options and "already evaluated" are not failures of a model
+    assert set(read_failures(quick_ws)) == {"no-such-model"}

@@ -60,7 +60,8 @@ def _terminate(signum, frame) -> None:
 
 
 def run(args) -> int:
-    from engine.evaluate import EvalOptions, evaluate_models, evaluate_untested
+    from engine.datasets import DatasetError
+    from engine.evaluate import EvalError, EvalOptions, evaluate_models, untested_model_dirs
     from engine.events import EventWriter, events_path_from_env
 
     ws = workspace_from(args)
@@ -73,10 +74,12 @@ def run(args) -> int:
                           device=args.device)
     signal.signal(signal.SIGTERM, _terminate)
     with EventWriter(args.events or events_path_from_env()) as events:
-        if args.untested:
-            report = evaluate_untested(ws, options, events=events)
-        else:
-            report = evaluate_models(ws, args.models, options, events=events)
+        try:
+            refs = untested_model_dirs(ws) if args.untested else args.models
+            report = evaluate_models(ws, refs, options, events=events)
+        except (EvalError, DatasetError) as exc:  # the test sets or options are unusable: no model was tried
+            events.emit("error", message=str(exc))
+            fail(str(exc), 1)
         events.emit("done", evaluated=report.evaluated, failed=[{"model": n, "error": e} for n, e in report.failed])
     if args.json:
         print_json({"evaluated": report.evaluated, "failed": [{"model": n, "error": e} for n, e in report.failed],

@@ -3,7 +3,9 @@
 The kind is detected from the folder's files — ``quantization_metadata.json``, ``adapter_config.json``,
 ``training_metadata.json`` and ``config.json``'s ``quantization_config`` — never from its name.
 ``trust_remote_code`` is on only when the preset that produced the model asked for it.
-GPTQ, AWQ and HQQ folders are loaded by ``engine.quantize.load_quantized`` (the PTQ backends).
+PTQ outputs (any folder with ``quantization_metadata.json``) and GPTQ/AWQ/HQQ checkpoints are loaded by
+``engine.quantize.load_quantized`` (the PTQ backends); bitsandbytes checkpoints without that file by
+``from_pretrained``, which reads their ``quantization_config``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class ModelKind:
     kind: str  # full | adapter | bnb | gptq | awq | hqq
     trust_remote_code: bool = False
     qlora: bool = False
+    ptq_output: bool = False  # has quantization_metadata.json: loaded by engine.quantize.load_quantized
     base_model_path: str | None = None
     quantization: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
@@ -95,6 +98,7 @@ def detect_kind(model_dir: Path | str) -> ModelKind:
             raise ModelLoadError(f"{model_dir / QUANTIZATION_METADATA}: method = {method or None!r} is not one of "
                                  f"GPTQ, AWQ, HQQ, INT8, NF4")
         found.quantization = quant_meta
+        found.ptq_output = True
     elif adapter is not None:
         found.kind = "adapter"
         found.base_model_path = adapter.get("base_model_name_or_path") or base_path
@@ -209,7 +213,7 @@ def load_for_inference(model_dir: Path | str, *, device: str | None = None) -> L
     tokenizer = load_tokenizer(model_dir, trust_remote_code=found.trust_remote_code, fallback=tokenizer_fallback)
     if found.kind == "adapter":
         model = _load_adapter(model_dir, found, device, quantized_base=found.qlora)
-    elif found.kind in BACKEND_KINDS:
+    elif found.ptq_output or found.kind in BACKEND_KINDS:
         import os
 
         os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")

@@ -384,3 +384,19 @@ def test_cli_rejects_bad_arguments_with_one_clear_message(quick_ws, capsys):
     assert "MODEL_DIR" in capsys.readouterr().err
     # a missing model is recorded; bad options and "already evaluated" are not failures of a model
     assert set(read_failures(quick_ws)) == {"no-such-model"}
+
+
+def test_a_ptq_output_is_evaluated_with_its_quantization_in_the_metrics(quick_ws):
+    from engine.quantize import quantize_model
+
+    result = quantize_model(quick_ws, "tiny-qwen3", "hqq", bits=4, group_size=64, device="cpu")
+    name = result["model_name"]
+    metrics = evaluate_model(quick_ws, name, EvalOptions(datasets=["quickbool"], limit=3))
+    quantization = metrics["quantization"]
+    assert quantization["method"] == "HQQ" and quantization["bits"] == 4 and quantization["group_size"] == 64
+    assert quantization["backend"] == "hqq" and quantization["quant_tag"] == result["quant_tag"]
+    assert quantization["has_quantization"] is True and quantization["loaded_as"] == "hqq"
+    assert metrics["summary"]["quantization"] == quantization
+    assert metrics["eval_config"]["model_kind"] == "hqq"
+    rows = _read_jsonl(quick_ws.predictions_folder(name) / "test-boolq.jsonl")
+    assert len(rows) == 3 and all(1 <= r["tokens"] <= 6 for r in rows)

@@ -483,6 +483,9 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
     eval_set = None
     if config.data.trunc_eval:
         eval_set, _ = build_dataset(ws, config, tokenizer, "test", config.data.trunc_eval)
+    from transformers import set_seed
+
+    set_seed(config.train.seed)  # adapter weights are initialised before the trainer seeds: same seed, same run
     model = _load_model(base_path, config, choice, qlora=qlora)
     model, peft_config = _wrap_peft(model, config, qlora=qlora)
     counts = parameter_counts(model)

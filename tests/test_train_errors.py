@@ -1,0 +1,110 @@
+"""Training failures: one clear message naming the field/file, an ``error`` event, nothing half-written."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+FAST = ["train.max_steps=3", "train.logging_steps=1", "train.per_device_train_batch_size=4", "data.trunc_train=16",
+        "train.gradient_checkpointing=false", "train.max_length=128"]
+
+
+def _config(ws, overrides=(), preset="boolq-full.toml"):
+    from engine.config import load_preset
+
+    return load_preset(ws.experiments_dir / preset, [*FAST, *overrides])
+
+
+def _fails(ws, config, *fragments, overwrite=False):
+    """Run training expecting a TrainError; check its message, the error event and the Models/ folder."""
+    from engine.events import read_events
+    from engine.train import TrainError, train
+
+    before = sorted(p.name for p in ws.models_dir.iterdir())
+    events_file = ws.state_dir / "events.jsonl"
+    with pytest.raises(TrainError) as caught:
+        train(ws, config, events_path=events_file, overwrite=overwrite)
+    message = str(caught.value)
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert "\n" not in message and "Traceback" not in message
+    errors = [e for e in read_events(events_file) if e["kind"] == "error"]
+    assert [e["message"] for e in errors] == [message]
+    assert sorted(p.name for p in ws.models_dir.iterdir()) == before, "no folder may be added or left behind"
+    return message
+
+
+def test_unknown_base_model_folder(demo_ws):
+    _fails(demo_ws, _config(demo_ws, ['model.base="Models/no-such-model"']), "model.base", "Models/no-such-model",
+           "no such model folder")
+
+
+def test_missing_training_file(demo_ws):
+    (demo_ws.datasets_dir / "train-boolq.parquet").unlink()
+    _fails(demo_ws, _config(demo_ws), "data.dataset = 'boolq'", "train-boolq.parquet", "not found")
+
+
+def test_malformed_training_file(demo_ws):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"question": ["is it red"], "answer": [True]}), demo_ws.datasets_dir / "train-boolq.parquet")
+    _fails(demo_ws, _config(demo_ws), "train-boolq.parquet", "missing column 'context'")
+
+
+def test_training_file_that_is_not_parquet(demo_ws):
+    (demo_ws.datasets_dir / "train-boolq.parquet").write_text("question,answer\n")
+    _fails(demo_ws, _config(demo_ws), "train-boolq.parquet", "not a readable Parquet file")
+
+
+def test_existing_output_is_refused_without_overwrite(demo_ws):
+    config = _config(demo_ws)
+    existing = demo_ws.model_dir(config.output_name())
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    _fails(demo_ws, config, str(existing), "--overwrite")
+    assert (existing / "keep.txt").read_text() == "mine"
+
+
+def test_target_modules_missing_from_the_model(demo_ws):
+    config = _config(demo_ws, ['peft.method="LoRa"', 'peft.target_modules=["attn_qkv"]'])
+    _fails(demo_ws, config, "peft.method = 'LoRa'", "peft.target_modules = ['attn_qkv']")
+
+
+def test_float16_full_finetuning_is_refused_on_cuda_only():
+    """float16 weights cannot be fully fine-tuned; on the CPU the engine trains in float32 instead."""
+    from engine.hardware import choose_device
+
+    choice = choose_device("float16", full_finetuning=True)
+    assert choice.device == "cpu" and choice.weights_dtype == "float32" and choice.mixed == ""
+
+
+@pytest.mark.slow
+def test_out_of_memory_mid_training(demo_ws, monkeypatch):
+    """CUDA cannot exist here, so the trainer's step raises a real ``torch.OutOfMemoryError`` (the exception
+    CUDA raises) through a callback; the run must end with the OOM advice and leave no model folder."""
+    import torch
+    from transformers import TrainerCallback
+
+    import engine.train as engine_train
+
+    real_callback = engine_train.progress_callback
+
+    class RaiseOutOfMemory(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine_train, "progress_callback", lambda events: [real_callback(events), RaiseOutOfMemory()][1])
+    message = _fails(demo_ws, _config(demo_ws), "CUDA out of memory", "per_device_train_batch_size = 4",
+                     "gradient_checkpointing")
+    assert "QLORA" in message
+
+
+@pytest.mark.slow
+def test_bitsandbytes_that_cannot_load(demo_ws, monkeypatch):
+    """A broken bitsandbytes install (here: the module made unimportable) gives the install advice."""
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    config = _config(demo_ws, ['peft.method="LoRa"', 'quant.method="QLORA"'])
+    _fails(demo_ws, config, "quant.method = 'QLORA'", "bitsandbytes", "pip install -U bitsandbytes")

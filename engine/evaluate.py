@@ -30,6 +30,8 @@ from engine.workspace import Workspace, safe_name
 #: Auto batch size: the first (longest) batch tries this many prompts, halving on out-of-memory.
 AUTO_START_BATCH = {"cuda": 256, "cpu": 64}
 FAILURES_FILE = "eval-failures.json"
+#: A batch whose prompts share at least this many leading tokens computes them once (prefix KV cache).
+MIN_SHARED_PREFIX = 8
 
 #: Called with the batch size before every ``generate`` call. A test seam: a test passes a hook that
 #: raises ``torch.OutOfMemoryError`` above some size to exercise the halving path without a GPU.
@@ -154,22 +156,66 @@ def _input_device(model: Any):
     return torch.device(device)
 
 
+def shared_prefix_length(token_ids: list[list[int]]) -> int:
+    """Tokens every prompt starts with (system prompt, template), leaving each at least one of its own."""
+    shortest = min(len(ids) for ids in token_ids)
+    first = token_ids[0]
+    length = 0
+    while length < shortest - 1 and all(ids[length] == first[length] for ids in token_ids):
+        length += 1
+    return length
+
+
+def _prefix_cache(model: Any, prefix: list[int], rows: int, config: Any, device: Any):
+    """The shared prefix's KV cache computed once and repeated for ``rows`` rows.
+
+    None when the model's cache is not plain full attention (sliding-window or linear-attention layers
+    count columns, so the padding this layout puts after the prefix would change what they see).
+    """
+    import copy
+
+    import torch
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    prefill = copy.deepcopy(config)
+    prefill.update(max_new_tokens=1, return_dict_in_generate=True)
+    output = model.generate(input_ids=torch.tensor([prefix], device=device), generation_config=prefill)
+    cache = output.cache
+    if not isinstance(cache, DynamicCache) or not all(type(layer) is DynamicLayer for layer in cache.layers):
+        return None
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
 def generate_batch(model: Any, tokenizer: Any, token_ids: list[list[int]], max_new_tokens: int,
                    brace_mask: Any) -> list[tuple[str, int]]:
-    """Greedy generation for one batch of tokenized prompts, left-padded with their attention mask.
+    """Greedy generation for one batch of tokenized prompts; ``(text, generated tokens)`` per prompt.
 
-    Returns ``(text, generated tokens)`` per prompt; a row's count includes its EOS or closing token.
+    Rows are padded with their attention mask (position ids follow the mask, so padding changes no
+    output). When the prompts share at least ``MIN_SHARED_PREFIX`` leading tokens, that prefix is
+    computed once and its KV cache shared: each row is laid out as prefix, padding, own tokens.
+    Otherwise rows are left-padded. A row's token count includes its EOS or box-closing token.
     """
     import torch
     from transformers import StoppingCriteriaList
 
     device = _input_device(model)
-    encoded = tokenizer.pad({"input_ids": token_ids}, padding=True, return_tensors="pt").to(device)
-    prompt_length = encoded["input_ids"].shape[1]
     config = _generation_config(model, tokenizer, max_new_tokens)
+    shared = shared_prefix_length(token_ids) if len(token_ids) > 1 else 0
+    cache = _prefix_cache(model, token_ids[0][:shared], len(token_ids), config, device) \
+        if shared >= MIN_SHARED_PREFIX else None
+    if cache is None:
+        shared = 0
+    width = max(len(ids) for ids in token_ids) - shared
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([ids[:shared] + [pad] * (width - len(ids) + shared) + ids[shared:] for ids in token_ids],
+                             device=device)
+    attention_mask = torch.tensor([[1] * shared + [0] * (width - len(ids) + shared) + [1] * (len(ids) - shared)
+                                   for ids in token_ids], device=device)
+    prompt_length = input_ids.shape[1]
     criterion = _stop_criterion(tokenizer, prompt_length, len(token_ids), _eos_ids(config), brace_mask, device)
     with torch.inference_mode():
-        output = model.generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
+        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
                                 generation_config=config, stopping_criteria=StoppingCriteriaList([criterion]))
     generated = output[:, prompt_length:]
     results = []

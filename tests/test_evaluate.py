@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from engine.datasets import get_task, load_items
-from engine.evaluate import (EvalError, EvalOptions, brace_token_mask, evaluate_model, generate_all,
-                             read_failures, select_tasks)
+from engine.evaluate import (MIN_SHARED_PREFIX, EvalError, EvalOptions, brace_token_mask, evaluate_model,
+                             generate_all, read_failures, select_tasks, shared_prefix_length)
 from engine.events import read_events
 from engine.metrics import extract_boxed
 from engine.workspace import Workspace
@@ -173,6 +173,12 @@ def test_stop_criterion_ends_each_row_at_its_first_closed_box_or_eos(demo_ws):
     assert tokenizer.decode(rows[1][:expected[1]]).endswith("box}")
 
 
+def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5, 6]]) == 3
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2], [7, 2]]) == 0
+
+
 def test_out_of_memory_halves_the_batch_and_keeps_every_item(demo_ws):
     """The hook simulates CUDA out-of-memory above 2 prompts: a test seam, since this machine has no GPU."""
     import torch
@@ -245,6 +251,9 @@ def test_batched_generation_equals_one_prompt_at_a_time_on_a_trained_model(train
     prompts = _prompts(ws, tokenizer, "boolq", 40)
     prompts += _prompts(ws, tokenizer, "arc", 10)  # other lengths, so batches really pad
     mask = brace_token_mask(tokenizer, model.config.vocab_size)
+    ids = tokenizer(prompts)["input_ids"]
+    # pure BoolQ batches share the system prompt's KV cache; the batch mixing ARC and BoolQ is left-padded
+    assert shared_prefix_length(ids[:40]) >= MIN_SHARED_PREFIX > shared_prefix_length([ids[0], ids[-1]])
     single, _ = generate_all(model, tokenizer, prompts, max_new_tokens=64, batch_size=1, brace_mask=mask)
     batched, _ = generate_all(model, tokenizer, prompts, max_new_tokens=64, batch_size=16, brace_mask=mask)
     assert [g.text for g in batched] == [g.text for g in single]

@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
-import sys
 import time
 from typing import Any
 
@@ -30,8 +30,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from engine.config import ConfigError, load_preset
     from engine.datasets import DatasetError, custom_tasks
-    from engine.events import EventWriter, events_path_from_env
-    from engine.train import TrainError, in_data_parallel_child, launch_data_parallel, preflight, rank, train
+    from engine.events import events_path_from_env
+    from engine.train import TrainError, in_data_parallel_child, preflight, rank, train
     from tui.commands.presets import preset_path
 
     ws = workspace_from(args)
@@ -56,7 +56,7 @@ def run(args) -> int:
             preflight(ws, config, overwrite=args.overwrite)
             return _relaunch(args, ws, config.train.gpus, events_path)
         reporter = _console_reporter() if rank() == 0 else None
-        with reporter or _nothing():
+        with reporter or contextlib.nullcontext():
             result = train(ws, config, preset_text=preset_text, overwrite=args.overwrite, events_path=events_path,
                            reporter=reporter)
     except TrainError as exc:
@@ -67,7 +67,8 @@ def run(args) -> int:
         err_console.print("[yellow]training interrupted[/]: no model was saved")
         return 130
     if result.output_dir is not None:
-        console.print(f"[bold green]saved[/] {result.output_dir} ({result.model_type})", highlight=False)
+        console.print(f"[bold green]saved[/] {result.output_dir} ({result.model_type})", highlight=False,
+                      soft_wrap=True)
     return 0
 
 
@@ -86,6 +87,7 @@ def _error_event(events_path, message: str) -> None:
 def _relaunch(args, ws, gpus: int, events_path) -> int:
     """Run this command again as ``gpus`` data-parallel ranks; report a failure the ranks did not."""
     from engine.events import read_events
+    from engine.train import launch_data_parallel
 
     module_args = ["tui.cli", "-w", str(ws.root), "train", str(args.preset)]
     for override in args.overrides:
@@ -104,14 +106,6 @@ def _relaunch(args, ws, gpus: int, events_path) -> int:
         err_console.print(f"[bold red]error:[/] data-parallel training failed (exit code {code})", highlight=False)
         return 1
     return 0
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _ConsoleReporter:
@@ -149,10 +143,12 @@ class _ConsoleReporter:
         line = _describe(event)
         if kind == "train_step" and self.progress is not None and self.task is not None:
             self.progress.update(self.task, loss=f"{event['loss']:.4f}" if event.get("loss") is not None else "…")
-        if line:
-            (self.progress.console if self.progress else console).print(line, highlight=False, markup=False)
-            if not self.interactive:
-                sys.stdout.flush()
+        if not line:
+            return
+        if self.progress is not None:
+            self.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
+        else:
+            print(line, flush=True)
 
 
 def _describe(event: dict[str, Any]) -> str:

@@ -130,8 +130,9 @@ def main() -> int:
         "accuracy": round(sum(correct) / len(correct), 4),
     }
     print(f"{figures['items']} {task.name} items, {name}, {args.device} ({figures['torch_threads']} threads)")
-    print(f"  seed loop (1 prompt/call, max_new_tokens={SEED_MAX_NEW_TOKENS}): {figures['seed_items_per_s']:8.2f} items/s")
-    print(f"  llmtui (batch {used}, stop at first box):          {figures['llmtui_items_per_s']:8.2f} items/s")
+    seed_label = f"seed loop (1 prompt/call, max_new_tokens={SEED_MAX_NEW_TOKENS})"
+    print(f"  {seed_label:<52} {figures['seed_items_per_s']:8.2f} items/s")
+    print(f"  {f'llmtui (batch {used}, shared prefix, stop at first box)':<52} {figures['llmtui_items_per_s']:8.2f} items/s")
     print(f"  ratio {figures['ratio']}x, differing predictions: {differing}, accuracy {figures['accuracy']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

@@ -1,9 +1,10 @@
 """Batched greedy evaluation of model folders on the workspace's test sets.
 
-Prompts (the one prompt builder's text) are sorted by token length and generated in left-padded
-batches with their attention mask; each sequence stops at EOS or as soon as its first ``\\boxed{…}``
-is closed (the scorer reads only the first box, so this changes no prediction), under the task's
-``max_new_tokens`` ceiling. Out of memory halves the batch and retries it; no item is lost.
+Prompts (the one prompt builder's text) are sorted by token length and generated in padded batches
+with their attention mask; a prefix every prompt of a batch shares (system prompt, chat template) is
+computed once. Each sequence stops at EOS or as soon as its first ``\\boxed{…}`` is closed (the scorer
+reads only the first box, so this changes no prediction), under the task's ``max_new_tokens``
+ceiling. Out of memory halves the batch and retries it; no item is lost.
 
 Per model this writes ``Testing/predictions/{model}/{test stem}.jsonl`` (one row per item) and then
 ``Testing/metrics/{model}.json`` (the old scripts' schema plus new keys), both atomically. The metrics
@@ -23,7 +24,7 @@ from engine import __version__
 from engine.atomic import staged_dir, write_json, write_jsonl
 from engine.datasets import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
 from engine.events import EventWriter
-from engine.metrics import describe, extract_boxed, first_box_closed, score_item, summarize_dataset
+from engine.metrics import ItemScore, describe, extract_boxed, first_box_closed, score_item, summarize_dataset
 from engine.models import ModelLoadError
 from engine.workspace import Workspace, safe_name
 
@@ -72,7 +73,7 @@ class EvalOptions:
 def _is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
-    if isinstance(exc, torch.OutOfMemoryError):
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     message = str(exc).lower()
     return isinstance(exc, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
@@ -264,7 +265,7 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[str], *, max_new_toke
     token_ids = tokenizer(prompts)["input_ids"] if prompts else []
     lengths = [len(ids) for ids in token_ids]
     order = sorted(range(total), key=lambda i: -lengths[i])
-    results: list[Generation | None] = [None] * total
+    results: dict[int, Generation] = {}
     done = 0
     size = max(1, batch_size)
     if host_memory_cap and lengths:
@@ -278,7 +279,7 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[str], *, max_new_toke
             outputs = generate_batch(model, tokenizer, [token_ids[i] for i in chunk], max_new_tokens, brace_mask)
             elapsed = time.perf_counter() - started
         except (RuntimeError, MemoryError) as exc:
-            if not _is_out_of_memory(exc) and not isinstance(exc, MemoryError):
+            if not _is_out_of_memory(exc):
                 raise
             _free_memory()
             if len(chunk) == 1:
@@ -290,7 +291,7 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[str], *, max_new_toke
         done += len(chunk)
         if on_progress is not None:
             on_progress(done, total)
-    return [r for r in results if r is not None], size
+    return [results[index] for index in range(total)], size
 
 
 # ------------------------------------------------------------------------------------------- datasets
@@ -318,21 +319,16 @@ def select_tasks(ws: Workspace, names: list[str] | None) -> list[TaskSpec]:
     return list(present.values())
 
 
-def _plain_gold(value: Any) -> Any:
-    item = getattr(value, "item", None)
-    return item() if callable(item) and not isinstance(value, (str, bytes)) else value
-
-
-def prediction_row(task: TaskSpec, item: Item, prompt: str, generation: Generation) -> dict[str, Any]:
+def prediction_row(task: TaskSpec, item: Item, prompt: str, generation: Generation,
+                   score: ItemScore) -> dict[str, Any]:
     """One predictions-file row: the exact prompt, raw output, extracted box, normalised pred, gold, score."""
-    score = score_item(task.kind, generation.text, item.answer)
     row = {
         "index": item.index,
         "prompt": prompt,
         "output": generation.text,
         "extracted": extract_boxed(generation.text),
         "pred": score.pred,
-        "gold": _plain_gold(item.answer),
+        "gold": item.answer,
         "correct": bool(score.correct),
         "has_box": score.has_box,
         "tokens": generation.tokens,
@@ -364,11 +360,10 @@ def evaluate_dataset(loaded: Any, task: TaskSpec, items: list[Item], *, batch_si
     started = time.perf_counter()
     generations, used = generate_all(loaded.model, loaded.tokenizer, prompts, max_new_tokens=task.max_new_tokens,
                                      batch_size=batch_size, brace_mask=brace_mask, host_memory_cap=host_memory_cap,
-                                     on_progress=on_progress,
-                                     before_generate=before_generate)
+                                     on_progress=on_progress, before_generate=before_generate)
     elapsed = time.perf_counter() - started
-    rows = [prediction_row(task, item, prompt, gen) for item, prompt, gen in zip(items, prompts, generations)]
     scores = [score_item(task.kind, gen.text, item.answer) for item, gen in zip(items, generations)]
+    rows = [prediction_row(task, *entry) for entry in zip(items, prompts, generations, scores)]
     block = summarize_dataset(task.kind, scores, [g.latency_s for g in generations], [g.tokens for g in generations])
     block["max_new_tokens"] = task.max_new_tokens
     block["batch_size"] = used

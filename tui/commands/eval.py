@@ -43,7 +43,8 @@ def register(subparsers) -> None:
     parser.add_argument("--untested", action="store_true",
                         help="evaluate every model in Models/ without a metrics file, one after another")
     parser.add_argument("--datasets", metavar="LIST",
-                        help="comma-separated test sets: arc,boolq,squad,openmath or custom names (default: all present)")
+                        help="comma-separated test sets: arc,boolq,squad,openmath or custom names "
+                             "(default: every test set present)")
     parser.add_argument("--limit", type=_limit, default=0, metavar="N", help="items per test set (0 = all)")
     parser.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
                         help="prompts per generate call; auto starts high and halves on out-of-memory")
@@ -57,6 +58,21 @@ def register(subparsers) -> None:
 def _terminate(signum, frame) -> None:
     """SIGTERM (a cancelled job) unwinds like Ctrl-C so temp files are removed and no metrics file is written."""
     raise KeyboardInterrupt
+
+
+def _result_line(name: str, metrics: dict) -> str:
+    """``✓ model: boolq accuracy=0.980 (200 items), … — 312.5 items/s`` (each set's headline metric)."""
+    from engine.metrics import headline_metric
+
+    parts = []
+    for test_file, block in metrics["datasets"].items():
+        key = headline_metric(block["type"])
+        value = block["metrics"].get(key)
+        shown = "n/a" if value is None else f"{value:.3f}"
+        parts.append(f"{test_file.removeprefix('test-').removesuffix('.parquet')} {key}={shown} "
+                     f"({block['total_samples']} items)")
+    speed = metrics["throughput"]["items_per_second"]
+    return f"[green]✓[/] {escape(name)}: {escape(', '.join(parts))}" + (f" — {speed:.1f} items/s" if speed else "")
 
 
 def run(args) -> int:
@@ -80,20 +96,16 @@ def run(args) -> int:
         except (EvalError, DatasetError) as exc:  # the test sets or options are unusable: no model was tried
             events.emit("error", message=str(exc))
             fail(str(exc), 1)
+        except KeyboardInterrupt:
+            events.emit("error", message="evaluation interrupted; no metrics file was written for the model in progress")
+            raise
         events.emit("done", evaluated=report.evaluated, failed=[{"model": n, "error": e} for n, e in report.failed])
     if args.json:
         print_json({"evaluated": report.evaluated, "failed": [{"model": n, "error": e} for n, e in report.failed],
                     "metrics_files": {n: str(ws.metrics_file(n)) for n in report.evaluated}})
     else:
         for name in report.evaluated:
-            metrics = report.metrics[name]
-            parts = []
-            for test_file, block in metrics["datasets"].items():
-                short = test_file.removeprefix("test-").removesuffix(".parquet")
-                parts.append(f"{short} accuracy={block['accuracy']:.3f} ({block['total_samples']} items)")
-            speed = metrics["throughput"]["items_per_second"]
-            console.print(f"[green]✓[/] {escape(name)}: " + ", ".join(parts) + (f" — {speed:.1f} items/s" if speed else ""),
-                          highlight=False)
+            console.print(_result_line(name, report.metrics[name]), highlight=False)
         for name, error in report.failed:
             err_console.print(f"[bold red]✗[/] {escape(name)}: {escape(error)}", highlight=False)
         if args.untested and not report.evaluated and not report.failed:

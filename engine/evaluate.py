@@ -452,7 +452,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     """
     import torch
 
-    from engine.memory import read_peaks, reset_peaks
+    from engine.hardware import reset_memory_peaks
     from engine.models import detect_kind, load_for_inference, resolve_device
 
     options = options or EvalOptions()
@@ -470,7 +470,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     start_batch = start_batch_size(options.batch_size, device)
     events.emit("start", model=name, model_dir=str(model_dir), model_kind=found.kind,
                 datasets=[t.test_file for t in tasks], total=sum(len(v) for v in items.values()))
-    reset_peaks()
+    reset_memory_peaks()
     loaded = load_for_inference(model_dir, device=device)
     load_s = time.perf_counter() - wall_started
     try:
@@ -485,7 +485,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
                                          brace_mask=brace_mask, on_progress=progress,
                                          host_memory_cap=options.batch_size == "auto" and device == "cpu",
                                          before_generate=before_generate))
-        peaks = read_peaks()
+        peaks = memory_peaks()
         dtype = str(getattr(loaded.model, "dtype", "")).replace("torch.", "")
     finally:
         del loaded
@@ -502,6 +502,19 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     write_json(metrics_path, metrics)
     events.emit("saved", path=str(metrics_path))
     return metrics
+
+
+def memory_peaks() -> dict[str, Any]:
+    """Peaks since ``reset_memory_peaks``: CUDA allocated/reserved overall and per GPU (None on the CPU), RSS."""
+    from engine.hardware import local_gpu_peaks, peak_rss_gb
+
+    per_gpu = local_gpu_peaks()
+    return {
+        "peak_vram_allocated_gb": round(sum(g["peak_allocated_gb"] for g in per_gpu), 3) if per_gpu else None,
+        "peak_vram_reserved_gb": round(sum(g["peak_reserved_gb"] for g in per_gpu), 3) if per_gpu else None,
+        "per_gpu": per_gpu,
+        "peak_rss_gb": peak_rss_gb(),
+    }
 
 
 def build_metrics(name: str, runs: list[DatasetRun], quantization: dict[str, Any], peaks: dict[str, Any],

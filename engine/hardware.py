@@ -89,12 +89,17 @@ def torch_dtype(name: str) -> Any:
 
 
 def reset_memory_peaks() -> None:
-    """Start a fresh GPU memory peak measurement on every visible device."""
+    """Start a fresh peak measurement: GPU memory on every visible device, and on Linux the RSS high-water mark."""
     import torch
 
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             torch.cuda.reset_peak_memory_stats(index)
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:  # "5" resets VmHWM (Linux >= 4.0)
+            handle.write("5")
+    except OSError:
+        pass
 
 
 def current_gpu_memory_gb() -> float | None:
@@ -125,7 +130,14 @@ def local_gpu_peaks() -> list[dict[str, Any]]:
 
 
 def peak_rss_gb() -> float:
-    """This process's peak resident memory in GB (Linux reports KiB, macOS bytes)."""
+    """This process's peak resident memory in GB since :func:`reset_memory_peaks` (Linux) or since it started."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) * 1024 / GB, 3)
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / GB if sys.platform == "darwin" else peak * 1024 / GB, 3)
 

@@ -409,3 +409,20 @@ def test_a_ptq_output_is_evaluated_with_its_quantization_in_the_metrics(quick_ws
     assert metrics["eval_config"]["model_kind"] == "hqq"
     rows = _read_jsonl(quick_ws.predictions_folder(name) / "test-boolq.jsonl")
     assert len(rows) == 3 and all(1 <= r["tokens"] <= 6 for r in rows)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resetting the RSS peak needs Linux /proc")
+def test_peak_memory_is_measured_per_model_not_per_process():
+    """The orchestrator evaluates models one after another in one process; each gets its own peak."""
+    import numpy as np
+
+    from engine.hardware import peak_rss_gb, reset_memory_peaks
+
+    reset_memory_peaks()
+    before = peak_rss_gb()
+    block = np.ones(400 * 2 ** 20 // 8)  # 400 MiB, touched
+    del block
+    high = peak_rss_gb()
+    assert high >= before + 0.3
+    reset_memory_peaks()
+    assert peak_rss_gb() < high - 0.3

@@ -119,6 +119,7 @@ class ModelDetailsModal(ModalScreen[None]):
         self.ws = ws
         self.record = record
         self.status = status
+        self.sections: list[Section] = []
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide tall"):
@@ -137,6 +138,7 @@ class ModelDetailsModal(ModalScreen[None]):
         self.app.call_from_thread(self.show, sections)
 
     def show(self, sections: list[Section]) -> None:
+        self.sections = sections
         body = self.query_one("#details-body", VerticalScroll)
         for title, rows in sections:
             table = Table(title=title, title_justify="left", title_style="bold", show_header=False,

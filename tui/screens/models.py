@@ -137,7 +137,10 @@ class ModelsScreen(WorkspaceScreen):
         order = list(TEST_SET_TITLES)
         self._test_sets = sorted(sets, key=lambda s: (order.index(s[0]) if s[0] in order else len(order), s))
         self.redraw()
-        self.query_one("#models", DataTable).loading = False
+        table = self.query_one("#models", DataTable)
+        table.loading = False
+        if self.focused is None:
+            table.focus()
 
     def columns(self) -> list[Column]:
         sets = [Column(f"set:{file}:{metric}", f"{TEST_SET_TITLES.get(file, _short_set(file))} "

@@ -120,7 +120,10 @@ class ResultsScreen(WorkspaceScreen):
         names = {row["model"] for row in data.rows}
         self.marked = [name for name in self.marked if name in names]
         self.redraw()
-        self.query_one("#results", DataTable).loading = False
+        table = self.query_one("#results", DataTable)
+        table.loading = False
+        if self.focused is None:
+            table.focus()
 
     def available_keys(self) -> list[str]:
         """Columns with a value in some row: the shown ones, then custom test sets' accuracy."""

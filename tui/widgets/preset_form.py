@@ -74,6 +74,7 @@ class FieldRow(Vertical):
         self.label_text = label
         self.widget = widget
         self.help_text = help_text
+        self.problem = ""
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="field-line"):
@@ -81,11 +82,16 @@ class FieldRow(Vertical):
             yield self.widget
         yield Label("", classes="field-error")
 
+    def on_mount(self) -> None:
+        self.set_problem(self.problem)
+
     def set_problem(self, message: str) -> None:
-        error = self.query_one(".field-error", Label)
-        error.update(f"✗ {message}" if message else "")
-        error.display = bool(message)
+        """Show ``message`` under the field ("" clears it); kept until the row is composed."""
+        self.problem = message
         self.set_class(bool(message), "-invalid")
+        for error in self.query(".field-error").results(Label):
+            error.update(f"✗ {message}" if message else "")
+            error.display = bool(message)
 
 
 class PresetForm(VerticalScroll):
@@ -174,12 +180,6 @@ class PresetForm(VerticalScroll):
                 rows.append(FieldRow(key, self._widget("ptq", key, spec, raw.get(key, spec["default"]), index),
                                      spec.get("help") or ""))
         await box.mount_all(rows)
-        for row in box.query(FieldRow):
-            row.set_problem("")
-
-    def on_mount(self) -> None:
-        for row in self.query(FieldRow):
-            row.set_problem("")
 
     # ------------------------------------------------------------------------------ reading
 

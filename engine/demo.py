@@ -10,7 +10,7 @@ from engine.workspace import Workspace
 DEMO_BASE = "tiny-qwen3"
 
 DEMO_PRESETS = {
-    "boolq-full": """# Full fine-tuning of the tiny demo model on synthetic BoolQ (learns to ~100 % in about a minute on 2 CPU cores).
+    "boolq-full": """# Full fine-tuning of the tiny demo model on synthetic BoolQ (learns to ~100 % in a minute or two on 2 CPU cores).
 [model]
 base = "Models/tiny-qwen3"
 
@@ -24,7 +24,7 @@ method = "NoPeft"
 learning_rate = 2e-3
 per_device_train_batch_size = 16
 gradient_accumulation_steps = 1
-max_steps = 300
+max_steps = 500
 warmup_ratio = 0.0
 lr_scheduler_type = "cosine"
 logging_steps = 10

@@ -39,3 +39,20 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"real benchmark data not found at {SHARED_DATASETS}")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def trained_boolq_model(demo_template, tmp_path_factory) -> tuple[Path, str]:
+    """``(workspace_root, model_name)``: the tiny demo model fully fine-tuned on synthetic BoolQ with the demo
+    preset ``experiments/boolq-full.toml``, trained once per session (read-only by convention; copy the
+    workspace before changing it). Its training events are in ``.llmtui/trained-boolq-events.jsonl``."""
+    from engine.config import load_preset
+    from engine.train import train
+    from engine.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("trained-boolq") / "ws"
+    shutil.copytree(demo_template, root, symlinks=True)
+    ws = Workspace(root)
+    config = load_preset(ws.experiments_dir / "boolq-full.toml")
+    result = train(ws, config, events_path=ws.state_dir / "trained-boolq-events.jsonl")
+    return root, result.model_name

@@ -34,6 +34,7 @@ class ExportModal(ModalScreen[tuple[str, Path] | None]):
     """Dismisses with (format, path) or None; the path is relative to the workspace unless absolute."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="export.cancel")]
+    AUTO_FOCUS = "#path"
 
     def __init__(self, ws: Workspace, title: str, formats: list[str], stem: str) -> None:
         super().__init__()

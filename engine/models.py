@@ -172,8 +172,8 @@ def _from_pretrained(source: str, *, device: str, trust_remote_code: bool, **kwa
     try:
         return AutoModelForCausalLM.from_pretrained(source, device_map={"": device},
                                                     trust_remote_code=trust_remote_code, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"{source}: cannot load the model ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # corrupt weights raise backend-specific types (SafetensorError…); name the folder
+        raise ModelLoadError(f"{source}: cannot load the model ({type(exc).__name__}: {exc})") from exc
 
 
 def _check_base(model_dir: Path, base: str) -> str:
@@ -200,8 +200,8 @@ def _load_adapter(model_dir: Path, found: ModelKind, device: str, *, quantized_b
     base_model = _from_pretrained(base, device=device, trust_remote_code=found.trust_remote_code, **kwargs)
     try:
         return PeftModel.from_pretrained(base_model, str(model_dir))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"{model_dir}: cannot apply the adapter to {base} ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # a mismatched or corrupt adapter: name the folder and the base
+        raise ModelLoadError(f"{model_dir}: cannot apply the adapter to {base} ({type(exc).__name__}: {exc})") from exc
 
 
 def load_for_inference(model_dir: Path | str, *, device: str | None = None) -> LoadedModel:

@@ -6,7 +6,8 @@ extract the first ``\\boxed{}``. Prints items/s of both, the ratio, and how many
 
 Goal (issue 4): ≥ 10× on the CPU with a trained tiny model and 0 differing predictions.
 
-    python bench/eval_throughput.py                       # demo workspace + boolq-full trained first
+    python bench/eval_throughput.py                       # demo workspace + boolq-full trained first (temp)
+    python bench/eval_throughput.py -w DIR                # the same, kept in DIR and reused on the next run
     python bench/eval_throughput.py -w WS --model NAME    # an existing model (folder name in WS/Models)
     options: --dataset boolq --limit 200 --batch-size auto --threads N --device cpu --rounds 1 --json FILE
 """
@@ -31,7 +32,10 @@ SEED_MAX_NEW_TOKENS = 1000
 
 
 def trained_demo_model(root: Path, test_rows: int) -> tuple[Workspace, str]:
-    """Build the demo workspace and train its boolq-full preset (the product's own training path)."""
+    """The demo workspace at ``root`` with its boolq-full preset trained (the product's own training path).
+
+    Both are reused when ``root`` already has them.
+    """
     from engine.config import load_preset
     from engine.demo import create_demo
     from engine.train import train
@@ -39,6 +43,8 @@ def trained_demo_model(root: Path, test_rows: int) -> tuple[Workspace, str]:
     ws = create_demo(root, train_rows=1000, test_rows=test_rows)
     preset = ws.experiments_dir / "boolq-full.toml"
     config = load_preset(preset)
+    if ws.model_dir(config.output_name()).is_dir():
+        return ws, config.output_name()
     print(f"training {config.output_name()} (demo preset boolq-full) …", flush=True)
     started = time.perf_counter()
     result = train(ws, config, preset_text=preset.read_text())
@@ -78,7 +84,7 @@ def llmtui_engine(loaded, task, items, batch_size: int | str, device: str):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-w", "--workspace", help="workspace holding the model and Datasets/")
+    parser.add_argument("-w", "--workspace", help="workspace holding the model and Datasets/ (or where to build the demo)")
     parser.add_argument("--model", help="model name in the workspace's Models/ (default: train the demo's boolq-full)")
     parser.add_argument("--dataset", default="boolq")
     parser.add_argument("--limit", type=int, default=200)
@@ -102,7 +108,8 @@ def main() -> int:
             ws = Workspace(Path(args.workspace or ".").resolve())
             name = args.model
         else:
-            ws, name = trained_demo_model(Path(tmp) / "ws", test_rows=max(args.limit, 100))
+            root = Path(args.workspace).resolve() if args.workspace else Path(tmp) / "ws"
+            ws, name = trained_demo_model(root, test_rows=max(args.limit, 100))
         task = get_task(args.dataset, ws.datasets_dir)
         items = load_items(ws.datasets_dir, task, "test", args.limit)
         loaded = load_for_inference(ws.model_dir(name), device=args.device)

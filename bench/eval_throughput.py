@@ -84,7 +84,8 @@ def llmtui_engine(loaded, task, items, batch_size: int | str, device: str):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-w", "--workspace", help="workspace holding the model and Datasets/ (or where to build the demo)")
+    parser.add_argument("-w", "--workspace",
+                        help="workspace holding the model and Datasets/ (or where to build the demo)")
     parser.add_argument("--model", help="model name in the workspace's Models/ (default: train the demo's boolq-full)")
     parser.add_argument("--dataset", default="boolq")
     parser.add_argument("--limit", type=int, default=200)
@@ -139,7 +140,8 @@ def main() -> int:
     print(f"{figures['items']} {task.name} items, {name}, {args.device} ({figures['torch_threads']} threads)")
     seed_label = f"seed loop (1 prompt/call, max_new_tokens={SEED_MAX_NEW_TOKENS})"
     print(f"  {seed_label:<52} {figures['seed_items_per_s']:8.2f} items/s")
-    print(f"  {f'llmtui (batch {used}, shared prefix, stop at first box)':<52} {figures['llmtui_items_per_s']:8.2f} items/s")
+    llmtui_label = f"llmtui (batch {used}, shared prefix, stop at first box)"
+    print(f"  {llmtui_label:<52} {figures['llmtui_items_per_s']:8.2f} items/s")
     print(f"  ratio {figures['ratio']}x, differing predictions: {differing}, accuracy {figures['accuracy']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

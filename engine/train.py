@@ -498,7 +498,9 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
         from transformers import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
+        cpu_started = time.process_time()
         output = trainer.train()
+        train_cpu_s = time.process_time() - cpu_started
         if eval_set is not None and trainer.state.global_step % args.eval_steps:
             trainer.evaluate()
     state = trainer.state
@@ -508,6 +510,7 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
              "final_loss": events.last_loss if events.last_loss is not None else float(output.training_loss),
              "mean_train_loss": float(output.training_loss), "train_runtime_s": round(runtime, 3),
              "train_steps_per_s": round(state.global_step / runtime, 4) if runtime else None,
+             "train_cpu_s": round(train_cpu_s, 3),
              "tokens_seen": total_tokens, "tokens_per_s": round(total_tokens / runtime, 1) if runtime else None}
     hardware = hardware_info(choice)
     if not trainer.is_world_process_zero():

@@ -43,7 +43,7 @@ def _panel_text(app) -> str:
     return str(app.screen.query_one("#gpu-panel", GpuPanel).render())
 
 
-async def test_running_job_streams_its_log_and_progress_and_can_be_cancelled(tmp_path):
+async def test_running_job_streams_its_log_and_progress_survives_closing_the_app_and_can_be_cancelled(tmp_path):
     ws = make_workspace(tmp_path / "ws")
     with JobStore(ws) as store:
         job = store.enqueue("train", [sys.executable, "-u", "-c", FAKE_TRAINING], target="stand-in-model",
@@ -71,9 +71,21 @@ async def test_running_job_streams_its_log_and_progress_and_can_be_cancelled(tmp
             assert len(sparkline.data) >= 3 and sparkline.data[0] == 2.0
             assert "No NVIDIA GPU" in _panel_text(app)  # the inventory is empty: CPU and RAM instead
             assert "CPU" in _panel_text(app) and "RAM" in _panel_text(app)
+            await pilot.press("q")
+        assert app.return_code == 0
 
+        with JobStore(ws) as store:  # closing the app left the job running
+            assert store.require(job.id).status == "running"
+        reopened = LlmTuiApp(ws, gpu_inventory=FakeInventory([]), autostart_worker=False, poll_interval_s=0.1)
+        async with reopened.run_test(size=(100, 36)) as pilot:
+            await pilot.press("3")
+            screen = reopened.screen
+            await wait_for(pilot, lambda: screen.selected_id == job.id, what="the job in the reopened app")
+            log = screen.query_one("#job-log", LogTail)
+            await wait_for(pilot, lambda: "step 1" in log.lines and log.line_count > seen,
+                           what="the whole log shown again")
             await pilot.press("c")
-            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+            await wait_for(pilot, lambda: isinstance(reopened.screen, ConfirmModal), what="the confirmation")
             await pilot.press("y")
             await wait_for(pilot, lambda: screen.views[job.id].job.status == "cancelled", timeout=30,
                            what="the job to be cancelled")

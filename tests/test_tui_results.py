@@ -91,7 +91,7 @@ async def test_mark_two_results_and_compare_them_side_by_side(tmp_path):
         await wait_for(pilot, lambda: view.comparison is not None, timeout=20, what="the comparison")
         table = view.query_one("#compare", DataTable)
         headers = [str(c.label) for c in table.columns.values()]
-        assert headers[:4] == ["dataset", "metric", "good-model", "base-model"]
+        assert headers == ["set", "metric", "good", "base", "Δ", "95% CI / b,c", "p"]  # shared "-model" dropped
         expected = compare(ws, ["good-model", "base-model"])
         assert view.comparison.to_dict() == expected.to_dict()
         rows = [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]

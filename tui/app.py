@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from functools import partial
+from pathlib import Path
 from typing import Callable, Iterable
 
 from textual import work
@@ -58,7 +59,7 @@ class ActionsProvider(Provider):
 class LlmTuiApp(App[None]):
     """The TUI. ``gpu_inventory`` defaults to NVML; ``clock`` gives "now" for elapsed times and ETAs."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so subclasses elsewhere find it too
     TITLE = "llmtui"
     MODES = MAIN_SCREENS
     DEFAULT_MODE = "models"

@@ -3,6 +3,7 @@ with the paired statistics from :mod:`engine.compare` (computed in a worker)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from rich.text import Text
@@ -15,6 +16,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from engine.compare import Comparison
 from engine.workspace import Workspace
+from tui.widgets.table_sync import clip
 
 
 def _delta_style(delta: str, direction: str | None, significant: bool) -> str:
@@ -24,12 +26,34 @@ def _delta_style(delta: str, direction: str | None, significant: bool) -> str:
     return ("bold " if significant else "") + ("green" if better else "red")
 
 
+def short_labels(names: list[str], width: int = 24) -> list[str]:
+    """Column titles for models: their names without the parts they all share
+    (``Qwen3-0.6B-boolq_SFT_LoRa16_NoQuant`` and ``…_NoPeft_NoQuant`` → ``LoRa16``, ``NoPeft``)."""
+    split = [re.split(r"(?<=[-_])", name) for name in names]
+    prefix = 0
+    while all(len(parts) > prefix + 1 for parts in split) and len({parts[prefix] for parts in split}) == 1:
+        prefix += 1
+    suffix = 0
+    while all(len(parts) > prefix + suffix + 1 for parts in split) and \
+            len({parts[-1 - suffix] for parts in split}) == 1:
+        suffix += 1
+    labels = ["".join(parts[prefix:len(parts) - suffix]).strip("-_") for parts in split]
+    if len(set(labels)) < len(labels) or not all(labels):
+        labels = list(names)
+    return [clip(label, width) for label in labels]
+
+
 def comparison_table(comparison: Comparison) -> tuple[list[str], list[list[Text]]]:
-    """Headers and styled cells: best value per row in bold, deltas green when better and red when
-    worse (bold when significant)."""
+    """Headers (models by their short labels) and styled cells: best value per row in bold, deltas
+    green when better and red when worse (bold when significant)."""
     from engine.export import comparison_rows
 
-    headers, rows, best = comparison_rows(comparison)
+    _, rows, best = comparison_rows(comparison)
+    labels = short_labels(comparison.models)
+    headers = ["set", "metric", *labels]
+    for label in labels[1:]:
+        prefix = f"{label} " if len(labels) > 2 else ""
+        headers += [f"{prefix}Δ", f"{prefix}{comparison.confidence:.0%} CI / b,c", f"{prefix}p"]
     directions = [metric.direction for dataset in comparison.datasets for metric in dataset.metrics]
     first_stat = 2 + len(comparison.models)
     styled = []
@@ -65,9 +89,10 @@ class CompareScreen(Screen):
         return self.app.ws  # type: ignore[attr-defined]
 
     def compose(self) -> ComposeResult:
+        labels = short_labels(self.models)
         with Vertical(id="compare-main"):
-            title = Text.assemble(("Compare ", "bold"), (self.models[0], "bold cyan"), " (reference) vs ",
-                                  ", ".join(self.models[1:]))
+            title = Text.assemble(("Compare ", "bold"), (labels[0], "bold cyan"), " (reference) vs ",
+                                  ", ".join(labels[1:]))
             yield Static(title, id="compare-title")
             table: DataTable = DataTable(id="compare", cursor_type="row", zebra_stripes=True)
             table.loading = True
@@ -106,7 +131,8 @@ class CompareScreen(Screen):
         for row in rows:
             table.add_row(*row)
         table.loading = False
-        notes = comparison_notes(comparison) + comparison.warnings
+        legend = [f"{label} = {name}" for label, name in zip(short_labels(self.models), self.models) if label != name]
+        notes = legend + comparison_notes(comparison) + comparison.warnings
         self.query_one("#compare-notes", Static).update(Text("\n".join(notes), style="dim"))
         table.focus()
 

@@ -94,7 +94,7 @@ class ModelsScreen(WorkspaceScreen):
         table: DataTable = DataTable(id="models", cursor_type="row", zebra_stripes=True)
         table.loading = True
         yield table
-        yield Static("", id="model-bar", classes="status-bar")
+        yield Static("", id="model-bar", classes="status-bar two-lines")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -202,7 +202,7 @@ class ModelsScreen(WorkspaceScreen):
             text.append(f"filter '{self.filter_text}' · ", style="bold")
         text.append(f"{total} models ({summary})" if total else "no models in Models/ yet")
         if row is not None:
-            text.append("  ▸ ", style="dim")
+            text.append("\n▸ ", style="dim")
             text.append(row.name, style="bold")
             reason = row.record.reason if row.record else "will be created by a queued job"
             if reason:

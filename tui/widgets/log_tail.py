@@ -40,6 +40,10 @@ class LogTail(Log):
         self.poll_s = poll_s
         self.path: Path | None = None
 
+    def on_resize(self) -> None:
+        if self.auto_scroll:  # keep following when the panel around the log changes size
+            self.scroll_end(animate=False, immediate=True)
+
     def follow(self, path: Path | None, placeholder: str = "") -> None:
         """Show the end of ``path`` and keep appending what is written to it (None: stop, show nothing)."""
         if path == self.path:

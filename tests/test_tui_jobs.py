@@ -82,7 +82,8 @@ async def test_running_job_streams_its_log_and_progress_survives_closing_the_app
             screen = reopened.screen
             await wait_for(pilot, lambda: screen.selected_id == job.id, what="the job in the reopened app")
             log = screen.query_one("#job-log", LogTail)
-            await wait_for(pilot, lambda: "step 1" in log.lines and log.line_count > seen,
+            await wait_for(pilot, lambda: log.line_count > seen and any(line.startswith("step 1 ")
+                                                                        for line in log.lines),
                            what="the whole log shown again")
             await pilot.press("c")
             await wait_for(pilot, lambda: isinstance(reopened.screen, ConfirmModal), what="the confirmation")

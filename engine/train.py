@@ -71,6 +71,20 @@ def resolve_base(ws: Workspace, config: ExperimentConfig) -> str:
     return resolved
 
 
+def unsupported_combination(config: ExperimentConfig) -> str | None:
+    """Why the preset's PEFT method and training quantization cannot be combined (None when they can)."""
+    if config.quant.method != "QLORA":
+        return None
+    if config.peft.method == "NoPeft":
+        return ("quant.method = 'QLORA' needs peft.method LoRa or DoRa: a 4-bit base cannot be fully fine-tuned "
+                "(peft.method = 'NoPeft')")
+    if config.peft.method == "VeRa":
+        return ("peft.method = 'VeRa' cannot be combined with quant.method = 'QLORA': on a 4-bit base TRL casts the "
+                "adapter to bf16 and VeRA's shared float32 projections then fail; use LoRa or DoRa with QLORA, or "
+                "VeRa with quant.method = 'NoQuant'")
+    return None
+
+
 def output_dir_for(ws: Workspace, config: ExperimentConfig) -> Path:
     """The final ``Models/{name}`` folder of ``config``."""
     return ws.model_dir(config.output_name())
@@ -78,6 +92,9 @@ def output_dir_for(ws: Workspace, config: ExperimentConfig) -> Path:
 
 def preflight(ws: Workspace, config: ExperimentConfig, *, overwrite: bool = False) -> Path:
     """Cheap checks before anything heavy: base model, dataset files, output folder. Returns the output folder."""
+    unsupported = unsupported_combination(config)
+    if unsupported:
+        raise TrainError(unsupported)
     resolve_base(ws, config)
     final = output_dir_for(ws, config)
     if final.exists() and not overwrite:
@@ -180,8 +197,6 @@ def _wrap_peft(model, config: ExperimentConfig, *, qlora: bool):
         return model, None
     if qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.train.gradient_checkpointing)
-    elif config.train.gradient_checkpointing:
-        model.enable_input_require_grads()
     try:
         model = get_peft_model(model, peft_config)
     except (ValueError, TypeError, NotImplementedError) as exc:
@@ -470,9 +485,6 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
     final = preflight(ws, config, overwrite=overwrite)
     base_path = resolve_base(ws, config)
     qlora = config.quant.method == "QLORA"
-    if qlora and config.peft.method == "NoPeft":
-        raise TrainError("quant.method = 'QLORA' needs peft.method LoRa, DoRa or VeRa (a 4-bit base cannot be "
-                         "fully fine-tuned)")
     choice = choose_device(config.model.dtype, full_finetuning=config.peft.method == "NoPeft")
     _quiet_libraries()
     from engine.hardware import reset_memory_peaks

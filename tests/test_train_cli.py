@@ -31,7 +31,8 @@ def llmtui(ws_root: Path, *args: str, timeout: int = 300) -> subprocess.Complete
 
 def test_train_command_writes_model_events_and_plain_progress(demo_ws):
     events = demo_ws.root / "events.jsonl"
-    done = llmtui(demo_ws.root, "train", "boolq-lora", *FAST, "--set", "train.max_steps=4", "--events", str(events))
+    done = llmtui(demo_ws.root, "train", "boolq-lora", *FAST, "--set", "train.max_steps=4", "--set",
+                  "data.trunc_eval=8", "--events", str(events))
     assert done.returncode == 0, done.stderr
     name = "tiny-qwen3-boolq_SFT_LoRa16_NoQuant"
     folder = demo_ws.models_dir / name
@@ -42,7 +43,10 @@ def test_train_command_writes_model_events_and_plain_progress(demo_ws):
     assert "\x1b[" not in done.stdout, "no terminal control codes when stdout is not a terminal"
     assert f"saved {folder}" in done.stdout
     kinds = [e["kind"] for e in read_events(events)]
-    assert kinds == ["start", *["train_step"] * 4, "saved", "done"]
+    assert kinds == ["start", *["train_step"] * 4, "eval", "saved", "done"]
+    evaluation = read_events(events)[5]
+    assert evaluation["step"] == 4 and evaluation["eval_loss"] > 0, "trainer evaluation on 8 test rows at the end"
+    assert "eval at step 4: loss" in done.stdout
     preset_copy = (folder / "preset.toml").read_text()
     assert "train.max_steps=4" in preset_copy and "max_steps = 4" in preset_copy
 

@@ -72,6 +72,11 @@ def test_target_modules_missing_from_the_model(demo_ws):
     _fails(demo_ws, config, "peft.method = 'LoRa'", "peft.target_modules = ['attn_qkv']")
 
 
+def test_vera_with_qlora_is_refused_up_front(demo_ws):
+    config = _config(demo_ws, ['peft.method="VeRa"', 'quant.method="QLORA"'])
+    _fails(demo_ws, config, "peft.method = 'VeRa'", "quant.method = 'QLORA'", "use LoRa or DoRa with QLORA")
+
+
 def test_float16_full_finetuning_is_refused_on_cuda_only():
     """float16 weights cannot be fully fine-tuned; on the CPU the engine trains in float32 instead."""
     from engine.hardware import choose_device
@@ -85,21 +90,30 @@ def test_out_of_memory_mid_training(demo_ws, monkeypatch):
     """CUDA cannot exist here, so the trainer's step raises a real ``torch.OutOfMemoryError`` (the exception
     CUDA raises) through a callback; the run must end with the OOM advice and leave no model folder."""
     import torch
-    from transformers import TrainerCallback
-
     import engine.train as engine_train
 
     real_callback = engine_train.progress_callback
 
-    class RaiseOutOfMemory(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
+    def callback_running_out_of_memory(events):
+        callback = real_callback(events)
+        real_step_end = callback.on_step_end
+
+        def on_step_end(args, state, control, **kwargs):
+            real_step_end(args, state, control, **kwargs)
             if state.global_step == 2:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(engine_train, "progress_callback", lambda events: [real_callback(events), RaiseOutOfMemory()][1])
+        callback.on_step_end = on_step_end
+        return callback
+
+    monkeypatch.setattr(engine_train, "progress_callback", callback_running_out_of_memory)
     message = _fails(demo_ws, _config(demo_ws), "CUDA out of memory", "per_device_train_batch_size = 4",
                      "gradient_checkpointing")
     assert "QLORA" in message
+    from engine.events import read_events
+
+    kinds = [e["kind"] for e in read_events(demo_ws.state_dir / "events.jsonl")]
+    assert kinds == ["start", "train_step", "error"], "step 1 logged; step 2 ran out of memory before its log"
 
 
 @pytest.mark.slow

@@ -188,3 +188,15 @@ def test_outputs_load_through_the_shared_loader(peft_runs):
     assert adapter.kind == "adapter" and merged.kind == "full"
     batch = _prompt_batch(ws, adapter.tokenizer)
     assert (_logits(adapter.model, batch) - _logits(merged.model, batch)).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("extra", [['peft.method="NoPeft"'], ['peft.method="LoRa"'], ['peft.method="DoRa"'],
+                                   ['peft.method="LoRa"', 'quant.method="QLORA"']],
+                         ids=["NoPeft", "LoRa", "DoRa", "QLoRA"])
+def test_gradient_checkpointing(demo_ws, extra):
+    """The presets' default (train.gradient_checkpointing = true) trains every method."""
+    result, losses = _run(demo_ws, "gc", ["train.gradient_checkpointing=true", "train.max_steps=4",
+                                   "train.learning_rate=5e-3", *extra])
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
+    assert result.metadata["training_parameters"]["trl_args"]["activation_checkpointing"] is True
+    assert (result.output_dir / "training_metadata.json").is_file()

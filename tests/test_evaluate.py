@@ -15,7 +15,7 @@ import pytest
 from engine.datasets import get_task, load_items
 from engine.evaluate import (MIN_SHARED_PREFIX, EvalError, EvalOptions, brace_token_mask, evaluate_model,
                              generate_all, read_failures, select_tasks, shared_prefix_length)
-from engine.events import read_events
+from engine.events import EventWriter, read_events
 from engine.metrics import extract_boxed
 from engine.workspace import Workspace
 
@@ -68,8 +68,6 @@ def _leftovers(ws: Workspace) -> list[str]:
 
 def test_metrics_file_follows_the_seed_schema_and_predictions_match_it(quick_ws):
     events_file = quick_ws.root / "events.jsonl"
-    from engine.events import EventWriter
-
     with EventWriter(events_file) as events:
         metrics = evaluate_model(quick_ws, "tiny-qwen3",
                                  EvalOptions(datasets=["quickbool", "quickarc", "quicksquad", "quickmath"],
@@ -87,8 +85,8 @@ def test_metrics_file_follows_the_seed_schema_and_predictions_match_it(quick_ws)
     assert on_disk["llmtui_version"] and on_disk["throughput"]["items_per_second"] > 0
     assert on_disk["eval_config"]["batch_size_used"]["test-boolq.parquet"] == 3
 
-    from engine.prompts import render_prompt
     from engine.models import load_tokenizer
+    from engine.prompts import render_prompt
 
     tokenizer = load_tokenizer(quick_ws.model_dir("tiny-qwen3"))
     for test_file, block in on_disk["datasets"].items():
@@ -99,7 +97,7 @@ def test_metrics_file_follows_the_seed_schema_and_predictions_match_it(quick_ws)
         items = load_items(quick_ws.datasets_dir, task, "test", 5)
         assert [r["index"] for r in rows] == [item.index for item in items]
         for row, item in zip(rows, items):
-            assert row["prompt"] == render_prompt(tokenizer, get_task(task.name, quick_ws.datasets_dir), item)
+            assert row["prompt"] == render_prompt(tokenizer, task, item)
             assert row["gold"] == item.answer and 1 <= row["tokens"] <= 6
             assert row["extracted"] == extract_boxed(row["output"])
             assert ("f1" in row) == (task.kind == "squad_v2")

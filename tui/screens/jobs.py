@@ -25,7 +25,7 @@ from tui.screens.base import WorkspaceScreen
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.log_tail import LogTail
 from tui.widgets.loss_chart import LossChart
-from tui.widgets.table_sync import Column, clip, sync_table, visible_columns
+from tui.widgets.table_sync import Column, TableSync, clip, visible_columns
 
 #: The most recent jobs listed.
 MAX_JOBS = 500
@@ -85,6 +85,9 @@ class JobsScreen(WorkspaceScreen):
         self.order: list[int] = []
         self.selected_id: int | None = None
         self._reload = threading.Event()
+        self._sync: TableSync | None = None
+        self._cells: dict[int, tuple[JobView, tuple]] = {}  # job id → (view, its cells)
+        self._cells_layout: tuple = ()
 
     def compose(self) -> ComposeResult:
         yield self.tabs()
@@ -101,6 +104,7 @@ class JobsScreen(WorkspaceScreen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._sync = TableSync(self.query_one("#jobs", DataTable))
         self.query_one("#loss-chart", LossChart).display = False
         self.query_one("#job-progress-line", Horizontal).display = False
         self.poll()
@@ -159,9 +163,18 @@ class JobsScreen(WorkspaceScreen):
     def show_jobs(self, views: list[JobView]) -> None:
         self.views = {v.job.id: v for v in views}
         self.order = [v.job.id for v in views]
-        table = self.query_one("#jobs", DataTable)
         columns = visible_columns(COLUMNS, self.size.width)
-        sync_table(table, columns, [(str(v.job.id), self._cells(v, columns)) for v in views])
+        layout = (tuple(columns), self.size.width)
+        if layout != self._cells_layout:
+            self._cells, self._cells_layout = {}, layout
+        rows = []
+        for view in views:
+            cached = self._cells.get(view.job.id)
+            if cached is None or cached[0] != view:
+                cached = self._cells[view.job.id] = (view, self._cells_of(view, columns))
+            rows.append((str(view.job.id), cached[1]))
+        assert self._sync is not None
+        self._sync.show(columns, rows)
         if self.selected_id not in self.views:
             self.select_row()
         self.update_panel()
@@ -169,7 +182,7 @@ class JobsScreen(WorkspaceScreen):
                    for gpu in v.job.gpus_assigned}
         self.query_one("#gpu-panel", GpuPanel).set_holders(holders)
 
-    def _cells(self, view: JobView, columns: list[Column]) -> tuple:
+    def _cells_of(self, view: JobView, columns: list[Column]) -> tuple:
         job = view.job
         status = job.status
         if status == "running" and job.cancel_requested_at is not None:

@@ -17,7 +17,7 @@ from engine.registry import ModelRecord
 from tui.format import human_count, human_size, status_style
 from tui.messages import WorkspaceChanged
 from tui.screens.base import WorkspaceScreen
-from tui.widgets.table_sync import Column, clip, sync_table, visible_columns
+from tui.widgets.table_sync import Column, TableSync, clip, visible_columns
 
 #: Short column titles for the built-in test sets (others show their own name).
 TEST_SET_TITLES = {"test-ai2_arc.parquet": "arc", "test-boolq.parquet": "boolq", "test-squad_v2.parquet": "squad",
@@ -87,6 +87,9 @@ class ModelsScreen(WorkspaceScreen):
         self.loaded = False
         self.filter_text = ""
         self._test_sets: list[tuple[str, str]] = []  # (test file, metric)
+        self._sync: TableSync | None = None
+        self._cells: dict[str, tuple[ModelRow, tuple]] = {}  # name → (row, its cells), for unchanged rows
+        self._cells_layout: tuple = ()
 
     def compose(self) -> ComposeResult:
         yield self.tabs()
@@ -99,6 +102,7 @@ class ModelsScreen(WorkspaceScreen):
 
     def on_mount(self) -> None:
         self.index = ModelIndex(self.ws)
+        self._sync = TableSync(self.query_one("#models", DataTable))
         self.query_one("#filter", Input).display = False
         self.load(force=True)
 
@@ -153,11 +157,23 @@ class ModelsScreen(WorkspaceScreen):
         shown = [row for row in self.rows if row.matches(words)] if words else self.rows
         fixed_width = sum(_column_width(c.key) + 2 for c in columns if c.key != "name")
         name_width = max(self.size.width - fixed_width - 4, 16)
-        table = self.query_one("#models", DataTable)
-        sync_table(table, columns, [(row.name, self._cells(row, columns, name_width)) for row in shown])
+        layout = (tuple(columns), name_width)
+        if layout != self._cells_layout:
+            self._cells, self._cells_layout = {}, layout
+        assert self._sync is not None
+        self._sync.show(columns, [(row.name, self._row_cells(row, columns, name_width)) for row in shown])
         self.update_bar()
 
-    def _cells(self, row: ModelRow, columns: list[Column], name_width: int) -> tuple:
+    def _row_cells(self, row: ModelRow, columns: list[Column], name_width: int) -> tuple:
+        """The row's cells, reused while its record (the index keeps unchanged ones) and status are the same."""
+        cached = self._cells.get(row.name)
+        if cached is not None and cached[0].record is row.record and cached[0].status == row.status:
+            return cached[1]
+        cells = self._cells_of(row, columns, name_width)
+        self._cells[row.name] = (row, cells)
+        return cells
+
+    def _cells_of(self, row: ModelRow, columns: list[Column], name_width: int) -> tuple:
         r = row.record
         values: dict[str, object] = {
             "name": Text(clip(row.name, name_width), no_wrap=True),

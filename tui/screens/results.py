@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Footer, Static
 from engine.results import ResultsTable, metric_direction
 from tui.messages import WorkspaceChanged
 from tui.screens.base import WorkspaceScreen
-from tui.widgets.table_sync import Column, clip, sync_table
+from tui.widgets.table_sync import Column, TableSync, clip
 
 #: The table's columns in priority order (the last ones drop first on a narrow terminal): results
 #: column key → header.
@@ -91,6 +91,7 @@ class ResultsScreen(WorkspaceScreen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._sync = TableSync(self.query_one("#results", DataTable))
         self.load()
 
     @work(thread=True, exclusive=True, group="results-load", exit_on_error=False)
@@ -161,8 +162,7 @@ class ResultsScreen(WorkspaceScreen):
                 else:
                     values.append(_cell(row.get(column.key)))
             cells.append((name, tuple(values)))
-        sync_table(self.query_one("#results", DataTable), [Column(c.key, l) for c, l in zip(columns, labels)],
-                   cells)
+        self._sync.show([Column(c.key, label) for c, label in zip(columns, labels)], cells)
         self.update_bar()
 
     def _header(self, column: Column) -> str:

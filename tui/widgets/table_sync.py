@@ -7,6 +7,8 @@ from typing import Any
 
 from textual.widgets import DataTable
 
+Cells = tuple[Any, ...]
+
 
 @dataclass(frozen=True)
 class Column:
@@ -17,33 +19,47 @@ class Column:
     min_screen_width: int = 0
 
 
-def sync_table(table: DataTable, columns: list[Column], rows: list[tuple[str, tuple[Any, ...]]]) -> None:
-    """Make ``table`` show ``rows`` ((key, cells) in order) under ``columns``.
+class TableSync:
+    """Keeps a DataTable equal to the rows it is given, touching only what changed."""
 
-    When the columns and the row keys are unchanged only differing cells are updated; otherwise the
-    table is rebuilt and the cursor goes back to the row it was on (by key) when that row remains.
-    """
-    current_columns = [str(key.value) for key in table.columns]
-    wanted_columns = [c.key for c in columns]
-    current_keys = [str(row.key.value) for row in table.ordered_rows]
-    if current_columns == wanted_columns and current_keys == [key for key, _ in rows]:
+    def __init__(self, table: DataTable) -> None:
+        self.table = table
+        self.shown: dict[str, Cells] = {}  # row key → the cells last put in the table
+
+    def show(self, columns: list[Column], rows: list[tuple[str, Cells]]) -> None:
+        """Make the table show ``rows`` ((key, cells) in order) under ``columns``.
+
+        When the columns and the row keys are unchanged only differing cells are updated (rows whose
+        cells are the very same objects as last time are skipped); otherwise the table is rebuilt
+        and the cursor goes back to the row it was on (by key) when that row remains.
+        """
+        table = self.table
+        current_columns = [(str(key.value), str(column.label)) for key, column in table.columns.items()]
+        wanted_columns = [(c.key, c.label) for c in columns]
+        keys = [c.key for c in columns]
+        current_keys = [str(row.key.value) for row in table.ordered_rows]
+        if current_columns == wanted_columns and current_keys == [key for key, _ in rows]:
+            for key, cells in rows:
+                before = self.shown.get(key)
+                if cells is before:
+                    continue
+                for column, value, old in zip(keys, cells, before or (None,) * len(cells)):
+                    if value != old:
+                        table.update_cell(key, column, value)
+                self.shown[key] = cells
+            return
+        cursor_key = current_keys[table.cursor_row] if 0 <= table.cursor_row < len(current_keys) else None
+        scroll_y = table.scroll_y
+        table.clear(columns=current_columns != wanted_columns)
+        if current_columns != wanted_columns:
+            for column in columns:
+                table.add_column(column.label, key=column.key)
         for key, cells in rows:
-            old = table.get_row(key)
-            for column, value, before in zip(wanted_columns, cells, old):
-                if value != before:
-                    table.update_cell(key, column, value)
-        return
-    cursor_key = current_keys[table.cursor_row] if 0 <= table.cursor_row < len(current_keys) else None
-    scroll_y = table.scroll_y
-    table.clear(columns=current_columns != wanted_columns)
-    if current_columns != wanted_columns:
-        for column in columns:
-            table.add_column(column.label, key=column.key)
-    for key, cells in rows:
-        table.add_row(*cells, key=key)
-    if cursor_key is not None and cursor_key in table.rows:
-        table.move_cursor(row=table.get_row_index(cursor_key), animate=False, scroll=False)
-        table.scroll_to(y=scroll_y, animate=False, immediate=True)
+            table.add_row(*cells, key=key)
+        self.shown = dict(rows)
+        if cursor_key is not None and cursor_key in table.rows:
+            table.move_cursor(row=table.get_row_index(cursor_key), animate=False, scroll=False)
+            table.scroll_to(y=scroll_y, animate=False, immediate=True)
 
 
 def visible_columns(columns: list[Column], width: int) -> list[Column]:

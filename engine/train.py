@@ -513,8 +513,6 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
         cpu_started = time.process_time()
         output = trainer.train()
         train_cpu_s = time.process_time() - cpu_started
-        if eval_set is not None and trainer.state.global_step % args.eval_steps:
-            trainer.evaluate()
     state = trainer.state
     runtime = float(output.metrics.get("train_runtime", 0.0))
     total_tokens = int(getattr(trainer, "_total_train_tokens", 0) or 0)

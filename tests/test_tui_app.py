@@ -156,3 +156,20 @@ def test_real_llmtui_in_tmux_shows_the_models_table(demo_ws):
         assert not alive, "llmtui did not quit on q"
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+async def test_opening_the_app_starts_a_worker_for_waiting_jobs(tmp_path):
+    from engine.worker import stop_worker, worker_pid
+
+    ws = make_workspace(tmp_path / "ws")
+    with JobStore(ws) as store:
+        job = store.enqueue("eval", [sys.executable, "-c", "print('ran')"], target="x")  # a trivial command
+    app = LlmTuiApp(ws, gpu_inventory=FakeInventory([]), autostart_worker=True, poll_interval_s=0.1)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            with JobStore(ws) as store:
+                await wait_for(pilot, lambda: store.require(job.id).status == "done", timeout=30,
+                               what="the worker to run the waiting job")
+        assert worker_pid(ws)  # closing the app leaves the worker running
+    finally:
+        stop_worker(ws)

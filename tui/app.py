@@ -88,6 +88,8 @@ class LlmTuiApp(App[None]):
 
     def on_mount(self) -> None:
         self.watch_workspace()
+        if self.autostart_worker:
+            self.resume_queue()
 
     def on_unmount(self) -> None:
         self._stop.set()
@@ -126,6 +128,28 @@ class LlmTuiApp(App[None]):
             self.start_worker()
 
     @work(thread=True, exclusive=True, group="start-worker", exit_on_error=False)
+    def resume_queue(self) -> None:
+        """On opening: start a worker when jobs wait or run but none watches them (say, after a reboot)."""
+        import sqlite3
+
+        from engine.queue import JobStore
+        from engine.worker import WorkerError, ensure_worker, worker_pid
+
+        if not self.ws.queue_db.exists() or worker_pid(self.ws):
+            return
+        try:
+            with JobStore(self.ws) as store:
+                counts = store.counts()
+            if counts.get("queued", 0) + counts.get("running", 0) == 0:
+                return
+            ensure_worker(self.ws)
+        except (sqlite3.Error, WorkerError) as exc:
+            self.call_from_thread(self.notify, str(exc), title="worker did not start", severity="error",
+                                  timeout=15)
+            return
+        self.call_from_thread(self.notify, "started the queue worker for the waiting jobs", title="queue")
+
+    @work(thread=True, exclusive=True, group="start-worker", exit_on_error=False)
     def start_worker(self) -> None:
         """Start the workspace's detached worker unless one runs (it outlives the app)."""
         from engine.worker import WorkerError, ensure_worker
@@ -149,7 +173,8 @@ class LlmTuiApp(App[None]):
             seen.add(entry)
             scope = "app" if active.node is self else type(active.node).__name__
             rows.append((*entry, scope))
-        rows.sort(key=lambda row: (row[2] == "app", row[2], row[0]))
+        screen_name = type(self.screen).__name__
+        rows.sort(key=lambda row: (0 if row[2] == screen_name else 1 if row[2] == "app" else 2, row[2]))
         self.push_screen(HelpModal(rows, str(self.ws.root)))
 
     async def action_quit(self) -> None:

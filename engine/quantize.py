@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -456,7 +457,8 @@ def load_quantized(model_dir: Path | str, metadata: dict[str, Any], device: str 
         raise ModelLoadError(f"{model_dir}: quantization method {method or None!r} is not one of "
                              f"{', '.join(PTQ_METHODS)}")
     try:
-        model = loaders[method]()
+        with contextlib.redirect_stdout(sys.stderr):  # the libraries print banners; keep the caller's stdout clean
+            model = loaders[method]()
     except QuantizeError as exc:
         raise ModelLoadError(f"{model_dir}: {exc}") from None
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

@@ -11,7 +11,11 @@ AWQ. GPTQ and AWQ must beat it on the logits error; the script exits 1 when eith
     python bench/ptq_quality.py                       # demo workspace + boolq-full trained first
     python bench/ptq_quality.py -w WS --model NAME    # an existing full-precision model in WS/Models
     options: --bits 4 --group-size 64 --samples 128 --prompts 64 --dataset boolq --limit 200 --json FILE
-             --train-rows 2000 --steps 400 (the demo model: the recipe STACK.md measured at 98 %)
+             --train-rows 2000 --steps 1000 (the demo model; 400 steps left it at 66 % on boolq here, 1000 at 88 %)
+
+Measured (2 shared CPU cores, 1000 steps, w4 g64, 128 calibration samples, 64 held-out prompts): relative
+logits error RTN-sym 0.049, GPTQ 0.011 (0.23×), RTN-zero-point 0.042, AWQ 0.029 (0.68×), HQQ 0.039,
+NF4 0.038, INT8 0.004; accuracy 0.875 for every one of them; 1531 KiB → 372–384 KiB at 4 bits (510 KiB INT8).
 """
 
 from __future__ import annotations
@@ -156,7 +160,7 @@ def main() -> int:
     parser.add_argument("--dataset", default="boolq", help="test set for the held-out prompts and the accuracy")
     parser.add_argument("--limit", type=int, default=200, help="test items for the accuracy (0 = all)")
     parser.add_argument("--train-rows", type=int, default=2000, help="synthetic training rows (demo model only)")
-    parser.add_argument("--steps", type=int, default=400, help="training steps (demo model only)")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps (demo model only)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     args = parser.parse_args()

@@ -96,6 +96,14 @@ async def test_build_a_preset_see_the_name_fix_an_inline_error_and_save(demo_ws)
         await wait_for(pilot, lambda: load_preset(path).peft.r == 12, what="the second save")
         assert screen.current == path
 
+        await app.run_on_screen("experiments", "add_ptq_step")  # the palette's "Add a PTQ step"
+        await _type_into(pilot, screen, "f-ptq-0-bits", "8")
+        await pilot.pause()
+        assert "GPTQ 8-bit PTQ of tiny-qwen3-boolq_SFT_LoRa12_NoQuant" in _summary(screen)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: load_preset(path).ptq, what="the PTQ step on disk")
+        assert [(s.method, s.bits, s.group_size) for s in load_preset(path).ptq] == [("GPTQ", 8, 64)]
+
 
 async def test_ctrl_r_queues_the_whole_pipeline_and_an_invalid_form_cannot_be_queued(demo_ws):
     app = _app(demo_ws)

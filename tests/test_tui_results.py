@@ -56,7 +56,8 @@ async def test_rows_columns_sorting_and_the_unreadable_file(tmp_path):
     async with app.run_test(size=(140, 30)) as pilot:
         screen = await _open(app, pilot)
         table = screen.query_one("#results", DataTable)
-        assert _models(screen) == ["base-model", "good-model", "weak-model"]
+        assert _models(screen) == ["base-model", "garbage", "good-model", "weak-model"]
+        assert str(table.get_cell("garbage", "model")) == "✗ garbage"  # the unreadable file: a broken row
         keys = [str(c.value) for c in table.columns]
         assert keys[:6] == ["mark", "model", "ai2_arc__macro_f1", "ai2_arc__accuracy", "boolq__accuracy",
                             "boolq__mcc"]
@@ -67,14 +68,14 @@ async def test_rows_columns_sorting_and_the_unreadable_file(tmp_path):
 
         await pilot.press("s")  # next column: ARC macro-F1, best first
         assert screen.order.key == "ai2_arc__macro_f1" and screen.order.reverse
-        assert _models(screen) == ["good-model", "base-model", "weak-model"]
+        assert _models(screen) == ["good-model", "base-model", "weak-model", "garbage"]  # missing values last
         mark_width, model_width = 3, len("base-model") + 2  # cells have one space of padding each side
         await pilot.click("#results", offset=(mark_width + model_width + 2, 0))  # the same header: reversed
         assert (screen.order.key, screen.order.reverse) == ("ai2_arc__macro_f1", False)
-        assert _models(screen) == ["weak-model", "base-model", "good-model"]
+        assert _models(screen) == ["weak-model", "base-model", "good-model", "garbage"]
         await pilot.click("#results", offset=(mark_width + 2, 0))  # the model header
         assert (screen.order.key, screen.order.reverse) == ("model", False)
-        assert _models(screen) == ["base-model", "good-model", "weak-model"]
+        assert _models(screen) == ["base-model", "garbage", "good-model", "weak-model"]
 
 
 async def test_mark_two_results_and_compare_them_side_by_side(tmp_path):
@@ -82,7 +83,7 @@ async def test_mark_two_results_and_compare_them_side_by_side(tmp_path):
     app = _app(ws)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await _open(app, pilot)
-        await pilot.press("down", "space", "up", "space")  # good-model first: it is the reference
+        await pilot.press("down", "down", "space", "up", "up", "space")  # good-model first: the reference
         assert screen.marked == ["good-model", "base-model"]
         assert str(screen.query_one("#results", DataTable).get_cell("good-model", "mark")) == "●"
         await pilot.press("c")

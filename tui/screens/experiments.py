@@ -102,6 +102,7 @@ class ExperimentsScreen(WorkspaceScreen):
         Binding("delete", "delete", "Delete", id="experiments.delete"),
         Binding("ctrl+r", "queue", "Queue", id="experiments.queue"),
     ]
+    PALETTE = (("Add a PTQ step", "add_ptq_step", "append a post-training quantization step to the form"),)
 
     def __init__(self) -> None:
         super().__init__()
@@ -265,6 +266,9 @@ class ExperimentsScreen(WorkspaceScreen):
         if preset is None or preset.path == self.current:
             return
         self._when_not_dirty(lambda: self.open_preset(preset.path), f"open {preset.path.name}")
+
+    async def action_add_ptq_step(self) -> None:
+        await self.form.add_ptq_step()
 
     def action_new(self) -> None:
         async def new() -> None:

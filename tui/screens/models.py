@@ -90,6 +90,7 @@ class ModelsScreen(WorkspaceScreen):
         self._sync: TableSync | None = None
         self._cells: dict[str, tuple[ModelRow, tuple]] = {}  # name → (row, its cells), for unchanged rows
         self._cells_layout: tuple = ()
+        self._broken_seen: set[str] = set()  # broken folders already reported in a notification
 
     def compose(self) -> ComposeResult:
         yield self.tabs()
@@ -135,6 +136,12 @@ class ModelsScreen(WorkspaceScreen):
     # ------------------------------------------------------------------------------ display
 
     def show_rows(self, rows: list[ModelRow]) -> None:
+        broken = [row for row in rows if row.status == "broken" and row.name not in self._broken_seen]
+        if broken:
+            self._broken_seen.update(row.name for row in broken)
+            listed = "\n".join(f"{row.name}: {row.record.reason if row.record else ''}" for row in broken[:3])
+            more = f"\n… and {len(broken) - 3} more" if len(broken) > 3 else ""
+            self.notify(listed + more, title=f"{len(broken)} broken model folder(s)", severity="warning", timeout=8)
         self.rows = rows
         self.loaded = True
         sets = {(f, v.get("metric", "")) for row in rows if row.record for f, v in row.record.headline.items()}

@@ -27,6 +27,8 @@ SHOWN = {
     "train_peak_vram_allocated_gb": "train GB",
 }
 MARK = "●"
+#: Row key holding why a metrics file could not be read.
+BROKEN = "_unreadable"
 NAME_MIN, NAME_MAX = 18, 48
 
 
@@ -96,13 +98,16 @@ class ResultsScreen(WorkspaceScreen):
 
     @work(thread=True, exclusive=True, group="results-load", exit_on_error=False)
     def load(self) -> None:
-        from engine.results import results_table
+        """Read every metrics file; an unreadable one becomes a row of its own marked broken."""
+        from engine.results import results_table, scan_results
 
         try:
-            data = results_table(self.ws)
+            records = scan_results(self.ws)
+            data = results_table(self.ws, records)
         except OSError as exc:
             self.app.call_from_thread(self.notify, f"cannot read {self.ws.metrics_dir}: {exc}", severity="error")
-            data = ResultsTable(columns=[], rows=[])
+            records, data = [], ResultsTable(columns=[], rows=[])
+        data.rows += [{"model": r.path.stem, BROKEN: r.error} for r in records if r.error]
         self.app.call_from_thread(self.show_table, data)
 
     def on_workspace_changed(self, message: WorkspaceChanged) -> None:
@@ -158,7 +163,8 @@ class ResultsScreen(WorkspaceScreen):
                 if column.key == "mark":
                     values.append(Text(MARK if name in self.marked else " ", style="bold magenta"))
                 elif column.key == "model":
-                    values.append(Text(clip(name, name_width), style="bold" if name in self.marked else ""))
+                    style = "red" if row.get(BROKEN) else "bold" if name in self.marked else ""
+                    values.append(Text(clip(("✗ " if row.get(BROKEN) else "") + name, name_width), style=style))
                 else:
                     values.append(_cell(row.get(column.key)))
             cells.append((name, tuple(values)))
@@ -182,6 +188,10 @@ class ResultsScreen(WorkspaceScreen):
             text.append(f" · {len(self.table_data.errors)} unreadable", style="red")
         sort_label = SHOWN.get(self.order.key, self.order.key)
         text.append(f" · sorted by {sort_label} {'▼' if self.order.reverse else '▲'}")
+        name = self.highlighted_model()
+        broken = next((row[BROKEN] for row in self.rows if row["model"] == name and row.get(BROKEN)), None)
+        if broken:
+            text.append(f" · ✗ {broken}", style="red")
         if self.marked:
             text.append(f" · marked {len(self.marked)}: ", style="magenta")
             text.append(", ".join(self.marked), style="magenta")
@@ -258,7 +268,7 @@ class ResultsScreen(WorkspaceScreen):
         from engine.atomic import write_text
 
         assert self.table_data is not None
-        data = ResultsTable(self.table_data.columns, sort_rows(self.rows, self.order))
+        data = ResultsTable(self.table_data.columns, [r for r in sort_rows(self.rows, self.order) if not r.get(BROKEN)])
         render = {"csv": export.results_csv, "markdown": export.results_markdown, "latex": export.results_latex,
                   "json": export.results_json}[fmt]
         try:

@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
 
 from engine.config import ConfigError, ExperimentConfig, Problem, config_from_dict, default_config, save_preset
 from engine.naming import QuantizationSpec, model_name, qlora_spec
@@ -124,7 +125,7 @@ class ExperimentsScreen(WorkspaceScreen):
 
     def on_mount(self) -> None:
         self.query_one("#editor", Vertical).loading = True
-        self.load_info(first=True)
+        self.load_info()
 
     @property
     def form(self) -> PresetForm:
@@ -133,11 +134,12 @@ class ExperimentsScreen(WorkspaceScreen):
     # ------------------------------------------------------------------------------ loading
 
     @work(thread=True, exclusive=True, group="experiments-info", exit_on_error=False)
-    def load_info(self, first: bool = False, select: str | None = None) -> None:
+    def load_info(self, select: str | None = None) -> None:
         info = read_workspace_info(self.ws)
-        self.app.call_from_thread(self.show_info, info, first, select)
+        if not get_current_worker().is_cancelled:  # a newer reading is on its way
+            self.app.call_from_thread(self.show_info, info, select)
 
-    async def show_info(self, info: WorkspaceInfo, first: bool, select: str | None) -> None:
+    async def show_info(self, info: WorkspaceInfo, select: str | None) -> None:
         self.info = info
         if info.problem:
             self.notify(info.problem, title="custom datasets", severity="warning")
@@ -148,7 +150,7 @@ class ExperimentsScreen(WorkspaceScreen):
             if preset.problem:
                 label.append(" ✗", style="red")
             presets.add_option(Option(label, id=preset.name))
-        if first:
+        if not self.query("#form"):
             form = PresetForm(datasets=[*info.builtin_datasets, *info.custom_datasets],
                               local_models=[f"Models/{m}" for m in info.models], id="form")
             await self.query_one("#editor", Vertical).mount(form)
@@ -177,7 +179,8 @@ class ExperimentsScreen(WorkspaceScreen):
             self.app.call_from_thread(self.notify, f"{path.name}: {exc}", title="cannot open preset",
                                       severity="error", timeout=10)
             return
-        self.app.call_from_thread(self.show_preset, path, data)
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self.show_preset, path, data)
 
     async def show_preset(self, path: Path | None, data: dict[str, Any]) -> None:
         self.current = path

@@ -11,6 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Input, Static
+from textual.worker import get_current_worker
 
 from engine.model_index import ModelIndex
 from engine.registry import ModelRecord
@@ -83,6 +84,7 @@ class ModelsScreen(WorkspaceScreen):
         super().__init__()
         self.index: ModelIndex | None = None
         self._index_lock = threading.Lock()
+        self._pending: tuple[bool, bool] = (False, False)  # (rescan, force) asked of the next load
         self.rows: list[ModelRow] = []
         self.loaded = False
         self.filter_text = ""
@@ -109,13 +111,20 @@ class ModelsScreen(WorkspaceScreen):
 
     # ------------------------------------------------------------------------------ loading
 
-    @work(thread=True, exclusive=True, group="models-load", exit_on_error=False)
     def load(self, force: bool = False, rescan: bool = True) -> None:
-        """Refresh the index (only changed folders unless ``force``) and the job states."""
+        """Refresh the job states, and the index when folders or metrics changed (all of it with
+        ``force``). A load that a newer one supersedes leaves its rescan to the newer one."""
+        with self._index_lock:
+            self._pending = (self._pending[0] or rescan, self._pending[1] or force)
+        self._load()
+
+    @work(thread=True, exclusive=True, group="models-load", exit_on_error=False)
+    def _load(self) -> None:
         from engine.queue import job_status_by_target
 
         assert self.index is not None
         with self._index_lock:
+            (rescan, force), self._pending = self._pending, (False, False)
             if rescan:
                 self.index.refresh(force=force)
             records = self.index.records()
@@ -124,7 +133,8 @@ class ModelsScreen(WorkspaceScreen):
         except sqlite3.Error as exc:
             jobs = {}
             self.app.call_from_thread(self.notify, f"cannot read the job queue: {exc}", severity="warning")
-        self.app.call_from_thread(self.show_rows, merge_job_status(records, jobs))
+        if not get_current_worker().is_cancelled:  # a newer load is on its way
+            self.app.call_from_thread(self.show_rows, merge_job_status(records, jobs))
 
     def on_workspace_changed(self, message: WorkspaceChanged) -> None:
         if message.parts & {"models", "metrics", "queue"}:

@@ -11,6 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
 
 from engine.results import ResultsTable, metric_direction
 from tui.messages import WorkspaceChanged
@@ -108,7 +109,8 @@ class ResultsScreen(WorkspaceScreen):
             self.app.call_from_thread(self.notify, f"cannot read {self.ws.metrics_dir}: {exc}", severity="error")
             records, data = [], ResultsTable(columns=[], rows=[])
         data.rows += [{"model": r.path.stem, BROKEN: r.error} for r in records if r.error]
-        self.app.call_from_thread(self.show_table, data)
+        if not get_current_worker().is_cancelled:  # a newer load is on its way
+            self.app.call_from_thread(self.show_table, data)
 
     def on_workspace_changed(self, message: WorkspaceChanged) -> None:
         if message.parts & {"metrics", "models"}:

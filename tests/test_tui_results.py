@@ -108,7 +108,7 @@ async def test_export_writes_the_table_in_the_shown_order(tmp_path):
     ws = _workspace(tmp_path)
     app = _app(ws)
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await _open(app, pilot)
+        await _open(app, pilot)
         await pilot.press("s")  # sorted by ARC macro-F1, best first
         await pilot.press("x")
         await wait_for(pilot, lambda: isinstance(app.screen, ExportModal), what="the export dialog")

@@ -165,7 +165,7 @@ class LlmTuiApp(App[None]):
     def action_help(self) -> None:
         rows: list[tuple[str, str, str]] = []
         seen: set[tuple[str, str]] = set()
-        for key, active in self.screen.active_bindings.items():
+        for active in self.screen.active_bindings.values():
             binding = active.binding
             entry = (binding.key_display or self.get_key_display(binding), binding.description or binding.action)
             if entry in seen:

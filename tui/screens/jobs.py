@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rich.text import Text
 from textual import on, work

@@ -44,14 +44,12 @@ class LogTail(Log):
         if self.auto_scroll:  # keep following when the panel around the log changes size
             self.scroll_end(animate=False, immediate=True)
 
-    def follow(self, path: Path | None, placeholder: str = "") -> None:
+    def follow(self, path: Path | None) -> None:
         """Show the end of ``path`` and keep appending what is written to it (None: stop, show nothing)."""
         if path == self.path:
             return
         self.path = path
         self.clear()
-        if placeholder:
-            self.write_line(placeholder)
         if path is None:
             self.workers.cancel_group(self, "log-tail")
         else:

@@ -54,5 +54,12 @@ def trained_boolq_model(demo_template, tmp_path_factory) -> tuple[Path, str]:
     shutil.copytree(demo_template, root, symlinks=True)
     ws = Workspace(root)
     config = load_preset(ws.experiments_dir / "boolq-full.toml")
-    result = train(ws, config, events_path=ws.state_dir / "trained-boolq-events.jsonl")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small gains nothing from threads, and they thrash on a busy machine
+    try:
+        result = train(ws, config, events_path=ws.state_dir / "trained-boolq-events.jsonl")
+    finally:
+        torch.set_num_threads(threads)
     return root, result.model_name

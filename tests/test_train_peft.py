@@ -40,12 +40,24 @@ def peft_runs(demo_template, tmp_path_factory):
     """Per method: the adapter-only run and the merged run (identical otherwise), in one workspace."""
     import shutil
 
+    import torch
+
     from engine.workspace import Workspace
 
     root = tmp_path_factory.mktemp("peft") / "ws"
     shutil.copytree(demo_template, root, symlinks=True)
     ws = Workspace(root)
-    runs = {}
+    runs: dict = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model gains nothing from threads, and they thrash on a busy machine
+    try:
+        _train_all(ws, runs)
+    finally:
+        torch.set_num_threads(threads)
+    return ws, runs
+
+
+def _train_all(ws, runs) -> None:
     for method, extra in METHODS.items():
         adapter = _run(ws, f"{method}-adapter", extra)
         renamed = ws.models_dir / f"{adapter[0].model_name}-adapter-only"
@@ -55,7 +67,6 @@ def peft_runs(demo_template, tmp_path_factory):
                                                                                  merged[0])}
     full = _run(ws, "full", ["train.learning_rate=2e-3"])
     runs["NoPeft"] = {"full": (full[0].output_dir, full[1], full[0])}
-    return ws, runs
 
 
 def _prompt_batch(ws, tokenizer):

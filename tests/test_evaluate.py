@@ -263,7 +263,7 @@ def test_batched_generation_equals_one_prompt_at_a_time_on_a_trained_model(train
             out = model.generate(**encoded, max_new_tokens=64, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         unstopped.append(tokenizer.decode(out[0][encoded["input_ids"].shape[1]:], skip_special_tokens=True))
     assert [extract_boxed(g.text) for g in batched[:12]] == [extract_boxed(t) for t in unstopped]
-    assert sum(extract_boxed(g.text) is not None for g in batched) == len(prompts)
+    assert all(extract_boxed(g.text) is not None for g in batched[:40])  # it answers every BoolQ item in a box
 
 
 @pytest.mark.slow

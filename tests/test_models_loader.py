@@ -44,6 +44,17 @@ def _make_adapter(ws, name: str, *, base: Path | None = None, metadata: dict | N
     return out
 
 
+def _generates_in_batches(loaded) -> bool:
+    """The evaluator's batched generation (shared prefix, left padding, stop criterion) runs on this model."""
+    from engine.evaluate import brace_token_mask, generate_all
+
+    prompts = [f"System: answer in a box.\nUser: is the {thing} red\nAssistant:" for thing in ("cup", "ball", "hat")]
+    mask = brace_token_mask(loaded.tokenizer, loaded.model.config.vocab_size)
+    generations, _ = generate_all(loaded.model, loaded.tokenizer, prompts, max_new_tokens=3, batch_size=3,
+                                  brace_mask=mask)
+    return len(generations) == 3 and all(1 <= g.tokens <= 3 for g in generations)
+
+
 def _logits(model, tokenizer, text: str = "User: is the cup red\nAssistant:"):
     import torch
 
@@ -130,6 +141,7 @@ def test_adapter_folder_loads_base_plus_adapter_and_merges_for_ptq(demo_ws):
     with_adapter = _logits(loaded.model, loaded.tokenizer)
     assert torch.allclose(with_adapter, _logits(merged, tokenizer), atol=1e-4)
     assert not torch.allclose(with_adapter, _logits(base.model, base.tokenizer), atol=1e-3)
+    assert _generates_in_batches(loaded)
 
 
 def test_adapter_whose_base_is_gone_names_the_missing_base(demo_ws):
@@ -160,6 +172,7 @@ def test_qlora_adapter_loads_its_base_in_4bit_nf4_as_it_was_trained(demo_ws):
     assert four_bit, "the base should be quantized with bitsandbytes 4-bit"
     assert loaded.info["qlora_base_4bit"] is True
     assert _logits(loaded.model, loaded.tokenizer).isfinite().all()
+    assert _generates_in_batches(loaded)
 
 
 def test_quantized_folders_cannot_be_loaded_in_full_precision(demo_ws):

@@ -152,22 +152,34 @@ def _load_model(source: str, config: ExperimentConfig, choice: DeviceChoice, *, 
     try:
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (ImportError, RuntimeError) as exc:
-        if qlora and _mentions_bitsandbytes(exc):
-            raise TrainError(_bnb_message(exc)) from None
+        cause = _bitsandbytes_failure(exc) if qlora else None
+        if cause is not None:
+            raise TrainError(_bnb_message(cause, qlora=True)) from None
         raise
     except (OSError, ValueError) as exc:
         raise TrainError(f"model.base = {config.model.base!r}: cannot load the model ({exc})") from None
 
 
-def _mentions_bitsandbytes(exc: BaseException) -> bool:
-    text = f"{type(exc).__module__} {exc}".lower()
-    return "bitsandbytes" in text or "bnb" in text or "libbitsandbytes" in text
+def _bitsandbytes_failure(exc: BaseException) -> BaseException | None:
+    """The exception in ``exc``'s chain (causes and contexts) raised by or about bitsandbytes, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    found = None
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = f"{type(current).__module__} {current}".lower()
+        if "bitsandbytes" in text or "libbitsandbytes" in text:
+            found = current
+        current = current.__cause__ or current.__context__
+    return found
 
 
-def _bnb_message(exc: BaseException) -> str:
-    return (f"quant.method = 'QLORA': bitsandbytes cannot load the 4-bit NF4 base ({type(exc).__name__}: {exc}). "
-            "Install a bitsandbytes build that matches this machine's CUDA (pip install -U bitsandbytes) "
-            "or set quant.method = 'NoQuant'")
+def _bnb_message(exc: BaseException, *, qlora: bool) -> str:
+    what = "quant.method = 'QLORA': bitsandbytes cannot load the 4-bit NF4 base" if qlora else \
+        "bitsandbytes is installed but cannot be loaded (transformers/peft import it)"
+    fix = " or set quant.method = 'NoQuant'" if qlora else " or uninstall it"
+    return (f"{what} ({type(exc).__name__}: {exc}). Install a bitsandbytes build that matches this machine's "
+            f"CUDA (pip install -U bitsandbytes){fix}")
 
 
 def peft_config_for(config: ExperimentConfig):
@@ -425,7 +437,8 @@ def train(ws: Workspace, config: ExperimentConfig, *, preset_text: str | None = 
 
 
 def _known_failure(exc: BaseException, config: ExperimentConfig) -> str | None:
-    """A clear message for failures with a known remedy (CUDA out of memory, bitsandbytes/CUDA mismatch)."""
+    """A clear message for failures with a known remedy (CUDA out of memory, a bitsandbytes build that cannot
+    load, e.g. for another CUDA version: it can fail inside ``import transformers``'s trainer machinery)."""
     import torch
 
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
@@ -434,8 +447,9 @@ def _known_failure(exc: BaseException, config: ExperimentConfig) -> str | None:
                 f"max_length = {t.max_length}, gradient_checkpointing = {str(t.gradient_checkpointing).lower()}). "
                 "Lower train.per_device_train_batch_size (raise gradient_accumulation_steps to keep the effective "
                 "batch), lower train.max_length, turn on train.gradient_checkpointing, or use quant.method = 'QLORA'")
-    if config.quant.method == "QLORA" and _mentions_bitsandbytes(exc):
-        return _bnb_message(exc)
+    cause = _bitsandbytes_failure(exc)
+    if cause is not None:
+        return _bnb_message(cause, qlora=config.quant.method == "QLORA")
     return None
 
 
@@ -452,7 +466,7 @@ def _snapshot(ws: Workspace, config: ExperimentConfig, preset_text: str, overwri
     """``dataset = "none"``: save the base model as ``{base}-base`` with metadata, no training."""
     final = preflight(ws, config, overwrite=overwrite)
     base_path = resolve_base(ws, config)
-    choice = choose_device(config.model.dtype, full_finetuning=True)
+    choice = choose_device(config.model.dtype, full_finetuning=False)
     _start_event(events, config, base_path, final, choice, snapshot=True)
     _quiet_libraries()
     started = time.time()
@@ -468,10 +482,9 @@ def _snapshot(ws: Workspace, config: ExperimentConfig, preset_text: str, overwri
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         stats["snapshot_runtime_s"] = round(time.time() - started, 3)
-        choice_info = hardware_info(choice)
         metadata = build_metadata(config, base_path=base_path, model_type="full", counts=(counts[0], 0),
                                   trl_args=None, peft_config=None, quantization_config=None, stats=stats,
-                                  hardware=choice_info, data=None)
+                                  hardware=hardware_info(choice), data=None)
         _write_extras(tmp, metadata, preset_text)
     events.emit("saved", path=str(final))
     events.emit("done", model=config.output_name(), output=str(final), model_type="full", snapshot=True)
@@ -480,23 +493,22 @@ def _snapshot(ws: Workspace, config: ExperimentConfig, preset_text: str, overwri
 
 def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite: bool,
            events: ProgressEvents) -> TrainResult:
+    from transformers import PrinterCallback, set_seed
     from trl import SFTTrainer
+
+    from engine.hardware import reset_memory_peaks
 
     final = preflight(ws, config, overwrite=overwrite)
     base_path = resolve_base(ws, config)
     qlora = config.quant.method == "QLORA"
     choice = choose_device(config.model.dtype, full_finetuning=config.peft.method == "NoPeft")
     _quiet_libraries()
-    from engine.hardware import reset_memory_peaks
-
     reset_memory_peaks()
     tokenizer = _load_tokenizer(base_path, config)
     train_set, data_stats = build_dataset(ws, config, tokenizer)
     eval_set = None
     if config.data.trunc_eval:
         eval_set, _ = build_dataset(ws, config, tokenizer, "test", config.data.trunc_eval)
-    from transformers import set_seed
-
     set_seed(config.train.seed)  # adapter weights are initialised before the trainer seeds: same seed, same run
     model = _load_model(base_path, config, choice, qlora=qlora)
     model, peft_config = _wrap_peft(model, config, qlora=qlora)
@@ -507,8 +519,6 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
         args = sft_args(config, choice, scratch, has_eval=eval_set is not None)
         trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                              processing_class=tokenizer, callbacks=[progress_callback(events)])
-        from transformers import PrinterCallback
-
         trainer.remove_callback(PrinterCallback)
         cpu_started = time.process_time()
         output = trainer.train()
@@ -525,8 +535,7 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
     hardware = hardware_info(choice)
     if not trainer.is_world_process_zero():
         return TrainResult(config.output_name(), None, "")
-    bnb = model.config.quantization_config if qlora else None
-    bnb = bnb if bnb is None or hasattr(bnb, "to_dict") else _bnb_config(choice)
+    bnb = _bnb_config(choice) if qlora else None
     with staged_dir(final, overwrite=overwrite) as tmp:
         model_type = save_model(trainer.model, tokenizer, config, base_path, choice, tmp)
         metadata = build_metadata(config, base_path=base_path, model_type=model_type, counts=counts,

@@ -117,8 +117,29 @@ def test_out_of_memory_mid_training(demo_ws, monkeypatch):
 
 
 @pytest.mark.slow
-def test_bitsandbytes_that_cannot_load(demo_ws, monkeypatch):
-    """A broken bitsandbytes install (here: the module made unimportable) gives the install advice."""
-    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
-    config = _config(demo_ws, ['peft.method="LoRa"', 'quant.method="QLORA"'])
-    _fails(demo_ws, config, "quant.method = 'QLORA'", "bitsandbytes", "pip install -U bitsandbytes")
+def test_bitsandbytes_that_cannot_load(demo_ws, tmp_path):
+    """A bitsandbytes build that fails at import (as a CUDA mismatch does) gives the install advice. It runs in
+    its own process with a stand-in package that raises on import, so this process's bitsandbytes stays intact."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from engine.events import read_events
+
+    broken = tmp_path / "broken" / "bitsandbytes"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise RuntimeError("CUDA Setup failed despite GPU being available: '
+                                        'libbitsandbytes_cuda130.so not found")\n')
+    repo = Path(__file__).resolve().parents[1]
+    events = demo_ws.root / "events.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(broken.parent), str(repo)]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "tui.cli", "-w", str(demo_ws.root), "train", "boolq-full",
+                           *[a for o in FAST for a in ("--set", o)], "--set", 'peft.method="LoRa"',
+                           "--set", 'quant.method="QLORA"', "--events", str(events)],
+                          capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "quant.method = 'QLORA'" in done.stderr and "pip install -U bitsandbytes" in done.stderr
+    assert "Traceback" not in done.stderr
+    (error,) = [e for e in read_events(events) if e["kind"] == "error"]
+    assert "bitsandbytes" in error["message"]
+    assert sorted(p.name for p in demo_ws.models_dir.iterdir()) == ["tiny-qwen3"]

@@ -52,7 +52,7 @@ def run(args) -> int:
                        + config.to_toml())
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        if config.train.gpus > 1 and not in_data_parallel_child():
+        if config.train.gpus > 1 and config.data.dataset != "none" and not in_data_parallel_child():
             preflight(ws, config, overwrite=args.overwrite)
             return _relaunch(args, ws, config.train.gpus, events_path)
         reporter = _console_reporter() if rank() == 0 else None

@@ -116,3 +116,9 @@ def test_data_parallel_on_two_cpu_ranks(demo_ws):
     assert start["kind"] == "start" and start["world_size"] == 2
     assert [e["kind"] for e in read_events(events)].count("start") == 1, "only rank 0 writes events"
     assert sorted(p.name for p in demo_ws.models_dir.iterdir()) == ["tiny-qwen3", folder.name]
+
+    again = llmtui(demo_ws.root, "train", "boolq-full", *FAST, "--set", "train.max_steps=4", "--set", "train.gpus=2",
+                   "--events", str(events))
+    assert again.returncode == 1 and "already exists" in again.stderr, "refused before any rank starts"
+    assert "data-parallel training on" not in again.stdout
+    assert read_events(events)[-1]["kind"] == "error"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from tui.cli import add_workspace_arg
@@ -53,8 +54,12 @@ def run(args) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if config.train.gpus > 1 and config.data.dataset != "none" and not in_data_parallel_child():
-            preflight(ws, config, overwrite=args.overwrite)
-            return _relaunch(args, ws, config.train.gpus, events_path)
+            try:
+                preflight(ws, config, overwrite=args.overwrite)
+            except TrainError as exc:
+                _error_event(events_path, str(exc))
+                raise
+            return _relaunch(args, ws, path, config.train.gpus, events_path)
         reporter = _console_reporter() if rank() == 0 else None
         with reporter or contextlib.nullcontext():
             result = train(ws, config, preset_text=preset_text, overwrite=args.overwrite, events_path=events_path,
@@ -84,12 +89,12 @@ def _error_event(events_path, message: str) -> None:
         writer.emit("error", message=message)
 
 
-def _relaunch(args, ws, gpus: int, events_path) -> int:
+def _relaunch(args, ws, preset, gpus: int, events_path) -> int:
     """Run this command again as ``gpus`` data-parallel ranks; report a failure the ranks did not."""
     from engine.events import read_events
     from engine.train import launch_data_parallel
 
-    module_args = ["tui.cli", "-w", str(ws.root), "train", str(args.preset)]
+    module_args = ["tui.cli", "-w", str(ws.root), "train", str(Path(preset).resolve())]
     for override in args.overrides:
         module_args += ["--set", override]
     if args.overwrite:

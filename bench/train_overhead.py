@@ -64,8 +64,9 @@ tokenizer = AutoTokenizer.from_pretrained(base)
 model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
 task = get_task("boolq", root / "Datasets")
 rows = [render_example(tokenizer, task, item) for item in load_items(root / "Datasets", task, "train")]
+# bf16=False: TRL defaults to bf16 autocast, llmtui trains in float32 on the CPU; compare like with like.
 args = SFTConfig(output_dir=str(root / "bare-out"), max_steps=steps, gradient_accumulation_steps=1,
-                 warmup_steps=0.0, activation_checkpointing=False, use_cpu=True, report_to="none",
+                 warmup_steps=0.0, activation_checkpointing=False, use_cpu=True, bf16=False, report_to="none",
                  save_strategy="no", disable_tqdm=True, **settings)
 trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
 cpu_started = time.process_time()

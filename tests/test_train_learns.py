@@ -25,8 +25,15 @@ def test_full_finetuning_learns_boolq_from_chance_to_90_percent(trained_boolq_mo
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(root, ws.root, symlinks=True)  # evaluation writes metrics; keep the shared fixture clean
     options = EvalOptions(datasets=["boolq"], limit=HELD_OUT, device="cpu")
-    before = evaluate_model(ws, "tiny-qwen3", options)["datasets"]["test-boolq.parquet"]
-    after = evaluate_model(ws, name, options)["datasets"]["test-boolq.parquet"]
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the untrained base generates 256 tokens per item; threads thrash on a busy machine
+    try:
+        before = evaluate_model(ws, "tiny-qwen3", options)["datasets"]["test-boolq.parquet"]
+        after = evaluate_model(ws, name, options)["datasets"]["test-boolq.parquet"]
+    finally:
+        torch.set_num_threads(threads)
     assert after["total_samples"] == HELD_OUT
     assert before["accuracy"] <= 0.6, f"the untrained base should be at chance or below, got {before['accuracy']}"
     assert after["format_success_rate"] == 1.0, "every answer must be in the \\boxed{} form"

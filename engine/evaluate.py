@@ -29,7 +29,7 @@ from engine.models import ModelLoadError
 from engine.workspace import Workspace, safe_name
 
 #: Auto batch size: the first (longest) batch tries this many prompts, halving on out-of-memory.
-AUTO_START_BATCH = {"cuda": 256, "cpu": 64}
+AUTO_START_BATCH = {"cuda": 256, "cpu": 128}
 FAILURES_FILE = "eval-failures.json"
 #: A batch whose prompts share at least this many leading tokens computes them once (prefix KV cache).
 MIN_SHARED_PREFIX = 8

@@ -277,7 +277,10 @@ def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ())
         problems.append(Problem("model.base", "must name a hub id or a model folder"))
     if config.quant.method == "QLORA" and config.peft.method == "NoPeft":
         problems.append(Problem("quant.method", "QLORA trains adapters on a 4-bit base and needs peft.method "
-                                "LoRa, DoRa or VeRa (the seed silently switched to LoRa; set it explicitly)"))
+                                "LoRa or DoRa (the seed silently switched to LoRa; set it explicitly)"))
+    if config.quant.method == "QLORA" and config.peft.method == "VeRa":
+        problems.append(Problem("peft.method", "VeRa cannot train on a QLORA 4-bit base (TRL casts the adapter "
+                                "to bf16 and VeRA's shared float32 projections break); use LoRa or DoRa"))
     if config.peft.method != "NoPeft" and not config.peft.target_modules:
         problems.append(Problem("peft.target_modules", "must list at least one module for a PEFT method"))
     for i, step in enumerate(config.ptq):

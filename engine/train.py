@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.atomic import staged_dir, write_json, write_text
-from engine.config import ExperimentConfig
-from engine.datasets import DatasetError, get_task, load_items
+from engine.config import ExperimentConfig, cross_check
+from engine.datasets import DatasetError, get_task, load_items, task_registry
 from engine.events import EventWriter
 from engine.hardware import DeviceChoice, HardwareError, choose_device, hardware_info, torch_dtype
 from engine.progress import ProgressEvents, Reporter, progress_callback
@@ -71,20 +71,6 @@ def resolve_base(ws: Workspace, config: ExperimentConfig) -> str:
     return resolved
 
 
-def unsupported_combination(config: ExperimentConfig) -> str | None:
-    """Why the preset's PEFT method and training quantization cannot be combined (None when they can)."""
-    if config.quant.method != "QLORA":
-        return None
-    if config.peft.method == "NoPeft":
-        return ("quant.method = 'QLORA' needs peft.method LoRa or DoRa: a 4-bit base cannot be fully fine-tuned "
-                "(peft.method = 'NoPeft')")
-    if config.peft.method == "VeRa":
-        return ("peft.method = 'VeRa' cannot be combined with quant.method = 'QLORA': on a 4-bit base TRL casts the "
-                "adapter to bf16 and VeRA's shared float32 projections then fail; use LoRa or DoRa with QLORA, or "
-                "VeRa with quant.method = 'NoQuant'")
-    return None
-
-
 def output_dir_for(ws: Workspace, config: ExperimentConfig) -> Path:
     """The final ``Models/{name}`` folder of ``config``."""
     return ws.model_dir(config.output_name())
@@ -92,9 +78,9 @@ def output_dir_for(ws: Workspace, config: ExperimentConfig) -> Path:
 
 def preflight(ws: Workspace, config: ExperimentConfig, *, overwrite: bool = False) -> Path:
     """Cheap checks before anything heavy: base model, dataset files, output folder. Returns the output folder."""
-    unsupported = unsupported_combination(config)
-    if unsupported:
-        raise TrainError(unsupported)
+    problems = cross_check(config, tuple(task_registry(ws.datasets_dir)))
+    if problems:  # a config built in code skips load_preset's validation; the same rules apply here
+        raise TrainError("; ".join(str(p) for p in problems))
     resolve_base(ws, config)
     final = output_dir_for(ws, config)
     if final.exists() and not overwrite:

@@ -75,6 +75,7 @@ MALFORMED = [
     ("[peft]\ndropout = 1.5\n", "peft.dropout", "less than 1"),
     ("[[ptq]]\nmethod = \"GPTQ\"\nbits = 5\n", "ptq[0].bits", "supports bits"),
     ("[model]\ntrust_remote_code = \"yes\"\n", "model.trust_remote_code", "true or false"),
+    ("[quant]\nmethod = \"QLORA\"\n[peft]\nmethod = \"VeRa\"\n", "peft.method", "use LoRa or DoRa"),
     ("[train\n", "toml", "not valid TOML"),
     ("ptq = 3\n", "ptq", "array of tables"),
 ]

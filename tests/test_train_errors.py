@@ -73,8 +73,13 @@ def test_target_modules_missing_from_the_model(demo_ws):
 
 
 def test_vera_with_qlora_is_refused_up_front(demo_ws):
-    config = _config(demo_ws, ['peft.method="VeRa"', 'quant.method="QLORA"'])
-    _fails(demo_ws, config, "peft.method = 'VeRa'", "quant.method = 'QLORA'", "use LoRa or DoRa with QLORA")
+    from engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match="peft.method: VeRa cannot train on a QLORA 4-bit base"):
+        _config(demo_ws, ['peft.method="VeRa"', 'quant.method="QLORA"'])
+    config = _config(demo_ws)  # built without validation, as a program might: train() still refuses it
+    config.peft.method, config.quant.method = "VeRa", "QLORA"
+    _fails(demo_ws, config, "peft.method: VeRa cannot train on a QLORA 4-bit base", "use LoRa or DoRa")
 
 
 def test_float16_full_finetuning_is_refused_on_cuda_only():

@@ -21,19 +21,18 @@ NF4 0.038, INT8 0.004; accuracy 0.875 for every one of them; 1531 KiB → 372–
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 
+from engine.stdio import stdout_to_stderr  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
 
 METHODS = ("gptq", "awq", "hqq", "int8", "nf4")
@@ -53,20 +52,6 @@ def trained_demo_model(root: Path, test_rows: int, train_rows: int, steps: int) 
     result = train(ws, config, preset_text=preset.read_text())
     print(f"trained in {time.perf_counter() - started:.0f} s", flush=True)
     return ws, result.model_name
-
-
-@contextlib.contextmanager
-def library_chatter_to_stderr() -> Iterator[None]:
-    """What the quantization libraries print goes to stderr, so stdout keeps only this benchmark's lines."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def held_out_texts(ws: Workspace, dataset: str, tokenizer, count: int) -> list[str]:
@@ -201,7 +186,7 @@ def main() -> int:
         print(f"  {label}: {rows[-1]['relative_error']:.4f}", flush=True)
 
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        with library_chatter_to_stderr():
+        with stdout_to_stderr():
             result = quantize_model(ws, name, method, args.bits if method in ("gptq", "awq", "hqq") else None,
                                     args.group_size, None, args.samples, f"bench-{name}-{method}", overwrite=True)
             loaded = load_for_inference(result["output_dir"], device="cpu")

@@ -16,7 +16,6 @@ import shutil
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 from engine.workspace import Workspace

@@ -27,7 +27,7 @@ from typing import Callable
 
 from engine.atomic import write_text
 from engine.gpu import GpuInventory, NvmlInventory
-from engine.queue import Job, JobError, JobStore
+from engine.queue import Job, JobStore
 from engine.scheduler import Waiting, default_max_parallel, free_gpus, plan_starts
 from engine.workspace import Workspace
 

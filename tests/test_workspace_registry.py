@@ -1,6 +1,5 @@
 """Workspace layout, the demo, the model registry, and the engine's import hygiene."""
 
-import importlib
 import json
 import os
 import pkgutil

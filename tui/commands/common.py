@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 
@@ -22,7 +22,7 @@ def workspace_from(args: Any, *, must_exist: bool = True) -> Workspace:
     return ws
 
 
-def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``message`` as an error and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
     raise SystemExit(code)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import signal
-import sys
-from typing import Any, Iterator
+from typing import Any
 
 from rich.markup import escape
+
+from engine.stdio import stdout_to_stderr
 
 from tui.cli import add_workspace_arg
 from tui.commands.common import console, fail, print_json, workspace_from
@@ -59,20 +58,6 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-@contextlib.contextmanager
-def _backend_chatter_to_stderr() -> Iterator[None]:
-    """Send what the quantization libraries print to stderr, so stdout carries only this command's result."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def run(args) -> int:
     from engine.events import EventWriter, events_path_from_env
     from engine.quantize import QuantizeError, quantize_model
@@ -80,7 +65,7 @@ def run(args) -> int:
     ws = workspace_from(args)
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        with EventWriter(args.events or events_path_from_env()) as events, _backend_chatter_to_stderr():
+        with EventWriter(args.events or events_path_from_env()) as events, stdout_to_stderr():
             result = quantize_model(ws, args.model, args.method, args.bits, args.group_size, args.calibration,
                                     args.samples, args.out, events, overwrite=args.overwrite, device=args.device)
     except QuantizeError as exc:

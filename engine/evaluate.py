@@ -389,10 +389,12 @@ def resolve_model_dir(ws: Workspace, ref: str | Path) -> Path:
 def quantization_block(found: Any) -> dict[str, Any]:
     """The metrics file's ``quantization`` section: method, source, bits, group size, backend, tag."""
     meta = found.quantization or {}
+    if not meta and isinstance(found.info.get("training_quantization"), dict):
+        meta = found.info["training_quantization"]  # no PTQ: the training-time spec (QLoRA) if any
     method = str(meta.get("method") or "NoQuant")
     return {
         "method": method,
-        "source": meta.get("source_model") or ("training" if found.qlora else None),
+        "source": meta.get("source_model") or ("training" if found.qlora or method == "QLORA" else None),
         "bits": meta.get("weights_bits", meta.get("bits")),
         "group_size": meta.get("group_size"),
         "backend": meta.get("backend"),

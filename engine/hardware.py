@@ -164,8 +164,8 @@ def hardware_info(choice: DeviceChoice) -> dict[str, Any]:
     for entry in ranks:
         for gpu in entry["gpus"]:
             per_gpu.append({**gpu, "rank": entry["rank"]})
-    overall = {"peak_allocated_gb": round(sum(g["peak_allocated_gb"] for g in per_gpu), 3),
-               "peak_reserved_gb": round(sum(g["peak_reserved_gb"] for g in per_gpu), 3)}
+    overall = {key: round(sum(g[key] for g in per_gpu), 3) if per_gpu else None  # None: no GPU was used
+               for key in ("peak_allocated_gb", "peak_reserved_gb")}
     return {"device": choice.description, "dtype": choice.weights_dtype, "mixed_precision": choice.mixed or "no",
             "world_size": len(ranks), "vram_peaks": {"overall": overall, "per_gpu": per_gpu},
             "peak_rss_gb": max(entry["rss"] for entry in ranks),

@@ -86,7 +86,8 @@ def detect_kind(model_dir: Path | str) -> ModelKind:
     trust = _dig(training, "training_parameters", "preset", "model", "trust_remote_code")
     base_path = _dig(training, "model_info", "base_model_path")
     found = ModelKind("full", trust_remote_code=trust is True,
-                      info={"training_metadata": training is not None, "quantization_metadata": quant_meta})
+                      info={"training_metadata": training is not None, "quantization_metadata": quant_meta,
+                            "training_quantization": _dig(training, "quantization")})
     config_quant = config.get("quantization_config") if isinstance(config, dict) else None
     if quant_meta is not None:
         method = str(quant_meta.get("method", "")).upper()

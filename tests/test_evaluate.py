@@ -424,3 +424,15 @@ def test_peak_memory_is_measured_per_model_not_per_process():
     assert high >= before + 0.3
     reset_memory_peaks()
     assert peak_rss_gb() < high - 0.3
+
+
+def test_quantization_block_reports_training_time_qlora_of_a_merged_model():
+    from engine.evaluate import quantization_block
+    from engine.models import ModelKind
+    from engine.naming import qlora_spec
+
+    merged = ModelKind("full", info={"training_quantization": qlora_spec().metadata()})
+    block = quantization_block(merged)
+    assert (block["method"], block["quant_tag"], block["source"], block["bits"]) == \
+        ("QLORA", "QLORA_w4_headbf16", "training", 4)
+    assert quantization_block(ModelKind("full"))["quant_tag"] == "NoQuant"

@@ -6,15 +6,13 @@ from rich.table import Table
 
 from tui.cli import add_workspace_arg
 from tui.commands.common import console, err_console, print_json, workspace_from
-from tui.commands.presets import load_preset_or_exit
+from tui.commands.presets import add_preset_args, load_preset_or_exit
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("plan", help="validate a preset and show what it would run")
     add_workspace_arg(parser)
-    parser.add_argument("preset", help="preset TOML file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a preset value (repeatable)")
+    add_preset_args(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=run)
 

@@ -13,6 +13,7 @@ from rich.text import Text
 from engine.queue import Job, JobError, JobStore
 from tui.cli import add_workspace_arg
 from tui.commands.common import console, err_console, fail, print_json, workspace_from
+from tui.commands.presets import add_preset_args
 from tui.format import human_duration, status_style
 
 
@@ -25,10 +26,7 @@ def register(subparsers) -> None:
     add_workspace_arg(add)
     kinds = add.add_subparsers(dest="kind", metavar="KIND", required=True)
     train = kinds.add_parser("train", help="a preset: train, then its [[ptq]] steps and evaluation as dependent jobs")
-    train.add_argument("preset", help="preset TOML file, or a preset name in experiments/")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override a preset value (repeatable)")
-    train.add_argument("--overwrite", action="store_true", help="replace the model folder if it exists")
+    add_preset_args(train, overwrite=True)
     quantize = kinds.add_parser("quantize", help="post-training quantization of a model")
     quantize.add_argument("model", help="model name in Models/ (or its folder)")
     quantize.add_argument("--method", required=True, help="gptq | awq | hqq | int8 | nf4")

@@ -14,15 +14,13 @@ from typing import Any
 
 from tui.cli import add_workspace_arg
 from tui.commands.common import console, err_console, fail, workspace_from
+from tui.commands.presets import add_preset_args
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="fine-tune a model from a preset (SFT, LoRA/DoRA/VeRA, QLoRA)")
     add_workspace_arg(parser)
-    parser.add_argument("preset", help="preset TOML file, or a name in the workspace's experiments/")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a preset value (repeatable), e.g. --set train.max_steps=50")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    add_preset_args(parser, overwrite=True)
     parser.add_argument("--events", metavar="FILE", default=None,
                         help="append JSONL progress events here (default: $LLMTUI_EVENTS)")
     parser.set_defaults(func=run)

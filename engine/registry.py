@@ -47,8 +47,8 @@ class ModelRecord:
         return asdict(self)
 
 
-def _read_json(path: Path) -> tuple[Any, str]:
-    """(data, "") or (None, reason); a missing file gives (None, "")."""
+def read_json_file(path: Path) -> tuple[Any, str]:
+    """(data, "") or (None, reason naming the file); a missing file gives (None, "")."""
     try:
         with open(path, "rb") as handle:
             return json.loads(handle.read()), ""
@@ -118,13 +118,13 @@ def inspect_model(ws: Workspace, path: Path, metrics_names: set[str] | None = No
         return record
     record.date = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
     problems = []
-    training, error = _read_json(path / TRAINING_METADATA) if TRAINING_METADATA in entries else (None, "")
+    training, error = read_json_file(path / TRAINING_METADATA) if TRAINING_METADATA in entries else (None, "")
     if error:
         problems.append(error)
-    quant, error = _read_json(path / QUANTIZATION_METADATA) if QUANTIZATION_METADATA in entries else (None, "")
+    quant, error = read_json_file(path / QUANTIZATION_METADATA) if QUANTIZATION_METADATA in entries else (None, "")
     if error:
         problems.append(error)
-    config, error = _read_json(path / "config.json") if "config.json" in entries else (None, "")
+    config, error = read_json_file(path / "config.json") if "config.json" in entries else (None, "")
     if error:
         problems.append(error)
     if "adapter_config.json" in entries:
@@ -188,7 +188,7 @@ def _cached_headline(path: Path) -> tuple[dict[str, dict[str, Any]] | None, str]
     cached = _HEADLINE_CACHE.get(key)
     if cached and cached[:2] == (info.st_mtime_ns, info.st_size):
         return cached[2], ""
-    metrics, error = _read_json(path)
+    metrics, error = read_json_file(path)
     if not isinstance(metrics, dict):
         return None, error or f"{path.name}: not a JSON object"
     headline = headline_metrics(metrics)

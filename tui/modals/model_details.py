@@ -16,22 +16,13 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from engine.registry import ModelRecord
+from engine.registry import QUANTIZATION_METADATA, TRAINING_METADATA, ModelRecord, read_json_file
 from engine.workspace import Workspace
 from tui.format import human_count, human_size, status_style
 
 #: At most this many files are listed (a sharded checkpoint can have hundreds).
 MAX_FILES = 200
 Section = tuple[str, list[tuple[str, str]]]
-
-
-def _read_json(path: Path) -> tuple[Any, str]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")), ""
-    except FileNotFoundError:
-        return None, ""
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return None, f"cannot read {path.name}: {exc}"
 
 
 def _fmt(value: Any) -> str:
@@ -64,7 +55,7 @@ def model_sections(ws: Workspace, record: ModelRecord) -> list[Section]:
         ("params", human_count(record.params)), ("size", human_size(record.size_bytes)), ("date", record.date or "-"),
     ])]
     problems = [record.reason] if record.reason else []
-    training, error = _read_json(folder / "training_metadata.json")
+    training, error = read_json_file(folder / TRAINING_METADATA)
     if error:
         problems.append(error)
     if isinstance(training, dict):
@@ -75,7 +66,7 @@ def model_sections(ws: Workspace, record: ModelRecord) -> list[Section]:
         preset = (training.get("training_parameters") or {}).get("preset")
         if isinstance(preset, dict):
             sections.append(("training: preset", _flat(preset)))
-    quant, error = _read_json(folder / "quantization_metadata.json")
+    quant, error = read_json_file(folder / QUANTIZATION_METADATA)
     if error:
         problems.append(error)
     if isinstance(quant, dict):

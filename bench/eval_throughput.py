@@ -36,9 +36,9 @@ def trained_demo_model(root: Path, test_rows: int) -> tuple[Workspace, str]:
 
     Both are reused when ``root`` already has them.
     """
-    from engine.config import load_preset
-    from engine.demo import create_demo
-    from engine.train import train
+    from engine.presets.config import load_preset
+    from engine.runs.demo import create_demo
+    from engine.runs.train import train
 
     ws = create_demo(root, train_rows=1000, test_rows=test_rows)
     preset = ws.experiments_dir / "boolq-full.toml"
@@ -56,8 +56,8 @@ def seed_loop(model, tokenizer, task, items) -> tuple[list[str | None], list[boo
     """The seed's evaluation loop: one prompt at a time, max_new_tokens=1000, decode, first box."""
     import torch
 
-    from engine.metrics import extract_boxed, score_item
-    from engine.prompts import render_prompt
+    from engine.results.scoring import extract_boxed, score_item
+    from engine.data.prompts import render_prompt
 
     preds, correct = [], []
     for item in items:
@@ -74,7 +74,7 @@ def seed_loop(model, tokenizer, task, items) -> tuple[list[str | None], list[boo
 
 def llmtui_engine(loaded, task, items, batch_size: int | str, device: str):
     """llmtui's path, as ``llmtui eval`` runs it (the brace-token table is built inside the timing)."""
-    from engine.evaluate import brace_token_mask, evaluate_dataset, start_batch_size
+    from engine.runs.evaluate import brace_token_mask, evaluate_dataset, start_batch_size
 
     mask = brace_token_mask(loaded.tokenizer, int(loaded.model.config.vocab_size))
     run = evaluate_dataset(loaded, task, items, batch_size=start_batch_size(batch_size, device), brace_mask=mask,
@@ -98,8 +98,8 @@ def main() -> int:
 
     import torch
 
-    from engine.datasets import get_task, load_items
-    from engine.models import load_for_inference
+    from engine.data.tasks import get_task, load_items
+    from engine.runs.loading import load_for_inference
 
     if args.threads:
         torch.set_num_threads(args.threads)

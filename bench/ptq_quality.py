@@ -1,7 +1,7 @@
 """PTQ quality and cost on a trained tiny model: every method against full precision and round-to-nearest.
 
-For each method (GPTQ, AWQ, HQQ, INT8, NF4, through ``engine.quantize.quantize_model`` and reloaded with
-``engine.models.load_for_inference``): the relative error of the logits against the full-precision model
+For each method (GPTQ, AWQ, HQQ, INT8, NF4, through ``engine.runs.quantize.quantize_model`` and reloaded with
+``engine.runs.loading.load_for_inference``): the relative error of the logits against the full-precision model
 on held-out prompts (test items rendered as prompt + answer by the shared prompt builder), how often the
 next-token argmax agrees, the folder size before and after, the time taken, and the accuracy on one test
 set with the evaluation engine. Plain round-to-nearest (RTN) at the same bits and group size, implemented
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 
-from engine.stdio import stdout_to_stderr  # noqa: E402
+from engine.runs.stdio import stdout_to_stderr  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
 
 METHODS = ("gptq", "awq", "hqq", "int8", "nf4")
@@ -40,9 +40,9 @@ METHODS = ("gptq", "awq", "hqq", "int8", "nf4")
 
 def trained_demo_model(root: Path, test_rows: int, train_rows: int, steps: int) -> tuple[Workspace, str]:
     """Build the demo workspace and train its boolq-full preset (the product's own training path)."""
-    from engine.config import load_preset
-    from engine.demo import create_demo
-    from engine.train import train
+    from engine.presets.config import load_preset
+    from engine.runs.demo import create_demo
+    from engine.runs.train import train
 
     ws = create_demo(root, train_rows=train_rows, test_rows=test_rows)
     preset = ws.experiments_dir / "boolq-full.toml"
@@ -56,8 +56,8 @@ def trained_demo_model(root: Path, test_rows: int, train_rows: int, steps: int) 
 
 def held_out_texts(ws: Workspace, dataset: str, tokenizer, count: int) -> list[str]:
     """The first ``count`` test items as prompt + gold completion (never seen in training or calibration)."""
-    from engine.datasets import get_task, load_items
-    from engine.prompts import render_example
+    from engine.data.tasks import get_task, load_items
+    from engine.data.prompts import render_example
 
     task = get_task(dataset, ws.datasets_dir)
     texts = []
@@ -123,8 +123,8 @@ def rtn_quantize_(model, bits: int, group_size: int, symmetric: bool) -> int:
 
 def accuracy_of(loaded, ws: Workspace, dataset: str, limit: int) -> float:
     """Greedy accuracy on the test set with the evaluation engine's generation and scoring."""
-    from engine.datasets import get_task, load_items
-    from engine.evaluate import brace_token_mask, evaluate_dataset
+    from engine.data.tasks import get_task, load_items
+    from engine.runs.evaluate import brace_token_mask, evaluate_dataset
 
     task = get_task(dataset, ws.datasets_dir)
     items = load_items(ws.datasets_dir, task, "test", limit)
@@ -152,8 +152,8 @@ def main() -> int:
 
     import torch
 
-    from engine.models import LoadedModel, load_for_inference
-    from engine.quantize import quantize_model
+    from engine.runs.loading import LoadedModel, load_for_inference
+    from engine.runs.quantize import quantize_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

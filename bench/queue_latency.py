@@ -15,8 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.queue import JobRequest, JobStore, list_jobs
-from engine.worker import ensure_worker, python_command, python_env, stop_worker
+from engine.jobs.store import JobRequest, JobStore, list_jobs
+from engine.jobs.process import llmtui_command, python_env
+from engine.jobs.worker import ensure_worker, stop_worker
 from engine.workspace import Workspace
 
 STAMP = "import time; print(repr(time.time()), flush=True)"  # the job's only output line
@@ -56,7 +57,7 @@ def measure_listing(ws: Workspace, size: int) -> dict[str, float]:
     timings["engine list_jobs(limit=200)"] = time.perf_counter() - began
     for args in (["--json", "--all"], [], ["--all"]):
         began = time.perf_counter()
-        subprocess.run(python_command("tui.cli", "-w", str(ws.root), "queue", "list", *args), env=python_env(),
+        subprocess.run(llmtui_command(ws, "queue", "list", *args), env=python_env(),
                        stdout=subprocess.DEVNULL, check=True)
         timings[f"llmtui queue list {' '.join(args)} (whole process)".replace("  ", " ")] = time.perf_counter() - began
     return timings

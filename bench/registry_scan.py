@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.registry import scan_models  # noqa: E402
+from engine.results.registry import scan_models  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from engine.atomic import write_json  # noqa: E402
-from engine.compare import compare  # noqa: E402
-from engine.results import results_table, scan_results  # noqa: E402
+from engine.files import write_json  # noqa: E402
+from engine.results.compare import compare  # noqa: E402
+from engine.results.metrics_files import results_table, scan_results  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
 from metrics_files import boxed, seed_metrics, write_evaluation  # noqa: E402
 

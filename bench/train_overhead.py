@@ -3,7 +3,7 @@
 Usage: ``python bench/train_overhead.py [--steps 100] [--repeats 3] [--threads 1]``
 
 Both runs happen in fresh subprocesses (same thread count), alternating, on a demo workspace built in a
-temp folder: llmtui through ``engine.train.train`` (events file, progress callback, pre-tokenized data,
+temp folder: llmtui through ``engine.runs.train.train`` (events file, progress callback, pre-tokenized data,
 metadata, staged output) and a bare ``SFTTrainer`` script on the same prompt/completion pairs. It prints
 training-loop steps/s (``steps / train_runtime``, the trainer's own clock) and end-to-end wall time of
 each run, the best and the median of each, llmtui's overhead in percent, and the CPU time per training step
@@ -35,8 +35,8 @@ start = time.perf_counter()
 import torch
 torch.set_num_threads(int(sys.argv[3]))
 from pathlib import Path
-from engine.config import load_preset
-from engine.train import train
+from engine.presets.config import load_preset
+from engine.runs.train import train
 from engine.workspace import Workspace
 ws = Workspace(Path(sys.argv[1]))
 config = load_preset(ws.experiments_dir / "boolq-full.toml", [f"train.max_steps={sys.argv[2]}"])
@@ -55,8 +55,8 @@ from pathlib import Path
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
-from engine.datasets import get_task, load_items
-from engine.prompts import render_example
+from engine.data.tasks import get_task, load_items
+from engine.data.prompts import render_example
 root, steps = Path(sys.argv[1]), int(sys.argv[2])
 settings = json.loads(sys.argv[4])
 base = root / "Models" / "tiny-qwen3"
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
-    from engine.demo import create_demo
+    from engine.runs.demo import create_demo
 
     with tempfile.TemporaryDirectory(prefix="llmtui-bench-train-") as tmp:
         root = Path(tmp) / "ws"

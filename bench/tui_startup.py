@@ -28,7 +28,7 @@ def child(root: str, spawned_at: float) -> None:
     """One measured start of the app (runs in its own interpreter)."""
     import_start = time.time()
     sys.path.insert(0, str(REPO))
-    from engine.gpu import FakeInventory
+    from engine.jobs.gpu import FakeInventory
     from engine.workspace import Workspace
     from tui.app import LlmTuiApp
 

@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def demo_template(tmp_path_factory) -> Path:
     """A demo workspace built once; copy it (``demo_ws``) before changing anything in it."""
-    from engine.demo import create_demo
+    from engine.runs.demo import create_demo
 
     root = tmp_path_factory.mktemp("demo-template")
     create_demo(root, train_rows=1000, test_rows=100)
@@ -46,8 +46,8 @@ def trained_boolq_model(demo_template, tmp_path_factory) -> tuple[Path, str]:
     """``(workspace_root, model_name)``: the tiny demo model fully fine-tuned on synthetic BoolQ with the demo
     preset ``experiments/boolq-full.toml``, trained once per session (read-only by convention; copy the
     workspace before changing it). Its training events are in ``.llmtui/trained-boolq-events.jsonl``."""
-    from engine.config import load_preset
-    from engine.train import train
+    from engine.presets.config import load_preset
+    from engine.runs.train import train
     from engine.workspace import Workspace
 
     root = tmp_path_factory.mktemp("trained-boolq") / "ws"

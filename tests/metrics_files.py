@@ -1,6 +1,6 @@
 """Builders of metrics and predictions files for the results/compare tests.
 
-``write_evaluation`` scores given model outputs with engine.metrics and writes the two files in the
+``write_evaluation`` scores given model outputs with engine.results.scoring and writes the two files in the
 shape the evaluator writes (Testing/metrics/{model}.json and Testing/predictions/{model}/*.jsonl).
 ``seed_metrics`` returns a file in the shape the old research scripts wrote: percentages, their
 metric key names, a Windows-path model name.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.atomic import write_json, write_jsonl
-from engine.metrics import score_item, summarize_dataset
+from engine.files import write_json, write_jsonl
+from engine.results.scoring import score_item, summarize_dataset
 from engine.workspace import Workspace
 
 KIND_BY_FILE = {

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from engine.atomic import write_json
+from engine.files import write_json
 from engine.workspace import Workspace
 
 MODEL_DATE = "2026-01-02T03:04:05+00:00"

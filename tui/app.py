@@ -19,7 +19,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from engine.gpu import GpuInventory, NvmlInventory
+from engine.jobs.gpu import GpuInventory, NvmlInventory
 from engine.workspace import Workspace
 from tui.messages import WorkspaceChanged
 from tui.modals.confirm import ConfirmModal
@@ -132,8 +132,8 @@ class LlmTuiApp(App[None]):
         """On opening: start a worker when jobs wait or run but none watches them (say, after a reboot)."""
         import sqlite3
 
-        from engine.queue import JobStore
-        from engine.worker import WorkerError, ensure_worker, worker_pid
+        from engine.jobs.store import JobStore
+        from engine.jobs.worker import WorkerError, ensure_worker, worker_pid
 
         if not self.ws.queue_db.exists() or worker_pid(self.ws):
             return
@@ -152,7 +152,7 @@ class LlmTuiApp(App[None]):
     @work(thread=True, exclusive=True, group="start-worker", exit_on_error=False)
     def start_worker(self) -> None:
         """Start the workspace's detached worker unless one runs (it outlives the app)."""
-        from engine.worker import WorkerError, ensure_worker
+        from engine.jobs.worker import WorkerError, ensure_worker
 
         try:
             ensure_worker(self.ws)

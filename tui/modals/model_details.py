@@ -16,7 +16,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from engine.registry import QUANTIZATION_METADATA, TRAINING_METADATA, ModelRecord, read_json_file
+from engine.results.registry import QUANTIZATION_METADATA, TRAINING_METADATA, ModelRecord, read_json_file
 from engine.workspace import Workspace
 from tui.format import human_count, human_size, status_style
 
@@ -46,7 +46,7 @@ def _flat(data: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 def model_sections(ws: Workspace, record: ModelRecord) -> list[Section]:
     """Everything the details view shows, read from disk (never raises on bad content)."""
-    from engine.results import load_metrics_file
+    from engine.results.metrics_files import load_metrics_file
 
     folder = Path(record.path)
     sections: list[Section] = [("model", [

@@ -1,5 +1,5 @@
 """The side-by-side comparison: every metric in rows, one column per model, deltas against the first
-with the paired statistics from :mod:`engine.compare` (computed in a worker)."""
+with the paired statistics from :mod:`engine.results.compare` (computed in a worker)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from engine.compare import Comparison
+from engine.results.compare import Comparison
 from engine.workspace import Workspace
 from tui.widgets.table_sync import clip
 
@@ -46,7 +46,7 @@ def short_labels(names: list[str], width: int = 24) -> list[str]:
 def comparison_table(comparison: Comparison) -> tuple[list[str], list[list[Text]]]:
     """Headers (models by their short labels) and styled cells: best value per row in bold, deltas
     green when better and red when worse (bold when significant)."""
-    from engine.export import comparison_rows
+    from engine.results.export import comparison_rows
 
     _, rows, best = comparison_rows(comparison)
     labels = short_labels(comparison.models)
@@ -105,7 +105,7 @@ class CompareScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def run_compare(self) -> None:
-        from engine.compare import CompareError, compare
+        from engine.results.compare import CompareError, compare
 
         try:
             comparison = compare(self.ws, self.models)
@@ -121,7 +121,7 @@ class CompareScreen(Screen):
         self.notify(message, title="cannot compare", severity="error")
 
     def show(self, comparison: Comparison) -> None:
-        from engine.export import comparison_notes
+        from engine.results.export import comparison_notes
 
         self.comparison = comparison
         headers, rows = comparison_table(comparison)
@@ -156,8 +156,8 @@ class CompareScreen(Screen):
 
     @work(thread=True, group="compare-export", exit_on_error=False)
     def export(self, fmt: str, path: Path) -> None:
-        from engine import export
-        from engine.atomic import write_text
+        from engine.results import export
+        from engine.files import write_text
 
         assert self.comparison is not None
         render = {"markdown": export.comparison_markdown, "latex": export.comparison_latex,

@@ -17,9 +17,9 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
-from engine.config import ConfigError, ExperimentConfig, Problem, config_from_dict, default_config, save_preset
-from engine.naming import QuantizationSpec, model_name, qlora_spec
-from engine.plan import make_plan
+from engine.presets.config import ConfigError, ExperimentConfig, Problem, config_from_dict, default_config, save_preset
+from engine.presets.naming import QuantizationSpec, model_name, qlora_spec
+from engine.presets.plan import make_plan
 from engine.workspace import UnsafeNameError, safe_name
 from tui.messages import WorkspaceChanged
 from tui.modals.confirm import ConfirmModal
@@ -50,8 +50,8 @@ class WorkspaceInfo:
 
 def read_workspace_info(ws) -> WorkspaceInfo:
     """Datasets (built-in + ``Datasets/datasets.toml``), model folder names and preset files."""
-    from engine.config import BUILTIN_DATASETS
-    from engine.datasets import DatasetError, custom_tasks
+    from engine.presets.config import BUILTIN_DATASETS
+    from engine.data.tasks import DatasetError, custom_tasks
 
     problem = ""
     try:
@@ -384,8 +384,8 @@ class ExperimentsScreen(WorkspaceScreen):
 
     @work(thread=True, group="experiments-enqueue", exit_on_error=False)
     def enqueue(self, config: ExperimentConfig) -> None:
-        from engine.enqueue import enqueue_pipeline
-        from engine.queue import JobError
+        from engine.jobs.enqueue import enqueue_pipeline
+        from engine.jobs.store import JobError
 
         try:
             jobs = enqueue_pipeline(self.ws, config, config.to_toml(), inventory=self.llmtui.gpu_inventory)

@@ -15,8 +15,8 @@ from textual.widgets import DataTable, Footer, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from engine.events import EventTail
-from engine.job_progress import JobProgress
-from engine.queue import Job, JobStore
+from engine.jobs.progress import JobProgress
+from engine.jobs.store import Job, JobStore
 from tui.format import human_duration, status_style
 from tui.messages import WorkspaceChanged
 from tui.modals.confirm import ConfirmModal
@@ -274,8 +274,8 @@ class JobsScreen(WorkspaceScreen):
 
     @work(thread=True, group="jobs-cancel", exit_on_error=False)
     def cancel_job(self, job_id: int) -> None:
-        from engine.queue import JobError
-        from engine.worker import WorkerError, cancel_job
+        from engine.jobs.store import JobError
+        from engine.jobs.worker import WorkerError, cancel_job
 
         try:
             status = cancel_job(self.ws, job_id)
@@ -292,7 +292,7 @@ class JobsScreen(WorkspaceScreen):
 
     @work(thread=True, group="jobs-retry", exit_on_error=False)
     def retry_job(self, job_id: int) -> None:
-        from engine.queue import JobError
+        from engine.jobs.store import JobError
 
         try:
             with JobStore(self.ws) as store:

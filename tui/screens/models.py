@@ -13,8 +13,8 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
-from engine.model_index import ModelIndex
-from engine.registry import ModelRecord
+from engine.results.model_index import ModelIndex
+from engine.results.registry import ModelRecord
 from tui.format import human_count, human_size, status_style
 from tui.messages import WorkspaceChanged
 from tui.screens.base import WorkspaceScreen
@@ -120,7 +120,7 @@ class ModelsScreen(WorkspaceScreen):
 
     @work(thread=True, exclusive=True, group="models-load", exit_on_error=False)
     def _load(self) -> None:
-        from engine.queue import job_status_by_target
+        from engine.jobs.store import job_status_by_target
 
         assert self.index is not None
         with self._index_lock:
@@ -302,9 +302,9 @@ class ModelsScreen(WorkspaceScreen):
 
     @work(thread=True, group="models-enqueue", exit_on_error=False)
     def enqueue_eval(self, names: list[str], what: str) -> None:
-        from engine.datasets import custom_tasks
-        from engine.enqueue import enqueue_eval
-        from engine.queue import JobError
+        from engine.data.tasks import custom_tasks
+        from engine.jobs.enqueue import enqueue_eval
+        from engine.jobs.store import JobError
 
         try:
             jobs = enqueue_eval(self.ws, names, custom_datasets=tuple(custom_tasks(self.ws.datasets_dir)),

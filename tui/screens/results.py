@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from engine.results import ResultsTable, metric_direction
+from engine.results.metrics_files import ResultsTable, metric_direction
 from tui.messages import WorkspaceChanged
 from tui.screens.base import WorkspaceScreen
 from tui.widgets.table_sync import Column, TableSync, clip
@@ -100,7 +100,7 @@ class ResultsScreen(WorkspaceScreen):
     @work(thread=True, exclusive=True, group="results-load", exit_on_error=False)
     def load(self) -> None:
         """Read every metrics file; an unreadable one becomes a row of its own marked broken."""
-        from engine.results import results_table, scan_results
+        from engine.results.metrics_files import results_table, scan_results
 
         try:
             records = scan_results(self.ws)
@@ -266,8 +266,8 @@ class ResultsScreen(WorkspaceScreen):
 
     @work(thread=True, group="results-export", exit_on_error=False)
     def export(self, fmt: str, path: Path) -> None:
-        from engine import export
-        from engine.atomic import write_text
+        from engine.results import export
+        from engine.files import write_text
 
         assert self.table_data is not None
         data = ResultsTable(self.table_data.columns, [r for r in sort_rows(self.rows, self.order) if not r.get(BROKEN)])

@@ -1,6 +1,6 @@
 """The GPU panel: per GPU a memory gauge, utilisation, temperature and the job holding it.
 
-Readings come from a :class:`engine.gpu.GpuInventory` (NVML on a real machine) polled in a thread
+Readings come from a :class:`engine.jobs.gpu.GpuInventory` (NVML on a real machine) polled in a thread
 about once a second. With no NVIDIA GPU the panel says so and shows CPU and RAM gauges (psutil).
 """
 
@@ -11,7 +11,7 @@ from textual import work
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
-from engine.gpu import GpuInventory, GpuReading, SystemReading, system_reading
+from engine.jobs.gpu import GpuInventory, GpuReading, SystemReading, system_reading
 
 GIB = 1 << 30
 

@@ -1,4 +1,4 @@
-"""The experiment form: one widget per preset field, built from ``engine.config.field_specs``.
+"""The experiment form: one widget per preset field, built from ``engine.presets.config.field_specs``.
 
 Selects for fields with choices (and the dataset), Switches for booleans, Inputs for numbers, text and
 comma-separated lists, and a list of PTQ steps. Each field has an error line under it; the rules are
@@ -18,7 +18,7 @@ from textual.suggester import SuggestFromList
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select, Static, Switch
 
-from engine.config import SECTIONS, PtqStep, Problem, field_specs
+from engine.presets.config import SECTIONS, PtqStep, Problem, field_specs
 
 SECTION_TITLES = {"model": "Model", "data": "Data", "peft": "PEFT", "quant": "Quantization during training",
                   "train": "Training", "eval": "Evaluation after the pipeline"}

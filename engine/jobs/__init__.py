@@ -1,0 +1,1 @@
+"""The job queue (TUI, CLI and worker processes; never imports torch): store, scheduler, worker, process control."""

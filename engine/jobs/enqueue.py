@@ -1,0 +1,168 @@
+"""Turn presets and requests into queued jobs: the train → PTQ → eval pipeline, PTQ runs, evaluations.
+
+Each job runs ``llmtui -w WS train|quantize|eval …`` in its own process. A train job's preset is
+frozen at enqueue time: the worker writes the stored TOML text to ``.llmtui/jobs/{id}/preset.toml``
+and the job reads that copy, so editing ``experiments/`` later does not change a queued run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from engine.presets.config import ConfigError, ExperimentConfig, PtqStep, config_from_dict
+from engine.jobs.gpu import GpuInventory, NvmlInventory
+from engine.presets.naming import ptq_output_name, ptq_spec
+from engine.presets.plan import make_plan
+from engine.jobs.store import JOB_DIR_PLACEHOLDER, Job, JobError, JobRequest, JobStore
+from engine.workspace import UnsafeNameError, Workspace, safe_name
+from engine.jobs.process import llmtui_command
+from engine.jobs.worker import PRESET_FILE
+
+
+def visible_gpu_count(inventory: GpuInventory | None = None) -> int:
+    """How many GPUs NVML sees (0 on a CPU-only machine: jobs then ask for no GPU)."""
+    return len((inventory or NvmlInventory()).gpus())
+
+
+def model_name_arg(ws: Workspace, text: str, *, must_exist: bool = True) -> str:
+    """A model given on the command line (a name in ``Models/`` or a folder there) → its name."""
+    path = Path(text).expanduser()
+    if path.is_dir() and path.resolve().parent == ws.models_dir.resolve():
+        return path.resolve().name
+    try:
+        name = safe_name(text)
+    except UnsafeNameError as exc:
+        raise JobError(str(exc)) from None
+    if name != text:
+        raise JobError(f"{text!r} is not a model name in {ws.models_dir} (names are single folder names)")
+    if must_exist and not ws.model_dir(name).is_dir():
+        raise JobError(f"no model {name!r} in {ws.models_dir}")
+    return name
+
+
+def _option_problems(exc: ConfigError) -> str:
+    """Preset-field problems phrased as command-line options (``ptq[0].group_size`` → ``--group-size``)."""
+    return "; ".join(f"--{p.where.rsplit('.', 1)[-1].replace('_', '-')}: {p.message}" for p in exc.problems)
+
+
+def _quantize_request(ws: Workspace, source: str, target: str, step: PtqStep, *, gpus: int, description: str,
+                      preset: str | None = None, after: tuple[int, ...] = (),
+                      after_steps: tuple[int, ...] = ()) -> JobRequest:
+    args = ["quantize", str(ws.model_dir(source)), "--method", step.method.lower(), "--bits", str(step.bits),
+            "--group-size", str(step.group_size), "--samples", str(step.samples), "--out", target]
+    if step.calibration:
+        args += ["--calibration", step.calibration]
+    options = {"source": source, "method": step.method.lower(), "bits": step.bits, "group_size": step.group_size,
+               "calibration": step.calibration, "samples": step.samples}
+    return JobRequest("quantize", llmtui_command(ws, *args), target=target, description=description, preset=preset,
+                      options=options, gpus=gpus, after=after, after_steps=after_steps)
+
+
+def _eval_request(ws: Workspace, model: str, *, datasets: list[str], limit: int, batch_size: int, gpus: int,
+                  force: bool = False, description: str = "", preset: str | None = None, after: tuple[int, ...] = (),
+                  after_steps: tuple[int, ...] = ()) -> JobRequest:
+    args = ["eval", str(ws.model_dir(model))]
+    if datasets:
+        args += ["--datasets", ",".join(datasets)]
+    if limit:
+        args += ["--limit", str(limit)]
+    if batch_size:
+        args += ["--batch-size", str(batch_size)]
+    if force:
+        args.append("--force")
+    description = description or f"evaluate {model} on {', '.join(datasets) or 'all test sets'}"
+    return JobRequest("eval", llmtui_command(ws, *args), target=model, description=description, preset=preset,
+                      options={"datasets": list(datasets), "limit": limit, "batch_size": batch_size, "force": force},
+                      gpus=gpus,
+                      after=after, after_steps=after_steps)
+
+
+def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, *, overrides: Iterable[str] = (),
+                     overwrite: bool = False, after: Iterable[int] = (),
+                     inventory: GpuInventory | None = None) -> list[Job]:
+    """Queue a preset's steps as dependent jobs: train (or snapshot) → each PTQ step → eval of each output.
+
+    ``preset_text`` is frozen in the jobs; ``overrides`` (``section.key=value``) are passed to the
+    train command as ``--set`` (and ``overwrite`` as ``--overwrite``, replacing an existing model folder);
+    ``after`` are job ids the first step waits for.
+    """
+    gpu_count = visible_gpu_count(inventory)
+    train_gpus = config.train.gpus if gpu_count else 0
+    if train_gpus > gpu_count > 0:
+        raise JobError(f"train.gpus = {config.train.gpus} but this machine has {gpu_count} GPU(s)")
+    step_gpus = 1 if gpu_count else 0
+    overrides = list(overrides)
+    requests: list[JobRequest] = []
+    ptq_steps = iter(config.ptq)
+    for step in make_plan(config, ws).steps:
+        after_steps = tuple(step.after)
+        if step.kind in ("train", "snapshot"):
+            extra = [arg for text in overrides for arg in ("--set", text)] + (["--overwrite"] if overwrite else [])
+            command = llmtui_command(ws, "train", f"{JOB_DIR_PLACEHOLDER}/{PRESET_FILE}", *extra)
+            requests.append(JobRequest("train", command, target=step.target, description=step.description,
+                                       preset=preset_text,
+                                       options={"step": step.kind, "overrides": overrides, "overwrite": overwrite},
+                                       gpus=train_gpus, after=tuple(after)))
+        elif step.kind == "quantize":
+            requests.append(_quantize_request(ws, step.options["source"], step.target, next(ptq_steps),
+                                              gpus=step_gpus, description=step.description, preset=preset_text,
+                                              after_steps=after_steps))
+        elif step.kind == "eval":
+            requests.append(_eval_request(ws, step.target, datasets=step.options["datasets"],
+                                          limit=step.options["limit"], batch_size=step.options["batch_size"],
+                                          gpus=step_gpus, description=step.description, preset=preset_text,
+                                          after_steps=after_steps))
+        else:
+            raise JobError(f"the plan has a step of unknown kind {step.kind!r}")
+    with JobStore(ws) as store:
+        return store.enqueue_many(requests)
+
+
+def enqueue_quantize(ws: Workspace, model: str, *, method: str, bits: int, group_size: int, calibration: str = "",
+                     samples: int = 128, out: str | None = None, after: Iterable[int] = (),
+                     inventory: GpuInventory | None = None) -> Job:
+    """Queue one PTQ run of ``model`` (which must exist unless the job waits for others)."""
+    after = tuple(after)
+    source = model_name_arg(ws, model, must_exist=not after)
+    raw = {"method": method.upper(), "bits": bits, "group_size": group_size, "calibration": calibration,
+           "samples": samples}
+    try:
+        step = config_from_dict({"ptq": [raw]}, "queue add quantize").ptq[0]
+    except ConfigError as exc:
+        raise JobError(_option_problems(exc)) from None
+    spec = ptq_spec(step.method, step.bits, step.group_size or None, step.calibration or None)
+    target = model_name_arg(ws, out, must_exist=False) if out else ptq_output_name(source, spec)
+    description = f"{spec.method} {spec.weights_bits}-bit PTQ of {source} → Models/{target}"
+    request = _quantize_request(ws, source, target, step, gpus=1 if visible_gpu_count(inventory) else 0,
+                                description=description, after=after)
+    with JobStore(ws) as store:
+        return store.enqueue_many([request])[0]
+
+
+def enqueue_eval(ws: Workspace, models: Iterable[str], *, datasets: Iterable[str] = (), limit: int = 0,
+                 batch_size: int = 0, force: bool = False, after: Iterable[int] = (),
+                 custom_datasets: tuple[str, ...] = (), inventory: GpuInventory | None = None) -> list[Job]:
+    """Queue one evaluation job per model (the models must exist unless the jobs wait for others);
+    ``force`` evaluates again models that already have a metrics file."""
+    after, datasets = tuple(after), list(datasets)
+    names = [model_name_arg(ws, model, must_exist=not after) for model in models]
+    if not names:
+        raise JobError("no model to evaluate")
+    try:
+        config_from_dict({"eval": {"datasets": datasets, "limit": limit, "batch_size": batch_size}},
+                         "queue add eval", custom_datasets)
+    except ConfigError as exc:
+        raise JobError(_option_problems(exc)) from None
+    gpus = 1 if visible_gpu_count(inventory) else 0
+    requests = [_eval_request(ws, name, datasets=datasets, limit=limit, batch_size=batch_size, gpus=gpus,
+                              force=force, after=after) for name in names]
+    with JobStore(ws) as store:
+        return store.enqueue_many(requests)
+
+
+def untested_model_names(ws: Workspace) -> list[str]:
+    """Models in ``Models/`` with no ``Testing/metrics/{name}.json`` (broken folders left out)."""
+    from engine.results.registry import untested_models
+
+    return [record.name for record in untested_models(ws)]

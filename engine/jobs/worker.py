@@ -1,0 +1,479 @@
+"""The queue worker: one per workspace (``.llmtui/worker.lock``), detached from any terminal.
+
+It takes runnable jobs from the queue, gives each its GPUs through ``CUDA_VISIBLE_DEVICES`` and runs
+it as its own process group (``engine.jobs.jobrun`` wrapping the job's command) with stdout and stderr
+going to ``.llmtui/jobs/{id}/log.txt``. Jobs live in their own sessions: closing the TUI, losing SSH
+or stopping the worker does not stop them. A new worker adopts jobs whose process still lives (pid
+plus process start time, so a reused pid is not mistaken for the job), records the result of jobs
+that ended meanwhile, and marks the rest ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import traceback
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from engine.files import write_text
+from engine.jobs.gpu import GpuInventory, NvmlInventory
+from engine.jobs.store import Job, JobStore
+from engine.jobs.process import (JOB_WRAPPER_MODULE, descendants, kill_all, llmtui_command, process_alive,
+                                 process_start_time, python_command, python_env, signal_group)
+from engine.jobs.scheduler import Waiting, default_max_parallel, free_gpus, plan_starts
+from engine.workspace import Workspace
+
+LOCK_FILE = "worker.lock"
+LOG_FILE = "worker.log"
+SETTINGS_FILE = "worker.toml"
+EXIT_FILE = "exit_code"
+PRESET_FILE = "preset.toml"
+LOG_TAIL_LINES = 20
+LOG_HEADER = "# llmtui: "  # lines the worker writes into a job's log (left out of its tail)
+
+
+class WorkerError(RuntimeError):
+    """The worker could not be started, stopped or configured."""
+
+
+@dataclass
+class WorkerSettings:
+    """``.llmtui/worker.toml``; every key is optional."""
+
+    max_parallel: int = 0  # 0 = one job per GPU, one job at a time on a CPU-only machine
+    busy_gpu_memory_fraction: float = 0.1  # a GPU with more memory in use by others counts as busy
+    cancel_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
+    poll_interval_s: float = 0.2  # how often an idle worker looks at the queue
+
+
+def load_worker_settings(ws: Workspace) -> WorkerSettings:
+    """Read ``.llmtui/worker.toml`` (defaults when absent); errors name the file and the key."""
+    path = ws.state_dir / SETTINGS_FILE
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return WorkerSettings()
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise WorkerError(f"{path}: cannot be read: {exc}") from None
+    known = {f.name: f for f in fields(WorkerSettings)}
+    values = {}
+    for key, value in data.items():
+        if key not in known:
+            raise WorkerError(f"{path}: unknown key {key!r}; expected one of {', '.join(known)}")
+        wanted = int if known[key].type == "int" else float
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (wanted is int and isinstance(value, float)):
+            raise WorkerError(f"{path}: {key} = {value!r} must be a{'n integer' if wanted is int else ' number'}")
+        if value < 0 or (key == "poll_interval_s" and value == 0):
+            raise WorkerError(f"{path}: {key} = {value!r} must be {'above' if key == 'poll_interval_s' else 'at least'} 0")
+        values[key] = wanted(value)
+    return WorkerSettings(**values)
+
+
+# ------------------------------------------------------------------------------------------ job output
+
+
+def read_exit_file(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _tail_text(path: Path, max_bytes: int = 64 << 10) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(handle.tell() - max_bytes, 0))
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` non-blank lines a job wrote to its log (empty when there are none)."""
+    text = _tail_text(path).replace("\r", "\n")
+    kept = [line for line in text.splitlines() if line.strip() and not line.startswith(LOG_HEADER)]
+    return "\n".join(kept[-lines:])
+
+
+def last_error_event(events_path: Path) -> str:
+    """The message of the last ``error`` event near the end of an events file ('' when none)."""
+    for line in reversed(_tail_text(events_path).splitlines()):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("kind") == "error" and event.get("message"):
+            return str(event["message"])
+    return ""
+
+
+def error_summary(exit_code: int | None, tail: str, events_path: Path) -> str:
+    """One line: how the job ended and its last error message (an ``error`` event, else the last log line)."""
+    if exit_code is None:
+        how = "ended without an exit status"
+    elif exit_code < 0:
+        try:
+            how = f"killed by {signal.Signals(-exit_code).name}"
+        except ValueError:
+            how = f"killed by signal {-exit_code}"
+    else:
+        how = f"exit code {exit_code}"
+    detail = last_error_event(events_path) or (tail.splitlines()[-1] if tail else "")
+    return f"{how}: {detail}"[:400].replace("\n", " ") if detail else how
+
+
+# ------------------------------------------------------------------------------------------ the worker
+
+
+@dataclass
+class _Running:
+    job_id: int
+    pid: int
+    created: float | None
+    gpus: list[int]
+    process: subprocess.Popen | None  # None: adopted from an earlier worker, not our child
+    term_sent_at: float | None = None
+    kill_sent: bool = False
+    tree: list = field(default_factory=list)
+
+
+class Worker:
+    """The scheduling loop. ``run`` until ``should_stop``; tests may call ``recover``/``tick`` directly."""
+
+    def __init__(self, ws: Workspace, settings: WorkerSettings | None = None,
+                 inventory: GpuInventory | None = None, say: Callable[[str], None] | None = None):
+        self.ws = ws
+        self.settings = settings or load_worker_settings(ws)
+        self.inventory = inventory or NvmlInventory()
+        self.store = JobStore(ws)
+        self.running: dict[int, _Running] = {}
+        self._say = say or (lambda message: None)
+        self._seen_version: int | None = None
+        self._last_pass = 0.0
+
+    def log(self, message: str) -> None:
+        self._say(f"{datetime.now().isoformat(timespec='seconds')} {message}")
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ----------------------------------------------------------------------------- recovery
+
+    def recover(self) -> None:
+        """Take over the jobs an earlier worker left ``running``."""
+        for job in self.store.list(statuses=["running"]):
+            if job.id in self.running:
+                continue
+            if job.pid and process_alive(job.pid, job.pid_created):
+                self.running[job.id] = _Running(job.id, job.pid, job.pid_created, job.gpus_assigned, None)
+                self.log(f"job {job.id}: adopted (pid {job.pid} still runs)")
+                continue
+            exit_code = read_exit_file(self.ws.job_dir(job.id) / EXIT_FILE) if job.pid else None
+            if exit_code is not None:
+                status = self._finish(job.id, exit_code)
+                self.log(f"job {job.id}: ended while no worker watched it: {status}")
+            else:
+                reason = ("interrupted: its process was gone when the worker restarted (worker killed or machine "
+                          "rebooted)") if job.pid else "interrupted: the worker stopped before the job's process started"
+                self.store.interrupt(job.id, reason, log_tail=log_tail(self.ws.root / job.log_path))
+                self.log(f"job {job.id}: {reason}")
+
+    # ----------------------------------------------------------------------------- the loop
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        self.recover()
+        self.log(f"worker {os.getpid()} ready on {self.ws.root}")
+        while not should_stop():
+            try:
+                busy = self.tick()
+            except Exception:  # one bad pass must not stop the queue: log it and try again
+                self.log("error in the worker loop:\n" + traceback.format_exc())
+                busy = False
+            if not busy:
+                # Poll faster while jobs run, so short jobs are reaped and replaced promptly.
+                time.sleep(min(self.settings.poll_interval_s, 0.05) if self.running else self.settings.poll_interval_s)
+
+    def tick(self) -> bool:
+        """One pass: reap finished jobs, act on cancels, start what may start. True if anything changed."""
+        changed = self._reap()
+        version = self.store.data_version()
+        now = time.monotonic()
+        due = (version != self._seen_version or changed or now - self._last_pass > 2.0
+               or any(r.term_sent_at is not None for r in self.running.values()))
+        if not due:
+            return False
+        self._seen_version, self._last_pass = version, now
+        self._handle_cancels()
+        return self._schedule() or changed
+
+    def _reap(self) -> bool:
+        ended = []
+        for job_id, run in self.running.items():
+            if run.process is not None:
+                try:
+                    done = os.waitid(os.P_PID, run.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+                except ChildProcessError:  # reaped on an earlier pass whose record failed
+                    done = True
+                else:
+                    if done:
+                        # The leader is a zombie, so its group id cannot be reused yet: end any stragglers.
+                        signal_group(run.pid, signal.SIGKILL)
+                        run.process.wait()
+            else:
+                done = not process_alive(run.pid, run.created)
+            if done:
+                kill_all(run.tree)
+                ended.append(job_id)
+        for job_id in ended:
+            run = self.running[job_id]
+            exit_code = read_exit_file(self.ws.job_dir(job_id) / EXIT_FILE)
+            if exit_code is None and run.process is not None:
+                exit_code = run.process.returncode
+            status = self._finish(job_id, exit_code)
+            del self.running[job_id]  # only once recorded: a failed write is retried on the next pass
+            self.log(f"job {job_id}: {status} (exit code {exit_code})")
+        return bool(ended)
+
+    def _finish(self, job_id: int, exit_code: int | None) -> str:
+        job_dir = self.ws.job_dir(job_id)
+        tail = log_tail(job_dir / "log.txt")
+        error = "" if exit_code == 0 else error_summary(exit_code, tail, job_dir / "events.jsonl")
+        return self.store.finish(job_id, exit_code, error=error, log_tail=tail)
+
+    def _handle_cancels(self) -> None:
+        if not self.running:
+            return
+        marks = ",".join("?" * len(self.running))
+        rows = self.store.conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks}) AND cancel_requested_at IS NOT NULL",
+                                       list(self.running))
+        now = time.monotonic()
+        for (job_id,) in rows.fetchall():
+            run = self.running[job_id]
+            if run.term_sent_at is None:
+                if run.process is None and not process_alive(run.pid, run.created):
+                    continue  # gone already; the next reap records it
+                run.tree = descendants(run.pid)
+                signal_group(run.pid, signal.SIGTERM)
+                run.term_sent_at = now
+                self.log(f"job {job_id}: cancel: SIGTERM to process group {run.pid}")
+            elif not run.kill_sent and now - run.term_sent_at >= self.settings.cancel_grace_s:
+                run.tree += [p for p in descendants(run.pid) if p not in run.tree]
+                signal_group(run.pid, signal.SIGKILL)
+                kill_all(run.tree)
+                run.kill_sent = True
+                self.log(f"job {job_id}: cancel: SIGKILL after {self.settings.cancel_grace_s:g} s")
+
+    def _schedule(self) -> bool:
+        waiting = self.store.list(statuses=["queued"])
+        if not waiting:
+            return False
+        dependency_status = self.store.statuses(dep for job in waiting for dep in job.depends_on)
+        readings = self.inventory.gpus()
+        held = [gpu for run in self.running.values() for gpu in run.gpus]
+        decision = plan_starts(
+            [Waiting(job.id, job.gpus_requested, tuple(job.depends_on)) for job in waiting],
+            running=len(self.running), free=free_gpus(readings, held, self.settings.busy_gpu_memory_fraction),
+            total_gpus=len(readings),
+            max_parallel=self.settings.max_parallel or default_max_parallel(len(readings)),
+            dependency_status=dependency_status)
+        for job_id, why in decision.impossible.items():
+            self.store.fail_waiting(job_id, why.reason, why.dependency)
+            self.log(f"job {job_id}: failed: {why.reason}")
+        by_id = {job.id: job for job in waiting}
+        for start in decision.starts:
+            self._start(by_id[start.job_id], list(start.gpus))
+        return bool(decision.starts or decision.impossible)
+
+    def _start(self, job: Job, gpus: list[int]) -> None:
+        if not self.store.claim(job.id, gpus):
+            return
+        job_dir = self.ws.job_dir(job.id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        if job.preset is not None:
+            write_text(job_dir / PRESET_FILE, job.preset)
+        (job_dir / EXIT_FILE).unlink(missing_ok=True)
+        env = python_env({
+            "LLMTUI_JOB_ID": str(job.id), "LLMTUI_WORKSPACE": str(self.ws.root),
+            "LLMTUI_EVENTS": str(self.ws.root / job.events_path),
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)), "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "PYTHONUNBUFFERED": "1"})
+        with open(self.ws.root / job.log_path, "ab") as log:
+            when = datetime.now().isoformat(timespec="seconds")
+            command = shlex.join(job.command).replace("\n", "\\n")  # one line, so the header stays two
+            log.write(f"{LOG_HEADER}job {job.id} ({job.kind}) started {when} on "
+                      f"{'GPU ' + ','.join(map(str, gpus)) if gpus else 'no GPU'}\n{LOG_HEADER}$ {command}\n".encode())
+            log.flush()
+            try:
+                process = subprocess.Popen(python_command(JOB_WRAPPER_MODULE, str(job_dir / EXIT_FILE), "--", *job.command),
+                                           cwd=self.ws.root, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                self.store.finish(job.id, None, error=f"could not start: {exc}")
+                self.log(f"job {job.id}: could not start: {exc}")
+                return
+        created = process_start_time(process.pid)
+        self.store.set_process(job.id, process.pid, created)
+        self.running[job.id] = _Running(job.id, process.pid, created, gpus, process)
+        self.log(f"job {job.id}: started pid {process.pid} ({job.kind} {job.target})")
+
+
+# ------------------------------------------------------------------------------------------ lock, start, stop
+
+
+def _lock_path(ws: Workspace) -> Path:
+    return ws.state_dir / LOCK_FILE
+
+
+def worker_pid(ws: Workspace) -> int | None:
+    """The pid of the workspace's live worker, or None when none holds the lock."""
+    path = _lock_path(ws)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                if text.isdigit():
+                    return int(text)
+                if time.monotonic() > deadline:  # locked, pid not written yet (just starting)
+                    return -1
+                time.sleep(0.01)
+                continue
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+    finally:
+        os.close(fd)
+
+
+def run_worker(ws: Workspace, settings: WorkerSettings | None = None,
+               say: Callable[[str], None] | None = None) -> int:
+    """Be the workspace's worker in this process until SIGTERM/SIGINT/SIGHUP. Returns 0, or 1 when
+    another worker already holds the lock. Running jobs are left running when it stops."""
+    ws.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    say = say or (lambda message: print(message, flush=True))
+    fd = os.open(_lock_path(ws), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"a worker already runs for {ws.root} (pid {worker_pid(ws)})")
+            return 1
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        stop = False
+
+        def request_stop(signum, _frame) -> None:
+            nonlocal stop
+            stop = True
+            say(f"worker {os.getpid()}: {signal.Signals(signum).name}, stopping (running jobs keep running)")
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, request_stop)
+        worker = Worker(ws, settings, say=say)
+        try:
+            worker.run(lambda: stop)
+        finally:
+            worker.close()
+        return 0
+    finally:
+        os.ftruncate(fd, 0)
+        os.close(fd)
+
+
+def ensure_worker(ws: Workspace, *, max_parallel: int | None = None, wait_s: float = 15.0) -> int:
+    """Start a detached worker (its own session, output to ``.llmtui/worker.log``) unless one runs.
+
+    Returns the worker's pid once it holds the lock; raises :class:`WorkerError` if it does not start.
+    """
+    pid = worker_pid(ws)
+    if pid:
+        return pid
+    ws.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_path = ws.state_dir / LOG_FILE
+    extra = ["--max-parallel", str(max_parallel)] if max_parallel is not None else []
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(llmtui_command(ws, "worker", "--foreground", *extra),
+                                   cwd=ws.root, env=python_env(), stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        pid = worker_pid(ws)
+        if pid and pid > 0:
+            return pid
+        if process.poll() is not None and not worker_pid(ws):
+            break
+        time.sleep(0.02)
+    raise WorkerError(f"the worker did not start; see {log_path}:\n{log_tail(log_path, 10)}")
+
+
+def stop_worker(ws: Workspace, timeout_s: float = 10.0) -> int | None:
+    """Ask the workspace's worker to stop (its jobs keep running) and wait for it. Returns its pid,
+    or None when none ran."""
+    pid = worker_pid(ws)
+    if not pid or pid < 0:
+        return None
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return pid
+    deadline = time.monotonic() + timeout_s
+    while worker_pid(ws) or process_alive(pid, None):
+        if time.monotonic() > deadline:
+            raise WorkerError(f"worker {pid} did not stop within {timeout_s:g} s")
+        time.sleep(0.05)
+    return pid
+
+
+def cancel_job(ws: Workspace, job_id: int, *, wait_s: float | None = None) -> str:
+    """Cancel a job and return its status afterwards.
+
+    A queued job is cancelled at once. A running one gets SIGTERM to its process group, then SIGKILL
+    after the grace period: from the worker, or from this process when no worker runs.
+    """
+    settings = load_worker_settings(ws)
+    wait_s = settings.cancel_grace_s + 5.0 if wait_s is None else wait_s
+    with JobStore(ws) as store:
+        if store.request_cancel(job_id) == "cancelled":
+            return "cancelled"
+        if not worker_pid(ws):
+            _terminate_orphan(ws, store, store.require(job_id), settings.cancel_grace_s)
+        deadline = time.monotonic() + wait_s
+        while (job := store.require(job_id)).status == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return job.status
+
+
+def _terminate_orphan(ws: Workspace, store: JobStore, job: Job, grace_s: float) -> None:
+    """End a running job no worker watches: SIGTERM its group, SIGKILL after ``grace_s``, record it."""
+    if job.pid and process_alive(job.pid, job.pid_created):
+        tree = descendants(job.pid)
+        signal_group(job.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while process_alive(job.pid, job.pid_created) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if process_alive(job.pid, job.pid_created):
+            tree += descendants(job.pid)
+            signal_group(job.pid, signal.SIGKILL)
+        kill_all(tree)
+        deadline = time.monotonic() + 2.0
+        while process_alive(job.pid, job.pid_created) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    job_dir = ws.job_dir(job.id)
+    store.finish(job.id, read_exit_file(job_dir / EXIT_FILE), log_tail=log_tail(job_dir / "log.txt"))
+

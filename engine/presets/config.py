@@ -1,0 +1,364 @@
+"""Experiment presets: typed sections, TOML load/save, and validation with field-level messages.
+
+A preset is data only (TOML read with ``tomllib``); nothing in it is ever executed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from engine.presets.naming import PTQ_METHODS, TRAIN_QUANT_METHODS, QuantizationSpec, model_name, ptq_spec, qlora_spec
+
+PEFT_METHODS = ("NoPeft", "LoRa", "DoRa", "VeRa")
+FINETUNING_METHODS = ("SFT",)
+BUILTIN_DATASETS = ("openmath", "squad", "arc", "boolq")
+PTQ_BITS = {"GPTQ": (2, 3, 4, 8), "AWQ": (4,), "HQQ": (1, 2, 3, 4, 8), "INT8": (8,), "NF4": (4,)}
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _knob(default: Any, *, min: float | None = None, max: float | None = None, above: float | None = None,
+          below: float | None = None, choices: tuple | None = None, help: str = "") -> Any:
+    meta = {"min": min, "max": max, "above": above, "below": below, "choices": choices, "help": help}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelSection:
+    base: str = _knob("Qwen/Qwen3-0.6B", help="hub id or local model folder")
+    trust_remote_code: bool = _knob(False, help="run the model repo's own code (off unless needed)")
+    dtype: str = _knob("auto", choices=DTYPES, help="weights dtype for training")
+
+
+@dataclass
+class DataSection:
+    dataset: str = _knob("openmath", help="openmath | squad | arc | boolq | none | custom")
+    trunc_train: int = _knob(0, min=0, help="train rows to use (0 = all)")
+    trunc_eval: int = _knob(0, min=0, help="eval rows to use (0 = all)")
+
+
+@dataclass
+class PeftSection:
+    method: str = _knob("LoRa", choices=PEFT_METHODS)
+    r: int = _knob(256, min=1, max=4096)
+    alpha: float = _knob(16.0, above=0)
+    dropout: float = _knob(0.1, min=0, below=1)
+    target_modules: list[str] = _knob(["q_proj", "k_proj", "v_proj", "o_proj"])
+    vera_d_initial: float = _knob(0.1, above=0)
+
+
+@dataclass
+class QuantSection:
+    method: str = _knob("NoQuant", choices=TRAIN_QUANT_METHODS)
+    merge_after_train: bool = _knob(False, help="merge adapters into the base and save full weights")
+
+
+@dataclass
+class TrainSection:
+    finetuning: str = _knob("SFT", choices=FINETUNING_METHODS)
+    learning_rate: float = _knob(1e-5, above=0, below=1)
+    per_device_train_batch_size: int = _knob(1, min=1, max=4096)
+    gradient_accumulation_steps: int = _knob(8, min=1, max=4096)
+    num_train_epochs: float = _knob(1.0, above=0)
+    max_steps: int = _knob(-1, min=-1, help="-1 = run num_train_epochs")
+    warmup_ratio: float = _knob(0.06, min=0, below=1)
+    weight_decay: float = _knob(0.0, min=0)
+    max_grad_norm: float = _knob(1.0, min=0)
+    lr_scheduler_type: str = _knob("linear", choices=("linear", "cosine", "constant", "constant_with_warmup"))
+    logging_steps: int = _knob(10, min=1)
+    gradient_checkpointing: bool = _knob(True)
+    packing: bool = _knob(False)
+    assistant_only_loss: bool = _knob(False)
+    max_length: int = _knob(1024, min=16)
+    group_by_length: bool = _knob(False)
+    seed: int = _knob(42, min=0)
+    gpus: int = _knob(1, min=1, max=64, help="processes for data-parallel training")
+
+
+@dataclass
+class PtqStep:
+    method: str = _knob("GPTQ", choices=PTQ_METHODS)
+    bits: int = _knob(4, min=1, max=8)
+    group_size: int = _knob(64, min=0, max=4096, help="0 = per-channel")
+    calibration: str = _knob("", help="dataset name or text file ('' = the training dataset)")
+    samples: int = _knob(128, min=1, max=100000)
+
+
+@dataclass
+class EvalSection:
+    after: bool = _knob(False, help="queue evaluation of every output")
+    datasets: list[str] = _knob([], help="test sets ([] = all four)")
+    limit: int = _knob(0, min=0, help="items per test set (0 = all)")
+    batch_size: int = _knob(0, min=0, help="0 = auto")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelSection, "data": DataSection, "peft": PeftSection, "quant": QuantSection,
+    "train": TrainSection, "eval": EvalSection,
+}
+
+
+@dataclass
+class Problem:
+    """One thing wrong with a preset: where (``section.key``) and why."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """A preset has problems; ``problems`` lists every one of them."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: every knob of the seed's trainer, PTQ steps and evaluation."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    peft: PeftSection = field(default_factory=PeftSection)
+    quant: QuantSection = field(default_factory=QuantSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    ptq: list[PtqStep] = field(default_factory=list)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def quant_spec(self) -> QuantizationSpec:
+        return qlora_spec() if self.quant.method == "QLORA" else QuantizationSpec()
+
+    def output_name(self) -> str:
+        """The model folder name this experiment trains into."""
+        return model_name(self.model.base, self.data.dataset, self.train.finetuning,
+                          self.peft.method, self.peft.r, self.quant_spec())
+
+    def ptq_specs(self) -> list[QuantizationSpec]:
+        return [ptq_spec(s.method, s.bits, s.group_size or None, s.calibration or None) for s in self.ptq]
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {name: _section_dict(getattr(self, name)) for name in SECTIONS}
+        data["ptq"] = [_section_dict(step) for step in self.ptq]
+        if not data["ptq"]:
+            del data["ptq"]
+        return data
+
+    def to_toml(self) -> str:
+        """TOML text with the sections in a fixed order and ``[[ptq]]`` steps as tables."""
+        data = self.to_dict()
+        chunks = [tomli_w.dumps({name: data[name]}) for name in ("model", "data", "peft", "quant", "train")]
+        chunks += ["[[ptq]]\n" + tomli_w.dumps(step) for step in data.get("ptq", [])]
+        chunks.append(tomli_w.dumps({"eval": data["eval"]}))
+        return "\n".join(chunk.strip("\n") + "\n" for chunk in chunks)
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    return {f.name: (list(v) if isinstance(v := getattr(section, f.name), list) else v) for f in fields(section)}
+
+
+def default_config() -> ExperimentConfig:
+    return ExperimentConfig()
+
+
+def field_specs(section: type) -> dict[str, dict[str, Any]]:
+    """Per field: default, python type name and the validation metadata (for forms)."""
+    specs = {}
+    for f in fields(section):
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        specs[f.name] = {"default": default, "type": f.type, **f.metadata}
+    return specs
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def _type_problem(value: Any, type_name: str) -> str | None:
+    if type_name == "bool":
+        return None if isinstance(value, bool) else "must be true or false"
+    if type_name == "int":
+        return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+    if type_name == "float":
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "must be a number"
+    if type_name == "str":
+        return None if isinstance(value, str) else "must be a string"
+    if type_name == "list[str]":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return None if ok else "must be a list of strings"
+    return None
+
+
+def _range_problem(value: Any, meta: dict[str, Any]) -> str | None:
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        hint = _did_you_mean(str(value), [str(c) for c in meta["choices"]])
+        return f"{value!r} is not one of {', '.join(map(str, meta['choices']))}{hint}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if meta.get("min") is not None and value < meta["min"]:
+            return f"{value!r} is below the minimum {meta['min']}"
+        if meta.get("max") is not None and value > meta["max"]:
+            return f"{value!r} is above the maximum {meta['max']}"
+        if meta.get("above") is not None and value <= meta["above"]:
+            return f"{value!r} must be greater than {meta['above']}"
+        if meta.get("below") is not None and value >= meta["below"]:
+            return f"{value!r} must be less than {meta['below']}"
+    return None
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not close:
+        close = [o for o in options if o.lower() == word.lower()]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _build_section(cls: type, raw: Any, where: str, problems: list[Problem]) -> Any:
+    if not isinstance(raw, dict):
+        problems.append(Problem(where, "must be a table"))
+        return cls()
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        spot = f"{where}.{key}"
+        if key not in known:
+            problems.append(Problem(spot, f"unknown key{_did_you_mean(key, list(known))}"))
+            continue
+        f = known[key]
+        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        issue = _type_problem(value, type_name) or _range_problem(value, f.metadata)
+        if issue:
+            problems.append(Problem(spot, issue))
+            continue
+        values[key] = float(value) if type_name == "float" else value
+    return cls(**values)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<preset>",
+                     custom_datasets: tuple[str, ...] = ()) -> ExperimentConfig:
+    """Build and validate a config from plain data; raise :class:`ConfigError` listing every problem."""
+    problems: list[Problem] = []
+    built: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key == "ptq":
+            if not isinstance(raw, list):
+                problems.append(Problem("ptq", "must be an array of tables ([[ptq]])"))
+                continue
+            built["ptq"] = [_build_section(PtqStep, step, f"ptq[{i}]", problems) for i, step in enumerate(raw)]
+        elif key in SECTIONS:
+            built[key] = _build_section(SECTIONS[key], raw, key, problems)
+        else:
+            problems.append(Problem(key, f"unknown section{_did_you_mean(key, [*SECTIONS, 'ptq'])}"))
+    config = ExperimentConfig(**built)
+    problems.extend(cross_check(config, custom_datasets))
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ()) -> list[Problem]:
+    """Rules that involve more than one field or the workspace's datasets."""
+    problems: list[Problem] = []
+    datasets = (*BUILTIN_DATASETS, *custom_datasets)
+    if config.data.dataset not in (*datasets, "none"):
+        hint = _did_you_mean(config.data.dataset, [*datasets, "none"])
+        problems.append(Problem("data.dataset", f"unknown dataset {config.data.dataset!r}; expected one of "
+                                f"{', '.join((*datasets, 'none'))}{hint}"))
+    if not config.model.base.strip():
+        problems.append(Problem("model.base", "must name a hub id or a model folder"))
+    if config.quant.method == "QLORA" and config.peft.method == "NoPeft":
+        problems.append(Problem("quant.method", "QLORA trains adapters on a 4-bit base and needs peft.method "
+                                "LoRa or DoRa (the seed silently switched to LoRa; set it explicitly)"))
+    if config.quant.method == "QLORA" and config.peft.method == "VeRa":
+        problems.append(Problem("peft.method", "VeRa cannot train on a QLORA 4-bit base (TRL casts the adapter "
+                                "to bf16 and VeRA's shared float32 projections break); use LoRa or DoRa"))
+    if config.peft.method != "NoPeft" and not config.peft.target_modules:
+        problems.append(Problem("peft.target_modules", "must list at least one module for a PEFT method"))
+    for i, step in enumerate(config.ptq):
+        allowed = PTQ_BITS.get(step.method, ())
+        if allowed and step.bits not in allowed:
+            problems.append(Problem(f"ptq[{i}].bits", f"{step.method} supports bits {', '.join(map(str, allowed))}, "
+                                    f"not {step.bits}"))
+        if step.method in ("GPTQ", "AWQ", "HQQ") and step.group_size not in (0, 16, 32, 64, 128, 256, 512, 1024):
+            problems.append(Problem(f"ptq[{i}].group_size", f"{step.group_size} is not a supported group size "
+                                    "(0, 16, 32, 64, 128, 256, 512 or 1024)"))
+    for name in config.eval.datasets:
+        if name not in datasets:
+            problems.append(Problem("eval.datasets", f"unknown test set {name!r}{_did_you_mean(name, list(datasets))}"))
+    return problems
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` → (path, value); the value is read as a TOML literal, else as a string."""
+    if "=" not in text:
+        raise ValueError(f"--set {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if len(path) < 2:
+        raise ValueError(f"--set {text!r}: the key must be section.key (for example train.max_steps)")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set section.key=value`` strings to raw preset data (``ptq.0.bits=8`` for PTQ steps)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = data
+        for part in path[:-1]:
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ValueError(f"--set {text!r}: no PTQ step {part}")
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+        if isinstance(node, list):
+            raise ValueError(f"--set {text!r}: name a key inside the step (ptq.0.bits=8)")
+        node[path[-1]] = value
+    return data
+
+
+def load_preset(path: Path | str, overrides: list[str] | None = None,
+                custom_datasets: tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read, override and validate a preset file; raise :class:`ConfigError` naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), [Problem("file", "not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [Problem("file", f"cannot be read: {exc}")]) from None
+    return load_preset_text(text, str(path), overrides, custom_datasets)
+
+
+def load_preset_text(text: str, source: str = "<preset>", overrides: list[str] | None = None,
+                     custom_datasets: tuple[str, ...] = ()) -> ExperimentConfig:
+    """Parse and validate preset TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [Problem("toml", f"not valid TOML: {exc}")]) from None
+    try:
+        apply_overrides(data, overrides or [])
+    except ValueError as exc:
+        raise ConfigError(source, [Problem("--set", str(exc))]) from None
+    return config_from_dict(data, source, custom_datasets)
+
+
+def save_preset(config: ExperimentConfig, path: Path | str) -> Path:
+    """Write the preset as TOML atomically."""
+    from engine.files import write_text
+
+    return write_text(path, config.to_toml())

@@ -1,0 +1,61 @@
+"""What an experiment would do: its output names and the steps (train, PTQ, eval), as plain data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.presets.config import ExperimentConfig
+from engine.presets.naming import ptq_output_name
+from engine.workspace import Workspace
+
+
+@dataclass
+class Step:
+    """One step of a pipeline. ``after`` holds the indexes of the steps it waits for."""
+
+    kind: str  # "train" | "snapshot" | "quantize" | "eval"
+    target: str  # the model folder name the step writes (train/quantize) or reads (eval)
+    description: str
+    after: list[int] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    output_name: str
+    output_dir: str
+    steps: list[Step]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output_name": self.output_name, "output_dir": self.output_dir,
+                "steps": [asdict(s) for s in self.steps]}
+
+
+def make_plan(config: ExperimentConfig, ws: Workspace) -> Plan:
+    """The ordered steps of ``config``: train (or a base snapshot), each PTQ step, then evaluation."""
+    name = config.output_name()
+    steps: list[Step] = []
+    if config.data.dataset == "none":
+        steps.append(Step("snapshot", name, f"save a snapshot of {config.model.base} (no training)"))
+    else:
+        adapter = "" if config.peft.method == "NoPeft" else (
+            ", merge adapters" if config.quant.merge_after_train else ", save the adapter")
+        quant = " with QLoRA (4-bit NF4 base)" if config.quant.method == "QLORA" else ""
+        steps.append(Step("train", name, f"{config.train.finetuning} {config.peft.method} on "
+                          f"{config.data.dataset}{quant}{adapter} → Models/{name}"))
+    outputs = [(name, 0)]
+    for step, spec in zip(config.ptq, config.ptq_specs()):
+        out = ptq_output_name(name, spec)
+        steps.append(Step("quantize", out, f"{spec.method} {spec.weights_bits}-bit PTQ of {name} → Models/{out}",
+                          after=[0], options={"source": name, "method": step.method.lower(), "bits": step.bits,
+                                              "group_size": step.group_size, "calibration": step.calibration,
+                                              "samples": step.samples}))
+        outputs.append((out, len(steps) - 1))
+    if config.eval.after:
+        sets = ", ".join(config.eval.datasets) or "all test sets"
+        for out, index in outputs:
+            steps.append(Step("eval", out, f"evaluate {out} on {sets}", after=[index],
+                              options={"datasets": list(config.eval.datasets), "limit": config.eval.limit,
+                                       "batch_size": config.eval.batch_size}))
+    return Plan(name, str(ws.model_dir(name)), steps)

@@ -1,0 +1,249 @@
+"""The results table and a comparison as CSV, Markdown (GitHub), LaTeX (booktabs) and JSON text.
+
+Numbers keep full precision in CSV and JSON; Markdown and LaTeX show 4 decimals and mark the best
+value of each column (higher or lower is better per :func:`engine.results.metrics_files.metric_direction`) in bold.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Callable
+
+from engine.results.compare import Comparison, PairStat
+from engine.results.metrics_files import ResultsTable
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                   "^": r"\textasciicircum{}"}
+MISSING = "–"
+
+
+def format_number(value: Any) -> str:
+    """Floats with 4 decimals, ints (counts) as they are, text as is, None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIALS.get(char, char) for char in str(text))
+
+
+def markdown_escape(text: str) -> str:
+    return str(text).replace("|", r"\|").replace("\n", " ")
+
+
+def best_rows(values: list[Any], direction: str | None) -> set[int]:
+    """Row positions holding the best value (ties at the shown precision included); none when
+    the column is not ranked or fewer than two rows have a number."""
+    numbers = [(i, v) for i, v in enumerate(values)
+               if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if direction is None or len(numbers) < 2:
+        return set()
+    pick = max if direction == "higher" else min
+    best = format_number(pick(v for _, v in numbers))
+    return {i for i, v in numbers if format_number(v) == best}
+
+
+# --- the results table -----------------------------------------------------------------------------
+
+def results_csv(table: ResultsTable) -> str:
+    """CSV with the column keys as header (the old scripts' summary columns first); full precision."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    keys = [c.key for c in table.columns]
+    writer.writerow(keys)
+    for row in table.rows:
+        writer.writerow(["" if row.get(k) is None else row[k] for k in keys])
+    return out.getvalue()
+
+
+def results_json(table: ResultsTable) -> str:
+    return json.dumps(table.to_dict(), indent=2, default=str) + "\n"
+
+
+def _results_cells(table: ResultsTable) -> tuple[list[list[str]], set[tuple[int, int]]]:
+    """Formatted cells and the (row, column) positions of each column's best value."""
+    cells = [[format_number(row.get(c.key)) or MISSING for c in table.columns] for row in table.rows]
+    best = {(i, j) for j, column in enumerate(table.columns)
+            for i in best_rows([row.get(column.key) for row in table.rows], column.direction)}
+    return cells, best
+
+
+def _text_column(key: str) -> bool:
+    return key in ("model", "quant_tag", "evaluated_at")
+
+
+def results_markdown(table: ResultsTable) -> str:
+    """A GitHub-flavoured Markdown table; the best value of each column in bold."""
+    cells, best = _results_cells(table)
+    rows = [[f"**{markdown_escape(x)}**" if (i, j) in best else markdown_escape(x)
+             for j, x in enumerate(row)] for i, row in enumerate(cells)]
+    aligns = [":---" if _text_column(c.key) else "---:" for c in table.columns]
+    return _markdown([markdown_escape(c.key) for c in table.columns], aligns, rows)
+
+
+def results_latex(table: ResultsTable, *, caption: str = "Evaluation results.",
+                  label: str = "tab:results") -> str:
+    """A booktabs table: dataset names grouped over their columns, the best value per column bold."""
+    columns = table.columns
+    cells, best = _results_cells(table)
+    groups: list[tuple[str | None, int, int]] = []  # (dataset, first column, last column), 1-based
+    for j, column in enumerate(columns, start=1):
+        if groups and groups[-1][0] == column.dataset:
+            groups[-1] = (column.dataset, groups[-1][1], j)
+        else:
+            groups.append((column.dataset, j, j))
+    group_row = " & ".join(
+        (rf"\multicolumn{{{last - first + 1}}}{{c}}{{{latex_escape(name)}}}" if last > first
+         else latex_escape(name)) if name else "" for name, first, last in groups)
+    rules = " ".join(rf"\cmidrule(lr){{{first}-{last}}}" for name, first, last in groups if name)
+    body = [" & ".join(rf"\textbf{{{latex_escape(x)}}}" if (i, j) in best else latex_escape(x)
+                       for j, x in enumerate(row)) + r" \\" for i, row in enumerate(cells)]
+    spec = "".join("l" if _text_column(c.key) else "r" for c in columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    if any(name for name, _, _ in groups):
+        lines += [group_row + r" \\", rules]
+    lines += [" & ".join(latex_escape(c.metric) for c in columns) + r" \\", r"\midrule", *body,
+              r"\bottomrule", r"\end{tabular}", rf"\caption{{{latex_escape(caption)}}}",
+              rf"\label{{{label}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+# --- a comparison ----------------------------------------------------------------------------------
+
+def format_p(pair: PairStat) -> str:
+    """The p-value with ``*`` when significant, ``n/a`` when the test could not run, ``–`` when the
+    metric has no paired test."""
+    if pair.p_value is None:
+        return MISSING if pair.unavailable and pair.unavailable.startswith("no paired test") else "n/a"
+    text = "<0.001" if pair.p_value < 0.001 else f"{pair.p_value:.3f}"
+    return text + (" *" if pair.significant else "")
+
+
+def format_interval(pair: PairStat) -> str:
+    if pair.test == "bootstrap" and pair.ci_low is not None:
+        return f"[{pair.ci_low:+.4f}, {pair.ci_high:+.4f}]"
+    if pair.test == "mcnemar":
+        return f"b={pair.b}, c={pair.c}"
+    return ""
+
+
+def format_delta(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:+d}" if isinstance(value, int) else f"{value:+.4f}"
+
+
+def comparison_rows(comparison: Comparison) -> tuple[list[str], list[list[str]], list[list[int]]]:
+    """Headers, cell rows and, per row, the positions of the best model values (for bolding)."""
+    others = comparison.models[1:]
+    headers = ["dataset", "metric", *comparison.models]
+    for model in others:
+        prefix = f"{model}: " if len(others) > 1 else ""
+        headers += [f"{prefix}Δ", f"{prefix}{_interval_title(comparison)}", f"{prefix}p"]
+    rows, best = [], []
+    for dataset in comparison.datasets:
+        for metric in dataset.metrics:
+            values = [metric.values.get(m) for m in comparison.models]
+            row = [dataset.name, metric.metric, *[format_number(v) or MISSING for v in values]]
+            by_model = {p.model: p for p in metric.pairs}
+            for model in others:
+                pair = by_model.get(model)
+                row += [format_delta(pair.delta), format_interval(pair), format_p(pair)] if pair \
+                    else [MISSING, "", MISSING]
+            rows.append(row)
+            best.append(sorted(2 + i for i in best_rows(values, metric.direction)))
+    return headers, rows, best
+
+
+def comparison_notes(comparison: Comparison) -> list[str]:
+    """The legend and every reason a statistic is unavailable or a dataset was left out."""
+    notes = [f"Δ is each model minus {comparison.baseline}. * p < {comparison.alpha:g}. Accuracy-type "
+             f"metrics: exact McNemar test (b = items only {comparison.baseline} got right, c = the "
+             f"reverse); others: paired bootstrap, {comparison.resamples} resamples, seed "
+             f"{comparison.seed}, {comparison.confidence:.0%} percentile interval."]
+    for dataset in comparison.datasets:
+        notes += [f"{dataset.name}, {model}: statistics unavailable — {reason}"
+                  for model, reason in dataset.unavailable.items()]
+    notes += [f"{file_name} not compared: {reason}" for file_name, reason in comparison.skipped_datasets.items()]
+    return notes
+
+
+def comparison_markdown(comparison: Comparison) -> str:
+    headers, rows, best = comparison_rows(comparison)
+    for row, positions in zip(rows, best):
+        for j in positions:
+            row[j] = f"**{row[j]}**"
+    aligns = [":---", ":---"] + ["---:"] * (len(headers) - 2)
+    table = _markdown([markdown_escape(h) for h in headers], aligns,
+                      [[markdown_escape(x) for x in row] for row in rows])
+    return table + "\n" + "".join(f"- {markdown_escape(n)}\n" for n in comparison_notes(comparison))
+
+
+def comparison_latex(comparison: Comparison, *, caption: str | None = None,
+                     label: str = "tab:comparison") -> str:
+    headers, rows, best = comparison_rows(comparison)
+    body = []
+    for row, positions in zip(rows, best):
+        cells = [latex_escape(x).replace(" *", r"$^{*}$") for x in row]
+        for j in positions:
+            cells[j] = rf"\textbf{{{cells[j]}}}"
+        body.append(" & ".join(cells) + r" \\")
+    caption = latex_escape(caption or comparison_notes(comparison)[0]).replace("Δ", r"$\Delta$")
+    spec = "ll" + "r" * (len(headers) - 2)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(latex_escape(h).replace("Δ", r"$\Delta$") for h in headers) + r" \\",
+             r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
+             rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+             r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def comparison_csv(comparison: Comparison) -> str:
+    """Long format: one line per dataset, metric and compared model, full precision."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    fields = ["dataset", "metric", "reference_model", "reference_value", "model", "value", "delta",
+              "test", "p_value", "significant", "ci_low", "ci_high", "b", "c", "n", "unavailable"]
+    writer.writerow(fields)
+    for dataset in comparison.datasets:
+        for metric in dataset.metrics:
+            for pair in metric.pairs:
+                record = {"dataset": dataset.name, "metric": metric.metric,
+                          "reference_model": comparison.baseline,
+                          "reference_value": metric.values.get(comparison.baseline),
+                          "value": metric.values.get(pair.model), **vars(pair)}
+                writer.writerow(["" if record.get(f) is None else record[f] for f in fields])
+    return out.getvalue()
+
+
+def comparison_json(comparison: Comparison) -> str:
+    return json.dumps(comparison.to_dict(), indent=2, default=str) + "\n"
+
+
+def _interval_title(comparison: Comparison) -> str:
+    return f"{comparison.confidence:.0%} CI / b, c"
+
+
+def _markdown(headers: list[str], aligns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(aligns) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+#: Export format name → renderer, for the results table and for a comparison.
+RESULTS_RENDERERS: dict[str, Callable[[ResultsTable], str]] = {
+    "csv": results_csv, "markdown": results_markdown, "latex": results_latex, "json": results_json,
+}
+COMPARISON_RENDERERS: dict[str, Callable[[Comparison], str]] = {
+    "csv": comparison_csv, "markdown": comparison_markdown, "latex": comparison_latex, "json": comparison_json,
+}

@@ -1,0 +1,256 @@
+"""Load any model folder for inference: full, adapter (base + PEFT adapter), bitsandbytes, GPTQ/AWQ, HQQ.
+
+The kind is detected from the folder's files — ``quantization_metadata.json``, ``adapter_config.json``,
+``training_metadata.json`` and ``config.json``'s ``quantization_config`` — never from its name.
+``trust_remote_code`` is on only when the preset that produced the model asked for it.
+PTQ outputs (any folder with ``quantization_metadata.json``) and GPTQ/AWQ/HQQ checkpoints are loaded by
+``engine.runs.quantize.load_quantized`` (the PTQ backends); bitsandbytes checkpoints without that file by
+``from_pretrained``, which reads their ``quantization_config``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+QUANTIZATION_METADATA = "quantization_metadata.json"
+TRAINING_METADATA = "training_metadata.json"
+ADAPTER_CONFIG = "adapter_config.json"
+#: Kinds loaded by ``engine.runs.quantize.load_quantized``.
+BACKEND_KINDS = ("gptq", "awq", "hqq")
+#: PTQ methods that bitsandbytes implements (stored as a ``quantization_config`` transformers reads).
+BNB_METHODS = ("INT8", "NF4")
+
+
+class ModelLoadError(ValueError):
+    """A model folder cannot be loaded; the message names the folder and the file or field at fault."""
+
+
+@dataclass
+class ModelKind:
+    """What a folder holds, as read from its files (``info`` keeps the metadata that was read)."""
+
+    kind: str  # full | adapter | bnb | gptq | awq | hqq
+    trust_remote_code: bool = False
+    qlora: bool = False
+    ptq_output: bool = False  # has quantization_metadata.json: loaded by engine.runs.quantize.load_quantized
+    base_model_path: str | None = None
+    quantization: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for ``generate`` with its left-padding tokenizer."""
+
+    model: Any
+    tokenizer: Any
+    kind: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when the file is absent; ModelLoadError when it is not an object."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: cannot be read as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _dig(data: dict[str, Any] | None, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def detect_kind(model_dir: Path | str) -> ModelKind:
+    """Read a model folder's metadata and say how to load it (raises ModelLoadError naming the problem)."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"{model_dir}: model folder not found")
+    quant_meta = _read_json(model_dir / QUANTIZATION_METADATA)
+    training = _read_json(model_dir / TRAINING_METADATA)
+    adapter = _read_json(model_dir / ADAPTER_CONFIG)
+    config = _read_json(model_dir / "config.json")
+    if adapter is None and config is None:
+        raise ModelLoadError(f"{model_dir}: neither config.json nor adapter_config.json; not a model folder")
+    trust = _dig(training, "training_parameters", "preset", "model", "trust_remote_code")
+    base_path = _dig(training, "model_info", "base_model_path")
+    found = ModelKind("full", trust_remote_code=trust is True,
+                      info={"training_metadata": training is not None, "quantization_metadata": quant_meta,
+                            "training_quantization": _dig(training, "quantization")})
+    config_quant = config.get("quantization_config") if isinstance(config, dict) else None
+    if quant_meta is not None:
+        method = str(quant_meta.get("method", "")).upper()
+        if method in BNB_METHODS:
+            found.kind = "bnb"
+        elif method.lower() in BACKEND_KINDS:
+            found.kind = method.lower()
+        else:
+            raise ModelLoadError(f"{model_dir / QUANTIZATION_METADATA}: method = {method or None!r} is not one of "
+                                 f"GPTQ, AWQ, HQQ, INT8, NF4")
+        found.quantization = quant_meta
+        found.ptq_output = True
+    elif adapter is not None:
+        found.kind = "adapter"
+        found.base_model_path = adapter.get("base_model_name_or_path") or base_path
+        if not found.base_model_path:
+            raise ModelLoadError(f"{model_dir / ADAPTER_CONFIG}: no base_model_name_or_path, and "
+                                 f"{TRAINING_METADATA} has no model_info.base_model_path")
+        methods = (_dig(training, "quantization", "method"), _dig(training, "model_info", "quantization_tag"),
+                   _dig(training, "training_parameters", "preset", "quant", "method"))
+        found.qlora = any(isinstance(m, str) and m.upper().startswith("QLORA") for m in methods)
+        found.quantization = _dig(training, "quantization") or {}
+    elif isinstance(config_quant, dict):
+        method = str(config_quant.get("quant_method", "")).lower()
+        if method.startswith("bitsandbytes"):
+            found.kind = "bnb"
+        elif method in BACKEND_KINDS:
+            found.kind = method
+        else:
+            raise ModelLoadError(f"{model_dir / 'config.json'}: quantization_config.quant_method = {method!r} "
+                                 f"is not supported (bitsandbytes, gptq, awq, hqq)")
+        found.quantization = {"method": method.upper(), **config_quant}
+    return found
+
+
+def resolve_device(device: str | None = None) -> str:
+    """``device`` as given, else ``cuda`` when a GPU is visible, else ``cpu``."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dtype_for(device: str):
+    """Weights dtype: the stored one on a GPU (``auto``), float32 on the CPU (bf16 matmuls are slow there)."""
+    import torch
+
+    return "auto" if device.startswith("cuda") else torch.float32
+
+
+def _compute_dtype(device: str):
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16 if device.startswith("cuda") else torch.float32
+
+
+def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False, fallback: str | None = None):
+    """The tokenizer of ``path`` (or of ``fallback`` when ``path`` has none), set up for batched generation."""
+    from transformers import AutoTokenizer
+
+    sources = [str(path)] + ([fallback] if fallback else [])
+    last_error: Exception | None = None
+    for source in sources:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+            break
+        except (OSError, ValueError) as exc:
+            last_error = exc
+    else:
+        raise ModelLoadError(f"{path}: cannot load a tokenizer ({last_error})")
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _from_pretrained(source: str, *, device: str, trust_remote_code: bool, **kwargs):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, device_map={"": device},
+                                                    trust_remote_code=trust_remote_code, **kwargs)
+    except Exception as exc:  # corrupt weights raise backend-specific types (SafetensorError…); name the folder
+        raise ModelLoadError(f"{source}: cannot load the model ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_base(model_dir: Path, base: str) -> str:
+    from engine.workspace import looks_like_local_path
+
+    if looks_like_local_path(base) and not Path(base).expanduser().is_dir():
+        raise ModelLoadError(f"{model_dir}: the adapter's base model {base} is not a folder (moved or deleted?)")
+    return base
+
+
+def _load_adapter(model_dir: Path, found: ModelKind, device: str, *, quantized_base: bool):
+    from peft import PeftModel
+
+    base = _check_base(model_dir, found.base_model_path or "")
+    kwargs: dict[str, Any] = {}
+    if quantized_base:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=_compute_dtype(device))
+    else:
+        kwargs["dtype"] = _dtype_for(device)
+    base_model = _from_pretrained(base, device=device, trust_remote_code=found.trust_remote_code, **kwargs)
+    try:
+        return PeftModel.from_pretrained(base_model, str(model_dir))
+    except Exception as exc:  # a mismatched or corrupt adapter: name the folder and the base
+        raise ModelLoadError(f"{model_dir}: cannot apply the adapter to {base} ({type(exc).__name__}: {exc})") from exc
+
+
+def load_for_inference(model_dir: Path | str, *, device: str | None = None) -> LoadedModel:
+    """Load a model folder of any kind for generation, in eval mode, with a left-padding tokenizer."""
+    model_dir = Path(model_dir)
+    found = detect_kind(model_dir)
+    device = resolve_device(device)
+    tokenizer_fallback = found.base_model_path if found.kind == "adapter" else None
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=found.trust_remote_code, fallback=tokenizer_fallback)
+    if found.kind == "adapter":
+        model = _load_adapter(model_dir, found, device, quantized_base=found.qlora)
+    elif found.ptq_output or found.kind in BACKEND_KINDS:
+        import os
+
+        os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
+        from engine.runs.quantize import load_quantized
+
+        model = load_quantized(model_dir, found.quantization, device)
+    elif found.kind == "bnb":
+        model = _from_pretrained(str(model_dir), device=device, trust_remote_code=found.trust_remote_code)
+    else:
+        model = _from_pretrained(str(model_dir), device=device, trust_remote_code=found.trust_remote_code,
+                                 dtype=_dtype_for(device))
+    model.eval()
+    info = {"device": device, "qlora_base_4bit": found.qlora, "base_model_path": found.base_model_path,
+            "quantization": found.quantization, "trust_remote_code": found.trust_remote_code}
+    return LoadedModel(model=model, tokenizer=tokenizer, kind=found.kind, info=info)
+
+
+def load_full_precision(model_dir: Path | str, *, device: str = "cpu", dtype: Any = "auto"):
+    """``(model, tokenizer)`` in full precision; an adapter is merged into its (unquantized) base.
+
+    For PTQ of a training output. Quantized folders raise ModelLoadError: they cannot be quantized again.
+    """
+    from peft import PeftModel
+
+    model_dir = Path(model_dir)
+    found = detect_kind(model_dir)
+    if found.kind not in ("full", "adapter"):
+        raise ModelLoadError(f"{model_dir}: already quantized ({found.kind}); quantize its full-precision source")
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=found.trust_remote_code,
+                               fallback=found.base_model_path if found.kind == "adapter" else None)
+    if found.kind == "full":
+        model = _from_pretrained(str(model_dir), device=device, trust_remote_code=found.trust_remote_code,
+                                 dtype=dtype)
+    else:
+        base = _check_base(model_dir, found.base_model_path or "")
+        base_model = _from_pretrained(base, device=device, trust_remote_code=found.trust_remote_code, dtype=dtype)
+        model = PeftModel.from_pretrained(base_model, str(model_dir)).merge_and_unload()
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,504 @@
+"""Post-training quantization: GPTQ and AWQ (GPTQModel), HQQ (hqq), INT8 and NF4 (bitsandbytes).
+
+:func:`quantize_model` turns a full-precision model folder — a training output, a merged adapter, a base
+snapshot, or an adapter folder (merged into its base first) — into ``Models/{source}_{tag}/``: the
+backend's weights, the tokenizer and chat template, the source's ``training_metadata.json``,
+``preset.toml`` and ``generation_config.json``, and ``quantization_metadata.json``. The folder is
+written through :func:`engine.files.staged_dir`, so a failed run leaves nothing behind.
+Non-quantized weights (embeddings, norms, the lm head) are stored in float16, as the ``headfp16`` tag says.
+:func:`load_quantized` loads GPTQ, AWQ and HQQ folders (and bitsandbytes ones) for
+``engine.runs.loading.load_for_inference``. Each backend is imported inside the function that uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.files import staged_dir, write_json
+from engine.runs.calibration import Calibration, CalibrationError, load_calibration
+from engine.presets.config import PTQ_BITS
+from engine.events import EventWriter
+from engine.presets.naming import PTQ_METHODS, QuantizationSpec, ptq_output_name, ptq_spec
+from engine.workspace import UnsafeNameError, Workspace, safe_name
+
+METHODS = tuple(m.lower() for m in PTQ_METHODS)
+#: Methods that need calibration text.
+CALIBRATED = ("GPTQ", "AWQ")
+#: Methods with a group size (bitsandbytes uses its own fixed blocks: int8 per row, nf4 blocks of 64).
+GROUPED = ("GPTQ", "AWQ", "HQQ")
+#: Group sizes every backend's kernels accept; 0 means one group per output channel.
+GROUP_SIZES = (0, 16, 32, 64, 128, 256, 512, 1024)
+DEFAULT_GROUP_SIZE = 64
+DEFAULT_SAMPLES = 128
+INSTALL_HINTS = {"gptqmodel": "pip install gptqmodel", "hqq": "pip install hqq",
+                 "bitsandbytes": "pip install bitsandbytes"}
+STAGES = ("prepare", "calibration", "quantize", "save")
+QUANTIZATION_METADATA = "quantization_metadata.json"
+TRAINING_METADATA = "training_metadata.json"
+#: Files copied from the source folder into the output when present.
+CARRIED_FILES = ("training_metadata.json", "preset.toml")
+
+
+class QuantizeError(ValueError):
+    """A quantization cannot run or failed in a known way; the message names the value or file at fault."""
+
+
+# ----------------------------------------------------------------------------------------- checks
+
+
+def quantization_spec(method: str, bits: int | None = None, group_size: int | None = None) -> QuantizationSpec:
+    """The validated spec of a PTQ run; ``None`` bits/group size take the method's defaults.
+
+    Raises :class:`QuantizeError` for an unknown method or bits/group size the backend does not support.
+    INT8 and NF4 have no group size (any given one is ignored).
+    """
+    name = str(method).upper()
+    if name not in PTQ_METHODS:
+        raise QuantizeError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    allowed = PTQ_BITS[name]
+    bits = (4 if 4 in allowed else allowed[0]) if bits is None else bits
+    if bits not in allowed:
+        raise QuantizeError(f"{name} supports bits {', '.join(map(str, allowed))}, not {bits}")
+    if name not in GROUPED:
+        return ptq_spec(name, bits, None)
+    group_size = DEFAULT_GROUP_SIZE if group_size is None else group_size
+    if group_size not in GROUP_SIZES:
+        raise QuantizeError(f"{name} group size {group_size} is not supported; use "
+                            f"{', '.join(map(str, GROUP_SIZES[1:]))} or 0 (per output channel)")
+    return ptq_spec(name, bits, group_size or None)
+
+
+def resolve_source(ws: Workspace, ref: str | Path) -> Path:
+    """The source model folder: a path, or a model name in ``Models/``."""
+    candidate = Path(ref).expanduser()
+    if candidate.is_dir():
+        return candidate.resolve()
+    with contextlib.suppress(UnsafeNameError):
+        by_name = ws.model_dir(str(ref))
+        if by_name.is_dir():
+            return by_name.resolve()
+    raise QuantizeError(f"source model {str(ref)!r} not found (neither a folder nor a model in {ws.models_dir})")
+
+
+def check_source(source: Path):
+    """How to read ``source`` (an ``engine.runs.loading.ModelKind``); refuses folders that are already quantized."""
+    from engine.runs.loading import ModelLoadError, detect_kind
+
+    try:
+        found = detect_kind(source)
+    except ModelLoadError as exc:
+        raise QuantizeError(str(exc)) from None
+    if found.kind not in ("full", "adapter"):
+        how = (QUANTIZATION_METADATA if (source / QUANTIZATION_METADATA).is_file()
+               else "config.json's quantization_config")
+        raise QuantizeError(f"{source} is already quantized ({found.kind}, per its {how}); "
+                            "quantize its full-precision source instead")
+    return found
+
+
+def _text_config(config: dict[str, Any]) -> dict[str, Any]:
+    nested = config.get("text_config")
+    return nested if isinstance(nested, dict) else config
+
+
+def check_group_size(model_dir: Path, spec: QuantizationSpec) -> None:
+    """The group size must divide every linear layer's input width (read from ``config.json``)."""
+    if not spec.group_size:
+        return
+    try:
+        config = _text_config(json.loads((model_dir / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return  # the backend reports an unreadable config with its own message
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    widths = {"hidden_size": hidden, "intermediate_size": config.get("intermediate_size")}
+    if isinstance(hidden, int) and isinstance(heads, int) and heads:
+        widths["num_attention_heads × head_dim"] = heads * (config.get("head_dim") or hidden // heads)
+    for field, width in widths.items():
+        if isinstance(width, int) and width % spec.group_size:
+            fits = [g for g in GROUP_SIZES[1:] if all(not isinstance(w, int) or w % g == 0 for w in widths.values())]
+            raise QuantizeError(f"{spec.method} group size {spec.group_size} does not divide the model's {field} = "
+                                f"{width} ({model_dir / 'config.json'}); use {', '.join(map(str, fits)) or '0'}")
+
+
+def _import_backend(module: str, method: str):
+    """The backend module, or one clear :class:`QuantizeError` with the install hint."""
+    if module == "gptqmodel":
+        os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
+    try:
+        imported = importlib.import_module(module)
+    except Exception as exc:  # a missing package raises ImportError; a broken one can raise anything
+        raise QuantizeError(f"{method} needs the {module} package, which cannot be imported here "
+                            f"({type(exc).__name__}: {exc}); install it with: {INSTALL_HINTS[module]}") from None
+    if module == "gptqmodel":
+        # GPTQModel logs a table per layer through its "logbar" logger; keep warnings and errors only.
+        logging.getLogger("logbar").setLevel(logging.WARNING)
+    return imported
+
+
+def _backend_version(module: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module)
+    except PackageNotFoundError:
+        return str(getattr(importlib.import_module(module), "__version__", "unknown"))
+
+
+def folder_size(path: Path) -> int:
+    """Bytes of every file under ``path``."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+# ---------------------------------------------------------------------------------------- backends
+
+
+def _quantize_gptqmodel(fp_dir: Path, out: Path, spec: QuantizationSpec, calibration: Calibration, device: str,
+                        trust_remote_code: bool) -> dict[str, Any]:
+    """GPTQ or AWQ with GPTQModel (AWQ in the GEMM format, which transformers and GPTQModel both load)."""
+    _import_backend("gptqmodel", spec.method)
+    import torch
+    from gptqmodel import GPTQModel, QuantizeConfig
+    from gptqmodel.quantization import FORMAT, METHOD
+
+    group_size = spec.group_size or -1
+    options: dict[str, Any] = {"bits": spec.weights_bits, "group_size": group_size, "sym": spec.symmetric}
+    if spec.method == "AWQ":
+        options.update(quant_method=METHOD.AWQ, format=FORMAT.GEMM)
+        extras = {"format": "gemm", "zero_point": not spec.symmetric}
+    else:
+        # GPTQModel's act-group-aware ordering needs groups; per-channel quantization turns it off.
+        options["act_group_aware"] = group_size > 0
+        extras = {"format": "gptq", "desc_act": False, "act_group_aware": group_size > 0}
+    if not device.startswith("cuda"):
+        # The pure-torch packer: GPTQModel's default CPU packer first compiles a C++ extension (minutes, and a
+        # compiler must be present); packing is a small part of the run.
+        options["pack_impl"] = "original"
+    model = GPTQModel.load(str(fp_dir), QuantizeConfig(**options), device=device, dtype=torch.float16,
+                           trust_remote_code=trust_remote_code)
+    model.quantize(list(calibration.texts))
+    model.save(str(out))
+    return extras
+
+
+def _quantize_hqq(fp_dir: Path, out: Path, spec: QuantizationSpec, device: str,
+                  trust_remote_code: bool) -> dict[str, Any]:
+    """HQQ with the hqq library (data-free, zero point and scale per group)."""
+    _import_backend("hqq", spec.method)
+    import torch
+    from hqq.core.quantize import BaseQuantizeConfig
+    from hqq.models.hf.base import AutoHQQHFModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(fp_dir), dtype=torch.float16,
+                                                 trust_remote_code=trust_remote_code)
+    config = BaseQuantizeConfig(nbits=spec.weights_bits, group_size=spec.group_size)
+    AutoHQQHFModel.quantize_model(model, quant_config=config, compute_dtype=torch.float16, device=device)
+    AutoHQQHFModel.save_quantized(model, str(out))
+    return {"axis": 1, "compute_dtype": "float16", "format": "hqq qmodel.pt"}
+
+
+def _quantize_bnb(fp_dir: Path, out: Path, spec: QuantizationSpec, device: str,
+                  trust_remote_code: bool) -> dict[str, Any]:
+    """INT8 (LLM.int8) or NF4 with bitsandbytes, saved with a ``quantization_config`` transformers reloads."""
+    _import_backend("bitsandbytes", spec.method)
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if spec.method == "INT8":
+        config = BitsAndBytesConfig(load_in_8bit=True)
+        extras = {"llm_int8_threshold": config.llm_int8_threshold}
+    else:
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False,
+                                    bnb_4bit_compute_dtype=torch.float16)
+        extras = {"quant_type": "nf4", "double_quant": False, "compute_dtype": "float16", "blocksize": 64}
+    model = AutoModelForCausalLM.from_pretrained(str(fp_dir), quantization_config=config, dtype=torch.float16,
+                                                 device_map={"": device}, trust_remote_code=trust_remote_code)
+    model.save_pretrained(str(out))
+    return extras
+
+
+def _run_backend(fp_dir: Path, out: Path, spec: QuantizationSpec, calibration: Calibration | None, device: str,
+                 trust_remote_code: bool) -> dict[str, Any]:
+    if spec.method in CALIBRATED:
+        assert calibration is not None
+        return _quantize_gptqmodel(fp_dir, out, spec, calibration, device, trust_remote_code)
+    if spec.method == "HQQ":
+        return _quantize_hqq(fp_dir, out, spec, device, trust_remote_code)
+    return _quantize_bnb(fp_dir, out, spec, device, trust_remote_code)
+
+
+def _backend_failure(exc: BaseException, spec: QuantizationSpec, source: Path) -> str:
+    text = str(exc)
+    if "out of memory" in text.lower():
+        return (f"out of memory while quantizing {source.name} with {spec.method}"
+                + (": lower --samples" if spec.method in CALIBRATED else ""))
+    return f"{spec.method} quantization of {source.name} failed: {type(exc).__name__}: {text}"
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+def _read_training_metadata(source: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((source / TRAINING_METADATA).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _training_dataset(training: dict[str, Any]) -> str | None:
+    preset = (training.get("training_parameters") or {}).get("preset") or {}
+    dataset = (preset.get("data") or {}).get("dataset") if isinstance(preset, dict) else None
+    return dataset if isinstance(dataset, str) else None
+
+
+def _load_tokenizer(source: Path, base: str | None, trust_remote_code: bool):
+    """The source's tokenizer (an adapter folder's own, else its base's), saved unchanged into the output."""
+    from transformers import AutoTokenizer
+
+    last: Exception | None = None
+    for candidate in [str(source)] + ([base] if base else []):
+        try:
+            return AutoTokenizer.from_pretrained(candidate, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            last = exc
+    raise QuantizeError(f"{source}: cannot load a tokenizer ({last})")
+
+
+@contextlib.contextmanager
+def _full_precision_folder(ws: Workspace, source: Path, found: Any):
+    """``source`` itself, or for an adapter a temporary folder with the adapter merged into its base."""
+    if found.kind != "adapter":
+        yield source
+        return
+    from engine.runs.loading import ModelLoadError, load_full_precision
+
+    scratch = ws.state_dir / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="merge-", dir=scratch))
+    try:
+        try:
+            model, _ = load_full_precision(source, device="cpu")
+        except ModelLoadError as exc:
+            raise QuantizeError(f"cannot merge the adapter {source} into its base: {exc}") from None
+        model.save_pretrained(str(folder))
+        del model
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _resolve_device(device: str | None) -> str:
+    from engine.runs.loading import resolve_device
+
+    return resolve_device(device)
+
+
+def quantize_model(ws: Workspace, source_dir: str | Path, method: str, bits: int | None = None,
+                   group_size: int | None = None, calibration: str | None = None, samples: int = DEFAULT_SAMPLES,
+                   out_name: str | None = None, events: EventWriter | None = None, *, overwrite: bool = False,
+                   device: str | None = None) -> dict[str, Any]:
+    """Quantize ``source_dir`` (a folder or a model name in ``Models/``) with ``method`` into ``Models/``.
+
+    ``calibration`` (GPTQ/AWQ only): a text file, a dataset name, or empty for the source's training
+    dataset; ``samples`` texts are used. Emits ``start``, ``quantize_progress``, ``saved``, ``done`` (or
+    ``error``) events. Returns ``{model_name, output_dir, method, quant_tag, duration_s, size_before_bytes,
+    size_after_bytes, metadata}``. Raises :class:`QuantizeError` with one clear message.
+    """
+    events = events or EventWriter(None)
+    try:
+        return _quantize(ws, source_dir, method, bits, group_size, calibration, samples, out_name, events,
+                         overwrite=overwrite, device=device)
+    except QuantizeError as exc:
+        events.emit("error", message=str(exc))
+        raise
+    except KeyboardInterrupt:
+        events.emit("error", message="quantization interrupted; no model was saved")
+        raise
+    except Exception as exc:
+        events.emit("error", message=f"quantization failed: {type(exc).__name__}: {exc}")
+        raise
+
+
+def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | None, group_size: int | None,
+              calibration_choice: str | None, samples: int, out_name: str | None, events: EventWriter, *,
+              overwrite: bool, device: str | None) -> dict[str, Any]:
+    spec = quantization_spec(method, bits, group_size)
+    if spec.method in CALIBRATED and samples < 1:
+        raise QuantizeError(f"--samples must be at least 1, not {samples}")
+    if spec.method not in CALIBRATED and (calibration_choice or "").strip():
+        raise QuantizeError(f"{spec.method} is data-free and takes no calibration ({calibration_choice!r})")
+    source = resolve_source(ws, source_dir)
+    found = check_source(source)
+    try:
+        name = safe_name(out_name) if out_name else ptq_output_name(source.name, spec)
+    except UnsafeNameError as exc:
+        raise QuantizeError(f"--out: {exc}") from None
+    final = ws.models_dir / name
+    if final.resolve() == source:
+        raise QuantizeError(f"the output {final} would replace its own source; choose another --out")
+    if final.exists() and not overwrite:
+        raise QuantizeError(f"{final} already exists (use --overwrite to replace it)")
+    config_dir = source if found.kind == "full" else Path(found.base_model_path or "")
+    if config_dir.is_dir():
+        check_group_size(config_dir, spec)
+    device = _resolve_device(device)
+    training = _read_training_metadata(source)
+    total = len(STAGES)
+
+    def progress(stage: str) -> None:
+        events.emit("quantize_progress", stage=stage, done=STAGES.index(stage), total=total)
+
+    events.emit("start", model=name, output=str(final), source=str(source), source_kind=found.kind,
+                method=spec.method, bits=spec.weights_bits, group_size=spec.group_size, device=device)
+    started = time.perf_counter()
+    progress("prepare")
+    with _full_precision_folder(ws, source, found) as fp_dir:
+        tokenizer = _load_tokenizer(source, found.base_model_path, found.trust_remote_code)
+        progress("calibration")
+        calibration = None
+        if spec.method in CALIBRATED:
+            try:
+                calibration = load_calibration(ws, calibration_choice, tokenizer=tokenizer,
+                                               default_dataset=_training_dataset(training), samples=samples)
+            except CalibrationError as exc:
+                raise QuantizeError(str(exc)) from None
+            spec = replace(spec, calibration=calibration.source)
+        size_before = folder_size(fp_dir)
+        with staged_dir(final, overwrite=overwrite) as tmp:
+            progress("quantize")
+            try:
+                extras = _run_backend(fp_dir, tmp, spec, calibration, device, found.trust_remote_code)
+            except QuantizeError:
+                raise
+            except Exception as exc:
+                raise QuantizeError(_backend_failure(exc, spec, source)) from exc
+            progress("save")
+            tokenizer.save_pretrained(str(tmp))
+            if (fp_dir / "generation_config.json").is_file():
+                shutil.copy2(fp_dir / "generation_config.json", tmp / "generation_config.json")
+            for carried in CARRIED_FILES:
+                if (source / carried).is_file():
+                    shutil.copy2(source / carried, tmp / carried)
+            spec = replace(spec, extras={**extras, "storage_dtype": "float16"})
+            metadata = {
+                **spec.metadata(),
+                "backend_version": _backend_version(spec.backend or ""),
+                "calibration": calibration.metadata() if calibration else None,
+                "source_model": source.name,
+                "source_model_path": str(source),
+                "source_kind": found.kind,
+                "device": device,
+                "quantized_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "duration_s": round(time.perf_counter() - started, 3),
+                "size_before_bytes": size_before,
+                "size_after_bytes": folder_size(tmp),
+            }
+            write_json(tmp / QUANTIZATION_METADATA, metadata)
+    events.emit("quantize_progress", stage="done", done=total, total=total)
+    events.emit("saved", path=str(final))
+    result = {"model_name": name, "output_dir": str(final), "method": spec.method, "quant_tag": spec.tag,
+              "duration_s": metadata["duration_s"], "size_before_bytes": size_before,
+              "size_after_bytes": metadata["size_after_bytes"], "metadata": metadata}
+    events.emit("done", **{k: v for k, v in result.items() if k != "metadata"})
+    return result
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def _trust_remote_code(model_dir: Path) -> bool:
+    preset = (_read_training_metadata(model_dir).get("training_parameters") or {}).get("preset") or {}
+    return isinstance(preset, dict) and (preset.get("model") or {}).get("trust_remote_code") is True
+
+
+def _restore_generation_config(model: Any, model_dir: Path) -> None:
+    """GPTQModel rewrites the generation config on load; put back the one saved in the folder."""
+    if (model_dir / "generation_config.json").is_file():
+        from transformers import GenerationConfig
+
+        model.generation_config = GenerationConfig.from_pretrained(str(model_dir))
+
+
+def load_quantized(model_dir: Path | str, metadata: dict[str, Any], device: str | None = None) -> Any:
+    """Load a PTQ output folder for inference and return the transformers model (tokenizer: load it yourself).
+
+    ``metadata`` is its ``quantization_metadata.json`` (or a ``quantization_config`` with ``method``).
+    On the CPU the model computes in float32; on a GPU in the stored float16. Raises
+    ``engine.runs.loading.ModelLoadError`` naming the folder when it cannot be loaded.
+    """
+    from engine.runs.loading import ModelLoadError
+
+    model_dir = Path(model_dir)
+    method = str((metadata or {}).get("method", "")).upper()
+    device = _resolve_device(device)
+    trust = _trust_remote_code(model_dir)
+    bits = (metadata or {}).get("weights_bits", (metadata or {}).get("bits", 4))
+    loaders: dict[str, Callable[[], Any]] = {
+        "GPTQ": lambda: _load_gptqmodel(model_dir, method, bits, device, trust),
+        "AWQ": lambda: _load_gptqmodel(model_dir, method, bits, device, trust),
+        "HQQ": lambda: _load_hqq(model_dir, device),
+        "INT8": lambda: _load_bnb(model_dir, device, trust),
+        "NF4": lambda: _load_bnb(model_dir, device, trust),
+    }
+    if method not in loaders:
+        raise ModelLoadError(f"{model_dir}: quantization method {method or None!r} is not one of "
+                             f"{', '.join(PTQ_METHODS)}")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # the libraries print banners; keep the caller's stdout clean
+            model = loaders[method]()
+    except QuantizeError as exc:
+        raise ModelLoadError(f"{model_dir}: {exc}") from None
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"{model_dir}: cannot load the {method} model ({type(exc).__name__}: {exc})") from None
+    _restore_generation_config(model, model_dir)
+    model.eval()
+    return model
+
+
+def _load_gptqmodel(model_dir: Path, method: str, metadata_bits: int, device: str, trust_remote_code: bool) -> Any:
+    _import_backend("gptqmodel", f"loading {method}")
+    import torch
+    from gptqmodel import BACKEND, GPTQModel
+
+    options: dict[str, Any] = {}
+    if not device.startswith("cuda"):
+        # Torch kernels named outright: the automatic choice first compiles an AVX512 C++ extension (about
+        # two minutes on a small machine). The fused kernels run 4-bit weights in float32; other bit widths
+        # run on the plain torch kernel, which computes in bfloat16.
+        if method == "AWQ":
+            options = {"dtype": torch.float32, "backend": BACKEND.AWQ_TORCH_FUSED}
+        elif int(metadata_bits) == 4:
+            options = {"dtype": torch.float32, "backend": BACKEND.GPTQ_TORCH_FUSED}
+        else:
+            options = {"dtype": torch.bfloat16, "backend": BACKEND.GPTQ_TORCH}
+    return GPTQModel.load(str(model_dir), device=device, trust_remote_code=trust_remote_code, **options).model
+
+
+def _load_hqq(model_dir: Path, device: str) -> Any:
+    _import_backend("hqq", "loading HQQ")
+    import torch
+    from hqq.models.hf.base import AutoHQQHFModel
+
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    return AutoHQQHFModel.from_quantized(str(model_dir), compute_dtype=dtype, device=device)
+
+
+def _load_bnb(model_dir: Path, device: str, trust_remote_code: bool) -> Any:
+    _import_backend("bitsandbytes", "loading INT8/NF4")
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), device_map={"": device},
+                                                trust_remote_code=trust_remote_code)

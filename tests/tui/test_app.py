@@ -1,0 +1,175 @@
+"""The app as a whole: keys help, command palette, screen switching, startup checks, no torch in the
+TUI process, and the real ``llmtui`` in a terminal (tmux)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.jobs.gpu import FakeInventory
+from engine.jobs.store import JobStore
+from tui.app import LlmTuiApp
+from tui.cli.main import main
+from tui.cli.app import autostart_enabled
+from tui.modals.help import HelpModal
+from tui.screens.experiments import ExperimentsScreen
+from tui.screens.jobs import JobsScreen
+from tui.screens.models import ModelsScreen
+from tui.screens.results import ResultsScreen
+from tui_workspace import make_model, make_workspace, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _app(ws) -> LlmTuiApp:
+    # NVML cannot exist here: a fake one-GPU inventory behind the same interface.
+    return LlmTuiApp(ws, gpu_inventory=FakeInventory.with_gpus(1), autostart_worker=False, poll_interval_s=0.1)
+
+
+async def test_number_keys_switch_screens_and_help_lists_every_key(tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    make_model(ws, "some-model")
+    app = _app(ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for key, screen_type in (("2", ExperimentsScreen), ("3", JobsScreen), ("4", ResultsScreen),
+                                 ("1", ModelsScreen)):
+            await pilot.press(key)
+            assert isinstance(app.screen, screen_type)
+        await wait_for(pilot, lambda: app.screen.loaded, what="the models table")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpModal)
+        rows = {(key, does) for key, does, _ in app.screen.rows}
+        for expected in (("e", "Evaluate"), ("E", "Eval all untested"), ("/", "Filter"), ("1", "Models"),
+                         ("4", "Results"), ("?", "Help"), ("q", "Quit"), ("r", "Refresh")):
+            assert expected in rows
+        await pilot.press("escape")
+        assert isinstance(app.screen, ModelsScreen)
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_the_command_palette_lists_every_action_and_runs_it_on_its_screen(tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    make_model(ws, "some-model")
+    app = _app(ws)
+    titles = [title for title, _, _ in app.palette_commands()]
+    for expected in ("Go to Jobs", "Models: Evaluate", "Models: Eval all untested", "Experiments: Save as",
+                     "Experiments: Queue", "Experiments: Delete", "Jobs: Cancel job", "Jobs: Retry",
+                     "Results: Compare marked", "Results: Export", "Results: Clear marks", "Help: show every key"):
+        assert expected in titles
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.screen.loaded, what="the models table")
+        await pilot.press("3", "ctrl+p", *"eval all untested")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_for(pilot, ws.queue_db.exists, what="the queue")
+        assert isinstance(app.screen, ModelsScreen)  # the action ran on its own screen
+        with JobStore(ws) as store:
+            assert [(j.kind, j.target) for j in store.list()] == [("eval", "some-model")]
+
+
+def test_llmtui_refuses_a_folder_that_is_not_a_workspace(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-w", str(tmp_path)])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert f"{tmp_path} is not an llmtui workspace" in message
+    assert "Datasets" in message and "llmtui -w" in message and "init" in message
+
+
+def test_autostart_switch(monkeypatch):
+    monkeypatch.delenv("LLMTUI_NO_AUTOSTART", raising=False)
+    assert autostart_enabled()
+    monkeypatch.setenv("LLMTUI_NO_AUTOSTART", "1")
+    assert not autostart_enabled()
+    monkeypatch.setenv("LLMTUI_NO_AUTOSTART", "0")
+    assert autostart_enabled()
+
+
+TUI_SESSION = """
+import asyncio, json, sys
+from pathlib import Path
+from engine.workspace import Workspace
+from tui.app import LlmTuiApp
+
+async def visit_every_screen(root):
+    app = LlmTuiApp(Workspace(Path(root)), autostart_worker=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(1.0)
+        await pilot.press("enter")  # the first model's details
+        await pilot.pause(0.5)
+        await pilot.press("escape", "2")
+        await pilot.pause(1.0)
+        await pilot.press("3")
+        await pilot.pause(1.0)
+        await pilot.press("4")
+        await pilot.pause(1.0)
+        assert type(app.screen).__name__ == "ResultsScreen"
+
+asyncio.run(visit_every_screen(sys.argv[1]))
+heavy = sorted(m for m in ("torch", "transformers", "peft", "trl", "gptqmodel", "bitsandbytes", "hqq")
+               if m in sys.modules)
+print(json.dumps(heavy))
+"""
+
+
+def test_the_tui_process_never_imports_torch_or_transformers(demo_ws):
+    # In a fresh interpreter: this test process has torch loaded already (the demo fixture built a model).
+    result = subprocess.run([sys.executable, "-c", TUI_SESSION, str(demo_ws.root)], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_real_llmtui_in_tmux_shows_the_models_table(demo_ws):
+    socket = f"llmtui-test-{os.getpid()}"
+    tmux = ["tmux", "-L", socket]
+    command = f"LLMTUI_NO_AUTOSTART=1 {sys.executable} -m tui.cli -w {demo_ws.root}"
+    subprocess.run([*tmux, "new-session", "-d", "-x", "100", "-y", "30", "-s", "llmtui", "-c", str(REPO), command],
+                   check=True)
+    try:
+        deadline = time.monotonic() + 60
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = subprocess.run([*tmux, "capture-pane", "-p", "-t", "llmtui"], capture_output=True,
+                                    text=True).stdout
+            if "tiny-qwen3" in screen and "untested" in screen:
+                break
+            time.sleep(0.3)
+        assert "tiny-qwen3" in screen and "untested" in screen, screen
+        assert "1 Models" in screen and "4 Results" in screen
+        subprocess.run([*tmux, "send-keys", "-t", "llmtui", "q"], check=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            alive = subprocess.run([*tmux, "has-session", "-t", "llmtui"], capture_output=True).returncode == 0
+            if not alive:
+                break
+            time.sleep(0.2)
+        assert not alive, "llmtui did not quit on q"
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+async def test_opening_the_app_starts_a_worker_for_waiting_jobs(tmp_path):
+    from engine.jobs.worker import stop_worker, worker_pid
+
+    ws = make_workspace(tmp_path / "ws")
+    with JobStore(ws) as store:
+        job = store.enqueue("eval", [sys.executable, "-c", "print('ran')"], target="x")  # a trivial command
+    app = LlmTuiApp(ws, gpu_inventory=FakeInventory([]), autostart_worker=True, poll_interval_s=0.1)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            with JobStore(ws) as store:
+                await wait_for(pilot, lambda: store.require(job.id).status == "done", timeout=30,
+                               what="the worker to run the waiting job")
+        assert worker_pid(ws)  # closing the app leaves the worker running
+    finally:
+        stop_worker(ws)

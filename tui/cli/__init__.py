@@ -1,0 +1,1 @@
+"""The ``llmtui`` command (CLI process): ``main.py`` parses, one module per subcommand."""

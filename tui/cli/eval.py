@@ -1,0 +1,114 @@
+"""``llmtui eval``: evaluate model folders on the workspace's test sets (or every untested model)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from rich.markup import escape
+
+from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
+
+
+def _batch_size(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer or 'auto'") from None
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer or 'auto'")
+    return size
+
+
+def _limit(value: str) -> int:
+    try:
+        limit = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if limit < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 0 (all items) or more")
+    return limit
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="evaluate models on the test sets in Datasets/",
+        description="Batched greedy evaluation. Writes Testing/metrics/{model}.json and "
+                    "Testing/predictions/{model}/{test set}.jsonl.")
+    add_workspace_arg(parser)
+    parser.add_argument("models", nargs="*", metavar="MODEL_DIR", help="model folders or names in Models/")
+    parser.add_argument("--untested", action="store_true",
+                        help="evaluate every model in Models/ without a metrics file, one after another")
+    parser.add_argument("--datasets", metavar="LIST",
+                        help="comma-separated test sets: arc,boolq,squad,openmath or custom names "
+                             "(default: every test set present)")
+    parser.add_argument("--limit", type=_limit, default=0, metavar="N", help="items per test set (0 = all)")
+    parser.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
+                        help="prompts per generate call; auto starts high and halves on out-of-memory")
+    parser.add_argument("--device", metavar="DEV", help="cuda, cuda:1 or cpu (default: cuda when available)")
+    parser.add_argument("--force", action="store_true", help="evaluate again even if a metrics file exists")
+    parser.add_argument("--events", metavar="FILE", help="append JSONL progress events here (default: $LLMTUI_EVENTS)")
+    parser.add_argument("--json", action="store_true", help="print the run's outcome as JSON")
+    parser.set_defaults(func=run)
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM (a cancelled job) unwinds like Ctrl-C so temp files are removed and no metrics file is written."""
+    raise KeyboardInterrupt
+
+
+def _result_line(name: str, metrics: dict) -> str:
+    """``✓ model: boolq accuracy=0.980 (200 items), … — 312.5 items/s`` (each set's headline metric)."""
+    from engine.results.scoring import headline_metric
+
+    parts = []
+    for test_file, block in metrics["datasets"].items():
+        key = headline_metric(block["type"])
+        value = block["metrics"].get(key)
+        shown = "n/a" if value is None else f"{value:.3f}"
+        parts.append(f"{test_file.removeprefix('test-').removesuffix('.parquet')} {key}={shown} "
+                     f"({block['total_samples']} items)")
+    speed = metrics["throughput"]["items_per_second"]
+    return f"[green]✓[/] {escape(name)}: {escape(', '.join(parts))}" + (f" — {speed:.1f} items/s" if speed else "")
+
+
+def run(args) -> int:
+    from engine.data.tasks import DatasetError
+    from engine.runs.evaluate import EvalError, EvalOptions, evaluate_models, untested_model_dirs
+    from engine.events import EventWriter, events_path_from_env
+
+    ws = workspace_from(args)
+    if args.untested and args.models:
+        fail("give MODEL_DIR arguments or --untested, not both")
+    if not args.untested and not args.models:
+        fail("name at least one MODEL_DIR, or use --untested")
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
+    options = EvalOptions(datasets=datasets, limit=args.limit, batch_size=args.batch_size, force=args.force,
+                          device=args.device)
+    signal.signal(signal.SIGTERM, _terminate)
+    with EventWriter(args.events or events_path_from_env()) as events:
+        try:
+            refs = untested_model_dirs(ws) if args.untested else args.models
+            report = evaluate_models(ws, refs, options, events=events)
+        except (EvalError, DatasetError) as exc:  # the test sets or options are unusable: no model was tried
+            events.emit("error", message=str(exc))
+            fail(str(exc), 1)
+        except KeyboardInterrupt:
+            events.emit("error", message="evaluation interrupted; no metrics file was written for the model in progress")
+            raise
+        events.emit("done", evaluated=report.evaluated, failed=[{"model": n, "error": e} for n, e in report.failed])
+    if args.json:
+        print_json({"evaluated": report.evaluated, "failed": [{"model": n, "error": e} for n, e in report.failed],
+                    "metrics_files": {n: str(ws.metrics_file(n)) for n in report.evaluated}})
+    else:
+        for name in report.evaluated:
+            console.print(_result_line(name, report.metrics[name]), highlight=False)
+        for name, error in report.failed:
+            err_console.print(f"[bold red]✗[/] {escape(name)}: {escape(error)}", highlight=False)
+        if args.untested and not report.evaluated and not report.failed:
+            console.print("no untested models")
+        else:
+            (err_console if report.failed else console).print(report.summary_line(), highlight=False, markup=False)
+    return 1 if report.failed else 0

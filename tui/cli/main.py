@@ -1,0 +1,57 @@
+"""The ``llmtui`` command: no subcommand opens the app; subcommands call the engine.
+
+Each subcommand lives in ``tui/cli/<name>.py`` with ``register(subparsers)``, which adds its
+parser and sets ``func(args) -> int``. Parsing and rich output stay here on the UI side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from engine import __version__
+from tui.cli.common import add_workspace_arg
+
+#: Subcommand modules, in the order ``--help`` lists them.
+COMMAND_MODULES = (
+    "init", "demo", "plan", "models", "data", "train", "quantize", "eval", "queue", "worker",
+    "results", "compare",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmtui",
+        description="Terminal experiment manager for LLM fine-tuning, quantization and evaluation. "
+                    "Without a subcommand it opens the TUI on the workspace.")
+    parser.add_argument("--version", action="version", version=f"llmtui {__version__}")
+    add_workspace_arg(parser, top_level=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"tui.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"tui.cli.{name}":
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from tui.cli.app import run_app
+
+        return run_app(args)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""``llmtui plan``: validate a preset and show the resolved config, output name and steps."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from tui.cli.common import add_workspace_arg, console, err_console, print_json, workspace_from
+from tui.cli.common import add_preset_args, load_preset_or_exit
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("plan", help="validate a preset and show what it would run")
+    add_workspace_arg(parser)
+    add_preset_args(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from engine.presets.plan import make_plan
+
+    ws = workspace_from(args, must_exist=False)
+    config = load_preset_or_exit(ws, args.preset, args.overrides, json_errors=args.json)
+    plan = make_plan(config, ws)
+    if args.json:
+        print_json({"valid": True, "config": config.to_dict(), **plan.to_dict()})
+        return 0
+    console.print(f"[bold]output[/]  {plan.output_name}\n[bold]folder[/]  {plan.output_dir}")
+    steps = Table("#", "step", "target", "what", "after", title="steps", title_justify="left")
+    for i, step in enumerate(plan.steps):
+        steps.add_row(str(i), step.kind, step.target, step.description, ",".join(map(str, step.after)))
+    console.print(steps)
+    console.print("[bold]resolved config[/]")
+    console.print(config.to_toml(), markup=False, highlight=False)
+    if plan.output_dir and (ws.models_dir / plan.output_name).exists():
+        err_console.print(f"[yellow]note:[/] Models/{plan.output_name} exists; training would need --overwrite")
+    return 0

@@ -1,0 +1,281 @@
+"""``llmtui queue``: add, list, show, cancel, retry and follow jobs of the workspace's persistent queue."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from engine.jobs.store import Job, JobError, JobStore
+from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
+from tui.cli.common import add_preset_args
+from tui.format import human_duration, status_style
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("queue", help="the persistent job queue (train, quantize, eval jobs)")
+    add_workspace_arg(parser)
+    actions = parser.add_subparsers(dest="queue_action", metavar="ACTION", required=True)
+
+    add = actions.add_parser("add", help="queue a job (starts the worker if none runs)")
+    add_workspace_arg(add)
+    kinds = add.add_subparsers(dest="kind", metavar="KIND", required=True)
+    train = kinds.add_parser("train", help="a preset: train, then its [[ptq]] steps and evaluation as dependent jobs")
+    add_preset_args(train, overwrite=True)
+    quantize = kinds.add_parser("quantize", help="post-training quantization of a model")
+    quantize.add_argument("model", help="model name in Models/ (or its folder)")
+    quantize.add_argument("--method", required=True, help="gptq | awq | hqq | int8 | nf4")
+    quantize.add_argument("--bits", type=int, default=4)
+    quantize.add_argument("--group-size", type=int, default=64, help="0 = per-channel")
+    quantize.add_argument("--calibration", default="", help="dataset name or text file")
+    quantize.add_argument("--samples", type=int, default=128, help="calibration samples")
+    quantize.add_argument("--out", default=None, help="output model name (default: derived from the method)")
+    evaluate = kinds.add_parser("eval", help="evaluate models (one job per model)")
+    evaluate.add_argument("models", nargs="*", metavar="MODEL", help="model names in Models/")
+    evaluate.add_argument("--untested", action="store_true", help="every model without Testing/metrics/{name}.json")
+    evaluate.add_argument("--datasets", default="", help="comma-separated test sets (default: all)")
+    evaluate.add_argument("--limit", type=int, default=0, help="items per test set (0 = all)")
+    evaluate.add_argument("--batch-size", type=int, default=0, help="0 = auto")
+    evaluate.add_argument("--force", action="store_true", help="evaluate again models that have a metrics file")
+    for sub in (train, quantize, evaluate):
+        add_workspace_arg(sub)
+        sub.add_argument("--after", type=int, action="append", default=[], metavar="ID",
+                         help="wait for this job to finish successfully first (repeatable)")
+        sub.add_argument("--json", action="store_true", help="print the queued jobs as JSON")
+
+    listing = actions.add_parser("list", help="list jobs")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--limit", type=int, default=100, help="the most recent N jobs (default 100)")
+    listing.add_argument("--all", action="store_true", help="every job (overrides --limit)")
+    listing.add_argument("--status", action="append", default=None, help="only jobs with this status (repeatable)")
+    show = actions.add_parser("show", help="one job in full")
+    show.add_argument("id", type=int)
+    show.add_argument("--json", action="store_true", help="print JSON")
+    cancel = actions.add_parser("cancel", help="cancel a queued or running job (SIGTERM, then SIGKILL)")
+    cancel.add_argument("id", type=int)
+    retry = actions.add_parser("retry", help="queue a copy of a failed, cancelled or interrupted job")
+    retry.add_argument("id", type=int)
+    logs = actions.add_parser("logs", help="print a job's log")
+    logs.add_argument("id", type=int)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    clear = actions.add_parser("clear", help="remove finished jobs and their logs")
+    clear.add_argument("--finished", action="store_true", required=True,
+                       help="remove done, failed, cancelled and interrupted jobs")
+    for sub in (listing, show, cancel, retry, logs, clear):
+        add_workspace_arg(sub)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    ws = workspace_from(args)
+    handler = {"add": _add, "list": _list, "show": _show, "cancel": _cancel, "retry": _retry, "logs": _logs,
+               "clear": _clear}[args.queue_action]
+    try:
+        return handler(ws, args)
+    except JobError as exc:
+        fail(str(exc))
+
+
+# ---------------------------------------------------------------------------------------------- add
+
+
+def _add(ws, args) -> int:
+    from engine.jobs import enqueue
+    from engine.data.tasks import DatasetError, custom_tasks
+
+    if args.kind == "train":
+        from tui.cli.common import load_preset_or_exit, preset_path
+
+        config = load_preset_or_exit(ws, args.preset, args.overrides)
+        text = preset_path(ws, args.preset).read_text(encoding="utf-8")
+        jobs = enqueue.enqueue_pipeline(ws, config, text, overrides=args.overrides, overwrite=args.overwrite,
+                                        after=args.after)
+    elif args.kind == "quantize":
+        jobs = [enqueue.enqueue_quantize(ws, args.model, method=args.method, bits=args.bits,
+                                         group_size=args.group_size, calibration=args.calibration,
+                                         samples=args.samples, out=args.out, after=args.after)]
+    else:
+        if args.untested == bool(args.models):
+            fail("name the models to evaluate, or give --untested (not both)")
+        models = enqueue.untested_model_names(ws) if args.untested else args.models
+        if not models:
+            console.print("every model in Models/ is tested; nothing to queue")
+            return 0
+        try:
+            custom = tuple(custom_tasks(ws.datasets_dir))
+        except DatasetError as exc:
+            fail(str(exc))
+        datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
+        jobs = enqueue.enqueue_eval(ws, models, datasets=datasets, limit=args.limit, batch_size=args.batch_size,
+                                    force=args.force, after=args.after, custom_datasets=custom)
+    pid = _start_worker(ws)
+    if args.json:
+        print_json([job.to_dict() for job in jobs])
+        return 0
+    console.print(_jobs_table(jobs, f"queued {len(jobs)} job(s)"))
+    console.print(f"worker pid {pid}; follow with [bold]llmtui queue logs {jobs[0].id} -f[/]")
+    return 0
+
+
+def _start_worker(ws) -> int:
+    from engine.jobs.worker import WorkerError, ensure_worker
+
+    try:
+        return ensure_worker(ws)
+    except WorkerError as exc:
+        fail(f"the jobs are queued, but {exc}")
+
+
+# ---------------------------------------------------------------------------------------------- views
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    moment = datetime.fromtimestamp(timestamp)
+    return moment.strftime("%H:%M:%S" if moment.date() == datetime.now().date() else "%Y-%m-%d %H:%M")
+
+
+def _duration(job: Job) -> str:
+    if job.started_at is None:
+        return "-"
+    return human_duration((job.ended_at or time.time()) - job.started_at)
+
+
+COLUMNS = ("id", "kind", "status", "target", "gpus", "after", "started", "took", "error")
+#: Above this many rows ``queue list`` prints plain aligned lines: a rich table of 10,000 rows takes ~15 s.
+TABLE_ROWS_MAX = 500
+
+
+def _row(job: Job) -> list[str]:
+    gpus = ",".join(map(str, job.gpus_assigned)) if job.gpus_assigned else str(job.gpus_requested or "-")
+    status = job.status + (" (cancelling)" if job.status == "running" and job.cancel_requested_at else "")
+    return [str(job.id), job.kind, status, job.target, gpus, ",".join(map(str, job.depends_on)) or "-",
+            _when(job.started_at), _duration(job), job.error[:80]]
+
+
+def _jobs_table(jobs: list[Job], title: str) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in COLUMNS:
+        # Short columns keep their width; the model name and the error give way (cut with an ellipsis).
+        wide = name in ("target", "error")
+        table.add_column(name, no_wrap=not wide, overflow="ellipsis", max_width=60 if wide else None)
+    for job in jobs:
+        row: list = _row(job)
+        row[2] = f"[{status_style(job.status)}]{row[2]}[/]"
+        for index in (3, 8):  # the column may shrink, but its cells stay on one line
+            row[index] = Text(row[index], no_wrap=True, overflow="ellipsis")
+        table.add_row(*row)
+    return table
+
+
+def _print_plain(jobs: list[Job], title: str) -> None:
+    rows = [list(COLUMNS)] + [_row(job) for job in jobs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    sys.stdout.write(title + "\n" + "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] + "\n" for row in rows))
+
+
+def _list(ws, args) -> int:
+    with JobStore(ws) as store:
+        jobs = store.list(None if args.all else args.limit, args.status)
+        counts = store.counts()
+    if args.json:
+        print_json([job.to_dict() for job in jobs])
+        return 0
+    summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items())) or "empty"
+    matching = sum(count for status, count in counts.items() if not args.status or status in args.status)
+    shown = "" if len(jobs) == matching else f" (showing the last {len(jobs)}; --all for every job)"
+    title = f"queue of {ws.root}: {summary}{shown}"
+    if len(jobs) > TABLE_ROWS_MAX:
+        _print_plain(jobs, title)
+    else:
+        console.print(_jobs_table(jobs, title))
+    return 0
+
+
+def _show(ws, args) -> int:
+    with JobStore(ws) as store:
+        job = store.require(args.id)
+    if args.json:
+        print_json(job.to_dict())
+        return 0
+    table = Table.grid(padding=(0, 2))
+    rows = [("id", str(job.id)), ("kind", job.kind), ("status", f"[{status_style(job.status)}]{job.status}[/]"),
+            ("target", job.target), ("what", job.description),
+            ("after", ", ".join(f"#{d}" for d in job.depends_on) or "-"),
+            ("gpus", f"{job.gpus_requested} requested, assigned {job.gpus_assigned or '-'}"),
+            ("pid", str(job.pid or "-")), ("created", _when(job.created_at)), ("started", _when(job.started_at)),
+            ("ended", _when(job.ended_at)), ("took", _duration(job)),
+            ("exit code", "-" if job.exit_code is None else str(job.exit_code)), ("error", job.error or "-"),
+            ("log", str(ws.root / job.log_path)), ("events", str(ws.root / job.events_path)),
+            ("retry of", f"#{job.retry_of}" if job.retry_of else "-")]
+    for key, value in rows:
+        table.add_row(f"[bold]{key}[/]", value)
+    console.print(table)
+    console.print("[bold]command[/]")
+    console.print(" ".join(job.command), markup=False, highlight=False)
+    if job.log_tail and job.status != "done":
+        console.print("[bold]last log lines[/]")
+        console.print(job.log_tail, markup=False, highlight=False)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- actions
+
+
+def _cancel(ws, args) -> int:
+    from engine.jobs.worker import cancel_job
+
+    status = cancel_job(ws, args.id)
+    if status == "running":
+        err_console.print(f"job {args.id} was asked to stop but still runs; check [bold]llmtui queue show {args.id}[/]")
+        return 1
+    console.print(f"job {args.id}: [{status_style(status)}]{status}[/]")
+    return 0
+
+
+def _retry(ws, args) -> int:
+    with JobStore(ws) as store:
+        jobs = store.retry(args.id)
+    pid = _start_worker(ws)
+    console.print(_jobs_table(jobs, f"re-queued job {args.id} as #{jobs[0].id}"
+                                    + (f" with {len(jobs) - 1} dependent job(s)" if len(jobs) > 1 else "")))
+    console.print(f"worker pid {pid}")
+    return 0
+
+
+def _logs(ws, args) -> int:
+    with JobStore(ws) as store:
+        job = store.require(args.id)
+        path = ws.root / job.log_path
+        offset = 0
+        while True:
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+            except FileNotFoundError:
+                chunk = b""
+            if chunk:
+                offset += len(chunk)
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            if not args.follow or (job.finished and not chunk):
+                break
+            time.sleep(0.2)
+            job = store.require(args.id)
+    if not args.follow and offset == 0:
+        err_console.print(f"job {args.id} has no log yet ({job.status})")
+    return 0
+
+
+def _clear(ws, args) -> int:
+    with JobStore(ws) as store:
+        removed = store.clear_finished()
+    console.print(f"removed {len(removed)} finished job(s)")
+    return 0

@@ -1,1 +1,0 @@
-"""One module per ``llmtui`` subcommand; each has ``register(subparsers)``."""

@@ -54,6 +54,7 @@ class WorkerSettings:
     busy_gpu_memory_fraction: float = 0.1  # a GPU with more memory in use by others counts as busy
     cancel_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
     poll_interval_s: float = 0.2  # how often an idle worker looks at the queue
+    vllm_python: str = ""  # vLLM's own interpreter, for evaluation's vLLM backend ("" = none)
 
 
 def load_worker_settings(ws: Workspace) -> WorkerSettings:
@@ -70,6 +71,11 @@ def load_worker_settings(ws: Workspace) -> WorkerSettings:
     for key, value in data.items():
         if key not in known:
             raise WorkerError(f"{path}: unknown key {key!r}; expected one of {', '.join(known)}")
+        if known[key].type == "str":
+            if not isinstance(value, str):
+                raise WorkerError(f"{path}: {key} = {value!r} must be a string (a path)")
+            values[key] = value
+            continue
         wanted = int if known[key].type == "int" else float
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (wanted is int and isinstance(value, float)):
             raise WorkerError(f"{path}: {key} = {value!r} must be a{'n integer' if wanted is int else ' number'}")

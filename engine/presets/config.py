@@ -20,6 +20,8 @@ FINETUNING_METHODS = ("SFT",)
 BUILTIN_DATASETS = ("openmath", "squad", "arc", "boolq")
 PTQ_BITS = {"GPTQ": (2, 3, 4, 8), "AWQ": (4,), "HQQ": (1, 2, 3, 4, 8), "INT8": (8,), "NF4": (4,)}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: Evaluation backends: vLLM when configured and able to load the model (auto), the built-in engine, or vLLM.
+EVAL_BACKENDS = ("auto", "hf", "vllm")
 
 
 def _knob(default: Any, *, min: float | None = None, max: float | None = None, above: float | None = None,
@@ -97,6 +99,8 @@ class EvalSection:
     datasets: list[str] = _knob([], help="test sets ([] = all four)")
     limit: int = _knob(0, min=0, help="items per test set (0 = all)")
     batch_size: int = _knob(0, min=0, help="0 = auto")
+    backend: str = _knob("auto", choices=EVAL_BACKENDS, help="auto = vLLM when configured and it can load the model")
+    threads: int = _knob(0, min=0, help="torch CPU threads of the built-in engine (0 = the cores free)")
 
 
 SECTIONS: dict[str, type] = {

@@ -22,6 +22,7 @@ from engine import __version__
 from engine.files import staged_dir, write_json, write_jsonl
 from engine.data.tasks import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
 from engine.events import EventWriter
+from engine.presets.config import EVAL_BACKENDS
 from engine.results.scoring import ItemScore, describe, extract_boxed, score_item, summarize_dataset
 from engine.runs.generation import BeforeGenerate, Generation, RowsDone
 from engine.runs.loading import ModelLoadError
@@ -30,7 +31,6 @@ from engine.workspace import Workspace, safe_name
 #: Auto batch size: at most this many rows generate at once, fewer when memory runs out.
 AUTO_START_BATCH = {"cuda": 256, "cpu": 128}
 FAILURES_FILE = "eval-failures.json"
-BACKENDS = ("auto", "hf", "vllm")
 
 
 class EvalError(ValueError):
@@ -220,8 +220,8 @@ def choose_backend(ws: Workspace, requested: str, found: Any) -> tuple[str, str 
     model is one vLLM can load; else ``hf``. Asking for ``vllm`` when it cannot serve raises EvalError."""
     from engine.runs.vllm_client import VLLM_PYTHON_ENV, vllm_python, vllm_unsupported
 
-    if requested not in BACKENDS:
-        raise EvalError(f"backend {requested!r} is not one of {', '.join(BACKENDS)}")
+    if requested not in EVAL_BACKENDS:
+        raise EvalError(f"backend {requested!r} is not one of {', '.join(EVAL_BACKENDS)}")
     if requested == "hf":
         return "hf", None, "requested"
     python = vllm_python(ws)

@@ -16,6 +16,7 @@ at a time with ``generate_single``.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import time
@@ -161,23 +162,24 @@ def cut_at_stop(tokenizer: Any, tokens: list[int], eos_ids: list[int], brace_mas
 # ------------------------------------------------------------------------------------------ threads
 
 
-def choose_threads(requested: int = 0) -> dict[str, Any]:
+def choose_threads(requested: int = 0, *, sample_s: float = 0.5) -> dict[str, Any]:
     """torch's intra-op threads for CPU generation: ``requested`` when above 0, else the cores free now.
 
-    The free cores are the usable cores less the 1-minute load average (rounded down, at least 1): on a
-    shared machine torch's default of one thread per core made generation 4x slower than one thread,
-    because its threads wait on one another while other processes hold the cores. Sets the choice and
-    returns it with its reason, for the metrics file.
+    The free cores are the idle share of the usable cores over ``sample_s`` (rounded down, at least
+    one): on a shared machine torch's default of one thread per core made generation about 4x slower
+    than one thread, its threads waiting on one another while other processes hold the cores. Sets
+    the choice and returns it with its reason, for the metrics file.
     """
+    import psutil
     import torch
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if requested > 0:
         threads, reason = requested, "requested"
     else:
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        threads = max(1, min(usable, int(usable - load)))
-        reason = f"{usable} cores, load {load:.2f}"
+        idle = psutil.cpu_times_percent(interval=sample_s).idle / 100 * (psutil.cpu_count() or usable)
+        threads = max(1, min(usable, int(idle)))
+        reason = f"{idle:.1f} of {usable} cores idle"
     torch.set_num_threads(threads)
     return {"threads": threads, "reason": reason, "cores": usable}
 
@@ -252,23 +254,55 @@ def generate_single(model: Any, tokenizer: Any, token_ids: list[int], max_new_to
 # ------------------------------------------------------------------------------------ batched engine
 
 
-class _Batch:
-    """The running rows: their KV cache (keys, values per layer), attention mask, tokens so far."""
+@functools.cache
+def _buffer_layer_class():
+    """A transformers cache layer whose keys and values live in buffers with room to grow (doubling).
 
-    def __init__(self, items: list[int], layers: list[tuple[Any, Any]], mask: Any, last: Any) -> None:
+    transformers' ``DynamicLayer`` concatenates the whole cache with each new token, which made copying
+    the largest cost of a long generation here; writing one column into a buffer does not.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferLayer(DynamicLayer):
+        def __init__(self, keys: Any = None, values: Any = None) -> None:
+            super().__init__()
+            self.length, self.buffers = 0, None
+            if keys is not None:  # the tensors given are never written to: the first update grows a buffer
+                self.device, self.is_initialized = keys.device, True
+                self.keys, self.values, self.length = keys, values, keys.shape[-2]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            if self.buffers is None or end > self.buffers[0].shape[-2]:
+                capacity = max(end, 2 * self.length)
+                grown = []
+                for old, new in ((self.keys, key_states), (self.values, value_states)):
+                    buffer = new.new_empty((*new.shape[:2], capacity, new.shape[-1]))
+                    if self.length:
+                        buffer[:, :, :self.length] = old
+                    grown.append(buffer)
+                self.buffers = tuple(grown)
+            keys, values = self.buffers
+            keys[:, :, self.length:end] = key_states
+            values[:, :, self.length:end] = value_states
+            self.length = end
+            self.keys, self.values = keys[:, :, :end], values[:, :, :end]
+            return self.keys, self.values
+
+    return BufferLayer
+
+
+class _Batch:
+    """The running rows: their KV cache layers, attention mask, tokens so far."""
+
+    def __init__(self, items: list[int], layers: list[Any], mask: Any, last: Any) -> None:
         self.items = items  # item index per row
-        self.layers = layers  # (keys, values) per layer, [rows, heads, columns, head_dim]
+        self.layers = layers  # BufferLayer per model layer; keys and values are [rows, heads, columns, head_dim]
         self.mask = mask  # [rows, columns], 1 where a column holds one of the row's tokens
         self.last = last  # [rows] the token each row feeds next
         self.generated: list[list[int]] = [[] for _ in items]
-
-    def cache(self):
-        from transformers.cache_utils import DynamicCache
-
-        cache = DynamicCache()
-        for index, (keys, values) in enumerate(self.layers):
-            cache.update(keys, values, index)
-        return cache
 
     def keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (in order), then drop leading columns no remaining row uses."""
@@ -281,7 +315,8 @@ class _Batch:
         used = self.mask.any(dim=0).nonzero()
         start = int(used[0]) if len(used) else self.mask.shape[1]
         self.mask = self.mask[:, start:]
-        self.layers = [(k[index, :, start:], v[index, :, start:]) for k, v in self.layers]
+        layer = _buffer_layer_class()
+        self.layers = [layer(old.keys[index, :, start:], old.values[index, :, start:]) for old in self.layers]
 
     def join(self, other: "_Batch") -> None:
         """Append ``other``'s rows, padding the shorter cache on the left (its rows stay contiguous)."""
@@ -297,8 +332,10 @@ class _Batch:
             shape[dim] = missing
             return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
-        self.layers = [(torch.cat([left_pad(k, 2), left_pad(ok, 2)]), torch.cat([left_pad(v, 2), left_pad(ov, 2)]))
-                       for (k, v), (ok, ov) in zip(self.layers, other.layers)]
+        layer = _buffer_layer_class()
+        self.layers = [layer(torch.cat([left_pad(mine.keys, 2), left_pad(theirs.keys, 2)]),
+                             torch.cat([left_pad(mine.values, 2), left_pad(theirs.values, 2)]))
+                       for mine, theirs in zip(self.layers, other.layers)]
         self.mask = torch.cat([left_pad(self.mask, 1), left_pad(other.mask, 1)])
         self.last = torch.cat([self.last, other.last])
         self.items += other.items
@@ -319,7 +356,7 @@ class _Engine:
         self.brace = brace_mask.to(self.device)
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.eos[0])
         self.prefix_length = 0
-        self.prefix: list[tuple[Any, Any]] = []
+        self.prefix: list[Any] = []  # the shared prefix's cache layers (one row)
         if len(token_ids) > 1 and attention_layout(model) == "full":
             shared = shared_prefix_length(token_ids)
             if shared >= MIN_SHARED_PREFIX:
@@ -330,12 +367,10 @@ class _Engine:
         from transformers.cache_utils import DynamicCache
 
         cache = DynamicCache()
-        for index, (keys, values) in enumerate(layers):
-            cache.update(keys, values, index)
+        cache.layers, cache.layer_class_to_replicate = list(layers), _buffer_layer_class()
         output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
-                            use_cache=True)
-        layers = [(layer.keys, layer.values) for layer in output.cache.layers]
-        return output.logits[:, -1, :], layers
+                            use_cache=True, logits_to_keep=1)
+        return output.logits[:, -1, :], output.cache.layers
 
     def _forward_layers(self, input_ids):
         import torch
@@ -357,7 +392,9 @@ class _Engine:
                            device=self.device)
         mask = torch.cat([torch.ones(len(rows), shared, dtype=own.dtype, device=self.device), own], dim=1)
         positions = (mask.cumsum(1) - 1).clamp(min=0)[:, shared:]
-        layers = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in self.prefix]
+        layer = _buffer_layer_class()
+        layers = [layer(p.keys.expand(len(rows), -1, -1, -1), p.values.expand(len(rows), -1, -1, -1))
+                  for p in self.prefix]
         logits, layers = self._forward(input_ids, mask, positions, layers)
         return _Batch(list(items), layers, mask, logits.argmax(-1))
 

@@ -240,42 +240,47 @@ def test_other_generation_errors_are_not_mistaken_for_out_of_memory(demo_ws):
 
 
 @pytest.mark.slow
-def test_continuous_batching_equals_one_prompt_at_a_time_on_a_trained_model(trained_boolq_model):
+def test_continuous_batching_equals_one_prompt_at_a_time(trained_boolq_model, weak_arc_model):
     """Rows leaving and joining the batch, padding and the shared prefix change no output; nor does the stop rule."""
     import torch
 
     from engine.runs.generation import generate_single
     from engine.runs.loading import load_for_inference
 
-    root, name = trained_boolq_model
-    ws = Workspace(Path(root))
-    loaded = load_for_inference(ws.model_dir(name), device="cpu")
-    tokenizer, model = loaded.tokenizer, loaded.model
-    boolq = _prompts(ws, tokenizer, "boolq", 24)
-    mixed = boolq[:8] + _prompts(ws, tokenizer, "arc", 8)  # a BoolQ model rambles on ARC: rows end far apart
-    mask = brace_token_mask(tokenizer, model.config.vocab_size)
-    # BoolQ alone shares the system prompt's KV cache; mixed with ARC the rows are left-padded
-    assert shared_prefix_length(boolq) >= MIN_SHARED_PREFIX > shared_prefix_length(mixed)
-    for prompts, size in ((boolq, 5), (mixed, 3)):
-        single = [generate_single(model, tokenizer, ids, 64, mask) for ids in prompts]
+    ceiling = 96
+    for (root, name), sets in ((trained_boolq_model, ("boolq",)), (weak_arc_model, ("boolq", "openmath"))):
+        ws = Workspace(Path(root))
+        loaded = load_for_inference(ws.model_dir(name), device="cpu")
+        tokenizer, model = loaded.tokenizer, loaded.model
+        prompts = [ids for task in sets for ids in _prompts(ws, tokenizer, task, 12)]
+        mask = brace_token_mask(tokenizer, model.config.vocab_size)
+        # BoolQ alone shares the system prompt's KV cache; mixed with OpenMath the rows are left-padded
+        assert (shared_prefix_length(prompts) >= MIN_SHARED_PREFIX) == (len(sets) == 1)
+        single = [generate_single(model, tokenizer, ids, ceiling, mask) for ids in prompts]
         finished = []
-        batched, used = generate_all(model, tokenizer, prompts, max_new_tokens=64, batch_size=size, brace_mask=mask,
-                                     on_rows_done=finished.extend)
-        assert used == size
+        batched, used = generate_all(model, tokenizer, prompts, max_new_tokens=ceiling, batch_size=5,
+                                     brace_mask=mask, on_rows_done=finished.extend)
+        assert used == 5
         assert [(g.text, g.tokens) for g in batched] == single
         assert sorted(index for index, _ in finished) == list(range(len(prompts)))  # each row reported once
         assert all(batched[index] is generation for index, generation in finished)
     lengths = [g.tokens for g in batched]
-    assert max(lengths) == 64 and min(lengths) < 10  # some rows ended early and were replaced
+    assert max(lengths) == ceiling and min(lengths) < 10  # rows ended far apart, and others took their places
+    root, name = trained_boolq_model
+    ws = Workspace(Path(root))
+    loaded = load_for_inference(ws.model_dir(name), device="cpu")
+    tokenizer, model = loaded.tokenizer, loaded.model
+    boolq = _prompts(ws, tokenizer, "boolq", 8)
+    mask = brace_token_mask(tokenizer, model.config.vocab_size)
     unstopped = []
-    for ids in boolq[:12]:
+    for ids in boolq:
         with torch.inference_mode():
             out = model.generate(torch.tensor([ids]), max_new_tokens=64, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)
         unstopped.append(tokenizer.decode(out[0][len(ids):], skip_special_tokens=True))
-    single = [generate_single(model, tokenizer, ids, 64, mask)[0] for ids in boolq[:12]]
-    assert [extract_boxed(text) for text in single] == [extract_boxed(t) for t in unstopped]
-    assert all(extract_boxed(text) is not None for text in single)  # it answers every BoolQ item in a box
+    stopped = [generate_single(model, tokenizer, ids, 64, mask)[0] for ids in boolq]
+    assert [extract_boxed(text) for text in stopped] == [extract_boxed(t) for t in unstopped]
+    assert all(extract_boxed(text) is not None for text in stopped)  # it answers every BoolQ item in a box
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - llmtui's interpreter
 
 #: ``SamplingParams.extra_args`` key that turns the box stop on for a request (its value: the stop token).
 BOX_STOP_KEY = "llmtui_box_stop"
+ERROR_CHARS = 400
 
 
 class BoxStop(AdapterLogitsProcessor):
@@ -88,7 +89,9 @@ def main() -> int:
                   max_model_len=config["max_model_len"], trust_remote_code=config.get("trust_remote_code", False),
                   logits_processors=[BoxStop])
     except Exception as exc:  # any reason vLLM cannot load the model is reported, not a traceback
-        _send(channel, {"error": f"{type(exc).__name__}: {exc}"})
+        # on one line, cut short: vLLM's messages can list every architecture it supports
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        _send(channel, {"error": message if len(message) <= ERROR_CHARS else message[:ERROR_CHARS] + " …"})
         return 1
     _send(channel, {"ready": True, "vllm": vllm.__version__, "torch": torch.__version__})
     engine = llm.llm_engine

@@ -283,6 +283,33 @@ def test_continuous_batching_equals_one_prompt_at_a_time(trained_boolq_model, we
     assert all(extract_boxed(text) is not None for text in stopped)  # it answers every BoolQ item in a box
 
 
+@pytest.mark.parametrize("arch, extra", [
+    ("mistral", {"sliding_window": 8}),
+    ("gemma2", {"sliding_window": 8, "head_dim": 16, "query_pre_attn_scalar": 16}),
+])
+def test_sliding_window_models_batch_like_one_prompt_at_a_time(demo_ws, arch, extra):
+    """A window shorter than the prompts: rows stay contiguous, so a window of cache columns is one of tokens."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.runs.generation import attention_layout, generate_single
+    from engine.runs.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(demo_ws.model_dir("tiny-qwen3"))
+    config = AutoConfig.for_model(arch, vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                  initializer_range=0.2, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=tokenizer.pad_token_id, **extra)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    assert attention_layout(model) == "sliding"
+    mask = brace_token_mask(tokenizer, len(tokenizer))
+    prompts = _prompts(demo_ws, tokenizer, "boolq", 3) + _prompts(demo_ws, tokenizer, "arc", 4)
+    single = [generate_single(model, tokenizer, ids, 12, mask) for ids in prompts]
+    batched, _ = generate_all(model, tokenizer, prompts, max_new_tokens=12, batch_size=3, brace_mask=mask)
+    assert [(g.text, g.tokens) for g in batched] == single
+
+
 @pytest.mark.slow
 def test_predictions_reproduce_the_reported_accuracy_of_a_trained_model(trained_boolq_model, tmp_path):
     root, name = trained_boolq_model

@@ -172,7 +172,8 @@ def mixed_workload(root: Path, limit: int, vllm_python: str | None) -> dict:
 
         started = time.perf_counter()
         longest = max(len(row) + task.max_new_tokens for task, _, ids in sets for row in ids)
-        backend = VLLMBackend(vllm_python, ws.model_dir(name), tokenizer, max_model_len=longest)
+        backend = VLLMBackend(vllm_python, ws.model_dir(name), tokenizer, max_model_len=longest,
+                              threads=threads["threads"])
         figures["vllm_startup_s"] = round(time.perf_counter() - started, 1)
         eos = eos_token_ids(model.generation_config, tokenizer)
         try:

@@ -253,7 +253,8 @@ def _start_backend(ws: Workspace, model_dir: Path, found: Any, options: EvalOpti
     from engine.runs.vllm_client import VLLMBackend, VLLMError
 
     choice, python, why = choose_backend(ws, options.backend, found)
-    record = {"requested": options.backend, "reason": why}
+    threads = choose_threads(options.threads) if device == "cpu" else None
+    record = {"requested": options.backend, "reason": why, "threads": threads}
     if choice == "vllm":
         tokenizer = load_tokenizer(model_dir, trust_remote_code=found.trust_remote_code)
         longest = max(len(ids) + task.max_new_tokens for task in test_sets.tasks
@@ -262,14 +263,13 @@ def _start_backend(ws: Workspace, model_dir: Path, found: Any, options: EvalOpti
         try:
             backend = VLLMBackend(python, model_dir, tokenizer, max_model_len=longest,
                                   trust_remote_code=found.trust_remote_code,
-                                  dtype="float32" if device == "cpu" else "auto")
+                                  dtype="float32" if device == "cpu" else "auto",
+                                  threads=threads["threads"] if threads else None)
             return backend, _folder_generation_config(model_dir), record
         except VLLMError as exc:
             if options.backend == "vllm":
                 raise EvalError(str(exc)) from None
             record["reason"] = f"auto: vLLM failed, the built-in engine was used ({exc})"
-    threads = choose_threads(options.threads) if device == "cpu" else None
-    record["threads"] = threads
     loaded = load_for_inference(model_dir, device=device)
     backend = HFBackend(loaded, batch_size=start_batch_size(options.batch_size, device),
                         host_memory_cap=options.batch_size == "auto" and device == "cpu", threads=threads,

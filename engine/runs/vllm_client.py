@@ -62,7 +62,10 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, python: str, model_dir: Path | str, tokenizer: Any, *, max_model_len: int,
-                 trust_remote_code: bool = False, dtype: str = "float32") -> None:
+                 trust_remote_code: bool = False, dtype: str = "float32", threads: int | None = None) -> None:
+        """Start the worker and load the model. ``max_model_len`` is the longest prompt plus the ceiling: vLLM
+        refuses a model whose context is shorter (a VLLMError), rather than generating past it.
+        ``threads`` (CPU) replaces vLLM's binding of one thread per core."""
         if not Path(python).is_file():
             raise VLLMError(f"vLLM's interpreter {python} does not exist (set {VLLM_PYTHON_ENV} or vllm_python in "
                             f".llmtui/worker.toml; ./dev.sh setup-vllm builds one)")
@@ -70,9 +73,12 @@ class VLLMBackend:
         self.vocab_size = len(tokenizer)
         env = dict(os.environ)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GB))
-        # The prompt plus the task's ceiling may pass a small model's max_position_embeddings; the built-in
-        # engine generates on past it, so vLLM must too for the predictions to agree.
-        env["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"
+        self.threads: int | str = env.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
+        if threads and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            # vLLM's own choice binds one spinning thread to each core, which thrashes on a shared machine
+            # as torch's default does; unbound, its torch uses the threads llmtui chose from the free cores.
+            env.update(VLLM_CPU_OMP_THREADS_BIND="nobind", OMP_NUM_THREADS=str(threads))
+            self.threads = threads
         env.pop("PYTHONPATH", None)  # llmtui's environment must not leak into vLLM's
         self._log = Path(tempfile.mkstemp(prefix="llmtui-vllm-", suffix=".log")[1])
         config = {"model": str(model_dir), "dtype": dtype, "max_model_len": max_model_len,
@@ -85,7 +91,6 @@ class VLLMBackend:
             self.close()
             raise VLLMError(f"vLLM cannot load {model_dir}: {ready['error']}")
         self.versions = {"vllm": ready.get("vllm"), "torch": ready.get("torch")}
-        self.threads = env.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
 
     def _read(self) -> dict[str, Any]:
         line = self._process.stdout.readline()

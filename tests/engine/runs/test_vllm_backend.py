@@ -85,7 +85,7 @@ def test_vllm_evaluation_matches_the_built_in_engine_item_for_item(weak_arc_mode
     hf_rows = {stem: _rows(ws, name, stem) for stem in ("test-boolq", "test-ai2_arc")}
     vllm = evaluate_model(ws, name, EvalOptions(force=True, **options))  # auto: vLLM is configured
     assert vllm["eval_config"]["backend"] == {"name": "vllm", "version": "0.32.0", "dtype": "float32",
-                                              "threads": "auto"}
+                                              "threads": 1}
     assert hf["eval_config"]["backend"]["name"] == "hf" and hf["eval_config"]["backend"]["dtype"] == "float32"
     for stem, expected in hf_rows.items():
         got = _rows(ws, name, stem)
@@ -99,18 +99,20 @@ def test_vllm_evaluation_matches_the_built_in_engine_item_for_item(weak_arc_mode
 
 
 @pytest.mark.slow
-def test_a_model_vllm_cannot_load_falls_back_under_auto_and_fails_clearly_under_vllm(demo_ws, vllm_python,
-                                                                                     monkeypatch):
-    """An architecture vLLM does not know (transformers loads the folder by its model_type)."""
-    odd = demo_ws.models_dir / "odd-arch"
-    shutil.copytree(demo_ws.model_dir("tiny-qwen3"), odd)
-    config = json.loads((odd / "config.json").read_text())
-    config["architectures"] = ["NoSuchModelForCausalLM"]
-    (odd / "config.json").write_text(json.dumps(config))
+def test_a_model_vllm_cannot_serve_falls_back_under_auto_and_fails_clearly_under_vllm(demo_ws, vllm_python,
+                                                                                      monkeypatch):
+    """A context shorter than a prompt plus its ceiling (vLLM would not generate past it; the built-in engine
+    does), and an architecture vLLM does not know (transformers loads the folder by its model_type)."""
     monkeypatch.setenv("LLMTUI_VLLM_PYTHON", vllm_python)
-    metrics = evaluate_model(demo_ws, "odd-arch", EvalOptions(datasets=["boolq"], limit=2))
+    for name, change in (("short-context", {"max_position_embeddings": 64}),
+                         ("odd-arch", {"architectures": ["NoSuchModelForCausalLM"]})):
+        folder = demo_ws.models_dir / name
+        shutil.copytree(demo_ws.model_dir("tiny-qwen3"), folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **change}))
+    metrics = evaluate_model(demo_ws, "short-context", EvalOptions(datasets=["boolq"], limit=2))
     assert metrics["eval_config"]["backend"]["name"] == "hf"
     reason = metrics["eval_config"]["backend_choice"]["reason"]
-    assert "vLLM failed" in reason and "NoSuchModelForCausalLM" in reason
+    assert "vLLM failed" in reason and "max_model_len" in reason
     with pytest.raises(EvalError, match="vLLM cannot load .*odd-arch.*NoSuchModelForCausalLM"):
-        evaluate_model(demo_ws, "odd-arch", EvalOptions(datasets=["boolq"], limit=2, backend="vllm", force=True))
+        evaluate_model(demo_ws, "odd-arch", EvalOptions(datasets=["boolq"], limit=2, backend="vllm"))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.results.model_folder import TRAINING_METADATA
 from engine.workspace import UnsafeNameError, Workspace
 
 #: Where each built-in test set's name comes in tables, and its task kind.
@@ -164,7 +165,7 @@ def training_peaks(ws: Workspace, model: str) -> tuple[float | None, float | Non
     ``hardware_info.vram_peaks.overall_max_*_gb``; (None, None) when absent or unreadable.
     """
     try:
-        meta_path = ws.model_dir(model) / "training_metadata.json"
+        meta_path = ws.model_dir(model) / TRAINING_METADATA
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, UnsafeNameError):
         return None, None

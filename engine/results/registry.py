@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from engine.files import read_json_file
+from engine.results.model_folder import TRAINING_METADATA, inspect_folder
 from engine.workspace import Workspace
 
-TRAINING_METADATA = "training_metadata.json"
-QUANTIZATION_METADATA = "quantization_metadata.json"
 NAME_PATTERN = re.compile(r"^(?P<base>.+?)-(?P<dataset>[A-Za-z0-9]+)_(?P<finetuning>[A-Za-z]+)_"
                           r"(?P<peft>NoPeft|LoRa\d+|DoRa\d+|VeRa\d+)_(?P<quant>.+)$")
 HEADLINE = {"mcq4": "macro_f1", "boolq": "accuracy", "squad_v2": "F1", "math_numeric": "accuracy"}
@@ -45,17 +45,6 @@ class ModelRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def read_json_file(path: Path) -> tuple[Any, str]:
-    """(data, "") or (None, reason naming the file); a missing file gives (None, "")."""
-    try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read()), ""
-    except FileNotFoundError:
-        return None, ""
-    except (OSError, ValueError) as exc:
-        return None, f"{path.name}: {exc}"
 
 
 def _safetensors_params(path: Path) -> int:
@@ -117,27 +106,13 @@ def inspect_model(ws: Workspace, path: Path, metrics_names: set[str] | None = No
         record.status, record.reason = "broken", f"cannot list folder: {exc}"
         return record
     record.date = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
-    problems = []
-    training, error = read_json_file(path / TRAINING_METADATA) if TRAINING_METADATA in entries else (None, "")
-    if error:
-        problems.append(error)
-    quant, error = read_json_file(path / QUANTIZATION_METADATA) if QUANTIZATION_METADATA in entries else (None, "")
-    if error:
-        problems.append(error)
-    config, error = read_json_file(path / "config.json") if "config.json" in entries else (None, "")
-    if error:
-        problems.append(error)
-    if "adapter_config.json" in entries:
-        record.kind = "adapter"
-    elif config is None and not error:
-        problems.append("no config.json or adapter_config.json: not a loadable model folder")
-    if isinstance(quant, dict):
-        record.kind = str(quant.get("method", "unknown")).lower()
-        record.quant_tag = str(quant.get("quant_tag", ""))
-    elif isinstance(config, dict) and isinstance(config.get("quantization_config"), dict):
-        qc = config["quantization_config"]
-        record.kind = "bnb" if str(qc.get("quant_method", "")).startswith("bitsandbytes") else \
-            str(qc.get("quant_method", "unknown")).lower()
+    found, problems = inspect_folder(path, entries)
+    training = found.documents[TRAINING_METADATA]
+    if found.ptq_output:  # the Models list names the PTQ method (int8, nf4, gptq…), not only the loader
+        record.kind = str(found.quantization.get("method", "unknown")).lower()
+        record.quant_tag = str(found.quantization.get("quant_tag", ""))
+    else:
+        record.kind = found.kind
     if isinstance(training, dict):
         info = training.get("model_info") or {}
         params = training.get("training_parameters") or {}
@@ -162,8 +137,9 @@ def inspect_model(ws: Workspace, path: Path, metrics_names: set[str] | None = No
             record.params = _safetensors_params(path / "model.safetensors")
         except (OSError, ValueError, struct.error):
             problems.append("model.safetensors: unreadable header")
-    if problems:
-        record.status, record.reason = "broken", "; ".join(problems)
+    if problems:  # the list already names the folder: say the files relative to it
+        record.status = "broken"
+        record.reason = "; ".join(p.replace(f"{path}{os.sep}", "").removeprefix(f"{path}: ") for p in problems)
     if metrics_names is None or name in metrics_names:
         headline, error = _cached_headline(ws.metrics_file(name))
         if headline is not None:

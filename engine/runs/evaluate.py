@@ -25,7 +25,7 @@ from engine.files import staged_dir, write_json, write_jsonl
 from engine.data.tasks import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
 from engine.events import EventWriter
 from engine.results.scoring import ItemScore, describe, extract_boxed, first_box_closed, score_item, summarize_dataset
-from engine.runs.loading import ModelLoadError
+from engine.results.model_folder import ModelLoadError, ModelNotFoundError, detect_kind, resolve_model_folder
 from engine.workspace import Workspace, safe_name
 
 #: Auto batch size: the first (longest) batch tries this many prompts, halving on out-of-memory.
@@ -376,14 +376,10 @@ def evaluate_dataset(loaded: Any, task: TaskSpec, items: list[Item], *, batch_si
 
 def resolve_model_dir(ws: Workspace, ref: str | Path) -> Path:
     """A model folder from a model name in ``Models/`` or a path (as given, or relative to the workspace)."""
-    text = str(ref)
-    candidates = [Path(text).expanduser(), ws.root / text]
-    if "/" not in text and "\\" not in text:
-        candidates.insert(0, ws.models_dir / text)
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
-    raise EvalError(f"model {text!r} not found (neither a folder nor a model in {ws.models_dir})")
+    try:
+        return resolve_model_folder(ws, ref)
+    except ModelNotFoundError as exc:
+        raise EvalError(f"model {exc}") from None
 
 
 def quantization_block(found: Any) -> dict[str, Any]:
@@ -455,7 +451,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     import torch
 
     from engine.runs.device import reset_memory_peaks
-    from engine.runs.loading import detect_kind, load_for_inference, resolve_device
+    from engine.runs.loading import load_for_inference, resolve_device
 
     options = options or EvalOptions()
     events = events or EventWriter(None)

@@ -31,6 +31,8 @@ from engine.runs.calibration import Calibration, CalibrationError, load_calibrat
 from engine.presets.config import PTQ_BITS
 from engine.events import EventWriter
 from engine.presets.naming import PTQ_METHODS, QuantizationSpec, ptq_output_name, ptq_spec
+from engine.results.model_folder import (PRESET_COPY, QUANTIZATION_METADATA, TRAINING_METADATA, ModelLoadError, ModelNotFoundError,
+                                         detect_kind, read_trust_remote_code, resolve_model_folder)
 from engine.workspace import UnsafeNameError, Workspace, safe_name
 
 METHODS = tuple(m.lower() for m in PTQ_METHODS)
@@ -45,10 +47,8 @@ DEFAULT_SAMPLES = 128
 INSTALL_HINTS = {"gptqmodel": "pip install gptqmodel", "hqq": "pip install hqq",
                  "bitsandbytes": "pip install bitsandbytes"}
 STAGES = ("prepare", "calibration", "quantize", "save")
-QUANTIZATION_METADATA = "quantization_metadata.json"
-TRAINING_METADATA = "training_metadata.json"
 #: Files copied from the source folder into the output when present.
-CARRIED_FILES = ("training_metadata.json", "preset.toml")
+CARRIED_FILES = (TRAINING_METADATA, PRESET_COPY)
 
 
 class QuantizeError(ValueError):
@@ -82,20 +82,14 @@ def quantization_spec(method: str, bits: int | None = None, group_size: int | No
 
 def resolve_source(ws: Workspace, ref: str | Path) -> Path:
     """The source model folder: a path, or a model name in ``Models/``."""
-    candidate = Path(ref).expanduser()
-    if candidate.is_dir():
-        return candidate.resolve()
-    with contextlib.suppress(UnsafeNameError):
-        by_name = ws.model_dir(str(ref))
-        if by_name.is_dir():
-            return by_name.resolve()
-    raise QuantizeError(f"source model {str(ref)!r} not found (neither a folder nor a model in {ws.models_dir})")
+    try:
+        return resolve_model_folder(ws, ref)
+    except ModelNotFoundError as exc:
+        raise QuantizeError(f"source model {exc}") from None
 
 
 def check_source(source: Path):
     """How to read ``source`` (an ``engine.runs.loading.ModelKind``); refuses folders that are already quantized."""
-    from engine.runs.loading import ModelLoadError, detect_kind
-
     try:
         found = detect_kind(source)
     except ModelLoadError as exc:
@@ -250,31 +244,21 @@ def _backend_failure(exc: BaseException, spec: QuantizationSpec, source: Path) -
 # ------------------------------------------------------------------------------------------ the run
 
 
-def _read_training_metadata(source: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((source / TRAINING_METADATA).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _training_dataset(training: dict[str, Any]) -> str | None:
     preset = (training.get("training_parameters") or {}).get("preset") or {}
     dataset = (preset.get("data") or {}).get("dataset") if isinstance(preset, dict) else None
     return dataset if isinstance(dataset, str) else None
 
 
-def _load_tokenizer(source: Path, base: str | None, trust_remote_code: bool):
+def _source_tokenizer(source: Path, found: Any):
     """The source's tokenizer (an adapter folder's own, else its base's), saved unchanged into the output."""
-    from transformers import AutoTokenizer
+    from engine.runs.loading import ModelLoadError, load_tokenizer
 
-    last: Exception | None = None
-    for candidate in [str(source)] + ([base] if base else []):
-        try:
-            return AutoTokenizer.from_pretrained(candidate, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as exc:
-            last = exc
-    raise QuantizeError(f"{source}: cannot load a tokenizer ({last})")
+    try:
+        return load_tokenizer(source, trust_remote_code=found.trust_remote_code, fallback=found.base_model_path,
+                              padding_side=None, pad_with_eos=False)
+    except ModelLoadError as exc:
+        raise QuantizeError(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -355,7 +339,7 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
     if config_dir.is_dir():
         check_group_size(config_dir, spec)
     device = _resolve_device(device)
-    training = _read_training_metadata(source)
+    training = found.documents.get(TRAINING_METADATA) or {}
     total = len(STAGES)
 
     def progress(stage: str) -> None:
@@ -366,7 +350,7 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
     started = time.perf_counter()
     progress("prepare")
     with _full_precision_folder(ws, source, found) as fp_dir:
-        tokenizer = _load_tokenizer(source, found.base_model_path, found.trust_remote_code)
+        tokenizer = _source_tokenizer(source, found)
         progress("calibration")
         calibration = None
         if spec.method in CALIBRATED:
@@ -419,11 +403,6 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
 # ------------------------------------------------------------------------------------------ loading
 
 
-def _trust_remote_code(model_dir: Path) -> bool:
-    preset = (_read_training_metadata(model_dir).get("training_parameters") or {}).get("preset") or {}
-    return isinstance(preset, dict) and (preset.get("model") or {}).get("trust_remote_code") is True
-
-
 def _restore_generation_config(model: Any, model_dir: Path) -> None:
     """GPTQModel rewrites the generation config on load; put back the one saved in the folder."""
     if (model_dir / "generation_config.json").is_file():
@@ -439,12 +418,10 @@ def load_quantized(model_dir: Path | str, metadata: dict[str, Any], device: str 
     On the CPU the model computes in float32; on a GPU in the stored float16. Raises
     ``engine.runs.loading.ModelLoadError`` naming the folder when it cannot be loaded.
     """
-    from engine.runs.loading import ModelLoadError
-
     model_dir = Path(model_dir)
     method = str((metadata or {}).get("method", "")).upper()
     device = _resolve_device(device)
-    trust = _trust_remote_code(model_dir)
+    trust = read_trust_remote_code(model_dir)
     bits = (metadata or {}).get("weights_bits", (metadata or {}).get("bits", 4))
     loaders: dict[str, Callable[[], Any]] = {
         "GPTQ": lambda: _load_gptqmodel(model_dir, method, bits, device, trust),

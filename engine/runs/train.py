@@ -28,10 +28,9 @@ from engine.data.tasks import DatasetError, get_task, load_items, task_registry
 from engine.events import EventWriter
 from engine.runs.device import DeviceChoice, HardwareError, choose_device, hardware_info, torch_dtype
 from engine.runs.train_progress import ProgressEvents, Reporter, progress_callback
-from engine.workspace import Workspace, looks_like_local_path, resolve_model_ref
+from engine.results.model_folder import PRESET_COPY, TRAINING_METADATA, ModelNotFoundError, resolve_model_ref
+from engine.workspace import Workspace
 
-TRAINING_METADATA = "training_metadata.json"
-PRESET_COPY = "preset.toml"
 
 
 class TrainError(RuntimeError):
@@ -63,12 +62,10 @@ def in_data_parallel_child() -> bool:
 
 def resolve_base(ws: Workspace, config: ExperimentConfig) -> str:
     """The base model as an absolute folder or a hub id; a local-looking path that is missing fails."""
-    ref = config.model.base
-    resolved = resolve_model_ref(ws, ref)
-    if resolved == ref and (looks_like_local_path(ref) or Path(ref).expanduser().is_absolute()):
-        raise TrainError(f"model.base = {ref!r}: no such model folder (looked in {ws.root / ref} and "
-                         f"{ws.models_dir / ref}); fix the path or use a Hugging Face hub id")
-    return resolved
+    try:
+        return resolve_model_ref(ws, config.model.base)
+    except ModelNotFoundError as exc:
+        raise TrainError(f"model.base = {exc}; fix the path or use a Hugging Face hub id") from None
 
 
 def output_dir_for(ws: Workspace, config: ExperimentConfig) -> Path:
@@ -105,15 +102,12 @@ def _load_training_items(ws: Workspace, config: ExperimentConfig, limit: int = 0
 
 
 def _load_tokenizer(source: str, config: ExperimentConfig):
-    from transformers import AutoTokenizer
+    from engine.runs.loading import ModelLoadError, load_tokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=config.model.trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise TrainError(f"model.base = {config.model.base!r}: cannot load its tokenizer ({exc})") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+        return load_tokenizer(source, trust_remote_code=config.model.trust_remote_code, padding_side=None)
+    except ModelLoadError as exc:
+        raise TrainError(f"model.base = {config.model.base!r}: {exc}") from None
 
 
 def _bnb_config(choice: DeviceChoice):

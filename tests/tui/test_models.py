@@ -54,7 +54,7 @@ async def test_table_lists_every_model_with_status_and_headline(tmp_path):
         assert str(table.get_cell("delta-boolq_SFT_LoRa16_NoQuant", "set:test-boolq.parquet:accuracy")) == "0.812"
         assert str(table.get_cell("gamma-squad_SFT_LoRa8_NoQuant", "peft")) == "LoRa8"
         assert str(table.get_cell("alpha-boolq_SFT_LoRa16_NoQuant", "params")) == "752M"
-        assert any("broken-folder: no config.json" in n.message for n in app._notifications)
+        assert any("broken-folder: neither config.json nor adapter_config.json" in n.message for n in app._notifications)
 
 
 async def test_e_queues_evaluation_of_the_highlighted_model(tmp_path):

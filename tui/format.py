@@ -8,6 +8,10 @@ STATUS_STYLES = {
 }
 
 
+#: Short column titles of metric keys in tables ("arc F1", "boolq MCC", "math |Δ|").
+METRIC_TITLES = {"macro_f1": "F1", "accuracy": "acc", "mcc": "MCC", "F1": "F1", "EM": "EM", "avg_abs_diff": "|Δ|"}
+
+
 def status_style(status: str) -> str:
     return STATUS_STYLES.get(status, "white")
 

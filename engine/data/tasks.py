@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from engine.results.scoring import TASK_KINDS
+from engine.results.scoring import TABLE_METRICS, TASK_KINDS
 
 CUSTOM_REGISTRY_FILE = "datasets.toml"
 
@@ -51,6 +51,11 @@ class TaskSpec:
     system_prompt: str
     max_new_tokens: int
     builtin: bool = True
+    title: str = ""  # the short name tables show ("math" for openmath); the task name when empty
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.name
 
     @property
     def train_file(self) -> str:
@@ -65,16 +70,30 @@ class TaskSpec:
         return ("question", "answer", "context") if self.has_context else ("question", "answer")
 
 
-def _builtin(name: str, stem: str, kind: str, has_context: bool) -> TaskSpec:
-    return TaskSpec(name, stem, kind, has_context, SYSTEM_PROMPTS[kind], MAX_NEW_TOKENS[kind])
+def _builtin(name: str, stem: str, kind: str, has_context: bool, title: str = "") -> TaskSpec:
+    return TaskSpec(name, stem, kind, has_context, SYSTEM_PROMPTS[kind], MAX_NEW_TOKENS[kind], title=title)
 
 
+#: THE built-in task list: every other fact about the built-in tasks (names, test-file names, kinds,
+#: titles, table columns) is derived from it.
 BUILTIN_TASKS: dict[str, TaskSpec] = {
-    "openmath": _builtin("openmath", "OpenMathInstruct-2", "math_numeric", False),
+    "openmath": _builtin("openmath", "OpenMathInstruct-2", "math_numeric", False, title="math"),
     "squad": _builtin("squad", "squad_v2", "squad_v2", True),
     "arc": _builtin("arc", "ai2_arc", "mcq4", False),
     "boolq": _builtin("boolq", "boolq", "boolq", True),
 }
+#: The order tables show the built-in tasks in.
+DISPLAY_ORDER = ("arc", "boolq", "squad", "openmath")
+
+
+def builtin_tasks_for_display() -> list[TaskSpec]:
+    """The built-in tasks in :data:`DISPLAY_ORDER`."""
+    return [BUILTIN_TASKS[name] for name in DISPLAY_ORDER]
+
+
+def builtin_metric_columns() -> list[str]:
+    """Result-table column keys (``{file stem}__{metric}``) of the built-in tasks' table metrics, in order."""
+    return [f"{task.file_stem}__{metric}" for task in builtin_tasks_for_display() for metric in TABLE_METRICS[task.kind]]
 
 
 @dataclass(frozen=True)

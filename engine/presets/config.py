@@ -13,11 +13,12 @@ from typing import Any
 
 import tomli_w
 
+from engine.data.tasks import BUILTIN_TASKS
 from engine.presets.naming import PTQ_METHODS, TRAIN_QUANT_METHODS, QuantizationSpec, model_name, ptq_spec, qlora_spec
 
 PEFT_METHODS = ("NoPeft", "LoRa", "DoRa", "VeRa")
 FINETUNING_METHODS = ("SFT",)
-BUILTIN_DATASETS = ("openmath", "squad", "arc", "boolq")
+BUILTIN_TASK_NAMES = tuple(BUILTIN_TASKS)
 PTQ_BITS = {"GPTQ": (2, 3, 4, 8), "AWQ": (4,), "HQQ": (1, 2, 3, 4, 8), "INT8": (8,), "NF4": (4,)}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -268,7 +269,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<preset>",
 def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ()) -> list[Problem]:
     """Rules that involve more than one field or the workspace's datasets."""
     problems: list[Problem] = []
-    datasets = (*BUILTIN_DATASETS, *custom_datasets)
+    datasets = (*BUILTIN_TASK_NAMES, *custom_datasets)
     if config.data.dataset not in (*datasets, "none"):
         hint = _did_you_mean(config.data.dataset, [*datasets, "none"])
         problems.append(Problem("data.dataset", f"unknown dataset {config.data.dataset!r}; expected one of "

@@ -23,16 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.data.tasks import BUILTIN_TASKS
 from engine.results.model_folder import TRAINING_METADATA
 from engine.workspace import UnsafeNameError, Workspace
 
-#: Where each built-in test set's name comes in tables, and its task kind.
-BUILTIN_DATASETS = {
-    "ai2_arc": "mcq4",
-    "OpenMathInstruct-2": "math_numeric",
-    "boolq": "boolq",
-    "squad_v2": "squad_v2",
-}
+#: Built-in test-set name (file stem) → task kind, in the order result columns list them (the legacy
+#: scripts' summary order, boolq added after openmath).
+BUILTIN_TEST_SET_KINDS = {BUILTIN_TASKS[name].file_stem: BUILTIN_TASKS[name].kind
+                          for name in ("arc", "openmath", "boolq", "squad")}
 #: Old-script metric keys → llmtui's.
 SEED_METRIC_NAMES = {
     "f1_pos": "f1",
@@ -276,7 +274,7 @@ def results_table(ws: Workspace, records: list[ResultRecord] | None = None, *,
 
 def _ordered_dataset_names(records: list[ResultRecord]) -> list[str]:
     present = {d.name for r in records for d in r.datasets.values()}
-    builtin = [n for n in BUILTIN_DATASETS if n in present]
+    builtin = [n for n in BUILTIN_TEST_SET_KINDS if n in present]
     return builtin + sorted(present - set(builtin), key=str.casefold)
 
 
@@ -379,7 +377,7 @@ class _FileReader:
     def dataset(self, file_name: str, entry: dict[str, Any]) -> DatasetResult:
         where = f"datasets.{file_name}"
         name = dataset_name_from_file(file_name)
-        kind = entry.get("type") if isinstance(entry.get("type"), str) else BUILTIN_DATASETS.get(name)
+        kind = entry.get("type") if isinstance(entry.get("type"), str) else BUILTIN_TEST_SET_KINDS.get(name)
         latency = entry.get("latency_seconds")
         tokens = self.section(entry, "tokens_generated", where)
         result = DatasetResult(

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.files import read_json_file
+from engine.results.scoring import HEADLINE_METRICS
 from engine.results.model_folder import TRAINING_METADATA, inspect_folder
 from engine.workspace import Workspace
 
 NAME_PATTERN = re.compile(r"^(?P<base>.+?)-(?P<dataset>[A-Za-z0-9]+)_(?P<finetuning>[A-Za-z]+)_"
                           r"(?P<peft>NoPeft|LoRa\d+|DoRa\d+|VeRa\d+)_(?P<quant>.+)$")
-HEADLINE = {"mcq4": "macro_f1", "boolq": "accuracy", "squad_v2": "F1", "math_numeric": "accuracy"}
 
 
 @dataclass
@@ -88,7 +88,7 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
             continue
         kind = block.get("type")
         values = block.get("metrics") if isinstance(block.get("metrics"), dict) else {}
-        key = HEADLINE.get(kind, "accuracy")
+        key = HEADLINE_METRICS.get(kind, "accuracy")
         value = values.get(key, block.get("accuracy"))
         if value is None and kind == "math_numeric":
             key, value = "avg_abs_diff", values.get("avg_abs_diff")

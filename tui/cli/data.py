@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     ws = workspace_from(args)
     if args.data_action == "prepare":
-        from engine.data.prepare import PrepareError, prepare_benchmarks
+        from engine.runs.prepare import PrepareError, prepare_benchmarks
 
         try:
             with console.status("downloading and reducing benchmarks…"):

@@ -6,14 +6,14 @@ from pathlib import Path
 
 from rich.table import Table
 
+from engine.data.tasks import builtin_metric_columns
 from tui.cli.common import add_workspace_arg, console, err_console, workspace_from
 
 #: What the on-screen table shows unless ``--columns`` asks for more, in priority order: columns
 #: are dropped from the end until the table fits the terminal.
 SCREEN_COLUMNS = (
     "model",
-    "ai2_arc__macro_f1", "ai2_arc__accuracy", "boolq__accuracy", "boolq__mcc",
-    "squad_v2__F1", "squad_v2__EM", "OpenMathInstruct-2__accuracy", "OpenMathInstruct-2__avg_abs_diff",
+    *builtin_metric_columns(),
     "overall_accuracy", "latency_mean_s", "eval_peak_vram_allocated_gb", "train_peak_vram_allocated_gb",
     "quant_tag",
 )

@@ -50,7 +50,7 @@ class WorkspaceInfo:
 
 def read_workspace_info(ws) -> WorkspaceInfo:
     """Datasets (built-in + ``Datasets/datasets.toml``), model folder names and preset files."""
-    from engine.presets.config import BUILTIN_DATASETS
+    from engine.presets.config import BUILTIN_TASK_NAMES
     from engine.data.tasks import DatasetError, custom_tasks
 
     problem = ""
@@ -62,7 +62,7 @@ def read_workspace_info(ws) -> WorkspaceInfo:
         models = sorted(p.name for p in ws.models_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError:
         models = []
-    return WorkspaceInfo(list(BUILTIN_DATASETS), custom, models, list_presets(ws), problem)
+    return WorkspaceInfo(list(BUILTIN_TASK_NAMES), custom, models, list_presets(ws), problem)
 
 
 def list_presets(ws) -> list[PresetFile]:

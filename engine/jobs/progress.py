@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from engine.events import EventKind
+
 #: Event kind → the stage it reports progress for.
-PROGRESS_KINDS = {"train_step": "train", "eval_progress": "eval", "quantize_progress": "quantize"}
+PROGRESS_KINDS = {EventKind.TRAIN_STEP: "train", EventKind.EVAL_PROGRESS: "eval",
+                  EventKind.QUANTIZE_PROGRESS: "quantize"}
 #: How many loss values the curve keeps (older ones are dropped).
 MAX_CURVE_POINTS = 1000
 #: Training numbers kept from the latest ``train_step`` event.
@@ -38,13 +41,13 @@ class JobProgress:
         for event in events:
             kind = event.get("kind")
             t = _number(event.get("t"))
-            if kind == "start":
+            if kind == EventKind.START:
                 self.started_at = t
             elif kind in PROGRESS_KINDS:
                 self._progress(PROGRESS_KINDS[kind], event, t)
-            elif kind == "error":
+            elif kind == EventKind.ERROR:
                 self.error = str(event.get("message", "error"))
-            elif kind == "done":
+            elif kind == EventKind.DONE:
                 self.finished = True
 
     def _progress(self, stage: str, event: dict[str, Any], t: float | None) -> None:

@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+from engine.events import EventKind
 from engine.files import write_text
 from engine.jobs.gpu import GpuInventory, NvmlInventory
 from engine.jobs.store import Job, JobStore
@@ -113,7 +114,7 @@ def last_error_event(events_path: Path) -> str:
             event = json.loads(line)
         except ValueError:
             continue
-        if isinstance(event, dict) and event.get("kind") == "error" and event.get("message"):
+        if isinstance(event, dict) and event.get("kind") == EventKind.ERROR and event.get("message"):
             return str(event["message"])
     return ""
 

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from engine import __version__
 from engine.files import staged_dir, write_json, write_jsonl
 from engine.data.tasks import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
-from engine.events import EventWriter
+from engine.events import EventKind, EventWriter
 from engine.results.scoring import ItemScore, describe, extract_boxed, first_box_closed, score_item, summarize_dataset
 from engine.results.model_folder import ModelLoadError, ModelNotFoundError, detect_kind, resolve_model_folder
 from engine.workspace import Workspace, safe_name
@@ -466,7 +466,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     found = detect_kind(model_dir)
     device = resolve_device(options.device)
     start_batch = start_batch_size(options.batch_size, device)
-    events.emit("start", model=name, model_dir=str(model_dir), model_kind=found.kind,
+    events.emit(EventKind.START, model=name, model_dir=str(model_dir), model_kind=found.kind,
                 datasets=[t.test_file for t in tasks], total=sum(len(v) for v in items.values()))
     reset_memory_peaks()
     loaded = load_for_inference(model_dir, device=device)
@@ -476,9 +476,9 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
         runs = []
         for task in tasks:
             def progress(done: int, total: int, dataset: str = task.test_file) -> None:
-                events.emit("eval_progress", model=name, dataset=dataset, done=done, total=total)
+                events.emit(EventKind.EVAL_PROGRESS, model=name, dataset=dataset, done=done, total=total)
 
-            events.emit("eval_progress", model=name, dataset=task.test_file, done=0, total=len(items[task.name]))
+            events.emit(EventKind.EVAL_PROGRESS, model=name, dataset=task.test_file, done=0, total=len(items[task.name]))
             runs.append(evaluate_dataset(loaded, task, items[task.name], batch_size=start_batch,
                                          brace_mask=brace_mask, on_progress=progress,
                                          host_memory_cap=options.batch_size == "auto" and device == "cpu",
@@ -498,7 +498,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
         for run in runs:
             write_jsonl(folder / f"{Path(run.task.test_file).stem}.jsonl", run.rows)
     write_json(metrics_path, metrics)
-    events.emit("saved", path=str(metrics_path))
+    events.emit(EventKind.SAVED, path=str(metrics_path))
     return metrics
 
 
@@ -629,7 +629,7 @@ def evaluate_models(ws: Workspace, refs: list[str | Path], options: EvalOptions 
             if not isinstance(exc, (EvalError, DatasetError, ModelLoadError)):
                 message = f"{type(exc).__name__}: {message}"
             report.failed.append((name, message))
-            events.emit("error", model=name, message=message)
+            events.emit(EventKind.ERROR, model=name, message=message)
             if not isinstance(exc, AlreadyEvaluated):
                 _record_outcome(ws, name, message, str(ref))
             continue

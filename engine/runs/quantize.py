@@ -29,7 +29,7 @@ from typing import Any, Callable
 from engine.files import staged_dir, write_json
 from engine.runs.calibration import Calibration, CalibrationError, load_calibration
 from engine.presets.config import PTQ_BITS
-from engine.events import EventWriter
+from engine.events import EventKind, EventWriter
 from engine.presets.naming import PTQ_METHODS, QuantizationSpec, ptq_output_name, ptq_spec
 from engine.results.model_folder import (PRESET_COPY, QUANTIZATION_METADATA, TRAINING_METADATA, ModelLoadError, ModelNotFoundError,
                                          detect_kind, read_trust_remote_code, resolve_model_folder)
@@ -306,13 +306,13 @@ def quantize_model(ws: Workspace, source_dir: str | Path, method: str, bits: int
         return _quantize(ws, source_dir, method, bits, group_size, calibration, samples, out_name, events,
                          overwrite=overwrite, device=device)
     except QuantizeError as exc:
-        events.emit("error", message=str(exc))
+        events.emit(EventKind.ERROR, message=str(exc))
         raise
     except KeyboardInterrupt:
-        events.emit("error", message="quantization interrupted; no model was saved")
+        events.emit(EventKind.ERROR, message="quantization interrupted; no model was saved")
         raise
     except Exception as exc:
-        events.emit("error", message=f"quantization failed: {type(exc).__name__}: {exc}")
+        events.emit(EventKind.ERROR, message=f"quantization failed: {type(exc).__name__}: {exc}")
         raise
 
 
@@ -343,9 +343,9 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
     total = len(STAGES)
 
     def progress(stage: str) -> None:
-        events.emit("quantize_progress", stage=stage, done=STAGES.index(stage), total=total)
+        events.emit(EventKind.QUANTIZE_PROGRESS, stage=stage, done=STAGES.index(stage), total=total)
 
-    events.emit("start", model=name, output=str(final), source=str(source), source_kind=found.kind,
+    events.emit(EventKind.START, model=name, output=str(final), source=str(source), source_kind=found.kind,
                 method=spec.method, bits=spec.weights_bits, group_size=spec.group_size, device=device)
     started = time.perf_counter()
     progress("prepare")
@@ -391,12 +391,12 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
                 "size_after_bytes": folder_size(tmp),
             }
             write_json(tmp / QUANTIZATION_METADATA, metadata)
-    events.emit("quantize_progress", stage="done", done=total, total=total)
-    events.emit("saved", path=str(final))
+    events.emit(EventKind.QUANTIZE_PROGRESS, stage="done", done=total, total=total)
+    events.emit(EventKind.SAVED, path=str(final))
     result = {"model_name": name, "output_dir": str(final), "method": spec.method, "quant_tag": spec.tag,
               "duration_s": metadata["duration_s"], "size_before_bytes": size_before,
               "size_after_bytes": metadata["size_after_bytes"], "metadata": metadata}
-    events.emit("done", **{k: v for k, v in result.items() if k != "metadata"})
+    events.emit(EventKind.DONE, **{k: v for k, v in result.items() if k != "metadata"})
     return result
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from engine.files import staged_dir, write_json, write_text
 from engine.presets.config import ExperimentConfig, cross_check
 from engine.data.tasks import DatasetError, get_task, load_items, task_registry
-from engine.events import EventWriter
+from engine.events import EventKind, EventWriter
 from engine.runs.device import DeviceChoice, HardwareError, choose_device, hardware_info, torch_dtype
 from engine.runs.train_progress import ProgressEvents, Reporter, progress_callback
 from engine.results.model_folder import PRESET_COPY, TRAINING_METADATA, ModelNotFoundError, resolve_model_ref
@@ -400,17 +400,17 @@ def train(ws: Workspace, config: ExperimentConfig, *, preset_text: str | None = 
                 return _snapshot(ws, config, preset_text or config.to_toml(), overwrite, events)
             return _train(ws, config, preset_text or config.to_toml(), overwrite, events)
         except TrainError as exc:
-            events.emit("error", message=str(exc))
+            events.emit(EventKind.ERROR, message=str(exc))
             raise
         except HardwareError as exc:
-            events.emit("error", message=str(exc))
+            events.emit(EventKind.ERROR, message=str(exc))
             raise TrainError(str(exc)) from None
         except KeyboardInterrupt:
-            events.emit("error", message="training interrupted; no model was saved")
+            events.emit(EventKind.ERROR, message="training interrupted; no model was saved")
             raise
         except Exception as exc:
             message = _known_failure(exc, config)
-            events.emit("error", message=message or f"training failed: {type(exc).__name__}: {exc}")
+            events.emit(EventKind.ERROR, message=message or f"training failed: {type(exc).__name__}: {exc}")
             if message:
                 raise TrainError(message) from None
             raise
@@ -435,7 +435,7 @@ def _known_failure(exc: BaseException, config: ExperimentConfig) -> str | None:
 
 def _start_event(events: ProgressEvents, config: ExperimentConfig, base_path: str, final: Path,
                  choice: DeviceChoice | None, **extra: Any) -> None:
-    events.emit("start", model=config.output_name(), output=str(final), base_model=config.model.base,
+    events.emit(EventKind.START, model=config.output_name(), output=str(final), base_model=config.model.base,
                 base_model_path=base_path, dataset=config.data.dataset, peft=config.peft.method,
                 quant=config.quant.method, device=choice.description if choice else None,
                 world_size=int(os.environ.get("WORLD_SIZE", "1")), **extra)
@@ -466,8 +466,8 @@ def _snapshot(ws: Workspace, config: ExperimentConfig, preset_text: str, overwri
                                   trl_args=None, peft_config=None, quantization_config=None, stats=stats,
                                   hardware=hardware_info(choice), data=None)
         _write_extras(tmp, metadata, preset_text)
-    events.emit("saved", path=str(final))
-    events.emit("done", model=config.output_name(), output=str(final), model_type="full", snapshot=True)
+    events.emit(EventKind.SAVED, path=str(final))
+    events.emit(EventKind.DONE, model=config.output_name(), output=str(final), model_type="full", snapshot=True)
     return TrainResult(config.output_name(), final, "full", metadata)
 
 
@@ -522,8 +522,8 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
                                   trl_args=_plain(_trl_args_dict(args)), peft_config=peft_config,
                                   quantization_config=bnb, stats=stats, hardware=hardware, data=data_stats)
         _write_extras(tmp, metadata, preset_text)
-    events.emit("saved", path=str(final))
-    events.emit("done", model=config.output_name(), output=str(final), model_type=model_type,
+    events.emit(EventKind.SAVED, path=str(final))
+    events.emit(EventKind.DONE, model=config.output_name(), output=str(final), model_type=model_type,
                 steps=stats["total_steps"], final_loss=stats["final_loss"], runtime_s=stats["train_runtime_s"],
                 tokens_per_s=stats["tokens_per_s"])
     return TrainResult(config.output_name(), final, model_type, metadata)

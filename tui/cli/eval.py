@@ -7,6 +7,7 @@ import signal
 
 from rich.markup import escape
 
+from engine.events import EventKind
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
 
 
@@ -93,12 +94,12 @@ def run(args) -> int:
             refs = untested_model_dirs(ws) if args.untested else args.models
             report = evaluate_models(ws, refs, options, events=events)
         except (EvalError, DatasetError) as exc:  # the test sets or options are unusable: no model was tried
-            events.emit("error", message=str(exc))
+            events.emit(EventKind.ERROR, message=str(exc))
             fail(str(exc), 1)
         except KeyboardInterrupt:
-            events.emit("error", message="evaluation interrupted; no metrics file was written for the model in progress")
+            events.emit(EventKind.ERROR, message="evaluation interrupted; no metrics file was written for the model in progress")
             raise
-        events.emit("done", evaluated=report.evaluated, failed=[{"model": n, "error": e} for n, e in report.failed])
+        events.emit(EventKind.DONE, evaluated=report.evaluated, failed=[{"model": n, "error": e} for n, e in report.failed])
     if args.json:
         print_json({"evaluated": report.evaluated, "failed": [{"model": n, "error": e} for n, e in report.failed],
                     "metrics_files": {n: str(ws.metrics_file(n)) for n in report.evaluated}})

@@ -19,7 +19,12 @@ from engine.presets.naming import PTQ_METHODS, TRAIN_QUANT_METHODS, Quantization
 PEFT_METHODS = ("NoPeft", "LoRa", "DoRa", "VeRa")
 FINETUNING_METHODS = ("SFT",)
 BUILTIN_TASK_NAMES = tuple(BUILTIN_TASKS)
+#: Bits each PTQ method supports.
 PTQ_BITS = {"GPTQ": (2, 3, 4, 8), "AWQ": (4,), "HQQ": (1, 2, 3, 4, 8), "INT8": (8,), "NF4": (4,)}
+#: PTQ methods with a group size (bitsandbytes uses its own fixed blocks: int8 per row, nf4 blocks of 64).
+GROUPED_PTQ_METHODS = ("GPTQ", "AWQ", "HQQ")
+#: Group sizes every backend's kernels accept; 0 means one group per output channel.
+PTQ_GROUP_SIZES = (0, 16, 32, 64, 128, 256, 512, 1024)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -266,6 +271,22 @@ def config_from_dict(data: dict[str, Any], source: str = "<preset>",
     return config
 
 
+def ptq_problems(method: str, bits: int, group_size: int | None) -> dict[str, str]:
+    """THE PTQ validation rule: ``{"bits"|"group_size": message}`` for what ``method`` does not support.
+
+    ``method`` is upper case and one of PTQ_METHODS; a ``None`` group size (or a method without groups)
+    is not checked.
+    """
+    problems = {}
+    allowed = PTQ_BITS.get(method, ())
+    if allowed and bits not in allowed:
+        problems["bits"] = f"{method} supports bits {', '.join(map(str, allowed))}, not {bits}"
+    if method in GROUPED_PTQ_METHODS and group_size is not None and group_size not in PTQ_GROUP_SIZES:
+        problems["group_size"] = (f"{method} group size {group_size} is not supported; use "
+                                  f"{', '.join(map(str, PTQ_GROUP_SIZES[1:]))} or 0 (per output channel)")
+    return problems
+
+
 def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ()) -> list[Problem]:
     """Rules that involve more than one field or the workspace's datasets."""
     problems: list[Problem] = []
@@ -285,13 +306,8 @@ def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ())
     if config.peft.method != "NoPeft" and not config.peft.target_modules:
         problems.append(Problem("peft.target_modules", "must list at least one module for a PEFT method"))
     for i, step in enumerate(config.ptq):
-        allowed = PTQ_BITS.get(step.method, ())
-        if allowed and step.bits not in allowed:
-            problems.append(Problem(f"ptq[{i}].bits", f"{step.method} supports bits {', '.join(map(str, allowed))}, "
-                                    f"not {step.bits}"))
-        if step.method in ("GPTQ", "AWQ", "HQQ") and step.group_size not in (0, 16, 32, 64, 128, 256, 512, 1024):
-            problems.append(Problem(f"ptq[{i}].group_size", f"{step.group_size} is not a supported group size "
-                                    "(0, 16, 32, 64, 128, 256, 512 or 1024)"))
+        for key, message in ptq_problems(step.method, step.bits, step.group_size).items():
+            problems.append(Problem(f"ptq[{i}].{key}", message))
     for name in config.eval.datasets:
         if name not in datasets:
             problems.append(Problem("eval.datasets", f"unknown test set {name!r}{_did_you_mean(name, list(datasets))}"))

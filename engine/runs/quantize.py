@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from engine.files import staged_dir, write_json
 from engine.runs.calibration import Calibration, CalibrationError, load_calibration
-from engine.presets.config import PTQ_BITS
+from engine.presets.config import GROUPED_PTQ_METHODS, PTQ_BITS, PTQ_GROUP_SIZES, ptq_problems
 from engine.events import EventKind, EventWriter
 from engine.presets.naming import PTQ_METHODS, QuantizationSpec, ptq_output_name, ptq_spec
 from engine.results.model_folder import (PRESET_COPY, QUANTIZATION_METADATA, TRAINING_METADATA, ModelLoadError, ModelNotFoundError,
@@ -38,10 +38,6 @@ from engine.workspace import UnsafeNameError, Workspace, safe_name
 METHODS = tuple(m.lower() for m in PTQ_METHODS)
 #: Methods that need calibration text.
 CALIBRATED = ("GPTQ", "AWQ")
-#: Methods with a group size (bitsandbytes uses its own fixed blocks: int8 per row, nf4 blocks of 64).
-GROUPED = ("GPTQ", "AWQ", "HQQ")
-#: Group sizes every backend's kernels accept; 0 means one group per output channel.
-GROUP_SIZES = (0, 16, 32, 64, 128, 256, 512, 1024)
 DEFAULT_GROUP_SIZE = 64
 DEFAULT_SAMPLES = 128
 INSTALL_HINTS = {"gptqmodel": "pip install gptqmodel", "hqq": "pip install hqq",
@@ -69,15 +65,12 @@ def quantization_spec(method: str, bits: int | None = None, group_size: int | No
         raise QuantizeError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     allowed = PTQ_BITS[name]
     bits = (4 if 4 in allowed else allowed[0]) if bits is None else bits
-    if bits not in allowed:
-        raise QuantizeError(f"{name} supports bits {', '.join(map(str, allowed))}, not {bits}")
-    if name not in GROUPED:
-        return ptq_spec(name, bits, None)
-    group_size = DEFAULT_GROUP_SIZE if group_size is None else group_size
-    if group_size not in GROUP_SIZES:
-        raise QuantizeError(f"{name} group size {group_size} is not supported; use "
-                            f"{', '.join(map(str, GROUP_SIZES[1:]))} or 0 (per output channel)")
-    return ptq_spec(name, bits, group_size or None)
+    if name in GROUPED_PTQ_METHODS:
+        group_size = DEFAULT_GROUP_SIZE if group_size is None else group_size
+    problems = ptq_problems(name, bits, group_size)
+    if problems:
+        raise QuantizeError(next(iter(problems.values())))
+    return ptq_spec(name, bits, (group_size or None) if name in GROUPED_PTQ_METHODS else None)
 
 
 def resolve_source(ws: Workspace, ref: str | Path) -> Path:
@@ -121,7 +114,7 @@ def check_group_size(model_dir: Path, spec: QuantizationSpec) -> None:
         widths["num_attention_heads × head_dim"] = heads * (config.get("head_dim") or hidden // heads)
     for field, width in widths.items():
         if isinstance(width, int) and width % spec.group_size:
-            fits = [g for g in GROUP_SIZES[1:] if all(not isinstance(w, int) or w % g == 0 for w in widths.values())]
+            fits = [g for g in PTQ_GROUP_SIZES[1:] if all(not isinstance(w, int) or w % g == 0 for w in widths.values())]
             raise QuantizeError(f"{spec.method} group size {spec.group_size} does not divide the model's {field} = "
                                 f"{width} ({model_dir / 'config.json'}); use {', '.join(map(str, fits)) or '0'}")
 

@@ -16,7 +16,7 @@ MAX_CURVE_POINTS = 1000
 TRAIN_READINGS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "gpu_mem_gb", "epoch")
 
 
-def _number(value: Any) -> float | None:
+def _json_number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -40,7 +40,7 @@ class JobProgress:
         """Fold new events in (in file order)."""
         for event in events:
             kind = event.get("kind")
-            t = _number(event.get("t"))
+            t = _json_number(event.get("t"))
             if kind == EventKind.START:
                 self.started_at = t
             elif kind in PROGRESS_KINDS:
@@ -54,10 +54,10 @@ class JobProgress:
         if stage == "train":
             done, total, label = event.get("step"), event.get("max_steps"), "train"
             for key in TRAIN_READINGS:
-                value = _number(event.get(key))
+                value = _json_number(event.get(key))
                 if value is not None:
                     self.latest[key] = value
-            loss = _number(event.get("loss"))
+            loss = _json_number(event.get("loss"))
             if loss is not None:
                 self.losses.append(loss)
                 del self.losses[:-MAX_CURVE_POINTS]
@@ -65,8 +65,8 @@ class JobProgress:
             done, total = event.get("done"), event.get("total")
             part = event.get("dataset") if stage == "eval" else event.get("stage")
             label = f"{stage} {part}" if part else stage
-        done = int(_number(done) or 0)
-        total = int(_number(total) or 0)
+        done = int(_json_number(done) or 0)
+        total = int(_json_number(total) or 0)
         if label != self.label or self._stage_start is None or done < self.done:
             # training counts from the job's start (step 0); other stages from their first report
             if stage == "train" and self.started_at is not None:

@@ -142,7 +142,8 @@ def _plain(value: Any) -> Any:
 
 # --- mcq4 ----------------------------------------------------------------------------------------
 
-_DIGIT_TO_LETTER = {"1": "A", "2": "B", "3": "C", "4": "D"}
+#: Numbered options (1-4) → their letters.
+DIGIT_TO_LETTER = {str(i + 1): label for i, label in enumerate(MCQ_LABELS)}
 _MCQ_PREFIX = r"(?:(?i:answer|option|choice)\s*[:\-]?\s*)?"
 # The whole answer is the choice: "B", "b", "(B)", "[b]", "B.", "b)", "2", "Answer: B".
 _MCQ_ALONE = re.compile(_MCQ_PREFIX + r"[(\[]?\s*([A-Da-d1-4])\s*[)\]]?\s*[.:]?")
@@ -157,12 +158,12 @@ def parse_mcq_choice(answer: str) -> str | None:
     if match is None:
         return None
     choice = match.group(1).upper()
-    return _DIGIT_TO_LETTER.get(choice, choice)
+    return DIGIT_TO_LETTER.get(choice, choice)
 
 
 def _mcq_gold(gold: Any) -> str:
     label = str(_plain(gold)).strip().upper()
-    label = _DIGIT_TO_LETTER.get(label, label)
+    label = DIGIT_TO_LETTER.get(label, label)
     if label not in MCQ_LABELS:
         raise ValueError(f"mcq4 gold answer {gold!r} is not one of A-D or 1-4")
     return label
@@ -170,14 +171,15 @@ def _mcq_gold(gold: Any) -> str:
 
 # --- boolq ---------------------------------------------------------------------------------------
 
-_BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}
+#: THE boolean answer words (lower case) and what they mean.
+BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}
 _FIRST_WORD = re.compile(r"[^a-z]*([a-z]+)")
 
 
 def parse_bool(answer: str) -> bool | None:
     """True/False from the first word of ``answer`` (true/false/yes/no, any case), or None."""
     match = _FIRST_WORD.match(_unwrap_text(answer).lower())
-    return _BOOL_WORDS.get(match.group(1)) if match else None
+    return BOOL_WORDS.get(match.group(1)) if match else None
 
 
 def _bool_gold(gold: Any) -> bool:
@@ -186,8 +188,8 @@ def _bool_gold(gold: Any) -> bool:
         return gold
     if isinstance(gold, str):
         word = gold.strip().lower()
-        if word in _BOOL_WORDS:
-            return _BOOL_WORDS[word]
+        if word in BOOL_WORDS:
+            return BOOL_WORDS[word]
     raise ValueError(f"boolq gold answer {gold!r} is not a bool or one of true/false/yes/no")
 
 

@@ -37,20 +37,6 @@ class DeviceChoice:
         return self.device == "cpu"
 
 
-def cuda_available() -> bool:
-    """True when torch sees at least one CUDA device."""
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def visible_gpu_count() -> int:
-    """Number of CUDA devices torch sees (0 without CUDA)."""
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def choose_device(requested_dtype: str = "auto", *, full_finetuning: bool = True) -> DeviceChoice:
     """CUDA when available (bf16 where supported), else the CPU in float32.
 

@@ -552,7 +552,7 @@ def launch_data_parallel(module_args: list[str], num_processes: int) -> int:
     ``accelerate launch --multi_gpu`` does with ``ACCELERATE_USE_CPU=1`` (``--cpu --num_processes N``
     silently starts one process).
     """
-    from engine.runs.device import visible_gpu_count
+    from engine.jobs.gpu import visible_gpu_count
 
     gpus = visible_gpu_count()
     env = dict(os.environ)

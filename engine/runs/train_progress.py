@@ -55,7 +55,7 @@ class ProgressEvents:
             if self._last_tokens is not None and self._last_time is not None and now > self._last_time:
                 tokens_per_s = round((tokens - self._last_tokens) / (now - self._last_time), 1)
             self._last_tokens, self._last_time = float(tokens), now
-        data = {key: _number(logs.get(source)) for key, source in LOG_KEYS.items()}
+        data = {key: _coerce_float(logs.get(source)) for key, source in LOG_KEYS.items()}
         if data["loss"] is not None:
             self.last_loss = data["loss"]
         return self.emit(EventKind.TRAIN_STEP, step=step, max_steps=max_steps,
@@ -67,7 +67,7 @@ class ProgressEvents:
         self._last_tokens, self._last_time = 0.0, time.time() if now is None else now
 
 
-def _number(value: Any) -> float | None:
+def _coerce_float(value: Any) -> float | None:
     if value is None:
         return None
     try:
@@ -93,7 +93,7 @@ def progress_callback(events: ProgressEvents) -> Any:
                 events.train_step(state.global_step, state.max_steps, state.epoch, logs)
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            values = {k: _number(v) for k, v in (metrics or {}).items()}
+            values = {k: _coerce_float(v) for k, v in (metrics or {}).items()}
             events.emit(EventKind.EVAL, step=state.global_step, max_steps=state.max_steps, **values)
 
     return EventsCallback()

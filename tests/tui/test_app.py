@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.jobs.gpu import FakeInventory
+from fake_gpus import FakeInventory
 from engine.jobs.store import JobStore
 from tui.app import LlmTuiApp
 from tui.cli.main import main

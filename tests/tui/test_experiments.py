@@ -5,7 +5,6 @@ from __future__ import annotations
 from textual.widgets import Input, OptionList, Select, Static
 
 from engine.presets.config import load_preset
-from engine.jobs.gpu import FakeInventory
 from engine.jobs.store import JobStore
 from tui_workspace import wait_for
 from tui.app import LlmTuiApp
@@ -13,6 +12,7 @@ from tui.modals.confirm import ConfirmModal
 from tui.modals.name_prompt import NamePrompt
 from tui.screens.experiments import ExperimentsScreen
 from tui.widgets.preset_form import FieldRow
+from fake_gpus import FakeInventory
 
 
 def _app(ws) -> LlmTuiApp:

@@ -11,7 +11,8 @@ import sys
 from textual.app import App, ComposeResult
 from textual.widgets import Sparkline
 
-from engine.jobs.gpu import FakeInventory, GpuReading
+from fake_gpus import FakeInventory
+from engine.jobs.gpu import GpuReading
 from engine.jobs.store import JobStore
 from engine.jobs.worker import ensure_worker, stop_worker
 from tui_workspace import make_workspace, wait_for

@@ -7,12 +7,12 @@ import shutil
 from textual.widgets import DataTable
 
 from engine.files import write_json
-from engine.jobs.gpu import FakeInventory
 from engine.jobs.store import JobStore
 from tui_workspace import make_model, make_workspace, wait_for
 from tui.app import LlmTuiApp
 from tui.modals.model_details import ModelDetailsModal
 from tui.screens.models import ModelsScreen
+from fake_gpus import FakeInventory
 
 
 def _app(ws) -> LlmTuiApp:

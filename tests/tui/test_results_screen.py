@@ -6,7 +6,6 @@ from textual.widgets import DataTable
 
 from engine.results import export
 from engine.results.compare import compare
-from engine.jobs.gpu import FakeInventory
 from engine.results.metrics_files import results_table
 from metrics_files import boxed, write_evaluation
 from tui_workspace import make_model, make_workspace, wait_for
@@ -14,6 +13,7 @@ from tui.app import LlmTuiApp
 from tui.modals.export import ExportModal
 from tui.screens.compare import CompareScreen
 from tui.screens.results import ResultsScreen
+from fake_gpus import FakeInventory
 
 BOOLQ = "test-boolq.parquet"
 ARC = "test-ai2_arc.parquet"

@@ -12,12 +12,13 @@ import json
 import pytest
 from textual.widgets import Input, OptionList
 
-from engine.jobs.gpu import FakeInventory, GpuReading
+from engine.jobs.gpu import GpuReading
 from engine.jobs.store import JobStore
 from metrics_files import boxed, write_evaluation
 from tui_workspace import make_model, make_workspace, wait_for
 from tui.app import LlmTuiApp
 from tui.screens.compare import CompareScreen
+from fake_gpus import FakeInventory
 
 GIB = 1 << 30
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]

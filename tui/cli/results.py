@@ -94,11 +94,11 @@ def run(args) -> int:
 
 def _fit_to_screen(table, width: int) -> int:
     """Drop the last screen columns until the table fits ``width``; returns how many were dropped."""
-    from engine.results.export import format_number
+    from engine.results.export import format_cell
 
     def needed(column) -> int:
         header = max(len(part) for part in column.key.split("__"))
-        cells = max((len(format_number(row.get(column.key)) or "-") for row in table.rows), default=1)
+        cells = max((len(format_cell(row.get(column.key)) or "-") for row in table.rows), default=1)
         return max(header, cells) + 3
 
     dropped = 0
@@ -109,7 +109,7 @@ def _fit_to_screen(table, width: int) -> int:
 
 
 def _rich_table(table, folder) -> Table:
-    from engine.results.export import best_rows, format_number
+    from engine.results.export import best_rows, format_cell
 
     view = Table(title=f"{len(table.rows)} results in {folder}", title_justify="left")
     for column in table.columns:
@@ -120,6 +120,6 @@ def _rich_table(table, folder) -> Table:
     best = {(i, j) for j, c in enumerate(table.columns)
             for i in best_rows([row.get(c.key) for row in table.rows], c.direction)}
     for i, row in enumerate(table.rows):
-        cells = [format_number(row.get(c.key)) or "–" for c in table.columns]
+        cells = [format_cell(row.get(c.key)) or "–" for c in table.columns]
         view.add_row(*[f"[bold green]{cell}[/]" if (i, j) in best else cell for j, cell in enumerate(cells)])
     return view

@@ -192,6 +192,16 @@ def scan_models(ws: Workspace) -> list[ModelRecord]:
     return [inspect_model(ws, folder, names) for folder in sorted(folders, key=lambda p: p.name.lower())]
 
 
+def untested_and_broken(ws: Workspace) -> tuple[list[ModelRecord], list[ModelRecord]]:
+    """THE meaning of ``--untested``: (models to evaluate, broken folders that are listed but never evaluated).
+
+    Untested = no readable metrics file and a loadable-looking folder; ``llmtui eval --untested``, ``llmtui
+    queue add eval --untested`` and the Models screen's "evaluate all untested" all select these.
+    """
+    records = scan_models(ws)
+    return [r for r in records if r.status == "untested"], [r for r in records if r.status == "broken"]
+
+
 def untested_models(ws: Workspace) -> list[ModelRecord]:
-    """Models that are neither tested nor broken: what the orchestrator evaluates."""
-    return [r for r in scan_models(ws) if r.status == "untested"]
+    """The models ``--untested`` evaluates (see :func:`untested_and_broken`)."""
+    return untested_and_broken(ws)[0]

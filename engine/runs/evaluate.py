@@ -636,21 +636,3 @@ def evaluate_models(ws: Workspace, refs: list[str | Path], options: EvalOptions 
         report.evaluated.append(name)
         _record_outcome(ws, name, None)
     return report
-
-
-def untested_model_dirs(ws: Workspace) -> list[Path]:
-    """Every model folder in ``Models/`` without a readable metrics file (broken folders included)."""
-    from engine.results.registry import scan_models
-
-    return [Path(r.path) for r in scan_models(ws)
-            if r.status != "tested" and (not ws.metrics_file(r.name).is_file()
-                                         or _existing_metrics_problem(ws.metrics_file(r.name)))]
-
-
-def evaluate_untested(ws: Workspace, options: EvalOptions | None = None, *, events: EventWriter | None = None,
-                      before_generate: BeforeGenerate | None = None) -> EvalReport:
-    """The orchestrator: every model without a (readable) metrics file, one after another.
-
-    Folders the registry calls broken are tried too, so their failure is recorded and reported.
-    """
-    return evaluate_models(ws, untested_model_dirs(ws), options, events=events, before_generate=before_generate)

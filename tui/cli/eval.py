@@ -41,7 +41,8 @@ def register(subparsers) -> None:
     add_workspace_arg(parser)
     parser.add_argument("models", nargs="*", metavar="MODEL_DIR", help="model folders or names in Models/")
     parser.add_argument("--untested", action="store_true",
-                        help="evaluate every model in Models/ without a metrics file, one after another")
+                        help="evaluate every model in Models/ without a metrics file, one after another "
+                             "(broken folders are listed, never evaluated)")
     parser.add_argument("--datasets", metavar="LIST",
                         help="comma-separated test sets: arc,boolq,squad,openmath or custom names "
                              "(default: every test set present)")
@@ -77,7 +78,8 @@ def _result_line(name: str, metrics: dict) -> str:
 
 def run(args) -> int:
     from engine.data.tasks import DatasetError
-    from engine.runs.evaluate import EvalError, EvalOptions, evaluate_models, untested_model_dirs
+    from engine.results.registry import untested_and_broken
+    from engine.runs.evaluate import EvalError, EvalOptions, evaluate_models
     from engine.events import EventWriter, events_path_from_env
 
     ws = workspace_from(args)
@@ -89,9 +91,12 @@ def run(args) -> int:
     options = EvalOptions(datasets=datasets, limit=args.limit, batch_size=args.batch_size, force=args.force,
                           device=args.device)
     signal.signal(signal.SIGTERM, _terminate)
+    broken = []
+    if args.untested:
+        untested, broken = untested_and_broken(ws)
     with EventWriter(args.events or events_path_from_env()) as events:
         try:
-            refs = untested_model_dirs(ws) if args.untested else args.models
+            refs = [record.path for record in untested] if args.untested else args.models
             report = evaluate_models(ws, refs, options, events=events)
         except (EvalError, DatasetError) as exc:  # the test sets or options are unusable: no model was tried
             events.emit(EventKind.ERROR, message=str(exc))
@@ -102,14 +107,18 @@ def run(args) -> int:
         events.emit(EventKind.DONE, evaluated=report.evaluated, failed=[{"model": n, "error": e} for n, e in report.failed])
     if args.json:
         print_json({"evaluated": report.evaluated, "failed": [{"model": n, "error": e} for n, e in report.failed],
+                    "broken": [{"model": r.name, "reason": r.reason} for r in broken],
                     "metrics_files": {n: str(ws.metrics_file(n)) for n in report.evaluated}})
     else:
         for name in report.evaluated:
             console.print(_result_line(name, report.metrics[name]), highlight=False)
         for name, error in report.failed:
             err_console.print(f"[bold red]✗[/] {escape(name)}: {escape(error)}", highlight=False)
+        for record in broken:
+            err_console.print(f"[bold red]broken, not evaluated:[/] {escape(record.name)}: {escape(record.reason)}",
+                              highlight=False)
         if args.untested and not report.evaluated and not report.failed:
             console.print("no untested models")
         else:
             (err_console if report.failed else console).print(report.summary_line(), highlight=False, markup=False)
-    return 1 if report.failed else 0
+    return 1 if report.failed or broken else 0

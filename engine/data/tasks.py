@@ -14,7 +14,7 @@ is a pair of Parquet files with ``question``, ``answer`` (and ``context``) decla
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,8 +179,3 @@ def load_items(datasets_dir: Path, task: TaskSpec, split: str, limit: int = 0) -
     contexts = columns.get("context") or [None] * table.num_rows
     return [Item(i, "" if q is None else str(q), a, None if c is None else str(c))
             for i, (q, a, c) in enumerate(zip(columns["question"], columns["answer"], contexts))]
-
-
-def with_system_prompt(task: TaskSpec, prompt: str) -> TaskSpec:
-    """A copy of ``task`` with another system prompt."""
-    return replace(task, system_prompt=prompt)

@@ -21,7 +21,6 @@ from typing import Any, Iterable
 from engine.workspace import Workspace
 
 KINDS = ("train", "quantize", "eval")
-STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 FINISHED = ("done", "failed", "cancelled", "interrupted")
 RETRYABLE = ("failed", "cancelled", "interrupted")
 JOB_DIR_PLACEHOLDER = "{job_dir}"

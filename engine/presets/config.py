@@ -174,10 +174,6 @@ def _section_dict(section: Any) -> dict[str, Any]:
     return {f.name: (list(v) if isinstance(v := getattr(section, f.name), list) else v) for f in fields(section)}
 
 
-def default_config() -> ExperimentConfig:
-    return ExperimentConfig()
-
-
 def field_specs(section: type) -> dict[str, dict[str, Any]]:
     """Per field: default, python type name and the validation metadata (for forms)."""
     specs = {}

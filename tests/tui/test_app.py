@@ -99,19 +99,32 @@ from pathlib import Path
 from engine.workspace import Workspace
 from tui.app import LlmTuiApp
 
+async def until(pilot, condition, what):
+    for _ in range(400):  # 20 s
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+def screen_is(app, name):
+    return type(app.screen).__name__ == name
+
 async def visit_every_screen(root):
     app = LlmTuiApp(Workspace(Path(root)), autostart_worker=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause(1.0)
-        await pilot.press("enter")  # the first model's details
-        await pilot.pause(0.5)
+        await until(pilot, lambda: screen_is(app, "ModelsScreen") and app.screen.loaded and app.screen.rows,
+                    "the models list")
+        await pilot.press("enter")  # the first model's details (reads its metadata)
+        await until(pilot, lambda: screen_is(app, "ModelDetailsModal") and app.screen.sections, "the details")
         await pilot.press("escape", "2")
-        await pilot.pause(1.0)
+        await until(pilot, lambda: screen_is(app, "ExperimentsScreen") and app.screen.info is not None
+                    and "tiny-qwen3" in app.screen.info.models, "the experiments screen's workspace info")
         await pilot.press("3")
-        await pilot.pause(1.0)
+        await until(pilot, lambda: screen_is(app, "JobsScreen") and len(app.screen.query_one("#jobs").columns) > 0,
+                    "the jobs table (filled by the queue poller)")
         await pilot.press("4")
-        await pilot.pause(1.0)
-        assert type(app.screen).__name__ == "ResultsScreen"
+        await until(pilot, lambda: screen_is(app, "ResultsScreen") and app.screen.table_data is not None,
+                    "the results table")
 
 asyncio.run(visit_every_screen(sys.argv[1]))
 heavy = sorted(m for m in ("torch", "transformers", "peft", "trl", "gptqmodel", "bitsandbytes", "hqq")

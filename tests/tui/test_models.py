@@ -72,8 +72,9 @@ async def test_e_queues_evaluation_of_the_highlighted_model(tmp_path):
         assert jobs[0].gpus_requested == 1  # the fake inventory has one GPU
         await wait_for(pilot, lambda: _status(screen, "alpha-boolq_SFT_LoRa16_NoQuant") == "queued",
                        what="the row to show the queued job")
-        await pilot.press("e")  # already queued: nothing more is queued
-        await pilot.pause(0.3)
+        await pilot.press("e")  # already queued: nothing more is queued, and the screen says why
+        await wait_for(pilot, lambda: any(n.message == "alpha-boolq_SFT_LoRa16_NoQuant is already queued"
+                                          for n in app._notifications), what="the 'already queued' notice")
         with JobStore(ws) as store:
             assert len(store.list()) == 1
 
@@ -133,6 +134,8 @@ async def test_corrupt_metadata_is_a_broken_row_not_a_crash(tmp_path):
         screen = app.screen
         await wait_for(pilot, lambda: screen.loaded, what="the models table")
         assert _status(screen, "alpha-boolq_SFT_LoRa16_NoQuant") == "broken"
-        await pilot.press("e")  # a broken model is not queued
-        await pilot.pause(0.2)
+        await pilot.press("e")  # a broken model is not queued, and the screen says why
+        await wait_for(pilot, lambda: any(n.message.startswith("cannot evaluate alpha-boolq_SFT_LoRa16_NoQuant: ")
+                                          and "training_metadata.json" in n.message for n in app._notifications),
+                       what="the 'cannot evaluate' notice")
         assert not ws.queue_db.exists()

@@ -9,15 +9,8 @@ from textual.widgets import DataTable
 from engine.files import write_json
 from engine.jobs.store import JobStore
 from tui_workspace import make_model, make_workspace, wait_for
-from tui.app import LlmTuiApp
 from tui.modals.model_details import ModelDetailsModal
 from tui.screens.models import ModelsScreen
-from fake_gpus import FakeInventory
-
-
-def _app(ws) -> LlmTuiApp:
-    # NVML cannot exist on this machine: a fake inventory with one GPU stands behind the same interface.
-    return LlmTuiApp(ws, gpu_inventory=FakeInventory.with_gpus(1), autostart_worker=False, poll_interval_s=0.1)
 
 
 def _status(screen: ModelsScreen, name: str) -> str:
@@ -37,9 +30,9 @@ def _workspace(tmp_path):
     return ws
 
 
-async def test_table_lists_every_model_with_status_and_headline(tmp_path):
+async def test_table_lists_every_model_with_status_and_headline(tmp_path, tui_app):
     ws = _workspace(tmp_path)
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(120, 30)) as pilot:
         screen = app.screen
         assert isinstance(screen, ModelsScreen)
@@ -57,9 +50,9 @@ async def test_table_lists_every_model_with_status_and_headline(tmp_path):
         assert any("broken-folder: neither config.json nor adapter_config.json" in n.message for n in app._notifications)
 
 
-async def test_e_queues_evaluation_of_the_highlighted_model(tmp_path):
+async def test_e_queues_evaluation_of_the_highlighted_model(tmp_path, tui_app):
     ws = _workspace(tmp_path)
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         await wait_for(pilot, lambda: screen.loaded, what="the models table")
@@ -79,9 +72,9 @@ async def test_e_queues_evaluation_of_the_highlighted_model(tmp_path):
             assert len(store.list()) == 1
 
 
-async def test_E_queues_evaluation_of_all_untested_models(tmp_path):
+async def test_E_queues_evaluation_of_all_untested_models(tmp_path, tui_app):
     ws = _workspace(tmp_path)
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         await wait_for(pilot, lambda: screen.loaded, what="the models table")
@@ -97,9 +90,9 @@ async def test_E_queues_evaluation_of_all_untested_models(tmp_path):
         assert _status(screen, "delta-boolq_SFT_LoRa16_NoQuant") == "tested"
 
 
-async def test_filter_details_and_automatic_refresh(tmp_path):
+async def test_filter_details_and_automatic_refresh(tmp_path, tui_app):
     ws = _workspace(tmp_path)
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         await wait_for(pilot, lambda: screen.loaded, what="the models table")
@@ -126,10 +119,10 @@ async def test_filter_details_and_automatic_refresh(tmp_path):
                        what="the new metrics file")
 
 
-async def test_corrupt_metadata_is_a_broken_row_not_a_crash(tmp_path):
+async def test_corrupt_metadata_is_a_broken_row_not_a_crash(tmp_path, tui_app):
     ws = _workspace(tmp_path)
     (ws.model_dir("alpha-boolq_SFT_LoRa16_NoQuant") / "training_metadata.json").write_text("{not json")
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         await wait_for(pilot, lambda: screen.loaded, what="the models table")

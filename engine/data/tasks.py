@@ -1,6 +1,6 @@
 """The task registry (built-in benchmarks and custom datasets) and tolerant Parquet loading.
 
-Built-in tasks keep the seed's file names: ``train-``/``test-`` + ``OpenMathInstruct-2``,
+Built-in tasks keep the legacy scripts' file names: ``train-``/``test-`` + ``OpenMathInstruct-2``,
 ``ai2_arc``, ``boolq``, ``squad_v2`` ``.parquet`` in the workspace's ``Datasets/``. A custom dataset
 is a pair of Parquet files with ``question``, ``answer`` (and ``context``) declared in
 ``Datasets/datasets.toml``::
@@ -31,7 +31,7 @@ SYSTEM_PROMPTS = {
     "squad_v2": "Answer the question with a short span copied from the context, inside \\boxed{}. If the "
                 "context does not contain the answer, write \\boxed{unanswerable}.",
 }
-#: Per-kind ceiling on generated tokens (the seed used 1000 everywhere; generation also stops at
+#: Per-kind ceiling on generated tokens (the legacy scripts used 1000 everywhere; generation also stops at
 #: the first closed ``\boxed{}``).
 MAX_NEW_TOKENS = {"math_numeric": 1024, "mcq4": 256, "boolq": 256, "squad_v2": 256}
 

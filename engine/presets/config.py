@@ -133,7 +133,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ExperimentConfig:
-    """A whole experiment: every knob of the seed's trainer, PTQ steps and evaluation."""
+    """A whole experiment: every knob of the legacy scripts' trainer, PTQ steps and evaluation."""
 
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -295,7 +295,7 @@ def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ())
         problems.append(Problem("model.base", "must name a hub id or a model folder"))
     if config.quant.method == "QLORA" and config.peft.method == "NoPeft":
         problems.append(Problem("quant.method", "QLORA trains adapters on a 4-bit base and needs peft.method "
-                                "LoRa or DoRa (the seed silently switched to LoRa; set it explicitly)"))
+                                "LoRa or DoRa (the legacy scripts silently switched to LoRa; set it explicitly)"))
     if config.quant.method == "QLORA" and config.peft.method == "VeRa":
         problems.append(Problem("peft.method", "VeRa cannot train on a QLORA 4-bit base (TRL casts the adapter "
                                 "to bf16 and VeRA's shared float32 projections break); use LoRa or DoRa"))

@@ -241,7 +241,7 @@ class _DatasetComparer:
         path = self.predictions_path(record)
         if not path.is_file():
             origin = " (its metrics file was written by the old research scripts)" \
-                if record.source == "seed" else ""
+                if record.source == "legacy" else ""
             return None, f"no per-item predictions for {record.name}{origin}: {self.relative(path)} is missing"
         try:
             rows = _read_jsonl(path)

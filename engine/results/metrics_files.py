@@ -32,14 +32,14 @@ from engine.workspace import UnsafeNameError, Workspace
 BUILTIN_TEST_SET_KINDS = {BUILTIN_TASKS[name].file_stem: BUILTIN_TASKS[name].kind
                           for name in ("arc", "openmath", "boolq", "squad")}
 #: Old-script metric keys → llmtui's.
-SEED_METRIC_NAMES = {
+LEGACY_METRIC_NAMES = {
     "f1_pos": "f1",
     "MCC": "mcc",
     "NoAns_Accuracy": "NoAns_accuracy",
     "AvNA_Accuracy": "AvNA",
 }
 #: Metrics the old scripts wrote as percentages (after renaming), by task kind.
-SEED_PERCENT_METRICS = {
+LEGACY_PERCENT_METRICS = {
     "squad_v2": frozenset({"EM", "F1", "HasAns_EM", "HasAns_F1", "NoAns_accuracy", "AvNA"}),
 }
 #: Keys inside ``metrics`` that are descriptions or counts, not metrics.
@@ -76,7 +76,7 @@ class ResultRecord:
 
     path: Path
     name: str
-    source: str  # "llmtui" | "seed" | "unreadable"
+    source: str  # "llmtui" | "legacy" (the legacy scripts' files) | "unreadable"
     raw_model_name: Any = None
     evaluated_at: str | None = None
     datasets: dict[str, DatasetResult] = field(default_factory=dict)
@@ -177,7 +177,7 @@ def training_peaks(ws: Workspace, model: str) -> tuple[float | None, float | Non
 
 
 #: The old scripts' ``metrics_summary.csv`` columns, kept first and in this order.
-SEED_SUMMARY_COLUMNS = (
+LEGACY_SUMMARY_COLUMNS = (
     "model",
     "train_peak_vram_reserved_gb", "train_peak_vram_allocated_gb",
     "eval_peak_vram_reserved_gb", "eval_peak_vram_allocated_gb",
@@ -308,7 +308,7 @@ def _columns(rows: list[dict[str, Any]], dataset_names: list[str], *, filtered: 
         return any(row.get(key) is not None for row in rows)
 
     columns: list[Column] = []
-    for key in SEED_SUMMARY_COLUMNS:
+    for key in LEGACY_SUMMARY_COLUMNS:
         dataset, _, metric = key.rpartition("__")
         if dataset and filtered and dataset not in dataset_names:
             continue
@@ -332,7 +332,7 @@ class _FileReader:
         self.path = path
         self.data = data
         self.warnings: list[str] = []
-        self.is_seed = "llmtui_version" not in data
+        self.is_legacy = "llmtui_version" not in data
 
     def record(self) -> ResultRecord:
         data = self.data
@@ -347,7 +347,7 @@ class _FileReader:
         if not isinstance(quantization, dict):
             quantization = summary.get("quantization") if isinstance(summary.get("quantization"), dict) else {}
         record = ResultRecord(
-            path=self.path, name=name, source="seed" if self.is_seed else "llmtui",
+            path=self.path, name=name, source="legacy" if self.is_legacy else "llmtui",
             raw_model_name=raw_name,
             evaluated_at=self.text(data, "evaluated_at", "evaluated_at"),
             overall_accuracy=self.rate(summary, "overall_accuracy", "summary.overall_accuracy"),
@@ -396,14 +396,14 @@ class _FileReader:
             self.warn(f"{where}.metrics", metrics, "an object")
             metrics = {}
         result.metrics["accuracy"] = self.rate(entry, "accuracy", f"{where}.accuracy")
-        percent_metrics = SEED_PERCENT_METRICS.get(kind or "", frozenset()) if self.is_seed else frozenset()
+        percent_metrics = LEGACY_PERCENT_METRICS.get(kind or "", frozenset()) if self.is_legacy else frozenset()
         for key, value in (metrics or {}).items():
             if key in NON_METRIC_KEYS:
                 continue
             if isinstance(value, (dict, list)):
                 result.details[key] = value
                 continue
-            metric = SEED_METRIC_NAMES.get(key, key) if self.is_seed else key
+            metric = LEGACY_METRIC_NAMES.get(key, key) if self.is_legacy else key
             number = self.number(metrics, key, f"{where}.metrics.{key}")
             if number is not None and metric in percent_metrics:
                 number /= 100
@@ -446,7 +446,7 @@ class _FileReader:
     def rate(self, data: dict[str, Any], key: str, where: str) -> float | None:
         """A rate as a fraction: the old scripts wrote percentages."""
         number = self.number(data, key, where)
-        if number is not None and self.is_seed:
+        if number is not None and self.is_legacy:
             number /= 100
         return number
 

@@ -105,7 +105,7 @@ samples = 32
 after = true
 datasets = ["arc"]
 """,
-    "base-snapshot": """# A snapshot of the base model with metadata and no training (the seed's dataset = "none").
+    "base-snapshot": """# A snapshot of the base model with metadata and no training (the legacy scripts' dataset = "none").
 [model]
 base = "Models/tiny-qwen3"
 

@@ -343,7 +343,7 @@ def save_model(model, tokenizer, config: ExperimentConfig, base_path: str, choic
 def build_metadata(config: ExperimentConfig, *, base_path: str, model_type: str, counts: tuple[int, int],
                    trl_args: dict[str, Any] | None, peft_config: Any, quantization_config: Any,
                    stats: dict[str, Any], hardware: dict[str, Any], data: dict[str, Any] | None) -> dict[str, Any]:
-    """``training_metadata.json``: the seed's sections (see the model folder contract)."""
+    """``training_metadata.json``: the legacy scripts' sections (see the model folder contract)."""
     spec = config.quant_spec()
     total, trainable = counts
     return {

@@ -1,4 +1,4 @@
-"""The workspace folder layout, llmtui's private state folder, and safe name → path mapping."""
+"""The workspace folder layout, llmtui's private state folder, and safe name → path mapping (any process)."""
 
 from __future__ import annotations
 

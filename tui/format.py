@@ -1,4 +1,4 @@
-"""Formatting shared by the CLI and the app: sizes, counts, durations, status colours."""
+"""Formatting shared by the CLI and the app: sizes, counts, durations, status colours (TUI and CLI processes)."""
 
 from __future__ import annotations
 

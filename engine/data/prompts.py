@@ -1,4 +1,4 @@
-"""The one prompt builder, shared by training, evaluation and PTQ calibration.
+"""The one prompt builder, shared by training, evaluation and PTQ calibration (any process).
 
 System prompt first, then the user turn (the question, and the context under a ``Context:``
 separator where the task has one); the training completion is the gold answer in ``\\boxed{…}``.

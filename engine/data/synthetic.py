@@ -1,4 +1,4 @@
-"""Small synthetic datasets in the four task schemas that a tiny model can actually learn."""
+"""Small synthetic datasets in the four task schemas that a tiny model can actually learn (CLI process (llmtui demo))."""
 
 from __future__ import annotations
 

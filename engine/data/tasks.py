@@ -1,4 +1,4 @@
-"""The task registry (built-in benchmarks and custom datasets) and tolerant Parquet loading.
+"""The task registry (built-in benchmarks and custom datasets) and tolerant Parquet loading (any process).
 
 Built-in tasks keep the legacy scripts' file names: ``train-``/``test-`` + ``OpenMathInstruct-2``,
 ``ai2_arc``, ``boolq``, ``squad_v2`` ``.parquet`` in the workspace's ``Datasets/``. A custom dataset

@@ -1,4 +1,4 @@
-"""Turn presets and requests into queued jobs: the train → PTQ → eval pipeline, PTQ runs, evaluations.
+"""Presets and requests → queued jobs: the train → PTQ → eval pipeline, PTQ runs, evaluations (TUI and CLI).
 
 Each job runs ``llmtui -w WS train|quantize|eval …`` in its own process. A train job's preset is
 frozen at enqueue time: the worker writes the stored TOML text to ``.llmtui/jobs/{id}/preset.toml``

@@ -1,4 +1,4 @@
-"""A job's progress, ETA and training curve, folded from its events file (see :mod:`engine.events`)."""
+"""A job's progress, ETA and training curve, folded from its :mod:`engine.events` file (TUI and CLI processes)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The persistent job queue: a SQLite database in ``.llmtui/queue.db`` (WAL, one transaction per change).
+"""The persistent job queue: a SQLite database in ``.llmtui/queue.db`` (WAL, one transaction per change) (any process).
 
 A job is a frozen request: its kind, the preset TOML text and options taken at enqueue time, and the
 exact argv to run (stored as a JSON list; ``{job_dir}`` in an argument stands for the job's folder

@@ -1,4 +1,4 @@
-"""The queue worker: one per workspace (``.llmtui/worker.lock``), detached from any terminal.
+"""The queue worker: one per workspace (``.llmtui/worker.lock``), detached from any terminal (worker process).
 
 It takes runnable jobs from the queue, gives each its GPUs through ``CUDA_VISIBLE_DEVICES`` and runs
 it as its own process group (``engine.jobs.jobrun`` wrapping the job's command) with stdout and stderr

@@ -1,4 +1,4 @@
-"""Experiment presets: typed sections, TOML load/save, and validation with field-level messages.
+"""Experiment presets: typed sections, TOML load/save, and validation with field-level messages (any process).
 
 A preset is data only (TOML read with ``tomllib``); nothing in it is ever executed.
 """

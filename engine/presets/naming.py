@@ -1,4 +1,4 @@
-"""QuantizationSpec, quantization tags and model folder names, identical to the legacy scripts' rules.
+"""QuantizationSpec, quantization tags and model folder names, identical to the legacy scripts' rules (any process).
 
 ``{base}-{dataset}_{finetuning}_{peft}{r}_{quant_tag}``; a base snapshot is ``{base}-base``; a PTQ
 output replaces the ``NoQuant`` tag of its source with the PTQ tag (``GPTQ_w4_g64_headfp16``).

@@ -1,4 +1,4 @@
-"""Side-by-side comparison of evaluated models with paired significance tests.
+"""Side-by-side comparison of evaluated models with paired significance tests (TUI and CLI processes).
 
 :func:`compare` puts, for every test set the first model shares with another, every metric of every
 model side by side with its delta against the first model. Where both models have per-item

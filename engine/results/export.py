@@ -1,4 +1,4 @@
-"""The results table and a comparison as CSV, Markdown (GitHub), LaTeX (booktabs) and JSON text.
+"""The results table and a comparison as CSV, Markdown (GitHub), LaTeX (booktabs) and JSON text (TUI and CLI processes).
 
 Numbers keep full precision in CSV and JSON; Markdown and LaTeX show 4 decimals and mark the best
 value of each column (higher or lower is better per :func:`engine.results.metrics_files.metric_direction`) in bold.

@@ -1,4 +1,4 @@
-"""Dataset metrics recomputed from per-item predictions, vectorised over bootstrap resamples.
+"""Dataset metrics recomputed from per-item predictions, vectorised over bootstrap resamples (TUI and CLI processes).
 
 The predictions files (``Testing/predictions/{model}/{test stem}.jsonl``) hold, per item, ``pred``
 (normalised by engine.results.scoring), ``gold`` (as in the dataset), ``correct``, ``has_box`` and (squad_v2)

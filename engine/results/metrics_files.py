@@ -1,4 +1,4 @@
-"""Reading metrics files — llmtui's and the old research scripts' — into one normalised shape.
+"""Reading metrics files — llmtui's and the old research scripts' — into one normalised shape (TUI and CLI processes).
 
 Both writers use the same top-level schema (``model_name``, ``evaluated_at``, ``summary``,
 ``datasets`` keyed by test file name, ``quantization``, ``hardware``). The old scripts' files (no

@@ -1,4 +1,4 @@
-"""Scan ``Models/`` and ``Testing/metrics/``: one record per model folder, fast and tolerant.
+"""Scan ``Models/`` and ``Testing/metrics/``: one record per model folder, fast and tolerant (any process).
 
 Reads only small files (config, metadata JSON, safetensors headers); a 5,000-model workspace
 scans in well under 1.5 s (``bench/registry_scan.py``). Broken folders become ``broken`` records

@@ -1,4 +1,4 @@
-"""Task metric definitions: answer extraction, per-item scoring and dataset metrics.
+"""Task metric definitions: answer extraction, per-item scoring and dataset metrics (job process and compare).
 
 Four task kinds (``TASK_KINDS``): ``mcq4`` (ARC, letters A-D), ``boolq`` (True/False),
 ``squad_v2`` (extractive QA with unanswerable questions) and ``math_numeric`` (one number).

@@ -1,4 +1,4 @@
-"""``llmtui demo``: a complete workspace that works offline on a CPU."""
+"""``llmtui demo``: a complete workspace that works offline on a CPU (CLI process)."""
 
 from __future__ import annotations
 

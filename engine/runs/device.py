@@ -1,4 +1,4 @@
-"""Where training runs and what it cost: device and dtype choice, GPU memory peaks, peak RSS.
+"""Where training runs and what it cost: device and dtype choice, GPU memory peaks, peak RSS (job process).
 
 Everything torch-related is imported inside the functions, so importing this module is cheap.
 """

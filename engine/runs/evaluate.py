@@ -1,4 +1,4 @@
-"""Batched greedy evaluation of model folders on the workspace's test sets.
+"""Batched greedy evaluation of model folders on the workspace's test sets (job process).
 
 Prompts (the one prompt builder's text) are sorted by token length and generated in padded batches
 with their attention mask; a prefix every prompt of a batch shares (system prompt, chat template) is

@@ -1,4 +1,4 @@
-"""Load any model folder for inference: full, adapter (base + PEFT adapter), bitsandbytes, GPTQ/AWQ, HQQ.
+"""Load any model folder for inference: full, adapter (base + PEFT adapter), bitsandbytes, GPTQ/AWQ, HQQ (job process).
 
 The kind is detected from the folder's files — ``quantization_metadata.json``, ``adapter_config.json``,
 ``training_metadata.json`` and ``config.json``'s ``quantization_config`` — never from its name.

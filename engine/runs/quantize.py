@@ -1,4 +1,4 @@
-"""Post-training quantization: GPTQ and AWQ (GPTQModel), HQQ (hqq), INT8 and NF4 (bitsandbytes).
+"""Post-training quantization: GPTQ and AWQ (GPTQModel), HQQ (hqq), INT8 and NF4 (bitsandbytes) (job process).
 
 :func:`quantize_model` turns a full-precision model folder — a training output, a merged adapter, a base
 snapshot, or an adapter folder (merged into its base first) — into ``Models/{source}_{tag}/``: the

@@ -1,4 +1,4 @@
-"""SFT training runs: full fine-tuning, LoRA/DoRA/VeRA, QLoRA; base snapshots; data-parallel relaunch.
+"""SFT training runs: full fine-tuning, LoRA/DoRA/VeRA, QLoRA; base snapshots; data-parallel relaunch (job process).
 
 :func:`train` runs one experiment in this process and writes ``Models/{name}/`` (weights or adapter,
 tokenizer, ``training_metadata.json``, ``preset.toml``) through :func:`engine.files.staged_dir`, so a

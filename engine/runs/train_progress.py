@@ -1,4 +1,4 @@
-"""Live training progress: the events written for the TUI and the ticks shown on the console.
+"""Live training progress: the events written for the TUI and the ticks shown on the console (job process).
 
 :class:`ProgressEvents` writes ``start``/``train_step``/``eval``/``saved``/``error``/``done`` events
 (one flushed JSONL line each, through :class:`engine.events.EventWriter`) and hands every event to

@@ -1,4 +1,4 @@
-"""``llmtui compare A B [C …]``: metrics side by side with paired significance tests."""
+"""``llmtui compare A B [C …]``: metrics side by side with paired significance tests (CLI process)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``llmtui data``: list the workspace's datasets, or prepare the benchmarks from the Hub."""
+"""``llmtui data``: list the workspace's datasets, or prepare the benchmarks from the Hub (CLI process)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``llmtui eval``: evaluate model folders on the workspace's test sets (or every untested model)."""
+"""``llmtui eval``: evaluate model folders on the workspace's test sets (or every untested model) (CLI or job process)."""
 
 from __future__ import annotations
 

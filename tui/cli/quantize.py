@@ -1,4 +1,4 @@
-"""``llmtui quantize MODEL_DIR --method …``: post-training quantization into a new folder in Models/."""
+"""``llmtui quantize MODEL_DIR --method …``: PTQ into a new folder in Models/ (CLI or job process)."""
 
 from __future__ import annotations
 

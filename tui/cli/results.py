@@ -1,4 +1,4 @@
-"""``llmtui results``: the results table of every metrics file, on screen or exported."""
+"""``llmtui results``: the results table of every metrics file, on screen or exported (CLI process)."""
 
 from __future__ import annotations
 

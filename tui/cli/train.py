@@ -1,4 +1,4 @@
-"""``llmtui train PRESET``: run one training experiment in the foreground (also what the job queue runs).
+"""``llmtui train PRESET``: run one training experiment in the foreground (CLI process, or a queued job's process).
 
 ``train.gpus > 1`` re-runs this same command under ``accelerate launch`` with one process per GPU
 (or per CPU rank without CUDA); rank 0 writes the events, the console output and the model folder.

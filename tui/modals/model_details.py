@@ -1,4 +1,4 @@
-"""``enter`` on a model: its training metadata, quantization, metrics summary and files."""
+"""``enter`` on a model: its training metadata, quantization, metrics summary and files (TUI)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Screen 2: presets on the left, the form on the right, the output name and steps shown live."""
+"""Screen 2: presets on the left, the form on the right, the output name and steps shown live (TUI)."""
 
 from __future__ import annotations
 

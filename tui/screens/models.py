@@ -1,4 +1,4 @@
-"""Screen 1: every model folder with its status, refreshed when models, metrics or jobs change."""
+"""Screen 1: every model folder with its status, refreshed when models, metrics or jobs change (TUI)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Screen 4: one row per metrics file, sortable, with marks for the side-by-side comparison."""
+"""Screen 4: one row per metrics file, sortable, with marks for the side-by-side comparison (TUI)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.tasks import BUILTIN_TASKS
-from engine.results.model_folder import TRAINING_METADATA
+from engine.results.model_folder import TRAINING_METADATA, dig
 from engine.workspace import UnsafeNameError, Workspace
 
 #: Built-in test-set name (file stem) → task kind, in the order result columns list them (the legacy
@@ -167,7 +167,7 @@ def training_peaks(ws: Workspace, model: str) -> tuple[float | None, float | Non
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, UnsafeNameError):
         return None, None
-    peaks = _dig(meta, "hardware_info", "vram_peaks")
+    peaks = dig(meta, "hardware_info", "vram_peaks")
     if not isinstance(peaks, dict):
         return None, None
     overall = peaks.get("overall") if isinstance(peaks.get("overall"), dict) else {}
@@ -475,14 +475,6 @@ class _FileReader:
             return value
         self.warn(where, value, "text")
         return None
-
-
-def _dig(data: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
 
 
 def _finite(value: Any) -> float | None:

@@ -45,7 +45,7 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    dataset: str = _knob("openmath", help="openmath | squad | arc | boolq | none | custom")
+    dataset: str = _knob("openmath", help=" | ".join((*BUILTIN_TASKS, "none", "custom")))
     trunc_train: int = _knob(0, min=0, help="train rows to use (0 = all)")
     trunc_eval: int = _knob(0, min=0, help="eval rows to use (0 = all)")
 

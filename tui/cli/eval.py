@@ -7,6 +7,7 @@ import signal
 
 from rich.markup import escape
 
+from engine.data.tasks import DISPLAY_ORDER
 from engine.events import EventKind
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
 
@@ -44,7 +45,7 @@ def register(subparsers) -> None:
                         help="evaluate every model in Models/ without a metrics file, one after another "
                              "(broken folders are listed, never evaluated)")
     parser.add_argument("--datasets", metavar="LIST",
-                        help="comma-separated test sets: arc,boolq,squad,openmath or custom names "
+                        help=f"comma-separated test sets: {','.join(DISPLAY_ORDER)} or custom names "
                              "(default: every test set present)")
     parser.add_argument("--limit", type=_limit, default=0, metavar="N", help="items per test set (0 = all)")
     parser.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from engine.data.tasks import builtin_metric_columns
+from engine.data.tasks import DISPLAY_ORDER, builtin_metric_columns
 from tui.cli.common import add_workspace_arg, console, err_console, workspace_from
 
 #: What the on-screen table shows unless ``--columns`` asks for more, in priority order: columns
@@ -58,7 +58,7 @@ def register(subparsers) -> None:
     parser.add_argument("--models", nargs="+", metavar="NAME",
                         help="only these models (names or patterns like 'Qwen3-8B*', comma-separated too)")
     parser.add_argument("--datasets", nargs="+", metavar="NAME",
-                        help="only these test sets (arc, boolq, squad, openmath, or a custom name)")
+                        help=f"only these test sets ({', '.join(DISPLAY_ORDER)}, or a custom name)")
     parser.add_argument("--columns", nargs="+", metavar="PATTERN",
                         help="only the columns matching these patterns (e.g. '*__accuracy' 'boolq__*')")
     parser.set_defaults(func=run, format=None)

@@ -1,7 +1,7 @@
 """Evaluation throughput: llmtui's engines against one-prompt-at-a-time loops, every figure from one run.
 
 Workloads (``--workload``, default all three):
-  short    the demo's boolq-full model on 200 BoolQ items: the built-in engine vs the seed's loop (one prompt per
+  short    the demo's boolq-full model on 200 BoolQ items: the built-in engine vs the legacy scripts' loop (one prompt per
            ``generate`` call, ``max_new_tokens=1000``, no stop at the box). Goal (issue 4): >= 10x, 0 differing.
   mixed    a weakly trained demo model (the demo preset arc-qlora-gptq trained without its PTQ step: QLoRA, 50
            steps, merged) on 32 items of each of the four test sets, answers from 3 tokens to the 1,024-token
@@ -32,7 +32,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from engine.workspace import Workspace  # noqa: E402
 
-SEED_MAX_NEW_TOKENS = 1000
+LEGACY_MAX_NEW_TOKENS = 1000
 MIXED_SETS = ("openmath", "squad", "arc", "boolq")
 
 
@@ -72,8 +72,8 @@ def prompt_ids(ws: Workspace, tokenizer, task_name: str, limit: int):
 # ------------------------------------------------------------------------------------------------ short
 
 
-def seed_loop(model, tokenizer, task, items) -> list[str | None]:
-    """The seed's evaluation loop: one prompt at a time, max_new_tokens=1000, decode, first box."""
+def legacy_loop(model, tokenizer, task, items) -> list[str | None]:
+    """The legacy scripts' evaluation loop: one prompt at a time, max_new_tokens=1000, decode, first box."""
     import torch
 
     from engine.data.prompts import render_prompt
@@ -83,7 +83,7 @@ def seed_loop(model, tokenizer, task, items) -> list[str | None]:
     for item in items:
         inputs = tokenizer(render_prompt(tokenizer, task, item), return_tensors="pt").to(model.device)
         with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=SEED_MAX_NEW_TOKENS, do_sample=False,
+            output = model.generate(**inputs, max_new_tokens=LEGACY_MAX_NEW_TOKENS, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id)
         preds.append(extract_boxed(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)))
     return preds
@@ -98,16 +98,16 @@ def short_workload(root: Path, limit: int) -> dict:
     loaded = load_for_inference(ws.model_dir(name), device="cpu")
     task, items, ids = prompt_ids(ws, loaded.tokenizer, "boolq", limit)
     started = time.perf_counter()
-    seed = seed_loop(loaded.model, loaded.tokenizer, task, items)
-    seed_s = time.perf_counter() - started
+    legacy = legacy_loop(loaded.model, loaded.tokenizer, task, items)
+    legacy_s = time.perf_counter() - started
     started = time.perf_counter()
     mask = brace_token_mask(loaded.tokenizer, loaded.model.config.vocab_size)  # inside the timing, as in eval
     gens, used = generate_all(loaded.model, loaded.tokenizer, ids, max_new_tokens=task.max_new_tokens,
                               batch_size=128, brace_mask=mask, host_memory_cap=True)
     engine_s = time.perf_counter() - started
-    differing = sum(extract_boxed(g.text) != p for g, p in zip(gens, seed))
-    return {"model": name, "items": len(items), "seed_loop_s": round(seed_s, 2), "engine_s": round(engine_s, 2),
-            "speedup": round(seed_s / engine_s, 2), "batch_size": used, "differing_predictions": differing}
+    differing = sum(extract_boxed(g.text) != p for g, p in zip(gens, legacy))
+    return {"model": name, "items": len(items), "legacy_loop_s": round(legacy_s, 2), "engine_s": round(engine_s, 2),
+            "speedup": round(legacy_s / engine_s, 2), "batch_size": used, "differing_predictions": differing}
 
 
 # ------------------------------------------------------------------------------------------------ mixed
@@ -241,7 +241,7 @@ def main() -> int:
         root = Path(args.workspace).resolve() if args.workspace else Path(tmp)
         if "short" in wanted:
             short = figures["short"] = short_workload(root, args.short_limit)
-            print(f"short: {short['items']} BoolQ items: seed loop {short['seed_loop_s']} s, engine "
+            print(f"short: {short['items']} BoolQ items: legacy loop {short['legacy_loop_s']} s, engine "
                   f"{short['engine_s']} s: {short['speedup']}x, differing predictions {short['differing_predictions']}",
                   flush=True)
         if "mixed" in wanted:

@@ -1,8 +1,9 @@
 """Evaluation throughput: llmtui's engines against one-prompt-at-a-time loops, every figure from one run.
 
 Workloads (``--workload``, default all three):
-  short    the demo's boolq-full model on 200 BoolQ items: the built-in engine vs the legacy scripts' loop (one prompt per
-           ``generate`` call, ``max_new_tokens=1000``, no stop at the box). Goal (issue 4): >= 10x, 0 differing.
+  short    the demo's boolq-full model on 200 BoolQ items: the built-in engine vs the legacy scripts' loop (one
+           prompt per ``generate`` call, ``max_new_tokens=1000``, no stop at the box). Goal (issue 4): >= 10x,
+           0 differing.
   mixed    a weakly trained demo model (the demo preset arc-qlora-gptq trained without its PTQ step: QLoRA, 50
            steps, merged) on 32 items of each of the four test sets, answers from 3 tokens to the 1,024-token
            ceiling. The built-in engine's total time against the physical bound (the sum over the test sets of
@@ -36,7 +37,8 @@ LEGACY_MAX_NEW_TOKENS = 1000
 MIXED_SETS = ("openmath", "squad", "arc", "boolq")
 
 
-def trained_demo_model(root: Path, preset_name: str, *, test_rows: int, skip_ptq: bool = False) -> tuple[Workspace, str]:
+def trained_demo_model(root: Path, preset_name: str, *, test_rows: int,
+                       skip_ptq: bool = False) -> tuple[Workspace, str]:
     """The demo workspace at ``root`` with one of its presets trained by the product's own training path.
 
     Both are reused when ``root`` already has them.
@@ -85,7 +87,8 @@ def legacy_loop(model, tokenizer, task, items) -> list[str | None]:
         with torch.no_grad():
             output = model.generate(**inputs, max_new_tokens=LEGACY_MAX_NEW_TOKENS, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id)
-        preds.append(extract_boxed(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)))
+        new_tokens = output[0][inputs["input_ids"].shape[1]:]
+        preds.append(extract_boxed(tokenizer.decode(new_tokens, skip_special_tokens=True)))
     return preds
 
 
@@ -258,7 +261,8 @@ def main() -> int:
                       f"agreeing on {mixed['vllm_agreeing_items']}/{mixed['items']} items", flush=True)
         if "threads" in wanted:
             cores = len(os.sched_getaffinity(0))
-            busy = figures["threads"] = threads_workload(root, args.limit, args.busy if args.busy is not None else cores)
+            spinning = args.busy if args.busy is not None else cores
+            busy = figures["threads"] = threads_workload(root, args.limit, spinning)
             print(f"threads: {busy['busy_processes']} spinning processes on {busy['cores']} cores: pick "
                   f"{busy['pick']['threads']} ({busy['pick']['reason']}); seconds {busy['seconds']}; torch's default "
                   f"{busy['cores']} threads took {busy['default_over_pick']}x the pick", flush=True)

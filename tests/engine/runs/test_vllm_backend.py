@@ -90,7 +90,7 @@ def test_vllm_evaluation_matches_the_built_in_engine_item_for_item(weak_arc_mode
     for stem, expected in hf_rows.items():
         got = _rows(ws, name, stem)
         agreement = sum(a["output"] == b["output"] for a, b in zip(got, expected))
-        assert agreement == len(expected), f"{stem}: vLLM agrees with the built-in engine on {agreement}/{len(expected)}"
+        assert agreement == len(expected), f"{stem}: vLLM agrees with the built-in engine on {agreement}/{len(got)}"
         assert [r["tokens"] for r in got] == [r["tokens"] for r in expected]
         assert [r["correct"] for r in got] == [r["correct"] for r in expected]
     lengths = [r["tokens"] for rows in hf_rows.values() for r in rows]

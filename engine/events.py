@@ -2,7 +2,7 @@
 
 Each line is one JSON object with at least ``t`` (unix time) and ``kind``. Kinds: ``start``,
 ``train_step``, ``eval`` (trainer evaluation), ``eval_progress`` (``dataset``, ``done``, ``total``),
-``quantize_progress``, ``saved``, ``error`` (``message``), ``done``. Writers flush after every line.
+``quantize_progress``, ``saved``, ``warning`` (``message``: the run goes on), ``error`` (``message``), ``done``. Writers flush after every line.
 """
 
 from __future__ import annotations

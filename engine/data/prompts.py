@@ -306,3 +306,59 @@ def format_differences(trained: dict[str, Any] | None, evaluated: dict[str, Any]
         return []
     return [f"{name}: {trained.get(name)!r} != {evaluated.get(name)!r}" for name in COMPARED_FIELDS
             if name in trained and trained.get(name) != evaluated.get(name)]
+
+
+# ------------------------------------------------------------------------------------------ without torch
+
+
+class FolderTemplate:
+    """A model folder's chat template and special tokens, rendered as transformers renders them, without
+    loading the tokenizer (which imports torch): what ``llmtui plan`` shows before any training."""
+
+    def __init__(self, chat_template: str | None, special_tokens: dict[str, str]):
+        self.chat_template = chat_template
+        self.special_tokens = special_tokens
+        self.bos_token = special_tokens.get("bos_token")
+        self.eos_token = special_tokens.get("eos_token")
+
+    @classmethod
+    def read(cls, folder: Any) -> "FolderTemplate | None":
+        """The folder's ``chat_template.jinja`` (or ``tokenizer_config.json``'s ``chat_template``) and special
+        tokens; None when the folder has no tokenizer configuration."""
+        import json
+        from pathlib import Path
+
+        folder = Path(folder)
+        try:
+            config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(config, dict):
+            return None
+        template = config.get("chat_template")
+        jinja_file = folder / "chat_template.jinja"
+        if jinja_file.is_file():
+            template = jinja_file.read_text(encoding="utf-8")
+        tokens = {}
+        for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
+            value = config.get(name)
+            value = value.get("content") if isinstance(value, dict) else value
+            if isinstance(value, str):
+                tokens[name] = value
+        return cls(template if isinstance(template, (str, dict)) else None, tokens)
+
+    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool = False,
+                            add_generation_prompt: bool = False, **kwargs: Any) -> str:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        rendered, _ = render_jinja_template(conversations=[messages], chat_template=_template_text(self),
+                                            add_generation_prompt=add_generation_prompt,
+                                            **{**self.special_tokens, **kwargs})
+        return rendered[0]
+
+
+def folder_prompt_format(folder: Any) -> dict[str, Any] | None:
+    """The prompt format a model folder's template gives (``example`` None), read without torch; None when the
+    folder has no tokenizer configuration."""
+    template = FolderTemplate.read(folder)
+    return None if template is None else prompt_format(template)

@@ -167,7 +167,8 @@ def _cached_tokenizer_dir(family: Family, cache: Path) -> Path:
     """A folder holding the family's real tokenizer (built from its wheel once, then reused)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    folder = cache / "tokenizers" / family.tokenizer
+    wheel = LLAMA_MODELS_WHEEL if family.tokenizer == "llama3" else MISTRAL_COMMON_WHEEL
+    folder = cache / "tokenizers" / f"{family.tokenizer}-{wheel[1]}"
     if (folder / "tokenizer_config.json").is_file():
         return folder
     scratch = cache / "tokenizers" / f".{family.tokenizer}-building"
@@ -187,8 +188,10 @@ def _cached_tokenizer_dir(family: Family, cache: Path) -> Path:
         (scratch / "tokenizer.model").unlink()
     else:
         (scratch / "tokenizer.model").write_bytes(wheel_member(*MISTRAL_COMMON_WHEEL, cache=cache))
-        (scratch / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer",
-                                                                   "legacy": False}))
+        # As Mistral's own tokenizer_config.json: BOS before every text, none after.
+        (scratch / "tokenizer_config.json").write_text(json.dumps({
+            "tokenizer_class": "LlamaTokenizer", "legacy": False, "add_bos_token": True, "add_eos_token": False,
+            "bos_token": family.bos, "eos_token": family.eos, "unk_token": "<unk>"}))
         tokenizer = AutoTokenizer.from_pretrained(str(scratch))
     built = scratch.with_name(f".{family.tokenizer}-built")
     shutil.rmtree(built, ignore_errors=True)

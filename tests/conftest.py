@@ -124,6 +124,11 @@ def _family_corpus() -> list[str]:
 #: A custom BoolQ-kind test set over the synthetic BoolQ files with a short generation budget, so evaluating
 #: an untrained tiny model (which never closes a box) takes a few seconds.
 QUICK_TASK = '[quick]\nkind = "boolq"\nfile_stem = "boolq"\nmax_new_tokens = 12\n'
+#: A BoolQ-kind test set whose questions differ in length, so a batch of them needs padding.
+VARIED_TASK = '[varied]\nkind = "boolq"\nmax_new_tokens = 12\n'
+VARIED_QUESTIONS = ["is it red", "is the cup on the table red", "is the big old wooden box on the shelf blue",
+                    "is the sky green", "is the small round stone that lies by the river under the bridge grey",
+                    "is water wet"]
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +141,13 @@ def family_ws(chat_templates, tmp_path_factory):
 
     ws = Workspace(tmp_path_factory.mktemp("families") / "ws").init()
     write_synthetic_datasets(ws.datasets_dir, train_rows=64, test_rows=8)
-    (ws.datasets_dir / "datasets.toml").write_text(QUICK_TASK)
+    (ws.datasets_dir / "datasets.toml").write_text(QUICK_TASK + VARIED_TASK)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"question": q, "answer": i % 2 == 0, "context": "It is what it is."} for i, q in enumerate(VARIED_QUESTIONS)]
+    for split in ("train", "test"):
+        pq.write_table(pa.Table.from_pylist(rows), ws.datasets_dir / f"{split}-varied.parquet")
     failures: dict = {}
 
     def base(name: str) -> str:

@@ -178,3 +178,30 @@ def test_evaluation_warns_when_the_prompt_format_differs_from_training(family_ws
     assert "enable_thinking: True != False" in metrics["prompt_format_warning"]
     warnings = [e for e in read_events(events_file) if e["kind"] == "warning"]
     assert len(warnings) == 1 and "enable_thinking" in warnings[0]["message"]
+
+
+@pytest.mark.slow
+def test_gptq_calibration_reaches_the_backend_with_one_bos(family_ws, monkeypatch):
+    """GPTQModel tokenizes raw calibration text with special tokens (a second BOS after Gemma's template's);
+    llmtui hands it token ids from tokenize_prompts instead. The backend's own dataset preparation is wrapped
+    to see what it receives, then runs unchanged."""
+    from gptqmodel.models.base import BaseQModel
+
+    from engine.runs.loading import load_tokenizer
+    from engine.runs.quantize import quantize_model
+
+    ws, base = family_ws
+    name = base("gemma2")
+    bos = load_tokenizer(ws.model_dir(name)).bos_token_id
+    received = []
+    original = BaseQModel.prepare_dataset
+
+    def recording(self, calibration_dataset, *args, **kwargs):
+        received.extend(calibration_dataset)
+        return original(self, calibration_dataset, *args, **kwargs)
+
+    monkeypatch.setattr(BaseQModel, "prepare_dataset", recording)
+    result = quantize_model(ws, name, "gptq", calibration="boolq", samples=4, overwrite=True)
+    assert len(received) == 4 and all(row[0] == bos and row.count(bos) == 1 for row in received)
+    metrics, rows = _evaluate(ws, result["model_name"], limit=1, batch_size=1)
+    assert metrics["quantization"]["method"] == "GPTQ" and rows[0]["prompt_tokens"] > 10

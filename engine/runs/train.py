@@ -322,11 +322,14 @@ def build_dataset(ws: Workspace, config: ExperimentConfig, tokenizer, split: str
 
 
 def check_trainer_inputs(trainer, tokenizer) -> None:
-    """The sequences the trainer will feed start with at most one BOS (TRL must not have added another)."""
+    """The sequences the trainer will feed start with at most one BOS (TRL must not have added another; it
+    takes our ``input_ids`` as they are in TRL 1.16, and this keeps it so across versions)."""
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return
-    doubled = sum(1 for row in trainer.train_dataset["input_ids"] if len(row) > 1 and row[0] == row[1] == bos)
+    dataset = trainer.train_dataset
+    sample = dataset.select(range(min(len(dataset), 256)))["input_ids"]  # every row is prepared the same way
+    doubled = sum(1 for row in sample if len(row) > 1 and row[0] == row[1] == bos)
     if doubled:
         raise TrainError(f"{doubled} training sequence(s) start with two BOS tokens after the trainer's preparation; "
                          "the prompt builder and the trainer disagree on special tokens")

@@ -205,3 +205,19 @@ def test_gptq_calibration_reaches_the_backend_with_one_bos(family_ws, monkeypatc
     assert len(received) == 4 and all(row[0] == bos and row.count(bos) == 1 for row in received)
     metrics, rows = _evaluate(ws, result["model_name"], limit=1, batch_size=1)
     assert metrics["quantization"]["method"] == "GPTQ" and rows[0]["prompt_tokens"] > 10
+
+
+def test_a_doubled_bos_after_the_trainer_preparation_stops_training(family_tokenizer):
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from engine.runs.train import TrainError, check_trainer_inputs
+
+    tokenizer = family_tokenizer("gemma2")
+    bos = tokenizer.bos_token_id
+    check_trainer_inputs(SimpleNamespace(train_dataset=Dataset.from_dict({"input_ids": [[bos, 7, 8], [bos, 9]]})),
+                         tokenizer)
+    doubled = SimpleNamespace(train_dataset=Dataset.from_dict({"input_ids": [[bos, bos, 7], [bos, 9]]}))
+    with pytest.raises(TrainError, match="1 training sequence"):
+        check_trainer_inputs(doubled, tokenizer)

@@ -419,7 +419,7 @@ def build_metadata(config: ExperimentConfig, *, base_path: str, model_type: str,
                    trl_args: dict[str, Any] | None, peft_config: Any, quantization_config: Any,
                    stats: dict[str, Any], hardware: dict[str, Any], data: dict[str, Any] | None,
                    prompt_format: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``training_metadata.json``: the seed's sections (see the model folder contract), the prompt format the
+    """``training_metadata.json``: the legacy scripts' sections (see the model folder contract), the prompt format the
     model was trained with, and ``target_modules`` (as the preset asked, and as resolved for this model)."""
     spec = config.quant_spec()
     total, trainable = counts

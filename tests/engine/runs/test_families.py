@@ -221,3 +221,25 @@ def test_a_doubled_bos_after_the_trainer_preparation_stops_training(family_token
     doubled = SimpleNamespace(train_dataset=Dataset.from_dict({"input_ids": [[bos, bos, 7], [bos, 9]]}))
     with pytest.raises(TrainError, match="1 training sequence"):
         check_trainer_inputs(doubled, tokenizer)
+
+
+def test_absolute_and_home_model_base_train_and_evaluate(family_ws, tmp_path, monkeypatch):
+    """``model.base`` as an absolute folder and as ``~/…`` (users' own checkpoints) trains and evaluates."""
+    import shutil
+
+    from engine.runs.train import TrainError, train
+
+    ws, base = family_ws
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    absolute = tmp_path / "checkpoints" / "tiny-abs"
+    home = tmp_path / "home" / "models" / "tiny-home"
+    for folder in (absolute, home):
+        shutil.copytree(ws.model_dir(base("qwen3")), folder)
+    for ref in (str(absolute), "~/models/tiny-home"):
+        config = _config("x", [f'model.base="{ref}"', "train.max_steps=1"])
+        result = train(ws, config, overwrite=True)
+        assert result.metadata["model_info"]["base_model_path"] in (str(absolute.resolve()), str(home.resolve()))
+        metrics, rows = _evaluate(ws, result.model_name, limit=1, batch_size=1)
+        assert metrics["summary"]["total_samples"] == 1 and rows[0]["prompt_tokens"] > 10
+    with pytest.raises(TrainError, match="no-such-folder"):
+        train(ws, _config("x", [f'model.base="{tmp_path / "no-such-folder"}"']), overwrite=True)

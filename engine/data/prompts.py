@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.data.tasks import Item, TaskSpec
+from engine.results.scoring import BOOL_WORDS, DIGIT_TO_LETTER
 
 PLAIN_TEMPLATE_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 UNANSWERABLE = "unanswerable"
@@ -47,7 +48,7 @@ def build_messages(task: TaskSpec, item: Item) -> list[dict[str, str]]:
     return [{"role": "system", "content": task.system_prompt}, {"role": "user", "content": user}]
 
 
-def format_number(value: float) -> str:
+def number_answer_text(value: float) -> str:
     """``1008.0`` → ``1008``; ``0.5`` → ``0.5`` (no exponent for ordinary values)."""
     if math.isfinite(value) and float(value).is_integer():
         return str(int(value))
@@ -58,14 +59,15 @@ def answer_text(task: TaskSpec, answer: Any) -> str:
     """The gold answer as the text that goes inside ``\\boxed{}`` for training."""
     if task.kind == "boolq":
         if isinstance(answer, str):
-            return "True" if answer.strip().lower() in ("true", "yes", "1") else "False"
+            word = answer.strip().lower()
+            return "True" if BOOL_WORDS.get(word) is True or word == "1" else "False"
         return "True" if bool(answer) else "False"
     if task.kind == "mcq4":
         text = str(answer).strip().upper()
-        return "ABCD"[int(text) - 1] if text in ("1", "2", "3", "4") else text
+        return DIGIT_TO_LETTER.get(text, text)
     if task.kind == "math_numeric":
         try:
-            return format_number(float(answer))
+            return number_answer_text(float(answer))
         except (TypeError, ValueError):
             return str(answer).strip()
     text = "" if answer is None else str(answer).strip()
@@ -349,12 +351,32 @@ class FolderTemplate:
 
     def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool = False,
                             add_generation_prompt: bool = False, **kwargs: Any) -> str:
-        from transformers.utils.chat_template_utils import render_jinja_template
+        return _jinja_template(_template_text(self)).render(
+            messages=messages, add_generation_prompt=add_generation_prompt, **{**self.special_tokens, **kwargs})
 
-        rendered, _ = render_jinja_template(conversations=[messages], chat_template=_template_text(self),
-                                            add_generation_prompt=add_generation_prompt,
-                                            **{**self.special_tokens, **kwargs})
-        return rendered[0]
+
+def _jinja_template(template: str):
+    """``template`` compiled the way transformers compiles chat templates (a sandbox with trimmed blocks, loop
+    controls, ``raise_exception``, an HTML-safe ``tojson`` and ``strftime_now``); engine.data may not import
+    transformers, and tests check that both render the same."""
+    import json
+    from datetime import datetime
+
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(value: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
+               sort_keys: bool = False) -> str:
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt))
+    return env.from_string(template)
 
 
 def folder_prompt_format(folder: Any) -> dict[str, Any] | None:

@@ -1,5 +1,5 @@
-"""What an experiment would do: its output names, the steps (train, PTQ, eval), and — for ``llmtui plan`` —
-the target modules and prompt format its base model gives, as plain data (any process; no torch)."""
+"""What an experiment would do: output names and steps (train, PTQ, eval), and — for ``llmtui plan`` — the
+target modules and prompt format its base model gives, as plain data (TUI and CLI processes; no torch)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from engine.presets.config import ExperimentConfig
 from engine.presets.naming import ptq_output_name
-from engine.workspace import Workspace, resolve_model_ref
+from engine.workspace import Workspace
 
 
 @dataclass
@@ -70,7 +70,12 @@ def model_preview(config: ExperimentConfig, ws: Workspace) -> dict[str, Any]:
     from engine.data.prompts import folder_prompt_format
     from engine.presets.targets import AT_TRAINING_TIME, preview
 
-    resolved = resolve_model_ref(ws, config.model.base)
+    from engine.results.model_folder import ModelNotFoundError, resolve_model_ref
+
+    try:
+        resolved = resolve_model_ref(ws, config.model.base)
+    except ModelNotFoundError:  # training's preflight reports it; the plan still shows the rest
+        resolved = config.model.base
     folder = Path(resolved) if Path(resolved).is_dir() else None
     targets = preview(list(config.peft.target_modules), folder) if config.peft.method != "NoPeft" else None
     prompt_format = folder_prompt_format(folder) if folder is not None else None

@@ -1,4 +1,5 @@
-"""Tiny models built from a config: the demo model, and one per real model family (the tests).
+"""Tiny models built from a config: the demo model, and one per real model family (CLI process for the demo,
+and tests).
 
 No weights or tokenizer ever come from the Hub. The demo model has a BPE tokenizer trained locally and
 a chat template that ends the generation prompt with ``Assistant:`` (so a completion that starts with a

@@ -94,11 +94,12 @@ def test_prompt_format_record(family_tokenizer, name):
 
 def test_folder_template_matches_the_loaded_tokenizer(family_tokenizer, tmp_path):
     """``llmtui plan`` reads the format from the folder's files without torch; it must agree with the tokenizer."""
-    for name in ("llama3", "gemma2"):
+    for name in FAMILIES:
         tokenizer = family_tokenizer(name)
         tokenizer.save_pretrained(tmp_path / name)
-        from_files = prompt_format(FolderTemplate.read(tmp_path / name))
-        assert from_files == {**prompt_format(tokenizer), "example": None}
+        from_files = FolderTemplate.read(tmp_path / name)
+        assert prompt_format(from_files) == {**prompt_format(tokenizer), "example": None}
+        assert render_prompt(from_files, TASK, ITEM) == render_prompt(tokenizer, TASK, ITEM)
 
 
 def test_plain_template_on_a_bos_adding_tokenizer_gets_one_bos(family_tokenizer):

@@ -24,6 +24,7 @@ from typing import Any
 
 from engine.files import staged_dir, write_json, write_text
 from engine.presets.config import ExperimentConfig, cross_check
+from engine.data.prompts import prompt_format, render_example, tokenize_prompts
 from engine.data.tasks import DatasetError, get_task, load_items, task_registry
 from engine.events import EventKind, EventWriter
 from engine.runs.device import DeviceChoice, HardwareError, choose_device, hardware_info, torch_dtype
@@ -163,8 +164,8 @@ def _bnb_message(exc: BaseException, *, qlora: bool) -> str:
 
 
 def _linear_modules(model) -> dict[str, list[str]]:
-    """Full names of the model's linear layers (torch Linear, transformers' Conv1D, bitsandbytes' 4-bit
-    Linear), by leaf name, and which of them sit in an attention block."""
+    """Full names of the model's linear layers (torch Linear and bitsandbytes' 4-bit Linear, a subclass;
+    transformers' Conv1D), by leaf name."""
     import torch
 
     linear_types: tuple[type, ...] = (torch.nn.Linear,)
@@ -270,8 +271,6 @@ def tokenize_examples(tokenizer, examples: list[dict[str, str]]) -> tuple[dict[s
     sequences diverge (normally right after the prompt). ``prefix_mismatches`` counts examples whose
     tokenized prompt is not a prefix of prompt+completion.
     """
-    from engine.data.prompts import tokenize_prompts
-
     prompt_ids = tokenize_prompts(tokenizer, [e["prompt"] for e in examples])
     full_ids = tokenize_prompts(tokenizer, [e["prompt"] + e["completion"] for e in examples])
     input_ids, masks, mismatches = [], [], 0
@@ -294,8 +293,6 @@ def build_dataset(ws: Workspace, config: ExperimentConfig, tokenizer, split: str
     """The tokenized ``datasets.Dataset`` of a split, built with the shared prompt builder; the statistics
     carry the ``prompt_format`` (the first item's prompt as its example)."""
     from datasets import Dataset
-
-    from engine.data.prompts import prompt_format, render_example
 
     if split == "train":
         task, items = _load_training_items(ws, config)
@@ -522,8 +519,6 @@ def _snapshot(ws: Workspace, config: ExperimentConfig, preset_text: str, overwri
     """``dataset = "none"``: save the base model as ``{base}-base`` with metadata, no training."""
     final = preflight(ws, config, overwrite=overwrite)
     base_path = resolve_base(ws, config)
-    from engine.data.prompts import prompt_format
-
     choice = choose_device(config.model.dtype, full_finetuning=False)
     _start_event(events, config, base_path, final, choice, snapshot=True)
     _quiet_libraries()

@@ -119,7 +119,10 @@ def test_phi3_explicit_modules_that_do_not_exist_fail_naming_the_real_ones(famil
     from engine.runs.train import TrainError, train
 
     ws, base = family_ws
+    import shutil
+
     config = _config(base("phi3"), ['peft.target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]'])
+    shutil.rmtree(ws.model_dir(config.output_name()), ignore_errors=True)  # the pipeline test may have trained it
     with pytest.raises(TrainError, match=r"q_proj, k_proj, v_proj not in .*\(phi3\); its linear modules are "
                                          r"down_proj, gate_up_proj, o_proj, qkv_proj"):
         train(ws, config, overwrite=True)

@@ -2,7 +2,8 @@
 
 Each line is one JSON object with at least ``t`` (unix time) and ``kind``. Kinds: ``start``,
 ``train_step``, ``eval`` (trainer evaluation), ``eval_progress`` (``dataset``, ``done``, ``total``),
-``quantize_progress``, ``saved``, ``error`` (``message``), ``done``. Writers flush after every line.
+``quantize_progress``, ``saved``, ``error`` (``message``), ``stopped`` (``message``: training stopped on
+the stop-and-requeue signal, see :mod:`engine.jobs.requeue`), ``done``. Writers flush after every line.
 """
 
 from __future__ import annotations

@@ -1,0 +1,199 @@
+"""The queue on a real one-node Slurm cluster (fixture ``slurm_cluster``): submit, run, dependencies,
+cancel, failures, reopening the CLI, time limits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine.jobs.slurm import read_squeue, sync
+from engine.jobs.store import JobRequest, JobStore
+from engine.jobs.worker import cancel_job, run_queued
+
+pytestmark = pytest.mark.slow
+
+CLI = [sys.executable, "-P", "-m", "tui.cli"]
+#: What the test cluster's jobs run first: the [slurm] setup lines (one thread each on this small machine).
+SETUP = ["export OMP_NUM_THREADS=1 GPTQMODEL_CPU_WORKERS=2 TOKENIZERS_PARALLELISM=false", "echo setup-ran"]
+
+
+def use_slurm(ws, **extra) -> None:
+    lines = ["[slurm]", "enabled = true", 'gpu_flag = ""', f"setup = {json.dumps(SETUP)}"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in extra.items()]
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    (ws.state_dir / "worker.toml").write_text("\n".join(lines) + "\n")
+
+
+def cli(ws, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([*CLI, "-w", str(ws.root), *args], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def wait_status(ws, job_id: int, statuses: tuple[str, ...], timeout_s: float = 120.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        sync(ws)
+        with JobStore(ws) as store:
+            job = store.require(job_id)
+        if job.status in statuses:
+            return job
+        if time.monotonic() > deadline:
+            log = (ws.root / job.log_path).read_text(errors="replace") if (ws.root / job.log_path).exists() else ""
+            raise AssertionError(f"job {job_id} is {job.status} ({job.slurm_state} {job.pending_reason}) after "
+                                 f"{timeout_s:g} s, wanted {statuses}; log:\n{log[-2000:]}")
+        time.sleep(0.5)
+
+
+def python_job(code: str, **fields) -> JobRequest:
+    """A job running a short Python program (stands in for a command llmtui does not have, e.g. one that fails)."""
+    return JobRequest("eval", [sys.executable, "-c", code], **fields)
+
+
+def test_evaluation_runs_to_done_and_the_state_survives_reopening_the_cli(demo_ws, slurm_cluster):
+    ws = demo_ws
+    use_slurm(ws)
+    queued = json.loads(cli(ws, "queue", "add", "eval", "tiny-qwen3", "--datasets", "boolq", "--limit", "2",
+                            "--json").stdout)
+    assert len(queued) == 1
+    job = queued[0]
+    assert job["executor"] == "slurm" and job["slurm_job_id"], job
+    # No llmtui process runs now: the job is Slurm's. Wait for its exit file, then reopen the CLI.
+    exit_file = ws.job_dir(job["id"]) / "exit_code"
+    deadline = time.monotonic() + 180
+    while not exit_file.exists():
+        assert time.monotonic() < deadline, (ws.root / job["log_path"]).read_text(errors="replace")
+        time.sleep(0.5)
+    listed = json.loads(cli(ws, "queue", "list", "--json").stdout)
+    assert [j["status"] for j in listed] == ["done"], listed
+    seen = listed[0]
+    assert seen["slurm_job_id"] == job["slurm_job_id"] and seen["slurm_state"] == "COMPLETED"
+    assert seen["node"] == slurm_cluster.node
+    assert seen["exit_code"] == 0 and seen["elapsed_s"] is not None and seen["started_at"] is not None
+    metrics = json.loads((ws.root / "Testing" / "metrics" / "tiny-qwen3.json").read_text())
+    assert metrics  # the evaluation wrote its metrics file through the shared filesystem
+    log = (ws.root / job["log_path"]).read_text()
+    assert "setup-ran" in log and f"as Slurm job {job['slurm_job_id']}" in log
+    script = (ws.job_dir(job["id"]) / "slurm.sh").read_text()
+    assert "#SBATCH --signal=B:USR1@300" in script and "#SBATCH --requeue" in script
+    shown = cli(ws, "queue", "show", str(job["id"])).stdout
+    assert "COMPLETED" in shown and job["slurm_job_id"] in shown
+
+
+def test_failing_job_fails_its_dependents_with_the_reason(demo_ws, slurm_cluster):
+    ws = demo_ws
+    use_slurm(ws)
+    with JobStore(ws) as store:
+        first, second, third = store.enqueue_many([
+            python_job("import sys; print('boom: the data is bad', flush=True); sys.exit(3)"),
+            python_job("print('must not run')", after_steps=(0,)),
+            python_job("print('must not run either')", after_steps=(1,)),
+        ])
+    run_queued(ws)
+    with JobStore(ws) as store:
+        slurm_ids = [store.require(job.id).slurm_job_id for job in (first, second, third)]
+    assert all(slurm_ids)
+    failed = wait_status(ws, first.id, ("failed",))
+    assert failed.exit_code == 3 and "exit code 3" in failed.error and "boom: the data is bad" in failed.error
+    for job, dep in ((second, first.id), (third, second.id)):
+        dependent = wait_status(ws, job.id, ("failed",), timeout_s=30)
+        assert dependent.error == f"not run: dependency #{dep} failed" and dependent.failed_dependency == dep
+    # Slurm holds none of them any more (cancelled for the unsatisfiable dependency), and they never ran.
+    deadline = time.monotonic() + 30
+    while any(r.state == "PENDING" for r in read_squeue(slurm_ids[1:]).values()):
+        assert time.monotonic() < deadline
+        sync(ws)
+        time.sleep(0.5)
+    assert not (ws.job_dir(second.id) / "exit_code").exists()
+    listed = json.loads(cli(ws, "queue", "list", "--json").stdout)
+    assert [j["status"] for j in listed] == ["failed", "failed", "failed"]
+
+
+def test_cancel_scancels_a_running_job_and_fails_its_dependent(demo_ws, slurm_cluster):
+    ws = demo_ws
+    use_slurm(ws)
+    with JobStore(ws) as store:
+        long, dependent = store.enqueue_many([
+            python_job("import time; print('working', flush=True); time.sleep(600)"),
+            python_job("print('must not run')", after_steps=(0,)),
+        ])
+    run_queued(ws)
+    running = wait_status(ws, long.id, ("running",))
+    assert running.node == slurm_cluster.node and running.slurm_state == "RUNNING"
+    assert cancel_job(ws, long.id) == "cancelled"
+    with JobStore(ws) as store:
+        cancelled, waiting = store.require(long.id), store.require(dependent.id)
+    assert cancelled.error == "cancelled by the user" and cancelled.slurm_state == "CANCELLED"
+    assert waiting.status == "failed" and waiting.error == f"not run: dependency #{long.id} cancelled"
+    reading = read_squeue([cancelled.slurm_job_id])[cancelled.slurm_job_id]
+    assert reading.state == "CANCELLED"
+
+
+def test_train_quantize_eval_pipeline_waits_with_afterok(demo_ws, slurm_cluster):
+    ws = demo_ws
+    use_slurm(ws)
+    (ws.experiments_dir / "tiny-pipeline.toml").write_text("""
+[model]
+base = "Models/tiny-qwen3"
+[data]
+dataset = "boolq"
+trunc_train = 64
+[peft]
+method = "NoPeft"
+[train]
+learning_rate = 1e-3
+per_device_train_batch_size = 8
+gradient_accumulation_steps = 1
+max_steps = 3
+logging_steps = 1
+gradient_checkpointing = false
+max_length = 128
+[[ptq]]
+method = "HQQ"
+bits = 4
+group_size = 64
+samples = 8
+[eval]
+after = true
+datasets = ["boolq"]
+limit = 2
+""")
+    jobs = json.loads(cli(ws, "queue", "add", "train", "tiny-pipeline", "--json").stdout)
+    kinds = [job["kind"] for job in jobs]
+    assert kinds[0] == "train" and "quantize" in kinds and kinds.count("eval") == 2, kinds
+    assert all(job["executor"] == "slurm" and job["slurm_job_id"] for job in jobs)
+    # Slurm itself holds the dependents back until their dependency is done.
+    quantize = next(job for job in jobs if job["kind"] == "quantize")
+    shown = slurm_cluster.run("scontrol", "show", "job", quantize["slurm_job_id"]).stdout
+    assert f"Dependency=afterok:{jobs[0]['slurm_job_id']}" in shown, shown
+    finished = {job["id"]: wait_status(ws, job["id"], ("done", "failed", "cancelled", "interrupted"), 300)
+                for job in jobs}
+    assert {job.status for job in finished.values()} == {"done"}, {j.id: j.error for j in finished.values()}
+    by_id = {job.id: job for job in finished.values()}
+    for job in finished.values():
+        for dep in job.depends_on:
+            assert job.started_at >= by_id[dep].ended_at - 1, (job.id, dep)  # Slurm's times have 1 s steps
+    names = {job.target for job in finished.values()}
+    for name in names:
+        assert (ws.root / "Models" / name).is_dir()
+        assert (ws.root / "Testing" / "metrics" / f"{name}.json").is_file()
+
+
+def test_time_limit_shows_as_interrupted(demo_ws, slurm_cluster):
+    ws = demo_ws
+    use_slurm(ws, time="1")  # Slurm's time limits are whole minutes
+    with JobStore(ws) as store:
+        # Like llmtui's evaluation, this job cannot checkpoint, so it ignores the early stop signal.
+        job = store.enqueue_many([python_job(
+            "import signal, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN); print('working', flush=True); "
+            "time.sleep(600)")])[0]
+    run_queued(ws)
+    ended = wait_status(ws, job.id, ("done", "failed", "cancelled", "interrupted"), timeout_s=180)
+    assert ended.status == "interrupted", (ended.status, ended.error)
+    assert ended.slurm_state == "TIMEOUT" and "time limit" in ended.error

@@ -58,7 +58,7 @@ class SlurmSettings:
     time: str = ""  # per-job limit; a training's [train] slurm_time overrides it
     cpus_per_task: int = 0  # 0 = the cluster's default
     mem: str = ""
-    gpu_flag: str = "--gpus={n}"  # "" on a cluster without GPUs: jobs then ask for none
+    gpu_flag: str = "--gpus-per-node={n}"  # {n} = GPUs per node; "" on a cluster without GPUs (jobs ask for none)
     sbatch_args: list[str] = field(default_factory=list)
     setup: list[str] = field(default_factory=list)  # shell lines run before the job's command
     signal_before_s: int = 300  # SIGUSR1 this long before the time limit: checkpoint and requeue (0 = none)
@@ -99,7 +99,7 @@ def _slurm_settings(path: Path, table: object) -> SlurmSettings:
         raise WorkerError(f"{path}: slurm.time = {why}")
     if settings.gpu_flag and "{n}" not in settings.gpu_flag:
         raise WorkerError(f"{path}: slurm.gpu_flag = {settings.gpu_flag!r} must contain {{n}} (the GPU count), "
-                          "e.g. \"--gpus={n}\" or \"--gres=gpu:{n}\"; \"\" on a cluster without GPUs")
+                          "e.g. \"--gpus-per-node={n}\" or \"--gres=gpu:{n}\"; \"\" on a cluster without GPUs")
     if any("\n" in line for line in settings.setup):
         raise WorkerError(f"{path}: slurm.setup lines must not contain line breaks (one list item per line)")
     return settings

@@ -197,3 +197,68 @@ def test_time_limit_shows_as_interrupted(demo_ws, slurm_cluster):
     ended = wait_status(ws, job.id, ("done", "failed", "cancelled", "interrupted"), timeout_s=180)
     assert ended.status == "interrupted", (ended.status, ended.error)
     assert ended.slurm_state == "TIMEOUT" and "time limit" in ended.error
+
+
+TINY_TRAIN = """
+[model]
+base = "Models/tiny-qwen3"
+[data]
+dataset = "boolq"
+trunc_train = 64
+[peft]
+method = "NoPeft"
+[train]
+learning_rate = 1e-3
+per_device_train_batch_size = 4
+gradient_accumulation_steps = 1
+max_steps = {steps}
+logging_steps = 1
+gradient_checkpointing = false
+max_length = 128
+gpus = {gpus}
+"""
+
+
+def events_of(ws, job) -> list[dict]:
+    path = ws.root / job.events_path
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_two_rank_training_runs_under_srun_and_torchrun(demo_ws, slurm_cluster):
+    ws = demo_ws
+    use_slurm(ws)
+    (ws.experiments_dir / "two-ranks.toml").write_text(TINY_TRAIN.format(steps=2, gpus=2))
+    job_id = json.loads(cli(ws, "queue", "add", "train", "two-ranks", "--json").stdout)[0]["id"]
+    script = (ws.job_dir(job_id) / "slurm.sh").read_text()
+    assert "srun --nodes=1 --ntasks-per-node=1" in script and "torch.distributed.run" in script
+    assert "--nproc_per_node=2" in script and "--rdzv_endpoint=$head:$port" in script
+    job = wait_status(ws, job_id, ("done", "failed", "cancelled", "interrupted"), timeout_s=240)
+    assert job.status == "done", (job.error, job.log_tail)
+    starts = [event for event in events_of(ws, job) if event["kind"] == "start"]
+    assert [event["world_size"] for event in starts] == [2]  # two ranks, one start event (rank 0's)
+    assert (ws.root / "Models" / starts[0]["model"]).is_dir()
+
+
+def test_stop_signal_stops_the_training_and_requeues_it(demo_ws, slurm_cluster):
+    ws = demo_ws
+    use_slurm(ws)
+    (ws.experiments_dir / "long.toml").write_text(TINY_TRAIN.format(steps=5000, gpus=1))
+    job_id = json.loads(cli(ws, "queue", "add", "train", "long", "--json").stdout)[0]["id"]
+    job = wait_status(ws, job_id, ("running",))
+    deadline = time.monotonic() + 120
+    while not any(event["kind"] == "train_step" for event in events_of(ws, job)):
+        assert time.monotonic() < deadline, (ws.root / job.log_path).read_text(errors="replace")
+        time.sleep(0.5)
+    # What Slurm does signal_before_s before the time limit (--signal=B:USR1@…): USR1 to the batch shell.
+    slurm_cluster.run("scancel", "--batch", "--signal=USR1", job.slurm_job_id)
+    deadline = time.monotonic() + 120
+    log_path = ws.root / job.log_path
+    while "(restart 1)" not in log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, log_path.read_text(errors="replace")
+        time.sleep(0.5)
+    stopped = [event for event in events_of(ws, job) if event["kind"] == "stopped"]
+    assert len(stopped) == 1 and "stopped on request at step" in stopped[0]["message"]
+    assert "stopped before the time limit; requeueing" in log_path.read_text()
+    again = wait_status(ws, job_id, ("running",))
+    assert again.slurm_job_id == job.slurm_job_id  # the same Slurm job, run again
+    assert cancel_job(ws, job_id) == "cancelled"

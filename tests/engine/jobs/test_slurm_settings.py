@@ -1,0 +1,85 @@
+"""``[slurm]`` settings in worker.toml and the batch scripts llmtui writes (no cluster needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.jobs.slurm import Resources, _record, batch_script
+from engine.jobs.store import JobRequest, JobStore
+from engine.jobs.worker import WorkerError, load_worker_settings
+from engine.presets.config import ConfigError, load_preset_text
+from engine.workspace import Workspace
+
+
+def settings_of(tmp_path, text: str):
+    ws = Workspace(tmp_path)
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    (ws.state_dir / "worker.toml").write_text(text)
+    return ws, load_worker_settings(ws)
+
+
+def test_slurm_table_is_read_and_checked(tmp_path):
+    _, settings = settings_of(tmp_path, '[slurm]\nenabled = true\npartition = "gpu"\ntime = "1-00:00:00"\n'
+                                        'cpus_per_task = 8\nmem = "64G"\ngpu_flag = "--gres=gpu:{n}"\n'
+                                        'sbatch_args = ["--exclusive"]\nsetup = ["source venv/bin/activate"]\n')
+    assert settings.slurm.enabled and settings.slurm.partition == "gpu" and settings.slurm.cpus_per_task == 8
+    assert settings.slurm.setup == ["source venv/bin/activate"] and settings.max_parallel == 0
+    for bad, words in (('time = "soon"', "slurm.time = 'soon' is not a Slurm time limit"),
+                       ('gpu_flag = "--gpus"', "must contain {n}"),
+                       ("cpus_per_task = -1", "slurm.cpus_per_task = -1 must be a whole number"),
+                       ('enabled = "yes"', "slurm.enabled = 'yes' must be true or false"),
+                       ("partitions = 1", "unknown key slurm.'partitions'"),
+                       ("setup = [1]", "slurm.setup = [1] must be a list of strings")):
+        with pytest.raises(WorkerError, match="worker.toml") as error:
+            settings_of(tmp_path, f"[slurm]\n{bad}\n")
+        assert words in str(error.value)
+
+
+def test_preset_slurm_time_and_nodes_are_checked():
+    config = load_preset_text('[train]\nnodes = 2\nslurm_time = "48:00:00"\n')
+    assert config.train.nodes == 2 and config.train.slurm_time == "48:00:00"
+    with pytest.raises(ConfigError, match="train.slurm_time: '2 days' is not a Slurm time limit"):
+        load_preset_text('[train]\nslurm_time = "2 days"\n')
+    with pytest.raises(ConfigError, match="train.nodes"):
+        load_preset_text("[train]\nnodes = 0\n")
+
+
+def test_multi_node_batch_script(tmp_path):
+    ws, settings = settings_of(tmp_path, '[slurm]\nenabled = true\npartition = "gpu"\naccount = "lab"\n'
+                                         'setup = ["module load cuda"]\nsignal_before_s = 600\n')
+    with JobStore(ws) as store:
+        job = store.enqueue("train", ["python", "-P", "-m", "tui.cli", "-w", str(ws.root), "train", "p.toml"],
+                            preset="[train]\ngpus = 4\nnodes = 2\n")
+    import sys
+
+    job.command[0] = sys.executable  # the prefix every job command has (engine.jobs.process.llmtui_command)
+    script = batch_script(ws, job, settings.slurm, Resources(gpus=4, nodes=2, processes=4, time="48:00:00"))
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --time=48:00:00", "#SBATCH --partition=gpu", "#SBATCH --account=lab",
+                 "#SBATCH --signal=B:USR1@600", "#SBATCH --requeue", "module load cuda",
+                 'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'):
+        assert line in script.splitlines(), line
+    run = next(line for line in script.splitlines() if "torch.distributed.run" in line)
+    for part in ("srun --nodes=2 --ntasks-per-node=1", "--nnodes=2", "--nproc_per_node=4", "--rdzv_backend=c10d",
+                 "--rdzv_endpoint=$head:$port", "--rdzv_id=$SLURM_JOB_ID", "--no-python", "train p.toml"):
+        assert part in run, part
+    assert script.index("module load cuda") < script.index(run)
+    assert "trap 'stop_asked=1; scancel --signal=USR1 \"$SLURM_JOB_ID\"' USR1" in script
+
+
+def test_a_job_slurm_forgot_is_judged_by_its_exit_file(tmp_path):
+    ws = Workspace(tmp_path)
+    with JobStore(ws) as store:
+        done, failed, lost = store.enqueue_many([JobRequest("eval", ["true"]), JobRequest("eval", ["false"]),
+                                                 JobRequest("eval", ["true"])])
+        for job, slurm_id in ((done, "11"), (failed, "12"), (lost, "13")):
+            assert store.mark_submitted(job.id, slurm_id, 0)
+        ws.job_dir(done.id).mkdir(parents=True)
+        (ws.job_dir(done.id) / "exit_code").write_text("0\n")
+        ws.job_dir(failed.id).mkdir(parents=True)
+        (ws.job_dir(failed.id) / "exit_code").write_text("2\n")
+        assert _record(ws, store, store.require(done.id), None) == "done"
+        assert _record(ws, store, store.require(failed.id), None) == "failed"
+        assert _record(ws, store, store.require(lost.id), None) == "interrupted"
+        assert "no longer knows the job" in store.require(lost.id).error
+        assert store.require(failed.id).error.startswith("exit code 2")

@@ -251,14 +251,17 @@ def test_stop_signal_stops_the_training_and_requeues_it(demo_ws, slurm_cluster):
         time.sleep(0.5)
     # What Slurm does signal_before_s before the time limit (--signal=B:USR1@…): USR1 to the batch shell.
     slurm_cluster.run("scancel", "--batch", "--signal=USR1", job.slurm_job_id)
-    deadline = time.monotonic() + 120
     log_path = ws.root / job.log_path
-    while "(restart 1)" not in log_path.read_text(errors="replace"):
+    deadline = time.monotonic() + 120
+    while "requeueing" not in log_path.read_text(errors="replace"):
         assert time.monotonic() < deadline, log_path.read_text(errors="replace")
         time.sleep(0.5)
     stopped = [event for event in events_of(ws, job) if event["kind"] == "stopped"]
     assert len(stopped) == 1 and "stopped on request at step" in stopped[0]["message"]
-    assert "stopped before the time limit; requeueing" in log_path.read_text()
-    again = wait_status(ws, job_id, ("running",))
-    assert again.slurm_job_id == job.slurm_job_id  # the same Slurm job, run again
+    assert not any(event["kind"] in ("error", "done") for event in events_of(ws, job))
+    # Slurm keeps the same job and holds it a while before running it again (Reason=BeginTime).
+    again = wait_status(ws, job_id, ("queued",), timeout_s=60)
+    assert again.slurm_job_id == job.slurm_job_id and again.slurm_state in ("PENDING", "REQUEUED"), again
+    assert again.exit_code is None and again.pending_reason  # shown as queued, with Slurm's reason
+    assert (ws.job_dir(job_id) / "exit_code").read_text().strip() == "75"  # REQUEUE_EXIT_CODE
     assert cancel_job(ws, job_id) == "cancelled"

@@ -13,7 +13,7 @@ from rich.text import Text
 from engine.jobs.store import Job, JobError, JobStore
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
 from tui.cli.common import add_preset_args
-from tui.format import human_duration, status_style
+from tui.format import human_duration, slurm_state_text, status_style
 
 
 def register(subparsers) -> None:
@@ -167,14 +167,6 @@ COLUMNS = ("id", "kind", "status", "target", "gpus", "after", "started", "took",
 SLURM_COLUMNS = ("slurm", "state")
 #: Above this many rows ``queue list`` prints plain aligned lines: a rich table of 10,000 rows takes ~15 s.
 TABLE_ROWS_MAX = 500
-
-
-def slurm_state_text(job: Job) -> str:
-    """``PENDING (Resources)`` / ``RUNNING on node3``: a Slurm job's state as one short string."""
-    if not job.slurm_job_id:
-        return "-"
-    detail = f" ({job.pending_reason})" if job.pending_reason else (f" on {job.node}" if job.node else "")
-    return f"{job.slurm_state or '?'}{detail}"
 
 
 def _row(job: Job, slurm: bool = False) -> list[str]:

@@ -265,3 +265,39 @@ def test_stop_signal_stops_the_training_and_requeues_it(demo_ws, slurm_cluster):
     assert again.exit_code is None and again.pending_reason  # shown as queued, with Slurm's reason
     assert (ws.job_dir(job_id) / "exit_code").read_text().strip() == "75"  # REQUEUE_EXIT_CODE
     assert cancel_job(ws, job_id) == "cancelled"
+
+
+async def test_jobs_screen_shows_a_slurm_job_with_its_state_at_80x24(tmp_path, slurm_cluster):
+    from textual.widgets import Static
+
+    from engine.jobs.gpu import FakeInventory
+    from tui.app import LlmTuiApp
+    from tui.screens.jobs import JobsScreen
+    from tui_workspace import make_workspace, wait_for
+
+    ws = make_workspace(tmp_path / "ws")
+    use_slurm(ws)
+    with JobStore(ws) as store:
+        long, waiting = store.enqueue_many([
+            python_job("import time; print('working', flush=True); time.sleep(600)", target="slow-model"),
+            python_job("print('after')", target="next-model", after_steps=(0,)),
+        ])
+    app = LlmTuiApp(ws, gpu_inventory=FakeInventory([]), autostart_worker=False, poll_interval_s=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        screen = app.screen
+        assert isinstance(screen, JobsScreen)
+        # Opening the screen syncs with Slurm: the waiting jobs are submitted and the first one runs.
+        await wait_for(pilot, lambda: long.id in screen.views and screen.views[long.id].job.status == "running",
+                       timeout=60, what="the Slurm job to run")
+        table = screen.query_one("#jobs")
+        row = [str(cell) for cell in table.get_row(str(long.id))]
+        assert "running" in row and slurm_cluster.node in row, row
+        screen.selected_id = long.id
+        screen.update_panel()
+        title = str(screen.query_one("#job-title", Static).render())
+        slurm_id = screen.views[long.id].job.slurm_job_id
+        assert f"Slurm job {slurm_id}: RUNNING on {slurm_cluster.node}" in title, title
+        waiting_view = screen.views[waiting.id].job
+        assert waiting_view.status == "queued" and waiting_view.pending_reason == "Dependency"
+    assert cancel_job(ws, long.id) == "cancelled"

@@ -59,9 +59,9 @@ def python_job(code: str, **fields) -> JobRequest:
 def test_evaluation_runs_to_done_and_the_state_survives_reopening_the_cli(demo_ws, slurm_cluster):
     ws = demo_ws
     use_slurm(ws)
-    queued = json.loads(cli(ws, "queue", "add", "eval", "tiny-qwen3", "--datasets", "boolq", "--limit", "2",
+    queued = json.loads(cli(ws, "queue", "add", "eval", "--untested", "--datasets", "boolq", "--limit", "2",
                             "--json").stdout)
-    assert len(queued) == 1
+    assert [job["target"] for job in queued] == ["tiny-qwen3"]  # one Slurm job per untested model
     job = queued[0]
     assert job["executor"] == "slurm" and job["slurm_job_id"], job
     # No llmtui process runs now: the job is Slurm's. Wait for its exit file, then reopen the CLI.
@@ -113,6 +113,15 @@ def test_failing_job_fails_its_dependents_with_the_reason(demo_ws, slurm_cluster
     assert not (ws.job_dir(second.id) / "exit_code").exists()
     listed = json.loads(cli(ws, "queue", "list", "--json").stdout)
     assert [j["status"] for j in listed] == ["failed", "failed", "failed"]
+    # queue retry submits new Slurm jobs: the copy of the failed job, and its dependents waiting on the copy.
+    retried = cli(ws, "queue", "retry", str(first.id)).stdout
+    assert "submitted to Slurm" in retried
+    with JobStore(ws) as store:
+        copies = store.list()[3:]
+    assert [job.retry_of for job in copies] == [first.id, second.id, third.id]
+    assert all(job.slurm_job_id and job.slurm_job_id not in slurm_ids for job in copies)
+    assert copies[1].depends_on == [copies[0].id]
+    assert wait_status(ws, copies[0].id, ("failed",)).exit_code == 3
 
 
 def test_cancel_scancels_a_running_job_and_fails_its_dependent(demo_ws, slurm_cluster):

@@ -163,8 +163,8 @@ def _duration(job: Job) -> str:
 
 
 COLUMNS = ("id", "kind", "status", "target", "gpus", "after", "started", "took", "error")
-#: Added when a job ran on Slurm: its Slurm job id, and its Slurm state with the pending reason or node.
-SLURM_COLUMNS = ("slurm", "state")
+#: Added when a job ran on Slurm: its Slurm job id and state, with the pending reason or the node.
+SLURM_COLUMNS = ("slurm",)
 #: Above this many rows ``queue list`` prints plain aligned lines: a rich table of 10,000 rows takes ~15 s.
 TABLE_ROWS_MAX = 500
 
@@ -175,7 +175,7 @@ def _row(job: Job, slurm: bool = False) -> list[str]:
     row = [str(job.id), job.kind, status, job.target, gpus, ",".join(map(str, job.depends_on)) or "-",
            _when(job.started_at), _duration(job)]
     if slurm:
-        row += [job.slurm_job_id or "-", slurm_state_text(job)]
+        row += [f"{job.slurm_job_id} {slurm_state_text(job)}" if job.slurm_job_id else "-"]
     return row + [job.error[:80]]
 
 

@@ -83,3 +83,37 @@ def test_a_job_slurm_forgot_is_judged_by_its_exit_file(tmp_path):
         assert _record(ws, store, store.require(lost.id), None) == "interrupted"
         assert "no longer knows the job" in store.require(lost.id).error
         assert store.require(failed.id).error.startswith("exit code 2")
+
+
+def test_a_queue_db_from_before_slurm_gains_the_slurm_columns(tmp_path):
+    import json
+    import sqlite3
+
+    ws = Workspace(tmp_path)
+    ws.state_dir.mkdir(parents=True)
+    conn = sqlite3.connect(ws.queue_db)
+    conn.executescript("""
+        CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, target TEXT NOT NULL DEFAULT '',
+            description TEXT NOT NULL DEFAULT '', preset TEXT, options TEXT NOT NULL DEFAULT '{}',
+            command TEXT NOT NULL, status TEXT NOT NULL, gpus_requested INTEGER NOT NULL DEFAULT 0,
+            gpus_assigned TEXT NOT NULL DEFAULT '[]', pid INTEGER, pid_created REAL, created_at REAL NOT NULL,
+            started_at REAL, ended_at REAL, exit_code INTEGER, error TEXT NOT NULL DEFAULT '',
+            log_tail TEXT NOT NULL DEFAULT '', log_path TEXT NOT NULL DEFAULT '',
+            events_path TEXT NOT NULL DEFAULT '', retry_of INTEGER, cancel_requested_at REAL,
+            failed_dependency INTEGER);
+        CREATE TABLE job_deps (job_id INTEGER NOT NULL, depends_on INTEGER NOT NULL,
+            PRIMARY KEY (job_id, depends_on)) WITHOUT ROWID;
+        PRAGMA user_version = 1;
+    """)
+    conn.execute("INSERT INTO jobs (kind, command, status, created_at, exit_code) VALUES ('eval', ?, 'done', 1.0, 0)",
+                 (json.dumps(["true"]),))
+    conn.commit()
+    conn.close()
+    with JobStore(ws) as store:
+        old = store.require(1)
+        assert (old.status, old.executor, old.slurm_job_id, old.slurm_state, old.elapsed_s) == \
+            ("done", "local", None, "", None)
+        new = store.enqueue("eval", ["true"])
+        assert store.mark_submitted(new.id, "42", 1)
+        assert store.require(new.id).slurm_job_id == "42"
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 2

@@ -395,8 +395,12 @@ def sync(ws: Workspace, settings: SlurmSettings | None = None) -> None:
     from engine.jobs.worker import load_worker_settings
 
     settings = settings or load_worker_settings(ws).slurm
-    if not ws.queue_db.exists() and not settings.enabled:
-        return
+    if not settings.enabled:
+        if not ws.queue_db.exists():
+            return
+        with JobStore(ws) as store:
+            if not store.slurm_jobs(WAITING_STATES + RUNNING_STATES):
+                return  # a workspace that runs its jobs locally: nothing to ask Slurm
     with _Lock(ws), JobStore(ws) as store:
         if settings.enabled:
             submit_queued(ws, store, settings)

@@ -428,7 +428,10 @@ def cancel(ws: Workspace, job_id: int, *, wait_s: float = 30.0) -> str:
         job = store.require(job_id)
         outcome = store.request_cancel(job_id)
         if job.slurm_job_id:
-            slurm_command("scancel", job.slurm_job_id)
+            result = slurm_command("scancel", job.slurm_job_id, check=False)
+            if result.returncode != 0 and not any(gone in result.stderr for gone in (
+                    "already completing or completed", "Invalid job id")):  # ended meanwhile: nothing to stop
+                raise SlurmError(f"scancel {job.slurm_job_id} failed: {result.stderr.strip()}")
         if outcome == "cancelled":
             return "cancelled"
         deadline = time.monotonic() + wait_s

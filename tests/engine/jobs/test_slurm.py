@@ -56,34 +56,26 @@ def python_job(code: str, **fields) -> JobRequest:
     return JobRequest("eval", [sys.executable, "-c", code], **fields)
 
 
-def test_evaluation_runs_to_done_and_the_state_survives_reopening_the_cli(demo_ws, slurm_cluster):
-    ws = demo_ws
-    use_slurm(ws)
-    queued = json.loads(cli(ws, "queue", "add", "eval", "--untested", "--datasets", "boolq", "--limit", "2",
-                            "--json").stdout)
-    assert [job["target"] for job in queued] == ["tiny-qwen3"]  # one Slurm job per untested model
-    job = queued[0]
-    assert job["executor"] == "slurm" and job["slurm_job_id"], job
-    # No llmtui process runs now: the job is Slurm's. Wait for its exit file, then reopen the CLI.
-    exit_file = ws.job_dir(job["id"]) / "exit_code"
-    deadline = time.monotonic() + 180
-    while not exit_file.exists():
-        assert time.monotonic() < deadline, (ws.root / job["log_path"]).read_text(errors="replace")
-        time.sleep(0.5)
-    listed = json.loads(cli(ws, "queue", "list", "--json").stdout)
-    assert [j["status"] for j in listed] == ["done"], listed
-    seen = listed[0]
-    assert seen["slurm_job_id"] == job["slurm_job_id"] and seen["slurm_state"] == "COMPLETED"
-    assert seen["node"] == slurm_cluster.node
-    assert seen["exit_code"] == 0 and seen["elapsed_s"] is not None and seen["started_at"] is not None
-    metrics = json.loads((ws.root / "Testing" / "metrics" / "tiny-qwen3.json").read_text())
-    assert metrics  # the evaluation wrote its metrics file through the shared filesystem
-    log = (ws.root / job["log_path"]).read_text()
-    assert "setup-ran" in log and f"as Slurm job {job['slurm_job_id']}" in log
-    script = (ws.job_dir(job["id"]) / "slurm.sh").read_text()
-    assert "#SBATCH --signal=B:USR1@300" in script and "#SBATCH --requeue" in script
-    shown = cli(ws, "queue", "show", str(job["id"])).stdout
-    assert "COMPLETED" in shown and job["slurm_job_id"] in shown
+@pytest.fixture(scope="module")
+def time_limited_job(tmp_path_factory, slurm_cluster):
+    """A job that outlives Slurm's smallest time limit (one minute), submitted when the first test of this
+    module starts so that the others run while it waits for the limit. ``(workspace, job id)``."""
+    from tui_workspace import make_workspace
+
+    ws = make_workspace(tmp_path_factory.mktemp("time-limit") / "ws")
+    use_slurm(ws, time="1")  # Slurm's time limits are whole minutes
+    with JobStore(ws) as store:
+        # Like llmtui's evaluation, this job cannot checkpoint, so it ignores the early stop signal.
+        job = store.enqueue_many([python_job(
+            "import signal, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN); print('working', flush=True); "
+            "time.sleep(600)")])[0]
+    run_queued(ws)
+    return ws, job.id
+
+
+@pytest.fixture(autouse=True)
+def _start_the_time_limited_job_first(time_limited_job):
+    pass
 
 
 def test_failing_job_fails_its_dependents_with_the_reason(demo_ws, slurm_cluster):
@@ -144,25 +136,10 @@ def test_cancel_scancels_a_running_job_and_fails_its_dependent(demo_ws, slurm_cl
     assert reading.state == "CANCELLED"
 
 
-def test_train_quantize_eval_pipeline_waits_with_afterok(demo_ws, slurm_cluster):
+def test_pipeline_and_evaluation_run_to_done_with_afterok_and_survive_reopening_the_cli(demo_ws, slurm_cluster):
     ws = demo_ws
     use_slurm(ws)
-    (ws.experiments_dir / "tiny-pipeline.toml").write_text("""
-[model]
-base = "Models/tiny-qwen3"
-[data]
-dataset = "boolq"
-trunc_train = 64
-[peft]
-method = "NoPeft"
-[train]
-learning_rate = 1e-3
-per_device_train_batch_size = 8
-gradient_accumulation_steps = 1
-max_steps = 3
-logging_steps = 1
-gradient_checkpointing = false
-max_length = 128
+    (ws.experiments_dir / "tiny-pipeline.toml").write_text(TINY_TRAIN.format(steps=3, gpus=1) + """
 [[ptq]]
 method = "HQQ"
 bits = 4
@@ -173,39 +150,42 @@ after = true
 datasets = ["boolq"]
 limit = 2
 """)
+    evaluation = json.loads(cli(ws, "queue", "add", "eval", "--untested", "--datasets", "boolq", "--limit", "2",
+                                "--json").stdout)
+    assert [job["target"] for job in evaluation] == ["tiny-qwen3"]  # one Slurm job per untested model
     jobs = json.loads(cli(ws, "queue", "add", "train", "tiny-pipeline", "--json").stdout)
     kinds = [job["kind"] for job in jobs]
     assert kinds[0] == "train" and "quantize" in kinds and kinds.count("eval") == 2, kinds
+    jobs = evaluation + jobs
     assert all(job["executor"] == "slurm" and job["slurm_job_id"] for job in jobs)
     # Slurm itself holds the dependents back until their dependency is done.
     quantize = next(job for job in jobs if job["kind"] == "quantize")
     shown = slurm_cluster.run("scontrol", "show", "job", quantize["slurm_job_id"]).stdout
-    assert f"Dependency=afterok:{jobs[0]['slurm_job_id']}" in shown, shown
-    finished = {job["id"]: wait_status(ws, job["id"], ("done", "failed", "cancelled", "interrupted"), 300)
-                for job in jobs}
-    assert {job.status for job in finished.values()} == {"done"}, {j.id: j.error for j in finished.values()}
-    by_id = {job.id: job for job in finished.values()}
-    for job in finished.values():
-        for dep in job.depends_on:
-            assert job.started_at >= by_id[dep].ended_at - 1, (job.id, dep)  # Slurm's times have 1 s steps
-    names = {job.target for job in finished.values()}
-    for name in names:
+    assert f"Dependency=afterok:{jobs[1]['slurm_job_id']}" in shown, shown
+    # No llmtui process runs now: the jobs are Slurm's. Wait for their exit files, then reopen the CLI.
+    deadline = time.monotonic() + 400
+    for job in jobs:
+        while not (ws.job_dir(job["id"]) / "exit_code").exists():
+            log = ws.root / job["log_path"]
+            assert time.monotonic() < deadline, log.read_text(errors="replace") if log.exists() else job
+            time.sleep(0.5)
+    listed = {job["id"]: job for job in json.loads(cli(ws, "queue", "list", "--json").stdout)}
+    assert {job["status"] for job in listed.values()} == {"done"}, {i: j["error"] for i, j in listed.items()}
+    for job in listed.values():
+        assert job["slurm_state"] == "COMPLETED" and job["node"] == slurm_cluster.node and job["exit_code"] == 0
+        assert job["elapsed_s"] is not None and job["started_at"] is not None
+        for dep in job["depends_on"]:
+            assert job["started_at"] >= listed[dep]["ended_at"] - 1, (job["id"], dep)  # Slurm's clock: 1 s steps
+    for name in {job["target"] for job in listed.values()}:
         assert (ws.root / "Models" / name).is_dir()
-        assert (ws.root / "Testing" / "metrics" / f"{name}.json").is_file()
-
-
-def test_time_limit_shows_as_interrupted(demo_ws, slurm_cluster):
-    ws = demo_ws
-    use_slurm(ws, time="1")  # Slurm's time limits are whole minutes
-    with JobStore(ws) as store:
-        # Like llmtui's evaluation, this job cannot checkpoint, so it ignores the early stop signal.
-        job = store.enqueue_many([python_job(
-            "import signal, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN); print('working', flush=True); "
-            "time.sleep(600)")])[0]
-    run_queued(ws)
-    ended = wait_status(ws, job.id, ("done", "failed", "cancelled", "interrupted"), timeout_s=180)
-    assert ended.status == "interrupted", (ended.status, ended.error)
-    assert ended.slurm_state == "TIMEOUT" and "time limit" in ended.error
+        assert json.loads((ws.root / "Testing" / "metrics" / f"{name}.json").read_text())
+    first = evaluation[0]
+    log = (ws.root / first["log_path"]).read_text()
+    assert "setup-ran" in log and f"as Slurm job {first['slurm_job_id']}" in log
+    script = (ws.job_dir(first["id"]) / "slurm.sh").read_text()
+    assert "#SBATCH --signal=B:USR1@300" in script and "#SBATCH --requeue" in script
+    shown = cli(ws, "queue", "show", str(first["id"])).stdout
+    assert "COMPLETED" in shown and first["slurm_job_id"] in shown
 
 
 TINY_TRAIN = """
@@ -271,7 +251,7 @@ def test_stop_signal_stops_the_training_and_requeues_it(demo_ws, slurm_cluster):
     # Slurm keeps the same job and holds it a while before running it again (Reason=BeginTime).
     again = wait_status(ws, job_id, ("queued",), timeout_s=60)
     assert again.slurm_job_id == job.slurm_job_id and again.slurm_state in ("PENDING", "REQUEUED"), again
-    assert again.exit_code is None and again.pending_reason  # shown as queued, with Slurm's reason
+    assert again.exit_code is None
     assert (ws.job_dir(job_id) / "exit_code").read_text().strip() == "75"  # REQUEUE_EXIT_CODE
     assert cancel_job(ws, job_id) == "cancelled"
 
@@ -310,3 +290,10 @@ async def test_jobs_screen_shows_a_slurm_job_with_its_state_at_80x24(tmp_path, s
         waiting_view = screen.views[waiting.id].job
         assert waiting_view.status == "queued" and waiting_view.pending_reason == "Dependency"
     assert cancel_job(ws, long.id) == "cancelled"
+
+
+def test_time_limit_shows_as_interrupted(time_limited_job):
+    ws, job_id = time_limited_job
+    ended = wait_status(ws, job_id, ("done", "failed", "cancelled", "interrupted"), timeout_s=180)
+    assert ended.status == "interrupted", (ended.status, ended.error)
+    assert ended.slurm_state == "TIMEOUT" and "time limit" in ended.error

@@ -117,3 +117,12 @@ def test_a_queue_db_from_before_slurm_gains_the_slurm_columns(tmp_path):
         assert store.mark_submitted(new.id, "42", 1)
         assert store.require(new.id).slurm_job_id == "42"
         assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_no_local_worker_runs_a_slurm_workspace(tmp_path):
+    from engine.jobs.worker import run_worker
+
+    ws, _ = settings_of(tmp_path, "[slurm]\nenabled = true\n")
+    said: list[str] = []
+    assert run_worker(ws, say=said.append) == 1
+    assert "runs its jobs on Slurm" in said[0]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from engine.events import EventKind
 from engine.files import write_text
 from engine.jobs.process import JOB_ENTRY_MODULE, JOB_WRAPPER_MODULE, python_command
 from engine.jobs.requeue import REQUEUE_EXIT_CODE, STOP_SIGNAL
@@ -50,7 +51,7 @@ FAILED_STATES = ("FAILED", "OUT_OF_MEMORY")
 #: The port of the torchrun rendezvous on the first node is this plus the Slurm job id modulo 20,000.
 RENDEZVOUS_PORT_BASE = 20000
 #: How a ``stopped`` event line looks in the events file (``json.dumps`` spacing), quoted for the shell.
-STOPPED_PATTERN = shlex.quote('"kind": "stopped"')
+STOPPED_PATTERN = shlex.quote(f'"kind": "{EventKind.STOPPED}"')
 
 
 class SlurmError(RuntimeError):

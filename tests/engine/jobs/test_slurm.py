@@ -256,11 +256,9 @@ def test_stop_signal_stops_the_training_and_requeues_it(demo_ws, slurm_cluster):
     assert cancel_job(ws, job_id) == "cancelled"
 
 
-async def test_jobs_screen_shows_a_slurm_job_with_its_state_at_80x24(tmp_path, slurm_cluster):
+async def test_jobs_screen_shows_a_slurm_job_with_its_state_at_80x24(tmp_path, slurm_cluster, tui_app):
     from textual.widgets import Static
 
-    from engine.jobs.gpu import FakeInventory
-    from tui.app import LlmTuiApp
     from tui.screens.jobs import JobsScreen
     from tui_workspace import make_workspace, wait_for
 
@@ -271,7 +269,7 @@ async def test_jobs_screen_shows_a_slurm_job_with_its_state_at_80x24(tmp_path, s
             python_job("import time; print('working', flush=True); time.sleep(600)", target="slow-model"),
             python_job("print('after')", target="next-model", after_steps=(0,)),
         ])
-    app = LlmTuiApp(ws, gpu_inventory=FakeInventory([]), autostart_worker=False, poll_interval_s=0.1)
+    app = tui_app(ws, gpus=0)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("3")
         screen = app.screen

@@ -25,6 +25,7 @@ from engine.workspace import Workspace
 
 KINDS = ("train", "quantize", "eval")
 FINISHED = ("done", "failed", "cancelled", "interrupted")
+STATUSES = ("queued", "running", *FINISHED)
 RETRYABLE = ("failed", "cancelled", "interrupted")
 JOB_DIR_PLACEHOLDER = "{job_dir}"
 EXECUTORS = ("local", "slurm")

@@ -64,11 +64,11 @@ def trained_demo_model(root: Path, preset_name: str, *, test_rows: int,
 def prompt_ids(ws: Workspace, tokenizer, task_name: str, limit: int):
     from engine.data.prompts import render_prompt
     from engine.data.tasks import get_task, load_items
-    from engine.runs.evaluate import prompt_token_ids
+    from engine.data.prompts import tokenize_prompts
 
     task = get_task(task_name, ws.datasets_dir)
     items = load_items(ws.datasets_dir, task, "test", limit)
-    return task, items, prompt_token_ids(tokenizer, [render_prompt(tokenizer, task, item) for item in items])
+    return task, items, tokenize_prompts(tokenizer, [render_prompt(tokenizer, task, item) for item in items])
 
 
 # ------------------------------------------------------------------------------------------------ short
@@ -143,7 +143,8 @@ def slowest_alone(model, tokenizer, task, ids, gens, mask) -> float:
 
 
 def mixed_workload(root: Path, limit: int, vllm_python: str | None) -> dict:
-    from engine.runs.generation import brace_token_mask, choose_threads, eos_token_ids, generate_single
+    from engine.data.prompts import stop_token_ids
+    from engine.runs.generation import brace_token_mask, choose_threads, generate_single
     from engine.runs.loading import load_for_inference
 
     ws, name = trained_demo_model(root / "mixed", "arc-qlora-gptq", test_rows=max(limit, 100), skip_ptq=True)
@@ -178,7 +179,7 @@ def mixed_workload(root: Path, limit: int, vllm_python: str | None) -> dict:
         backend = VLLMBackend(vllm_python, ws.model_dir(name), tokenizer, max_model_len=longest,
                               threads=threads["threads"])
         figures["vllm_startup_s"] = round(time.perf_counter() - started, 1)
-        eos = eos_token_ids(model.generation_config, tokenizer)
+        eos = stop_token_ids(tokenizer, model.generation_config)
         try:
             backend.generate(sets[0][2][:4], 8, eos_ids=eos, brace_mask=mask)  # warm up
             started = time.perf_counter()

@@ -71,9 +71,12 @@ def all_logits(model, tokenizer, texts: list[str], batch: int = 16):
     """Float32 logits of every real (non-padding) position, concatenated over ``texts``."""
     import torch
 
+    from engine.data.prompts import tokenize_prompts
+
     chunks = []
     for start in range(0, len(texts), batch):
-        encoded = tokenizer(texts[start:start + batch], return_tensors="pt", padding=True)
+        ids = tokenize_prompts(tokenizer, texts[start:start + batch])  # as training and evaluation see them
+        encoded = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         encoded = {k: v.to(model.device) for k, v in encoded.items()}
         with torch.no_grad():
             out = model(**encoded).logits.float().cpu()
@@ -125,13 +128,14 @@ def accuracy_of(loaded, ws: Workspace, dataset: str, limit: int) -> float:
     """Greedy accuracy on the test set with the evaluation engine's generation and scoring."""
     from engine.data.tasks import get_task, load_items
     from engine.runs.evaluate import evaluate_dataset
-    from engine.runs.generation import HFBackend, brace_token_mask, eos_token_ids
+    from engine.data.prompts import stop_token_ids
+    from engine.runs.generation import HFBackend, brace_token_mask
 
     task = get_task(dataset, ws.datasets_dir)
     items = load_items(ws.datasets_dir, task, "test", limit)
     mask = brace_token_mask(loaded.tokenizer, int(loaded.model.config.vocab_size))
     backend = HFBackend(loaded, batch_size=32, host_memory_cap=False, threads=None)
-    eos = eos_token_ids(loaded.model.generation_config, loaded.tokenizer)
+    eos = stop_token_ids(loaded.tokenizer, loaded.model.generation_config)
     run = evaluate_dataset(backend, task, items, eos_ids=eos, brace_mask=mask)
     return float(run.block["accuracy"])
 

@@ -12,6 +12,7 @@ file is written last: an interrupted evaluation leaves none, so the model stays 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine import __version__
-from engine.files import staged_dir, write_json, write_jsonl
+from engine.files import read_json_file, staged_dir, write_json, write_jsonl
+from engine.data.prompts import format_differences, prompt_format, stop_token_ids, tokenize_prompts
 from engine.data.tasks import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
 from engine.events import EventKind, EventWriter
 from engine.presets.config import EVAL_BACKENDS
-from engine.results.model_folder import ModelLoadError, ModelNotFoundError, detect_kind, resolve_model_folder
+from engine.results.model_folder import (TRAINING_METADATA, ModelLoadError, ModelNotFoundError, detect_kind, dig,
+                                         resolve_model_folder)
 from engine.results.scoring import ItemScore, describe, extract_boxed, score_item, summarize_dataset
 from engine.runs.generation import BeforeGenerate, Generation, RowsDone
 from engine.workspace import Workspace, safe_name
@@ -81,11 +84,13 @@ def select_tasks(ws: Workspace, names: list[str] | None) -> list[TaskSpec]:
 
 
 def prediction_row(task: TaskSpec, item: Item, prompt: str, generation: Generation,
-                   score: ItemScore) -> dict[str, Any]:
-    """One predictions-file row: the exact prompt, raw output, extracted box, normalised pred, gold, score."""
+                   score: ItemScore, prompt_tokens: int) -> dict[str, Any]:
+    """One predictions-file row: the exact prompt and its token count, raw output, extracted box, normalised
+    pred, gold, score."""
     row = {
         "index": item.index,
         "prompt": prompt,
+        "prompt_tokens": prompt_tokens,
         "output": generation.text,
         "extracted": extract_boxed(generation.text),
         "pred": score.pred,
@@ -111,11 +116,6 @@ class DatasetRun:
     batch_size: int
 
 
-def prompt_token_ids(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
-    """The token ids both backends generate from (the unit of work: vLLM gets these ids, not text)."""
-    return tokenizer(prompts)["input_ids"] if prompts else []
-
-
 def evaluate_dataset(backend: Any, task: TaskSpec, items: list[Item], *, eos_ids: list[int], brace_mask: Any,
                      on_progress: Callable[[int, int], None] | None = None,
                      on_rows_done: RowsDone | None = None) -> DatasetRun:
@@ -124,7 +124,7 @@ def evaluate_dataset(backend: Any, task: TaskSpec, items: list[Item], *, eos_ids
     from engine.runs.generation import OutOfMemory
 
     prompts = [render_prompt(backend.tokenizer, task, item) for item in items]
-    token_ids = prompt_token_ids(backend.tokenizer, prompts)
+    token_ids = tokenize_prompts(backend.tokenizer, prompts)  # the unit of work: vLLM gets these ids, not text
     started = time.perf_counter()
     try:
         generations = backend.generate(token_ids, task.max_new_tokens, eos_ids=eos_ids, brace_mask=brace_mask,
@@ -134,7 +134,8 @@ def evaluate_dataset(backend: Any, task: TaskSpec, items: list[Item], *, eos_ids
     elapsed = time.perf_counter() - started
     used = getattr(backend, "batch_size_used", None)
     scores = [score_item(task.kind, gen.text, item.answer) for item, gen in zip(items, generations)]
-    rows = [prediction_row(task, *entry) for entry in zip(items, prompts, generations, scores)]
+    prompt_tokens = [len(ids) for ids in token_ids]
+    rows = [prediction_row(task, *entry) for entry in zip(items, prompts, generations, scores, prompt_tokens)]
     block = summarize_dataset(task.kind, scores, [g.latency_s for g in generations], [g.tokens for g in generations])
     block["max_new_tokens"] = task.max_new_tokens
     block["batch_size"] = used
@@ -254,7 +255,7 @@ def _start_backend(ws: Workspace, model_dir: Path, found: Any, options: EvalOpti
     if choice == "vllm":
         tokenizer = load_tokenizer(model_dir, trust_remote_code=found.trust_remote_code)
         longest = max(len(ids) + task.max_new_tokens for task in test_sets.tasks
-                      for ids in prompt_token_ids(tokenizer, [render_prompt(tokenizer, task, item)
+                      for ids in tokenize_prompts(tokenizer, [render_prompt(tokenizer, task, item)
                                                               for item in test_sets.items[task.name]]))
         try:
             backend = VLLMBackend(python, model_dir, tokenizer, max_model_len=longest,
@@ -284,7 +285,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     import torch
 
     from engine.runs.device import reset_memory_peaks
-    from engine.runs.generation import brace_token_mask, eos_token_ids
+    from engine.runs.generation import brace_token_mask
     from engine.runs.loading import resolve_device
 
     options = options or EvalOptions()
@@ -308,7 +309,9 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     load_s = time.perf_counter() - wall_started
     try:
         tokenizer = backend.tokenizer
-        eos_ids = eos_token_ids(generation_config, tokenizer)
+        used_format, format_warning = check_prompt_format(model_dir, tokenizer, tasks[0], items[tasks[0].name][0],
+                                                          events)
+        eos_ids = stop_token_ids(tokenizer, generation_config)
         brace_mask = brace_token_mask(tokenizer, backend.vocab_size)
         runs = []
         for task in tasks:
@@ -330,12 +333,31 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
         "stop": "EOS or the first closed \\boxed{}", "torch_version": versions["torch"],
         "backend": described, "backend_choice": choice,
     }, load_s=load_s, wall_s=time.perf_counter() - wall_started)
+    metrics["prompt_format"] = used_format
+    if format_warning:
+        metrics["prompt_format_warning"] = format_warning
     with staged_dir(ws.predictions_folder(name), overwrite=True) as folder:
         for run in runs:
             write_jsonl(folder / f"{Path(run.task.test_file).stem}.jsonl", run.rows)
     write_json(metrics_path, metrics)
     events.emit(EventKind.SAVED, path=str(metrics_path))
     return metrics
+
+
+def check_prompt_format(model_dir: Path, tokenizer: Any, task: TaskSpec, item: Item,
+                        events: EventWriter) -> tuple[dict[str, Any], str | None]:
+    """The prompt format this evaluation uses, and a warning (logged, and emitted as a ``warning`` event) when
+    it differs from the one recorded in the model's ``training_metadata.json`` (``example`` not compared)."""
+    used = prompt_format(tokenizer, task, item)
+    training, _ = read_json_file(model_dir / TRAINING_METADATA)
+    differences = format_differences(dig(training, "prompt_format"), used)
+    if not differences:
+        return used, None
+    warning = (f"{model_dir.name}: evaluated with a different prompt format than it was trained with ("
+               + "; ".join(differences) + ")")
+    logging.getLogger(__name__).warning(warning)
+    events.emit(EventKind.WARNING, message=warning)
+    return used, warning
 
 
 def memory_peaks() -> dict[str, Any]:

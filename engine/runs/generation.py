@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from engine.data.prompts import stop_token_ids
 from engine.results.scoring import first_box_closed
 
 #: A prompt set whose prompts share at least this many leading tokens computes them once (prefix KV cache).
@@ -83,14 +84,6 @@ def brace_token_mask(tokenizer: Any, vocab_size: int):
     mask = torch.zeros(size, dtype=torch.bool)
     mask[[i for i, text in enumerate(texts) if "}" in text]] = True
     return mask
-
-
-def eos_token_ids(generation_config: Any, tokenizer: Any) -> list[int]:
-    """The ids that end a generation: the model's generation config's EOS, else the tokenizer's."""
-    eos = getattr(generation_config, "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    return [eos] if isinstance(eos, int) else [int(e) for e in (eos or [])]
 
 
 def shared_prefix_length(token_ids: list[list[int]]) -> int:
@@ -234,12 +227,12 @@ def generate_single(model: Any, tokenizer: Any, token_ids: list[int], max_new_to
     import torch
     from transformers import GenerationConfig, StoppingCriteriaList
 
-    eos_ids = eos_token_ids(getattr(model, "generation_config", None), tokenizer) if eos_ids is None else eos_ids
+    eos_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None)) if eos_ids is None else eos_ids
     base = getattr(model, "generation_config", None)
     config = copy.deepcopy(base) if isinstance(base, GenerationConfig) else GenerationConfig()
     config.update(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None, min_p=None,
-                  max_new_tokens=max_new_tokens, max_length=None, pad_token_id=tokenizer.pad_token_id,
-                  eos_token_id=eos_ids)
+                  max_new_tokens=max_new_tokens, max_length=None, eos_token_id=eos_ids,
+                  pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0])
     device = _input_device(model)
     criterion = _stop_criterion(tokenizer, len(token_ids), 1, eos_ids, brace_mask, device)
     with torch.inference_mode():
@@ -462,7 +455,7 @@ def generate_all(model: Any, tokenizer: Any, token_ids: list[list[int]], *, max_
             finish([(index, Generation(text, tokens, time.perf_counter() - started))])
         return [results[index] for index in range(total)], 1
 
-    eos_ids = eos_token_ids(getattr(model, "generation_config", None), tokenizer) if eos_ids is None else eos_ids
+    eos_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None)) if eos_ids is None else eos_ids
     engine = _Engine(model, tokenizer, token_ids, max_new_tokens, brace_mask, eos_ids) if total else None
     batch: _Batch | None = None
     shares: dict[int, float] = {}  # each item's share of the wall time of the passes it took part in

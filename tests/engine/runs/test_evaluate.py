@@ -139,11 +139,11 @@ def test_already_evaluated_needs_force_and_a_corrupt_metrics_file_is_replaced(qu
 def _prompts(ws: Workspace, tokenizer, task_name: str, limit: int) -> list[list[int]]:
     """The token ids evaluation generates from for the first ``limit`` items of a test set."""
     from engine.data.prompts import render_prompt
-    from engine.runs.evaluate import prompt_token_ids
+    from engine.data.prompts import tokenize_prompts
 
     task = get_task(task_name, ws.datasets_dir)
     items = load_items(ws.datasets_dir, task, "test", limit)
-    return prompt_token_ids(tokenizer, [render_prompt(tokenizer, task, item) for item in items])
+    return tokenize_prompts(tokenizer, [render_prompt(tokenizer, task, item) for item in items])
 
 
 def test_stop_criterion_ends_each_row_at_its_first_closed_box_or_eos(demo_ws):

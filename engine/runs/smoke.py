@@ -346,7 +346,7 @@ def step_eval_hf(smoke: Smoke, queue: QueueRun) -> str:
     took = (job.ended_at or 0) - (job.started_at or 0)
     where = f"GPU {','.join(map(str, job.gpus_assigned))}" if job.gpus_assigned else "the CPU"
     return (f"{total} BoolQ items as queue job #{job.id} (worker → llmtui eval) on {where} in {took:.1f} s, "
-            f"device {metrics['eval_config']['device']}, {metrics['throughput']['items_per_second']:.0f} items/s")
+            f"device {metrics['eval_config']['device']}, {metrics['throughput']['items_per_second'] or 0:.0f} items/s")
 
 
 def step_eval_vllm(smoke: Smoke) -> str:

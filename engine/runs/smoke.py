@@ -178,8 +178,6 @@ def step_merge(smoke: Smoke) -> str:
 
 def _quantize(smoke: Smoke, method: str) -> str:
     """PTQ of the full fine-tune with llmtui's quantizer, then reload through the evaluation loader and generate."""
-    import torch
-
     from engine.runs.loading import load_for_inference
     from engine.runs.quantize import quantize_model
 
@@ -201,8 +199,7 @@ def _quantize(smoke: Smoke, method: str) -> str:
     if generated < 1:
         raise AssertionError("generated no token")
     del loaded
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    _release_cuda_memory()
     return (f"{result['quant_tag']} on {device} in {result['duration_s']:.1f} s; reloads with {layer} layers, logits "
             f"within {error:.3f} of the source, generates {generated} tokens")
 
@@ -283,7 +280,11 @@ def run_queue(smoke: Smoke) -> QueueRun:
         run.dp_job = enqueue_pipeline(smoke.ws, config, path.read_text(encoding="utf-8"), overrides=overrides,
                                       inventory=inventory)[0].id
     ids = [job for job in (run.eval_job, run.second_eval_job, run.dp_job) if job is not None]
-    worker = Worker(smoke.ws, WorkerSettings(poll_interval_s=0.05), inventory=inventory)
+    _release_cuda_memory()
+    # This process keeps a CUDA context on its GPU after the in-process steps (a few hundred MiB): on a small
+    # GPU that is more than the default 10 % the scheduler calls busy, and the jobs would wait for it forever.
+    settings = WorkerSettings(poll_interval_s=0.05, busy_gpu_memory_fraction=0.5)
+    worker = Worker(smoke.ws, settings, inventory=inventory)
     baseline = {index: reading.memory_used for index, reading in readings.items()}
     deadline = time.monotonic() + QUEUE_TIMEOUT_S
     try:
@@ -325,6 +326,16 @@ def run_queue(smoke: Smoke) -> QueueRun:
         worker.close()
     run.seconds = time.perf_counter() - started
     return run
+
+
+def _release_cuda_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _job_failure(smoke: Smoke, job: Any) -> str:

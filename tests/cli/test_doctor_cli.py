@@ -82,5 +82,6 @@ def test_smoke_runs_the_cpu_paths_green_and_skips_the_cuda_rows(tmp_path):
     assert "16 BoolQ items as queue job #1 (worker → llmtui eval) on the CPU" in smoke["eval HF (queue job)"]["detail"]
     assert done.returncode == 0, [c for c in checks if c["status"] in ("error", "fail")]
     scratch = Path(smoke["smoke workspace"]["detail"].split(" in ", 1)[1].split(" (")[0])
+    assert "steps below run on the CPU, queue jobs on no GPU" in smoke["smoke workspace"]["detail"]
     assert scratch.name.startswith("llmtui-smoke-") and not scratch.exists(), "removed after a clean run"
     assert "smoke: 11 pass, 4 skipped" in done.stderr  # progress lines go to stderr when stdout is JSON

@@ -36,7 +36,8 @@ def register(subparsers) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="also train, merge, quantize and evaluate a tiny model for real (minutes; no download)")
     parser.add_argument("--gpu", metavar="N[,M]", default=None,
-                        help="NVML index(es) of the GPUs the smoke run may use (default: all)")
+                        help="NVML index(es) of the GPUs the smoke run may use (default: all); the in-process "
+                             "steps use the first, the queue rows all of them")
     parser.set_defaults(func=run)
 
 
@@ -129,11 +130,14 @@ def run(args) -> int:
 def _smoke(gpus: list[int] | None, *, json_output: bool) -> list:
     """Run the smoke steps in a scratch workspace; it is removed after a clean run and kept when a step failed."""
     from engine.doctor import exit_code
+    from engine.jobs.gpu import NvmlInventory
 
-    if gpus is not None:
-        # This process's CUDA devices follow NVML's numbering (as the queue's jobs do); set before torch loads.
+    chosen = gpus if gpus is not None else sorted(r.index for r in NvmlInventory().gpus())
+    if chosen:
+        # The in-process steps run as a 1-GPU queue job does: on one device, numbered as NVML numbers it
+        # (with several visible, the trainer would wrap the model in DataParallel). Set before torch loads.
         os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(chosen[0])
     root = tempfile.mkdtemp(prefix="llmtui-smoke-")
     log_path = os.path.join(root, SMOKE_LOG)
     started = time.perf_counter()

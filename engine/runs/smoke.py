@@ -5,18 +5,20 @@ calls the code a user's run calls — :func:`engine.runs.train.train`, :func:`en
 :func:`engine.runs.loading.load_for_inference`, and the job queue's worker running ``llmtui eval`` and
 ``llmtui train`` as job processes — and reports a :class:`engine.doctor.Check` (pass / fail / skipped)
 with its seconds. Without a CUDA device the CUDA-only rows say ``skipped: no CUDA device`` and the CPU
-paths run. The queue rows use the NVML GPUs in ``gpus`` (all by default), and NVML is read while a job runs.
+paths run. The in-process steps run on the first GPU of ``gpus`` (all NVML GPUs by default), the queue rows
+on all of them, and NVML is read while a job runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from engine.doctor import FAIL, PASS, SKIPPED, VLLM_PYTHON_ENV, Check
 from engine.jobs.gpu import GpuInventory, NvmlInventory, SelectedGpus
@@ -53,7 +55,6 @@ class Smoke:
     inventory: GpuInventory
     gpus: list[int]  # NVML indexes the queue rows may use
     outputs: dict[str, Path] = field(default_factory=dict)
-    checks: list[Check] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -473,25 +474,48 @@ def _timed(name: str, call: Callable[[], str]) -> Check:
     return Check(name, status, detail, seconds=round(time.perf_counter() - started, 2))
 
 
+@contextlib.contextmanager
+def _one_gpu(index: int | None) -> Iterator[None]:
+    """Make GPU ``index`` (NVML numbering) this process's only CUDA device, as the worker does for a 1-GPU job
+    (with several visible, the trainer would wrap the model in DataParallel). torch reads the variables when
+    CUDA initialises, which happens inside; they are restored afterwards for the queue rows."""
+    saved = {name: os.environ.get(name) for name in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
+    if index is not None:
+        os.environ.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=str(index))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_smoke(root: Path, gpus: list[int] | None = None, inventory: GpuInventory | None = None,
               on_check: Callable[[Check], None] | None = None) -> list[Check]:
-    """Run every smoke step in a scratch workspace at ``root``; ``gpus`` are the NVML indexes the queue rows may
-    use (all by default). The caller chooses the CUDA devices of this process (``CUDA_VISIBLE_DEVICES``)."""
-    import torch
-
+    """Run every smoke step in a scratch workspace at ``root``. ``gpus`` are the NVML indexes it may use (all by
+    default): the in-process steps run on the first, the queue rows on all of them."""
     listed = inventory or NvmlInventory()
     indexes = frozenset(r.index for r in listed.gpus()) if gpus is None else frozenset(gpus)
     selected = SelectedGpus(listed, indexes)
-    smoke = Smoke(Workspace(Path(root).resolve()), torch.cuda.is_available(), selected,
-                  sorted(r.index for r in selected.gpus()))
+    chosen = sorted(r.index for r in selected.gpus())
+    checks: list[Check] = []
 
     def record(check: Check) -> None:
-        smoke.checks.append(check)
+        checks.append(check)
         if on_check:
             on_check(check)
 
-    for name, step in IN_PROCESS:
-        record(_timed(name, lambda step=step: step(smoke)))
+    with _one_gpu(chosen[0] if chosen else None):
+        import torch
+
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.init()  # now, while only the chosen GPU is visible
+        smoke = Smoke(Workspace(Path(root).resolve()), cuda, selected, chosen)
+        for name, step in IN_PROCESS:
+            record(_timed(name, lambda step=step: step(smoke)))
     queue_started = time.perf_counter()
     queue = QueueRun()
     try:
@@ -506,4 +530,4 @@ def run_smoke(root: Path, gpus: list[int] | None = None, inventory: GpuInventory
         record(check)
         if index == 0:
             record(_timed("eval vLLM", lambda: step_eval_vllm(smoke)))
-    return smoke.checks
+    return checks

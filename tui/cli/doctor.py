@@ -130,14 +130,7 @@ def run(args) -> int:
 def _smoke(gpus: list[int] | None, *, json_output: bool) -> list:
     """Run the smoke steps in a scratch workspace; it is removed after a clean run and kept when a step failed."""
     from engine.doctor import exit_code
-    from engine.jobs.gpu import NvmlInventory
 
-    chosen = gpus if gpus is not None else sorted(r.index for r in NvmlInventory().gpus())
-    if chosen:
-        # The in-process steps run as a 1-GPU queue job does: on one device, numbered as NVML numbers it
-        # (with several visible, the trainer would wrap the model in DataParallel). Set before torch loads.
-        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(chosen[0])
     root = tempfile.mkdtemp(prefix="llmtui-smoke-")
     log_path = os.path.join(root, SMOKE_LOG)
     started = time.perf_counter()

@@ -253,7 +253,6 @@ class QueueRun:
     dp_job: int | None = None
     jobs: dict[int, Any] = field(default_factory=dict)
     watch: dict[int, _Watch] = field(default_factory=dict)
-    seconds: float = 0.0
     error: str = ""
 
 
@@ -271,7 +270,7 @@ def run_queue(smoke: Smoke) -> QueueRun:
     if source is None:
         run.error = "needs the full fine-tune output, which did not pass above"
         return run
-    started = time.perf_counter()
+    _release_cuda_memory()  # before the baseline readings, so the jobs' own use stands out
     inventory = smoke.inventory
     readings = {r.index: r for r in inventory.gpus()}
     run.eval_job = enqueue_eval(smoke.ws, [source.name], datasets=["boolq"], limit=EVAL_ITEMS,
@@ -286,7 +285,6 @@ def run_queue(smoke: Smoke) -> QueueRun:
         run.dp_job = enqueue_pipeline(smoke.ws, config, path.read_text(encoding="utf-8"), overrides=overrides,
                                       inventory=inventory)[0].id
     ids = [job for job in (run.eval_job, run.second_eval_job, run.dp_job) if job is not None]
-    _release_cuda_memory()
     # This process keeps a CUDA context on its GPU after the in-process steps (a few hundred MiB): on a small
     # GPU that is more than the default 10 % the scheduler calls busy, and the jobs would wait for it forever.
     settings = WorkerSettings(poll_interval_s=0.05, busy_gpu_memory_fraction=0.5)
@@ -330,7 +328,6 @@ def run_queue(smoke: Smoke) -> QueueRun:
             run.jobs = {job_id: store.require(job_id) for job_id in ids}
     finally:
         worker.close()
-    run.seconds = time.perf_counter() - started
     return run
 
 

@@ -8,7 +8,6 @@ whether PyTorch's SDPA flash kernel is enabled, and which native library bitsand
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from typing import Any
@@ -45,8 +44,7 @@ def probe() -> dict[str, Any]:
 def _bitsandbytes() -> dict[str, Any]:
     """Which native library bitsandbytes loaded (its CPU library, a CUDA one, or none with the reason)."""
     try:
-        with contextlib.redirect_stdout(sys.stderr):
-            from bitsandbytes import cextension
+        from bitsandbytes import cextension
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     lib = cextension.lib
@@ -61,6 +59,8 @@ def _bitsandbytes() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    with contextlib.redirect_stdout(sys.stderr):  # libraries' banners must not mix with the JSON
+    from engine.runs.stdio import stdout_to_stderr
+
+    with stdout_to_stderr():  # libraries' banners must not mix with the JSON
         facts = probe()
     sys.stdout.write(json.dumps(facts) + "\n")

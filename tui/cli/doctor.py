@@ -7,13 +7,12 @@ torch) in a scratch workspace, with the libraries' output sent to ``smoke.log`` 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import time
-from typing import IO, Iterator
+from typing import IO
 
 from rich.console import Console
 from rich.table import Table
@@ -85,30 +84,6 @@ def _summary(label: str, checks: list, seconds: float) -> str:
     return f"{label}: {', '.join(parts)} in {seconds:.1f} s"
 
 
-@contextlib.contextmanager
-def _libraries_to(log_path: str) -> Iterator[tuple[IO[str], IO[str]]]:
-    """Send everything written to file descriptors 1 and 2 (library banners, progress bars, warnings, C
-    extensions) to ``log_path``; yield text streams on the real stdout and stderr for llmtui's own lines."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    out, err = os.fdopen(os.dup(saved[0]), "w", buffering=1), os.fdopen(os.dup(saved[1]), "w", buffering=1)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    try:
-        yield out, err
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, log):
-            os.close(fd)
-        out.close()
-        err.close()
-
-
 def run(args) -> int:
     from engine.doctor import exit_code, run_report
 
@@ -130,11 +105,12 @@ def run(args) -> int:
 def _smoke(gpus: list[int] | None, *, json_output: bool) -> list:
     """Run the smoke steps in a scratch workspace; it is removed after a clean run and kept when a step failed."""
     from engine.doctor import exit_code
+    from engine.runs.stdio import output_to_file
 
     root = tempfile.mkdtemp(prefix="llmtui-smoke-")
     log_path = os.path.join(root, SMOKE_LOG)
     started = time.perf_counter()
-    with _libraries_to(log_path) as (out, err):
+    with output_to_file(log_path) as (out, err):
         console, show = _printer(err if json_output else out)
         console.print(f"smoke run in {root} (library output: {log_path})")
         from engine.runs.smoke import run_smoke

@@ -1,4 +1,6 @@
-"""GPU and system readings behind one small interface (any process): NVML on a real machine, a fixed list in tests.
+"""GPU and system readings behind one small interface (worker, TUI, job process, doctor): NVML on a real machine.
+
+Tests substitute a fixed list (``tests/fake_gpus.py``) through the :class:`GpuInventory` interface.
 
 ``pynvml`` (the ``nvidia-ml-py`` package) is imported inside the functions that use it; on a machine
 without an NVIDIA driver every reading is simply an empty list and :meth:`GpuInventory.driver` says why.
@@ -6,6 +8,7 @@ without an NVIDIA driver every reading is simply an empty list and :meth:`GpuInv
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -170,29 +173,24 @@ class SelectedGpus:
         return self.inventory.driver()
 
 
-@dataclass
-class FakeInventory:
-    """A fixed list of GPUs, for tests and demos on machines where NVML cannot exist."""
+def visible_gpu_count(inventory: GpuInventory | None = None) -> int:
+    """THE number of GPUs this process may use: those NVML sees, limited by ``$CUDA_VISIBLE_DEVICES`` when set.
 
-    readings: list[GpuReading]
-    driver_info: DriverInfo | None = None  # default: a driver when there are GPUs, none otherwise
-
-    @classmethod
-    def with_gpus(cls, count: int, memory_total: int = 24 << 30,
-                  compute_capability: tuple[int, int] = (8, 0)) -> "FakeInventory":
-        """``count`` idle GPUs named ``Fake GPU {i}``."""
-        return cls([GpuReading(i, f"Fake GPU {i}", 0, memory_total, 0.0, 30.0, f"GPU-fake-{i}", compute_capability)
-                    for i in range(count)])
-
-    def gpus(self) -> list[GpuReading]:
-        return list(self.readings)
-
-    def driver(self) -> DriverInfo:
-        if self.driver_info is not None:
-            return self.driver_info
-        if self.readings:
-            return DriverInfo(True, "999.99", (13, 0))
-        return DriverInfo(False, reason="NVMLError_LibraryNotFound: NVML Shared Library Not Found")
+    0 on a CPU-only machine (jobs then ask for no GPU). Like CUDA, the list stops at its first entry that
+    names no device (so ``""`` and ``-1`` hide them all); entries are indices or ``GPU-`` UUID prefixes.
+    """
+    gpus = (inventory or NvmlInventory()).gpus()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return len(gpus)
+    count = 0
+    for entry in (e.strip() for e in visible.split(",")):
+        known = (entry.isdigit() and int(entry) < len(gpus)) or \
+            (entry.startswith("GPU-") and any(g.uuid.startswith(entry) for g in gpus))
+        if not known:
+            break
+        count += 1
+    return count
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def _bitsandbytes() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from engine.runs.stdio import stdout_to_stderr
+    from engine.jobs.process import stdout_to_stderr
 
     with stdout_to_stderr():  # libraries' banners must not mix with the JSON
         facts = probe()

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 from engine.doctor import FAIL, PASS, SKIPPED, VLLM_PYTHON_ENV, Check
 from engine.jobs.gpu import GpuInventory, NvmlInventory, SelectedGpus
+from engine.results.model_folder import TRAINING_METADATA
 from engine.workspace import Workspace
 
 STEPS = 5
@@ -403,7 +404,7 @@ def step_data_parallel(smoke: Smoke, queue: QueueRun) -> str:
     job = queue.jobs.get(queue.dp_job)
     if job is None or job.status != "done":
         raise AssertionError(_job_failure(smoke, job) if job else queue.error)
-    meta = json.loads((smoke.ws.model_dir(job.target) / "training_metadata.json").read_text(encoding="utf-8"))
+    meta = json.loads((smoke.ws.model_dir(job.target) / TRAINING_METADATA).read_text(encoding="utf-8"))
     hardware = meta["hardware_info"]
     if smoke.cuda:  # each rank reports the peak of the GPU it used
         ranks = sorted({gpu["rank"] for gpu in hardware["vram_peaks"]["per_gpu"]})

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from engine.doctor import (CHECKS, ERROR, OK, SKIPPED, WARNING, exit_code, run_report, torch_build_info)
-from engine.jobs.gpu import DriverInfo, FakeInventory, GpuProcess, GpuReading, NvmlInventory, SelectedGpus
+from engine.jobs.gpu import DriverInfo, GpuProcess, GpuReading, NvmlInventory, SelectedGpus
 from engine.jobs.store import JobStore
 from engine.workspace import Workspace
+from fake_gpus import FakeInventory
 
 REPO = Path(__file__).resolve().parents[2]
 GIB = 1 << 30

@@ -105,7 +105,7 @@ def run(args) -> int:
 def _smoke(gpus: list[int] | None, *, json_output: bool) -> list:
     """Run the smoke steps in a scratch workspace; it is removed after a clean run and kept when a step failed."""
     from engine.doctor import exit_code
-    from engine.runs.stdio import output_to_file
+    from engine.jobs.process import output_to_file
 
     root = tempfile.mkdtemp(prefix="llmtui-smoke-")
     log_path = os.path.join(root, SMOKE_LOG)

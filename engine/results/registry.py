@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from engine.results.metrics_files import model_name_from
 from engine.workspace import Workspace
 
 TRAINING_METADATA = "training_metadata.json"
@@ -35,6 +36,8 @@ class ModelRecord:
     kind: str = "full"  # full | adapter | bnb | gptq | awq | hqq | unknown
     reason: str = ""
     base_model: str = ""
+    #: The model this one was made from: a PTQ variant's source, else a fine-tune's base (a name).
+    parent: str = ""
     dataset: str = ""
     peft: str = ""
     quant_tag: str = ""
@@ -150,6 +153,8 @@ def inspect_model(ws: Workspace, path: Path, metrics_names: set[str] | None = No
         record.peft = str((preset.get("peft") or {}).get("method") or "")
         if record.peft and record.peft != "NoPeft":
             record.peft += str((preset.get("peft") or {}).get("r", ""))
+    source = quant.get("source_model") if isinstance(quant, dict) else None
+    record.parent = model_name_from(source) or model_name_from(record.base_model) or ""
     match = NAME_PATTERN.match(name)
     if match:
         record.dataset = record.dataset or match["dataset"]

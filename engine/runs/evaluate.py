@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine import __version__
-from engine.files import staged_dir, write_json, write_jsonl
+from engine.files import file_sha256, staged_dir, write_json, write_jsonl
 from engine.data.tasks import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
 from engine.events import EventWriter
-from engine.results.scoring import ItemScore, describe, extract_boxed, first_box_closed, score_item, summarize_dataset
+from engine.results.scoring import EXTRACTOR_VERSION, ItemScore, describe, extract_boxed, first_box_closed, score_item, summarize_dataset
 from engine.runs.loading import ModelLoadError
 from engine.workspace import Workspace, safe_name
 
@@ -498,6 +498,8 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
         "batch_size_requested": options.batch_size, "decoding": "greedy",
         "stop": "EOS or the first closed \\boxed{}", "torch_version": torch.__version__,
     }, load_s=load_s, wall_s=time.perf_counter() - wall_started)
+    for task in tasks:  # provenance: llmtui compare warns when two runs read different files
+        metrics["datasets"][task.test_file]["dataset_sha256"] = file_sha256(ws.datasets_dir / task.test_file)
     with staged_dir(ws.predictions_folder(name), overwrite=True) as folder:
         for run in runs:
             write_jsonl(folder / f"{Path(run.task.test_file).stem}.jsonl", run.rows)
@@ -556,6 +558,7 @@ def build_metrics(name: str, runs: list[DatasetRun], quantization: dict[str, Any
             "wall_seconds": round(wall_s, 4),
         },
         "llmtui_version": __version__,
+        "extractor_version": EXTRACTOR_VERSION,
     }
 
 

@@ -1,4 +1,4 @@
-"""``llmtui results``: the results table of every metrics file, on screen or exported."""
+"""``llmtui results``: the results table of every metrics file (and lm-eval output), on screen or exported."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from tui.cli.common import add_workspace_arg, console, err_console, workspace_from
+from tui.cli.common import add_workspace_arg, console, err_console, fail, workspace_from
 
 #: What the on-screen table shows unless ``--columns`` asks for more, in priority order: columns
 #: are dropped from the end until the table fits the terminal.
@@ -61,6 +61,9 @@ def register(subparsers) -> None:
                         help="only these test sets (arc, boolq, squad, openmath, or a custom name)")
     parser.add_argument("--columns", nargs="+", metavar="PATTERN",
                         help="only the columns matching these patterns (e.g. '*__accuracy' 'boolq__*')")
+    parser.add_argument("--import", dest="import_path", metavar="PATH", type=Path,
+                        help="first copy an lm-evaluation-harness output folder (results_*.json, "
+                             "samples_*.jsonl) into Testing/lm-eval/")
     parser.set_defaults(func=run, format=None)
 
 
@@ -69,6 +72,14 @@ def run(args) -> int:
     from engine.results.metrics_files import results_table
 
     ws = workspace_from(args)
+    if args.import_path is not None:
+        from engine.results.lmeval import LmEvalError, import_output
+
+        try:
+            written = import_output(ws, args.import_path)
+        except (LmEvalError, OSError) as exc:
+            fail(str(exc))
+        err_console.print(f"imported {len(written)} file(s) into {ws.lm_eval_dir}", highlight=False)
     columns = split_list(args.columns)
     table = results_table(ws, models=split_list(args.models), datasets=split_list(args.datasets),
                           columns=columns)

@@ -137,7 +137,11 @@ def format_interval(pair: PairStat) -> str:
     if pair.test == "bootstrap" and pair.ci_low is not None:
         return f"[{pair.ci_low:+.4f}, {pair.ci_high:+.4f}]"
     if pair.test == "mcnemar":
-        detectable = f", detectable ±{pair.detectable:.3f}" if pair.detectable is not None else ""
+        detectable = ""
+        if pair.detectable is not None:
+            detectable = f", detectable ±{pair.detectable:.3f}"
+        elif pair.undetectable:
+            detectable = ", detectable: none"  # too few discordant items for any difference
         return f"b={pair.b}, c={pair.c}{detectable}"
     return ""
 
@@ -243,10 +247,13 @@ def comparison_json(comparison: Comparison) -> str:
 
 # --- flipped items --------------------------------------------------------------------------------
 
-def shorten(value: Any, limit: int) -> str:
-    """One line of at most ``limit`` characters (whitespace runs collapsed, the end marked with …)."""
+def shorten(value: Any, limit: int, *, keep_end: bool = False) -> str:
+    """One line of at most ``limit`` characters (whitespace runs collapsed, the cut marked with …).
+    ``keep_end`` keeps the end instead: a prompt's question comes after its shared system text."""
     text = " ".join(str(value).split()) if value is not None else MISSING
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    return "…" + text[len(text) - limit + 1:] if keep_end else text[:limit - 1] + "…"
 
 
 def flips_text(comparison: Comparison, limit: int | None = None, width: int = 100) -> str:
@@ -270,7 +277,7 @@ def _flip_lines(flips: Flips, item: FlipItem, width: int) -> list[str]:
         pred = answer.extracted if answer.extracted is not None else answer.pred
         head = f"    {name:<{label}}  answer {shorten(pred, 24)}  output "
         return head + shorten(answer.output, max(20, width - len(head)))
-    return [f"  #{item.index}  gold {shorten(item.gold, 30)}  prompt {shorten(item.prompt, max(20, width - 50))}",
+    return [f"  #{item.index}  gold {shorten(item.gold, 30)}  prompt {shorten(item.prompt, max(20, width - 50), keep_end=True)}",
             side(flips.reference, item.reference), side(flips.model, item.model)]
 
 

@@ -56,8 +56,11 @@ def guard_warnings(reference: ResultRecord, other: ResultRecord, file_name: str)
             continue
         if a != b:
             warnings.append(f"{aspect} differs: {_difference(a, b)}")
-    warnings += [f"{UNKNOWN}: {name} has no record of {', '.join(aspects)}"
-                 for name, aspects in unknown.items()]
+    if len(unknown) == 2 and len(set(map(tuple, unknown.values()))) == 1:
+        warnings.append(f"{UNKNOWN}: neither run records its {', '.join(unknown[reference.name])}")
+    else:
+        warnings += [f"{UNKNOWN}: {name}'s run does not record its {', '.join(aspects)}"
+                     for name, aspects in unknown.items()]
     return warnings
 
 

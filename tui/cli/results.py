@@ -92,9 +92,15 @@ def run(args) -> int:
         return 0
     hidden = 0
     if not columns:
-        table.columns = [c for c in table.columns if c.key in SCREEN_COLUMNS and
+        from engine.results.lmeval import DATASET_PREFIX
+
+        # llmtui's screen columns, then lm-evaluation-harness tasks' metrics before the model-level ones.
+        lm_eval = [c.key for c in table.columns if (c.dataset or "").startswith(DATASET_PREFIX)
+                   and c.metric in ("acc", "acc_norm", "exact_match")]
+        order = [*SCREEN_COLUMNS[:9], *lm_eval, *SCREEN_COLUMNS[9:]]
+        table.columns = [c for c in table.columns if c.key in order and
                          (c.key == "model" or any(row.get(c.key) is not None for row in table.rows))]
-        table.columns.sort(key=lambda c: SCREEN_COLUMNS.index(c.key))
+        table.columns.sort(key=lambda c: order.index(c.key))
         hidden = _fit_to_screen(table, console.width)
     console.print(_rich_table(table, ws.metrics_dir))
     if hidden:

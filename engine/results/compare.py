@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.results.item_metrics import PAIRED_TESTS, PairedTest, PredictionsError, item_arrays, paired_test
+from engine.results.item_metrics import PairedTest, PredictionsError, item_arrays, paired_test
 from engine.results.lmeval import read_samples
 from engine.results.metrics_files import (LM_EVAL_KIND, DatasetResult, ResultRecord, metric_direction,
                                           model_name_from, scan_results)
@@ -29,8 +29,6 @@ from engine.results.provenance import guard_warnings
 from engine.results.stats import ALPHA, POWER, detectable_difference, mcnemar_exact, paired_bootstrap
 from engine.workspace import Workspace
 
-#: The format-success test (has_box): not an accuracy difference, so no detectable difference is given.
-_FORMAT_TEST = PAIRED_TESTS["boolq"]["format_success_rate"]
 #: Dataset-level numbers compared after the task metrics.
 _DATASET_FIELDS = ("format_success_rate", "latency_mean_s", "tokens_mean")
 
@@ -270,6 +268,11 @@ class _DatasetComparer:
                 pair.unavailable = f"no paired test for {name}"
             else:
                 self.run_test(test, arrays[base], arrays[record.name], pair)
+                if pair.test == "mcnemar" and pair.significant is False and name != "format_success_rate":
+                    # What this set could have detected: power at the observed discordance (b + c) / n.
+                    discordance = (pair.b + pair.c) / pair.n
+                    pair.detectable = detectable_difference(pair.n, discordance) if discordance else None
+                    pair.undetectable = pair.detectable is None
             pairs.append(pair)
         return MetricComparison(metric=name, direction=metric_direction(name), values=values,
                                 pairs=pairs)
@@ -284,10 +287,6 @@ class _DatasetComparer:
                     correct_a, correct_b = correct_a[subset], correct_b[subset]
                 outcome = mcnemar_exact(correct_a, correct_b)
                 pair.b, pair.c, pair.n = outcome.b, outcome.c, outcome.n
-                if not outcome.significant and test is not _FORMAT_TEST:
-                    discordance = (outcome.b + outcome.c) / outcome.n
-                    pair.detectable = detectable_difference(outcome.n, discordance) if discordance else None
-                    pair.undetectable = pair.detectable is None
             else:
                 outcome = paired_bootstrap(test.metric, items_a, items_b, resamples=self.resamples,
                                            seed=self.seed, confidence=self.confidence)

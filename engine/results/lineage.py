@@ -92,7 +92,8 @@ def headline_metric(kind: str | None, metrics: dict[str, Any]) -> str | None:
 
 
 def lineage_matrix(ws: Workspace, root: str, *, resamples: int = 1000, seed: int = 0) -> LineageMatrix:
-    """The degradation matrix of ``root`` and its descendants (LineageError when ``root`` is unknown)."""
+    """The degradation matrix of ``root`` and its descendants (LineageError when ``root`` is unknown).
+    Every row, the root's included, is compared with its parent when both are evaluated."""
     models = scan_models(ws)
     records = scan_results(ws)
     known = {m.name for m in models} | {r.name for r in records if not r.error}
@@ -113,7 +114,7 @@ def lineage_matrix(ws: Workspace, root: str, *, resamples: int = 1000, seed: int
                 columns.setdefault(dataset.name, metric)
     rows = []
     for name, depth in order:
-        parent = parent_of.get(name) if depth else None
+        parent = parent_of.get(name)  # the root's too: its row shows what it lost or gained from it
         record = by_name.get(name)
         cells = {dataset: LineageCell(value=_value(record, dataset, metric)) for dataset, metric in columns.items()}
         if record is not None and parent in by_name:

@@ -196,6 +196,9 @@ def _sample_row(sample: dict[str, Any]) -> dict[str, Any]:
     context = requests[0].get("arg_0") if requests and isinstance(requests[0], dict) else None
     resps = sample.get("filtered_resps")
     output, pred = _response(resps, requests)
+    raw = _single(sample.get("resps"))
+    if isinstance(raw, str):  # generated text: the raw output, before lm-eval's filters extracted the answer
+        output = raw
     gold = sample.get("target")
     if _is_loglikelihood(resps) and isinstance(gold, (int, str)) and str(gold).isdigit() \
             and int(gold) < len(requests):
@@ -224,11 +227,16 @@ def _response(resps: Any, requests: list[Any]) -> tuple[Any, Any]:
         output = "log-likelihoods: " + ", ".join(
             f"{choices[i] if i < len(choices) else i}={s:.3f}" for i, s in enumerate(scores))
         return output, f"{best}: {choices[best]}" if best < len(choices) else best
-    if isinstance(resps, list) and len(resps) == 1:
-        resps = resps[0]
-    if isinstance(resps, list) and len(resps) == 1:
-        resps = resps[0]
-    return resps, resps
+    answer = _single(resps)
+    return answer, answer
+
+
+def _single(value: Any) -> Any:
+    """``[["text"]]`` or ``["text"]`` → ``"text"`` (one request, one response); anything else as is."""
+    for _ in range(2):
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+    return value
 
 
 def _float(value: Any) -> float | None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 from textual.widgets import DataTable, Static
 
 from engine.files import write_json
@@ -104,10 +106,33 @@ async def test_lineage_view_of_the_highlighted_model(tmp_path):
         table = view.query_one("#lineage", DataTable)
         rows = [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
         accuracy = {name: sum(right) / 12 for name, right in RIGHT.items()}
-        assert rows[0] == ["a-base", f"{accuracy['a-base']:.4f}", "–"]
+        assert rows[0] == ["a-base", f"{accuracy['a-base']:.4f}", "Qwen3-0.6B"]  # its base: not in this workspace
         delta = accuracy["b-tuned"] - accuracy["a-base"]
         assert rows[1][0] == "  b-tuned" and rows[1][2] == "a-base"
         assert rows[1][1].startswith(f"{accuracy['b-tuned']:.4f} ({delta:+.4f}, p=")
         assert rows[2] == ["    b-tuned-q4 (untested)", "–", "b-tuned"]
         await pilot.press("escape")
         assert app.screen is results
+
+
+async def test_results_table_shows_lm_eval_tasks_beside_llmtui_ones(tmp_path):
+    from pathlib import Path
+
+    from engine.results.lmeval import import_output
+
+    ws = flips_workspace(tmp_path)
+    recorded = Path(__file__).parents[1] / "engine" / "results" / "lm_eval_output"
+    import_output(ws, recorded)
+    app = app_for(ws)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await pilot.press("4")
+        results = app.screen
+        await wait_for(pilot, lambda: results.table_data is not None, what="the results")
+        table = results.query_one("#results", DataTable)
+        labels = {str(c.key.value): str(c.label) for c in table.columns.values()}
+        assert labels["lm-eval:tinycolors__acc"] == "lm:tinycolors acc"
+        assert labels["boolq__accuracy"].startswith("boolq acc")
+        value = json.loads(next(recorded.glob("*tiny-qwen3/results_*.json")).read_text())
+        assert str(table.get_cell("tiny-qwen3", "lm-eval:tinycolors__acc")) == \
+            f"{value['results']['tinycolors']['acc,none']:.3f}"
+        assert str(table.get_cell("a-base", "lm-eval:tinycolors__acc")) == "-"

@@ -165,18 +165,27 @@ def test_compare_flips_panel(snap_compare, tmp_path, size):
 @pytest.mark.parametrize("size", SIZES)
 def test_lineage_view(snap_compare, tmp_path, size):
     ws = _evaluated_workspace(tmp_path)
-    quantized = ws.model_dir("Qwen3-0.6B-boolq_SFT_NoPeft_HQQ_w4")
+    quantized = ws.model_dir("Qwen3-0.6B-boolq_SFT_LoRa16_HQQ_w4")
     quantized.mkdir()
     (quantized / "config.json").write_text('{"model_type": "qwen3"}')
     (quantized / "quantization_metadata.json").write_text(json.dumps(
         {"method": "HQQ", "quant_tag": "HQQ_w4", "source_model": "Qwen3-0.6B-boolq_SFT_LoRa16_NoQuant"}))
+    golds = [True, False] * 10
+    write_evaluation(ws, quantized.name, {"test-boolq.parquet": [boxed(not g if i % 2 == 0 else g)
+                                                                 for i, g in enumerate(golds)]},
+                     {"test-boolq.parquet": golds})
+    untested = ws.model_dir("Qwen3-0.6B-boolq_SFT_NoPeft_HQQ_w2")
+    untested.mkdir()
+    (untested / "config.json").write_text('{"model_type": "qwen3"}')
+    (untested / "quantization_metadata.json").write_text(json.dumps(
+        {"method": "HQQ", "quant_tag": "HQQ_w2", "source_model": "Qwen3-0.6B-boolq_SFT_LoRa16_NoQuant"}))
     app = _app(ws)
 
     async def lineage(pilot):
         await pilot.press("4")
         screen = pilot.app.screen
         await wait_for(pilot, lambda: screen.table_data is not None, what="the results")
-        await pilot.press("l")
+        await pilot.press("down", "l")  # Qwen3-0.6B-boolq_SFT_LoRa16_NoQuant: two PTQ variants
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, LineageScreen)
                        and pilot.app.screen.matrix is not None, timeout=20, what="the lineage")
 

@@ -96,7 +96,7 @@ def run(args) -> int:
 
         # llmtui's screen columns, then lm-evaluation-harness tasks' metrics before the model-level ones.
         lm_eval = [c.key for c in table.columns if (c.dataset or "").startswith(DATASET_PREFIX)
-                   and c.metric in ("acc", "acc_norm", "exact_match")]
+                   and c.metric.startswith(("acc", "exact_match"))]
         order = [*SCREEN_COLUMNS[:9], *lm_eval, *SCREEN_COLUMNS[9:]]
         table.columns = [c for c in table.columns if c.key in order and
                          (c.key == "model" or any(row.get(c.key) is not None for row in table.rows))]

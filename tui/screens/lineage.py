@@ -13,21 +13,27 @@ from textual.widgets import DataTable, Footer, Static
 
 from engine.results.lineage import LineageMatrix
 from engine.workspace import Workspace
+from tui.screens.compare import short_labels
 from tui.widgets.table_sync import clip
 
-#: Model names are clipped so the values stay on screen at 80 columns (the parent column holds the rest).
-NAME_WIDTH = 34
+#: Model names are clipped so the values stay on screen (the parent column, last, holds the rest).
+NAME_MIN, NAME_MAX, VALUE_WIDTH = 24, 60, 26
 
 
-def lineage_table(matrix: LineageMatrix) -> tuple[list[str], list[list[Text]]]:
+def lineage_table(matrix: LineageMatrix, width: int = 80) -> tuple[list[str], list[list[Text]]]:
     """Headers and styled cells (values before the parent, so they fit 80 columns): significant drops red,
     significant gains green, guard warnings yellow."""
     from engine.results.export import lineage_cell_text
 
     headers = ["model", *[f"{name} {metric}" for name, metric in matrix.columns.items()], "parent"]
+    name_width = min(NAME_MAX, max(NAME_MIN, width - VALUE_WIDTH * len(matrix.columns) - 4))
+    # Names without the parts every row shares (the title names the model in full).
+    names = [row.model for row in matrix.rows]
+    labels = dict(zip(names, short_labels(names, name_width))) if len(names) > 1 else {}
     rows = []
     for row in matrix.rows:
-        name = clip("  " * row.depth + row.model, NAME_WIDTH) + ("" if row.tested else " (untested)")
+        label = labels.get(row.model, row.model)
+        name = clip("  " * row.depth + label, name_width) + ("" if row.tested else " (untested)")
         cells = [Text(name, style="" if row.tested else "dim")]
         for name in matrix.columns:
             cell = row.cells[name]
@@ -35,7 +41,7 @@ def lineage_table(matrix: LineageMatrix) -> tuple[list[str], list[list[Text]]]:
             if cell.significant and cell.delta is not None:
                 style = "bold red" if cell.delta < 0 else "bold green"
             cells.append(Text(lineage_cell_text(cell), style=style, justify="right"))
-        rows.append([*cells, Text(row.parent or "–", style="dim")])
+        rows.append([*cells, Text(labels.get(row.parent or "", row.parent or "–"), style="dim")])
     return headers, rows
 
 
@@ -84,7 +90,7 @@ class LineageScreen(Screen):
         from engine.results.export import lineage_notes
 
         self.matrix = matrix
-        headers, rows = lineage_table(matrix)
+        headers, rows = lineage_table(matrix, self.size.width or 80)
         table = self.query_one("#lineage", DataTable)
         table.clear(columns=True)
         table.add_columns(*headers)

@@ -34,8 +34,9 @@ BROKEN = "_unreadable"
 NAME_MIN, NAME_MAX = 18, 48
 
 
-#: lm-evaluation-harness metrics shown (as ``lm:TASK acc``) beside llmtui's own.
-LM_EVAL_SHOWN = ("acc", "acc_norm", "exact_match")
+#: lm-evaluation-harness metrics shown (as ``lm:TASK acc``) beside llmtui's own: acc, acc_norm, exact_match
+#: (with any filter's name appended).
+LM_EVAL_SHOWN = ("acc", "exact_match")
 
 
 def _custom_label(key: str) -> str:
@@ -150,7 +151,8 @@ class ResultsScreen(WorkspaceScreen):
         """Columns with a value in some row: the shown ones, then custom test sets' accuracy."""
         present = {key for row in self.rows for key, value in row.items() if value is not None}
         custom = sorted(k for k in present if k.endswith("__accuracy") and k not in SHOWN)
-        lm_eval = sorted(k for k in present if k.startswith(LM_EVAL_PREFIX) and k.rpartition("__")[2] in LM_EVAL_SHOWN)
+        lm_eval = sorted(k for k in present if k.startswith(LM_EVAL_PREFIX)
+                         and k.rpartition("__")[2].startswith(LM_EVAL_SHOWN))
         return [k for k in SHOWN if k in present] + custom + lm_eval
 
     def columns(self) -> list[Column]:

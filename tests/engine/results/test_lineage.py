@@ -82,7 +82,9 @@ def test_exports_and_cli(lineage_ws, capsys):
     markdown = lineage_markdown(matrix)
     p = exact_mcnemar(RIGHT["tuned"], RIGHT["tuned-q4"])
     assert f"| &nbsp;&nbsp;tuned-q4 | tuned | 0.8667 (-0.0333, p={p:.3f}) |" in markdown
-    assert "base" not in markdown.split("\n")[2]  # rows start at the model asked for
+    # Rows start at the model asked for; its own row is compared with its parent too.
+    assert exact_mcnemar(RIGHT["base"], RIGHT["tuned"]) < 0.001
+    assert markdown.split("\n")[2] == "| tuned | base | 0.9000 (+0.5667, p<0.001*) |"
     latex = lineage_latex(matrix)
     p = exact_mcnemar(RIGHT["tuned"], RIGHT["tuned-q2"])  # b = 15, c = 3: 2 * 988 / 2^18
     assert p == pytest.approx(0.00754, abs=1e-5)

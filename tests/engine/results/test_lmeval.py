@@ -1,9 +1,10 @@
 """lm-evaluation-harness output as llmtui results: the results table, paired statistics from samples files
 (matched by doc_id, checked by doc_hash), the import command — on output produced by running lm-eval.
 
-``lm_eval_output/`` was written by ``lm_eval --model hf --tasks tinycolors --log_samples`` (lm-eval 0.4.13,
-CPU) on the demo model and on a copy with noise added to its weights, with the task that
-:func:`write_task` defines; the slow test regenerates such output in the session and checks it the same way.
+``lm_eval_output/`` was written by :func:`run_lm_eval` (``lm_eval --model hf --tasks tinycolors,tinyecho
+--log_samples``, lm-eval 0.4.13, CPU) on the demo model and on a copy with noise added to its weights, with
+the tasks :func:`write_task` defines; the slow test regenerates such output in the session and checks it
+the same way.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def test_results_table_shows_lm_eval_metrics_beside_llmtui_ones(imported):
         data = json.loads(results.read_text())
         name = data["model_name"].rsplit("/", 1)[-1]
         assert rows[name][f"{TASK}__acc"] == data["results"]["tinycolors"]["acc,none"]
+        assert rows[name]["lm-eval:tinyecho__exact_match_first-word"] == \
+            data["results"]["tinyecho"]["exact_match,first-word"]
     assert rows["tiny-qwen3"]["boolq__accuracy"] == 1.0  # one row holds llmtui's and lm-eval's results
     assert rows["tiny-qwen3-noisy"].get("boolq__accuracy") is None
 
@@ -92,8 +95,24 @@ def test_paired_statistics_from_samples(imported):
     check_paired_statistics(imported, RECORDED, "tiny-qwen3", "tiny-qwen3-noisy")
 
 
+def test_generated_answers_keep_the_raw_output_and_the_filtered_answer(imported):
+    [path] = RECORDED.glob("*tiny-qwen3/samples_tinyecho_*.jsonl")
+    samples = {row["doc_id"]: row for row in map(json.loads, path.read_text().splitlines())}
+    comparison = compare(imported, ["tiny-qwen3", "tiny-qwen3-noisy"])
+    dataset = next(d for d in comparison.datasets if d.name == "lm-eval:tinyecho")
+    metric = next(m for m in dataset.metrics if m.metric == "exact_match_first-word")
+    both = [samples[i]["exact_match"] for i in sorted(samples)]
+    assert metric.values["tiny-qwen3"] == pytest.approx(sum(both) / len(both))
+    assert metric.pairs[0].test == "mcnemar" and metric.pairs[0].n == len(samples)
+    from engine.results.lmeval import read_samples
+
+    row = read_samples(path)[3]
+    assert row["output"] == samples[3]["resps"][0][0] and row["pred"] == samples[3]["filtered_resps"][0]
+    assert row["gold"] == samples[3]["target"] and row["metrics"] == {"exact_match_first-word": samples[3]["exact_match"]}
+
+
 def test_documents_are_checked_by_hash(imported):
-    [path] = (imported.lm_eval_dir / "tiny-qwen3-noisy").glob("samples_*.jsonl")
+    [path] = (imported.lm_eval_dir / "tiny-qwen3-noisy").glob("samples_tinycolors_*.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     rows[4]["doc_hash"] = "0" * 64
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -106,7 +125,7 @@ def test_import_cli_and_errors(tmp_path, capsys):
     ws = Workspace(tmp_path / "ws").init()
     assert main(["-w", str(ws.root), "results", "--import", str(RECORDED), "--json"]) == 0
     captured = capsys.readouterr()
-    assert "imported 4 file(s)" in captured.err
+    assert "imported 6 file(s)" in captured.err
     data = json.loads(captured.out)
     assert f"{TASK}__acc" in data["columns"] and len(data["rows"]) == 2
     empty = tmp_path / "nothing"
@@ -124,7 +143,8 @@ def test_import_cli_and_errors(tmp_path, capsys):
 
 
 def write_task(folder: Path) -> Path:
-    """A local multiple-choice task over a jsonl file: 30 colour questions."""
+    """Two local tasks over a jsonl file of 30 colour questions: ``tinycolors`` (multiple choice, acc) and
+    ``tinyecho`` (generate until a newline, exact_match of the colour word)."""
     rng = random.Random(0)
     folder.mkdir(parents=True, exist_ok=True)
     items = folder / "items.jsonl"
@@ -132,13 +152,33 @@ def write_task(folder: Path) -> Path:
         for _ in range(30):
             colour = rng.choice(COLOURS)
             handle.write(json.dumps({"question": f"The cup is {colour}. What colour is the cup?",
-                                     "choices": COLOURS, "label": COLOURS.index(colour)}) + "\n")
+                                     "choices": COLOURS, "label": COLOURS.index(colour), "colour": colour}) + "\n")
+    source = ("dataset_path: json\ndataset_kwargs:\n  data_files:\n"
+              f"    test: {items}\ntest_split: test\n")
     (folder / "tinycolors.yaml").write_text(
-        "task: tinycolors\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-        f"    test: {items}\ntest_split: test\noutput_type: multiple_choice\n"
+        "task: tinycolors\n" + source + "output_type: multiple_choice\n"
         'doc_to_text: "{{question}} Answer:"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: label\n'
         "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+    (folder / "tinyecho.yaml").write_text(
+        "task: tinyecho\n" + source + "output_type: generate_until\n"
+        'doc_to_text: "{{question}} Answer:"\ndoc_to_target: " {{colour}}"\n'
+        "generation_kwargs:\n  until: [\"\\n\", \".\"]\n  max_gen_toks: 4\n  do_sample: false\n"
+        "filter_list:\n  - name: first-word\n    filter:\n      - function: regex\n"
+        "        regex_pattern: \"(\\\\w+)\"\n      - function: take_first\n"
+        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+        "    ignore_case: true\n    ignore_punctuation: true\n")
     return folder
+
+
+def run_lm_eval(models: list[Path], task: Path, output: Path, cache: Path) -> None:
+    """``lm_eval`` as a user runs it: HF backend on the CPU, both tasks, per-sample logs."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "HF_DATASETS_CACHE": str(cache)}
+    for model in models:
+        subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
+                        f"pretrained={model},dtype=float32", "--tasks", "tinycolors,tinyecho", "--include_path",
+                        str(task), "--device", "cpu", "--batch_size", "8", "--output_path", str(output),
+                        "--log_samples"], check=True, env=env, capture_output=True, timeout=600)
 
 
 @pytest.fixture(scope="session")
@@ -159,14 +199,7 @@ def lm_eval_run(demo_template, tmp_path_factory) -> Path:
                if value.dtype.is_floating_point and value.ndim > 1 else value
                for key, value in load_file(noisy / "model.safetensors").items()}
     save_file(weights, noisy / "model.safetensors", metadata={"format": "pt"})
-    task = write_task(root / "task")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "HF_DATASETS_CACHE": str(root / "hf-cache")}
-    for model in (base, noisy):
-        subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
-                        f"pretrained={model},dtype=float32", "--tasks", "tinycolors", "--include_path", str(task),
-                        "--device", "cpu", "--batch_size", "8", "--output_path", str(root / "out"),
-                        "--log_samples"], check=True, env=env, capture_output=True, timeout=600)
+    run_lm_eval([base, noisy], write_task(root / "task"), root / "out", root / "hf-cache")
     return root / "out"
 
 
@@ -174,5 +207,5 @@ def lm_eval_run(demo_template, tmp_path_factory) -> Path:
 def test_live_lm_eval_run_imports_and_compares(lm_eval_run, tmp_path):
     ws = Workspace(tmp_path / "ws").init()
     written = import_output(ws, lm_eval_run)
-    assert sorted(p.name.split("_")[0] for p in written) == ["results", "results", "samples", "samples"]
+    assert sorted(p.name.split("_")[0] for p in written) == ["results"] * 2 + ["samples"] * 4
     check_paired_statistics(ws, lm_eval_run, "tiny-qwen3", "tiny-qwen3-noisy")

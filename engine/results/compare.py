@@ -302,7 +302,7 @@ class _DatasetComparer:
     def predictions(self, record: ResultRecord,
                     dataset: DatasetResult) -> tuple[list[dict[str, Any]] | None, str | None]:
         """(rows ordered by index, None) or (None, why they cannot be used)."""
-        if dataset.samples_path is not None:
+        if dataset.kind == LM_EVAL_KIND:
             return self.lm_eval_samples(dataset)
         path = self.predictions_path(record)
         if not path.is_file():
@@ -324,9 +324,8 @@ class _DatasetComparer:
 
     def lm_eval_samples(self, dataset: DatasetResult) -> tuple[list[dict[str, Any]] | None, str | None]:
         path = dataset.samples_path
-        assert path is not None
-        if not path.is_file():
-            return None, f"{self.relative(path)} is missing (run lm-eval with --log_samples)"
+        if path is None or not path.is_file():
+            return None, f"{dataset.name}: no samples file beside its results (run lm-eval with --log_samples)"
         try:
             rows = read_samples(path)
         except PredictionsError as exc:

@@ -121,6 +121,15 @@ def test_documents_are_checked_by_hash(imported):
     assert dataset.guard["tiny-qwen3-noisy"][0].startswith("items differ")
 
 
+def test_results_without_samples_compare_without_statistics(imported):
+    for path in (imported.lm_eval_dir / "tiny-qwen3-noisy").glob("samples_*.jsonl"):
+        path.unlink()
+    dataset = next(d for d in compare(imported, ["tiny-qwen3", "tiny-qwen3-noisy"]).datasets if d.name == TASK)
+    pair = dataset.metrics[0].pairs[0]
+    assert pair.p_value is None and pair.delta == pytest.approx(0.3 - 1 / 3)
+    assert pair.unavailable == f"{TASK}: no samples file beside its results (run lm-eval with --log_samples)"
+
+
 def test_import_cli_and_errors(tmp_path, capsys):
     ws = Workspace(tmp_path / "ws").init()
     assert main(["-w", str(ws.root), "results", "--import", str(RECORDED), "--json"]) == 0

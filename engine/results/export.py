@@ -273,11 +273,13 @@ def flips_text(comparison: Comparison, limit: int | None = None, width: int = 10
 
 def _flip_lines(flips: Flips, item: FlipItem, width: int) -> list[str]:
     label = max(len(flips.reference), len(flips.model))
+
     def side(name: str, answer) -> str:
         pred = answer.extracted if answer.extracted is not None else answer.pred
         head = f"    {name:<{label}}  answer {shorten(pred, 24)}  output "
         return head + shorten(answer.output, max(20, width - len(head)))
-    return [f"  #{item.index}  gold {shorten(item.gold, 30)}  prompt {shorten(item.prompt, max(20, width - 50), keep_end=True)}",
+    prompt = shorten(item.prompt, max(20, width - 50), keep_end=True)
+    return [f"  #{item.index}  gold {shorten(item.gold, 30)}  prompt {prompt}",
             side(flips.reference, item.reference), side(flips.model, item.model)]
 
 

@@ -37,8 +37,8 @@ def results_files(folder: Path) -> list[Path]:
     """Every ``results_*.json`` below ``folder`` (hidden folders skipped), sorted by path."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("results_*.json")
-                  if _RESULTS_NAME.match(p.name) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(p for p in folder.rglob("results_*.json") if _RESULTS_NAME.match(p.name)
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def read_results_file(path: Path) -> ResultRecord:

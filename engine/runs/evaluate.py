@@ -24,7 +24,8 @@ from engine import __version__
 from engine.files import file_sha256, staged_dir, write_json, write_jsonl
 from engine.data.tasks import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
 from engine.events import EventWriter
-from engine.results.scoring import EXTRACTOR_VERSION, ItemScore, describe, extract_boxed, first_box_closed, score_item, summarize_dataset
+from engine.results.scoring import (EXTRACTOR_VERSION, ItemScore, describe, extract_boxed, first_box_closed,
+                                    score_item, summarize_dataset)
 from engine.runs.loading import ModelLoadError
 from engine.workspace import Workspace, safe_name
 

@@ -55,8 +55,8 @@ def run(args) -> int:
     settings = f"two-sided α = {args.alpha:g}, power {args.power:.0%}, {source}"
     if args.items is not None:
         if difference is None:
-            console.print(f"{items} items: no accuracy difference up to D = {d:g} is detectable ({settings})", soft_wrap=True,
-                          highlight=False)
+            console.print(f"{items} items: no accuracy difference up to D = {d:g} is detectable ({settings})",
+                          highlight=False, soft_wrap=True)
         else:
             console.print(f"{items} items: minimum detectable accuracy difference {difference:.4f} "
                           f"({difference * 100:.2f} points; {settings})", highlight=False, soft_wrap=True)

@@ -12,8 +12,8 @@ from typing import Any
 
 from engine.results.metrics_files import DatasetResult, ResultRecord
 
-#: prompt_format keys compared (``example`` is a rendered sample, not a setting).
-PROMPT_FORMAT_KEYS = ("chat_template_sha256", "system_placement", "date_string", "enable_thinking", "bos_in_text")
+#: prompt_format keys not compared: ``example`` is one rendered prompt, not a setting.
+PROMPT_FORMAT_IGNORED = frozenset({"example"})
 #: eval_config.backend keys compared (the version and thread count do not change greedy outputs).
 BACKEND_KEYS = ("name", "dtype")
 UNKNOWN = "provenance unknown"
@@ -32,7 +32,8 @@ def dataset_provenance(record: ResultRecord, dataset: DatasetResult) -> dict[str
     backend = config.get("backend")
     prompt_format = record.prompt_format
     return {
-        "prompt format": {k: prompt_format.get(k) for k in PROMPT_FORMAT_KEYS} if prompt_format else None,
+        "prompt format": {k: v for k, v in prompt_format.items() if k not in PROMPT_FORMAT_IGNORED}
+        if prompt_format else None,
         "decoding": decoding,
         "dataset file": {"sha256": dataset.dataset_sha256} if dataset.dataset_sha256 else None,
         "answer extraction": {"extractor_version": record.extractor_version}

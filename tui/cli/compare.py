@@ -72,7 +72,10 @@ def run(args) -> int:
         console.print(_dataset_table(comparison, dataset))
     for note in comparison_notes(comparison):
         console.print(Text(note, style="dim"))
-    if args.flips:
+    if args.flips and not comparison.flips:
+        console.print("[yellow]no flipped items: no test set has per-item predictions of the same items for "
+                      "the reference and another model[/]")
+    elif args.flips:
         console.print(Text(flips_text(comparison, args.limit, console.width)), soft_wrap=True)
     return 0
 

@@ -1,5 +1,5 @@
 """The results table, a comparison and a lineage (degradation) matrix as CSV, Markdown (GitHub), LaTeX
-(booktabs) and JSON text; flipped items as plain text. Any process.
+(booktabs) and JSON text; flipped items as plain text (TUI and CLI processes).
 
 Numbers keep full precision in CSV and JSON; Markdown and LaTeX show 4 decimals and mark the best
 value of each column (higher or lower is better per :func:`engine.results.metrics_files.metric_direction`) in bold.
@@ -24,7 +24,7 @@ MISSING = "–"
 WARNING_MARK = "⚠"
 
 
-def format_number(value: Any) -> str:
+def format_cell(value: Any) -> str:
     """Floats with 4 decimals, ints (counts) as they are, text as is, None as empty."""
     if value is None:
         return ""
@@ -53,8 +53,8 @@ def best_rows(values: list[Any], direction: str | None) -> set[int]:
     if direction is None or len(numbers) < 2:
         return set()
     pick = max if direction == "higher" else min
-    best = format_number(pick(v for _, v in numbers))
-    return {i for i, v in numbers if format_number(v) == best}
+    best = format_cell(pick(v for _, v in numbers))
+    return {i for i, v in numbers if format_cell(v) == best}
 
 
 # --- the results table -----------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def results_json(table: ResultsTable) -> str:
 
 def _results_cells(table: ResultsTable) -> tuple[list[list[str]], set[tuple[int, int]]]:
     """Formatted cells and the (row, column) positions of each column's best value."""
-    cells = [[format_number(row.get(c.key)) or MISSING for c in table.columns] for row in table.rows]
+    cells = [[format_cell(row.get(c.key)) or MISSING for c in table.columns] for row in table.rows]
     best = {(i, j) for j, column in enumerate(table.columns)
             for i in best_rows([row.get(column.key) for row in table.rows], column.direction)}
     return cells, best
@@ -165,7 +165,7 @@ def comparison_rows(comparison: Comparison) -> tuple[list[str], list[list[str]],
         shown_name = f"{WARNING_MARK} {dataset.name}" if dataset.guard else dataset.name
         for metric in dataset.metrics:
             values = [metric.values.get(m) for m in comparison.models]
-            row = [shown_name, metric.metric, *[format_number(v) or MISSING for v in values]]
+            row = [shown_name, metric.metric, *[format_cell(v) or MISSING for v in values]]
             by_model = {p.model: p for p in metric.pairs}
             for model in others:
                 pair = by_model.get(model)
@@ -289,7 +289,7 @@ def lineage_cell_text(cell: LineageCell, *, star: str = "*") -> str:
     """``0.8400 (-0.0200, p=0.031*)``: the value, then the delta against the parent and its p-value."""
     if cell.value is None:
         return MISSING
-    text = format_number(cell.value)
+    text = format_cell(cell.value)
     if cell.delta is None:
         return text
     p = ("p<0.001" if cell.p_value < 0.001 else f"p={cell.p_value:.3f}") if cell.p_value is not None else "p n/a"

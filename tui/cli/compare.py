@@ -1,5 +1,6 @@
 """``llmtui compare A B [C …]``: metrics side by side with paired significance tests, flipped items and the
-comparability guard; ``llmtui compare --lineage MODEL``: the degradation matrix of a model's descendants."""
+comparability guard; ``llmtui compare --lineage MODEL``: the degradation matrix of a model's descendants
+(CLI process)."""
 
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def run_lineage(args, ws) -> int:
 
 
 def _dataset_table(comparison, dataset) -> Table:
-    from engine.results.export import WARNING_MARK, format_delta, format_interval, format_number, format_p
+    from engine.results.export import WARNING_MARK, format_cell, format_delta, format_interval, format_p
 
     others = [m for m in dataset.models if m != comparison.baseline]
     title = f"{dataset.name} ({dataset.kind or 'unknown kind'})"
@@ -131,7 +132,7 @@ def _dataset_table(comparison, dataset) -> Table:
         table.add_column(f"{prefix}{comparison.confidence:.0%} CI / b, c", justify="right")
         table.add_column(f"{prefix}p", justify="right")
     for metric in dataset.metrics:
-        cells = [metric.metric, *[format_number(metric.values.get(m)) or "–" for m in dataset.models]]
+        cells = [metric.metric, *[format_cell(metric.values.get(m)) or "–" for m in dataset.models]]
         pairs = {p.model: p for p in metric.pairs}
         for model in others:
             pair = pairs[model]

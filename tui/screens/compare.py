@@ -1,6 +1,7 @@
-"""The side-by-side comparison: every metric in rows, one column per model, deltas against the first
-with the paired statistics from :mod:`engine.results.compare` (computed in a worker); rows of a test set
-the comparability guard warns about carry a ⚠; ``f`` opens the flipped items panel (TUI process)."""
+"""The side-by-side comparison (TUI): metrics in rows, one column per model, deltas against the first.
+
+The paired statistics come from :mod:`engine.results.compare`, computed in a worker thread; rows of a test
+set the comparability guard warns about carry a ⚠; ``f`` opens the flipped-items panel."""
 
 from __future__ import annotations
 

@@ -8,10 +8,8 @@ import json
 from textual.widgets import DataTable, Static
 
 from engine.files import write_json
-from engine.jobs.gpu import FakeInventory
 from metrics_files import PROVENANCE, boxed, write_evaluation
 from tui_workspace import make_model, make_workspace, wait_for
-from tui.app import LlmTuiApp
 from tui.screens.compare import CompareScreen
 from tui.screens.lineage import LineageScreen
 
@@ -35,10 +33,6 @@ def flips_workspace(tmp_path, *, extractor_b: int = 1):
     return ws
 
 
-def app_for(ws) -> LlmTuiApp:
-    return LlmTuiApp(ws, gpu_inventory=FakeInventory.with_gpus(1), autostart_worker=False, poll_interval_s=0.1)
-
-
 async def open_compare(app, pilot) -> CompareScreen:
     await pilot.press("4")
     results = app.screen
@@ -53,11 +47,11 @@ def text_of(screen, selector: str) -> str:
     return str(screen.query_one(selector, Static).render())
 
 
-async def test_flips_panel_pages_through_both_directions_at_80x24(tmp_path):
+async def test_flips_panel_pages_through_both_directions_at_80x24(tmp_path, tui_app):
     ws = flips_workspace(tmp_path)
     only_a = [i for i in range(12) if RIGHT["a-base"][i] and not RIGHT["b-tuned"][i]]
     only_b = [i for i in range(12) if RIGHT["b-tuned"][i] and not RIGHT["a-base"][i]]
-    app = app_for(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(80, 24)) as pilot:
         view = await open_compare(app, pilot)
         assert not view.query_one("#flips").display
@@ -83,8 +77,8 @@ async def test_flips_panel_pages_through_both_directions_at_80x24(tmp_path):
         assert app.screen is not view
 
 
-async def test_rows_of_a_set_with_a_guard_warning_are_marked(tmp_path):
-    app = app_for(flips_workspace(tmp_path, extractor_b=2))
+async def test_rows_of_a_set_with_a_guard_warning_are_marked(tmp_path, tui_app):
+    app = tui_app(flips_workspace(tmp_path, extractor_b=2))
     async with app.run_test(size=(120, 40)) as pilot:
         view = await open_compare(app, pilot)
         table = view.query_one("#compare", DataTable)
@@ -93,8 +87,8 @@ async def test_rows_of_a_set_with_a_guard_warning_are_marked(tmp_path):
         assert "answer extraction differs: extractor_version 1 vs 2" in text_of(view, "#compare-notes")
 
 
-async def test_lineage_view_of_the_highlighted_model(tmp_path):
-    app = app_for(flips_workspace(tmp_path))
+async def test_lineage_view_of_the_highlighted_model(tmp_path, tui_app):
+    app = tui_app(flips_workspace(tmp_path))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("4")
         results = app.screen
@@ -115,7 +109,7 @@ async def test_lineage_view_of_the_highlighted_model(tmp_path):
         assert app.screen is results
 
 
-async def test_results_table_shows_lm_eval_tasks_beside_llmtui_ones(tmp_path):
+async def test_results_table_shows_lm_eval_tasks_beside_llmtui_ones(tmp_path, tui_app):
     from pathlib import Path
 
     from engine.results.lmeval import import_output
@@ -123,7 +117,7 @@ async def test_results_table_shows_lm_eval_tasks_beside_llmtui_ones(tmp_path):
     ws = flips_workspace(tmp_path)
     recorded = Path(__file__).parents[1] / "engine" / "results" / "lm_eval_output"
     import_output(ws, recorded)
-    app = app_for(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(160, 30)) as pilot:
         await pilot.press("4")
         results = app.screen

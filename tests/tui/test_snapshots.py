@@ -147,8 +147,8 @@ def test_compare_view(snap_compare, tmp_path, size, tui_app):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_compare_flips_panel(snap_compare, tmp_path, size):
-    app = _app(_evaluated_workspace(tmp_path))
+def test_compare_flips_panel(snap_compare, tmp_path, size, tui_app):
+    app = _app(tui_app, _evaluated_workspace(tmp_path))
 
     async def flipped(pilot):
         await pilot.press("4")
@@ -163,7 +163,7 @@ def test_compare_flips_panel(snap_compare, tmp_path, size):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_lineage_view(snap_compare, tmp_path, size):
+def test_lineage_view(snap_compare, tmp_path, size, tui_app):
     ws = _evaluated_workspace(tmp_path)
     quantized = ws.model_dir("Qwen3-0.6B-boolq_SFT_LoRa16_HQQ_w4")
     quantized.mkdir()
@@ -179,7 +179,7 @@ def test_lineage_view(snap_compare, tmp_path, size):
     (untested / "config.json").write_text('{"model_type": "qwen3"}')
     (untested / "quantization_metadata.json").write_text(json.dumps(
         {"method": "HQQ", "quant_tag": "HQQ_w2", "source_model": "Qwen3-0.6B-boolq_SFT_LoRa16_NoQuant"}))
-    app = _app(ws)
+    app = _app(tui_app, ws)
 
     async def lineage(pilot):
         await pilot.press("4")

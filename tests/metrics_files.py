@@ -28,7 +28,8 @@ KIND_BY_FILE = {
 PROVENANCE: dict[str, Any] = {
     "extractor_version": 1,
     "prompt_format": {"chat_template_sha256": "f" * 64, "system_placement": "system", "date_string": None,
-                      "enable_thinking": False, "bos_in_text": False, "example": "System: …"},
+                      "enable_thinking": False, "bos_in_text": False, "reasoning_block": False,
+                      "example": "System: …"},
     "eval_config": {"decoding": "greedy", "stop": "EOS or the first closed \\boxed{}",
                     "max_new_tokens": {file_name: 16 for file_name in KIND_BY_FILE},
                     "backend": {"name": "hf", "version": "5.24.0", "dtype": "float32", "threads": 1}},

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.data.prompts import COMPARED_FIELDS
 from engine.results.metrics_files import DatasetResult, ResultRecord
 
-#: prompt_format keys not compared: ``example`` is one rendered prompt, not a setting.
-PROMPT_FORMAT_IGNORED = frozenset({"example"})
 #: eval_config.backend keys compared (the version and thread count do not change greedy outputs).
 BACKEND_KEYS = ("name", "dtype")
 UNKNOWN = "provenance unknown"
@@ -32,8 +31,8 @@ def dataset_provenance(record: ResultRecord, dataset: DatasetResult) -> dict[str
     backend = config.get("backend")
     prompt_format = record.prompt_format
     return {
-        "prompt format": {k: v for k, v in prompt_format.items() if k not in PROMPT_FORMAT_IGNORED}
-        if prompt_format else None,
+        # The prompt builder owns which fields matter (all but the rendered example).
+        "prompt format": {k: prompt_format.get(k) for k in COMPARED_FIELDS} if prompt_format else None,
         "decoding": decoding,
         "dataset file": {"sha256": dataset.dataset_sha256} if dataset.dataset_sha256 else None,
         "answer extraction": {"extractor_version": record.extractor_version}

@@ -1,9 +1,9 @@
-"""GPU and system readings behind one small interface (worker, TUI, job process): NVML on a real machine.
+"""GPU and system readings behind one small interface (worker, TUI, job process, doctor): NVML on a real machine.
 
 Tests substitute a fixed list (``tests/fake_gpus.py``) through the :class:`GpuInventory` interface.
 
 ``pynvml`` (the ``nvidia-ml-py`` package) is imported inside the functions that use it; on a machine
-without an NVIDIA driver every reading is simply an empty list.
+without an NVIDIA driver every reading is simply an empty list and :meth:`GpuInventory.driver` says why.
 """
 
 from __future__ import annotations
@@ -12,6 +12,14 @@ import os
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """A process holding a GPU, as NVML lists it (``pid`` is in the host's pid namespace)."""
+
+    pid: int
+    memory_used: int | None  # bytes; None when the driver does not say (e.g. under MIG or in some containers)
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,8 @@ class GpuReading:
     utilization: float  # percent of time a kernel ran over the last sample period
     temperature: float | None  # °C, None when the driver does not report it
     uuid: str = ""
+    compute_capability: tuple[int, int] | None = None  # (8, 0) for an A100; None when the driver does not say
+    processes: tuple[GpuProcess, ...] = ()  # compute and graphics processes holding this GPU
 
     @property
     def memory_free(self) -> int:
@@ -39,10 +49,22 @@ class GpuReading:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class DriverInfo:
+    """The NVIDIA driver as NVML reports it, or why NVML could not be read (``available`` False)."""
+
+    available: bool
+    driver_version: str = ""
+    cuda_version: tuple[int, int] | None = None  # the newest CUDA runtime this driver supports
+    reason: str = ""  # why NVML is unavailable (no driver, nvidia-ml-py missing, ...)
+
+
 class GpuInventory(Protocol):
-    """Anything that can list the machine's GPUs."""
+    """Anything that can list the machine's GPUs and say which driver runs them."""
 
     def gpus(self) -> list[GpuReading]: ...
+
+    def driver(self) -> DriverInfo: ...
 
 
 class NvmlInventory:
@@ -50,6 +72,7 @@ class NvmlInventory:
 
     _lock = threading.Lock()
     _initialised: bool | None = None  # None: not tried yet; False: NVML is unavailable here
+    _failure = ""  # why nvmlInit failed
 
     def _ready(self) -> bool:
         with self._lock:
@@ -59,9 +82,26 @@ class NvmlInventory:
 
                     pynvml.nvmlInit()
                     NvmlInventory._initialised = True
-                except Exception:  # ImportError, NVMLError_LibraryNotFound, NVMLError_DriverNotLoaded, ...
+                except Exception as exc:  # ImportError, NVMLError_LibraryNotFound, NVMLError_DriverNotLoaded, ...
                     NvmlInventory._initialised = False
+                    NvmlInventory._failure = f"{type(exc).__name__}: {exc}"
             return NvmlInventory._initialised
+
+    def driver(self) -> DriverInfo:
+        if not self._ready():
+            return DriverInfo(False, reason=self._failure)
+        import pynvml
+
+        try:
+            version = _text(pynvml.nvmlSystemGetDriverVersion())
+        except pynvml.NVMLError as exc:
+            return DriverInfo(False, reason=f"nvmlSystemGetDriverVersion: {exc}")
+        try:
+            cuda = int(pynvml.nvmlSystemGetCudaDriverVersion())  # 12040 means CUDA 12.4
+            cuda_version: tuple[int, int] | None = (cuda // 1000, cuda % 1000 // 10)
+        except pynvml.NVMLError:
+            cuda_version = None
+        return DriverInfo(True, version, cuda_version)
 
     def gpus(self) -> list[GpuReading]:
         if not self._ready():
@@ -89,11 +129,48 @@ class NvmlInventory:
                 temperature = float(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU))
             except pynvml.NVMLError:
                 temperature = None
+            try:
+                capability: tuple[int, int] | None = tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle))
+            except pynvml.NVMLError:
+                capability = None
             readings.append(GpuReading(
-                index=index, name=name.decode() if isinstance(name, bytes) else str(name),
-                memory_used=int(memory.used), memory_total=int(memory.total), utilization=utilization,
-                temperature=temperature, uuid=uuid.decode() if isinstance(uuid, bytes) else str(uuid)))
+                index=index, name=_text(name), memory_used=int(memory.used), memory_total=int(memory.total),
+                utilization=utilization, temperature=temperature, uuid=_text(uuid),
+                compute_capability=capability, processes=_processes(pynvml, handle)))
         return readings
+
+
+def _text(value: bytes | str) -> str:
+    """NVML strings are bytes in older nvidia-ml-py releases."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _processes(pynvml: Any, handle: Any) -> tuple[GpuProcess, ...]:
+    """Compute and graphics processes on one GPU (a process listed by both is kept once)."""
+    found: dict[int, GpuProcess] = {}
+    for query in (pynvml.nvmlDeviceGetComputeRunningProcesses, pynvml.nvmlDeviceGetGraphicsRunningProcesses):
+        try:
+            listed = query(handle)
+        except pynvml.NVMLError:
+            continue
+        for process in listed:
+            used = getattr(process, "usedGpuMemory", None)
+            found.setdefault(int(process.pid), GpuProcess(int(process.pid), int(used) if used is not None else None))
+    return tuple(found[pid] for pid in sorted(found))
+
+
+@dataclass
+class SelectedGpus:
+    """The GPUs of ``inventory`` whose NVML index is in ``indexes`` (a worker confined to some GPUs)."""
+
+    inventory: GpuInventory
+    indexes: frozenset[int]
+
+    def gpus(self) -> list[GpuReading]:
+        return [reading for reading in self.inventory.gpus() if reading.index in self.indexes]
+
+    def driver(self) -> DriverInfo:
+        return self.inventory.driver()
 
 
 def visible_gpu_count(inventory: GpuInventory | None = None) -> int:

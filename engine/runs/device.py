@@ -37,6 +37,17 @@ class DeviceChoice:
         return self.device == "cpu"
 
 
+def bf16_supported() -> bool:
+    """True when the current CUDA device computes in bf16 natively (compute capability 8.0 or newer).
+
+    ``torch.cuda.is_bf16_supported()`` also says True where bf16 is only emulated (a T4, a V100), which
+    is slow; llmtui trains and computes in bf16 only where it is native.
+    """
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def choose_device(requested_dtype: str = "auto", *, full_finetuning: bool = True) -> DeviceChoice:
     """CUDA when available (bf16 where supported), else the CPU in float32.
 
@@ -46,7 +57,7 @@ def choose_device(requested_dtype: str = "auto", *, full_finetuning: bool = True
     import torch
 
     if torch.cuda.is_available():
-        bf16_ok = torch.cuda.is_bf16_supported()
+        bf16_ok = bf16_supported()
         name = torch.cuda.get_device_name(torch.cuda.current_device())
         if requested_dtype == "auto":
             dtype, mixed = ("bfloat16", "bf16") if bf16_ok else ("float32", "fp16")

@@ -46,7 +46,9 @@ def _dtype_for(device: str):
 def _compute_dtype(device: str):
     import torch
 
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+    from engine.runs.device import bf16_supported
+
+    if device.startswith("cuda") and bf16_supported():
         return torch.bfloat16
     return torch.float16 if device.startswith("cuda") else torch.float32
 

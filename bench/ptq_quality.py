@@ -127,12 +127,16 @@ def rtn_quantize_(model, bits: int, group_size: int, symmetric: bool) -> int:
 def accuracy_of(loaded, ws: Workspace, dataset: str, limit: int) -> float:
     """Greedy accuracy on the test set with the evaluation engine's generation and scoring."""
     from engine.data.tasks import get_task, load_items
-    from engine.runs.evaluate import brace_token_mask, evaluate_dataset
+    from engine.runs.evaluate import evaluate_dataset
+    from engine.data.prompts import stop_token_ids
+    from engine.runs.generation import HFBackend, brace_token_mask
 
     task = get_task(dataset, ws.datasets_dir)
     items = load_items(ws.datasets_dir, task, "test", limit)
     mask = brace_token_mask(loaded.tokenizer, int(loaded.model.config.vocab_size))
-    run = evaluate_dataset(loaded, task, items, batch_size=32, brace_mask=mask)
+    backend = HFBackend(loaded, batch_size=32, host_memory_cap=False, threads=None)
+    eos = stop_token_ids(loaded.tokenizer, loaded.model.generation_config)
+    run = evaluate_dataset(backend, task, items, eos_ids=eos, brace_mask=mask)
     return float(run.block["accuracy"])
 
 

@@ -22,6 +22,8 @@ SHARED_DATASETS = _shared("datasets")
 CHAT_TEMPLATES = _shared("chat-templates")
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+#: Taken out of the environment so that no evaluation in the suite starts vLLM unless a test asks for it.
+VLLM_PYTHON_FROM_ENV = os.environ.pop("LLMTUI_VLLM_PYTHON", None)
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +73,31 @@ def trained_boolq_model(demo_template, tmp_path_factory) -> tuple[Path, str]:
     torch.set_num_threads(1)  # a model this small gains nothing from threads, and they thrash on a busy machine
     try:
         result = train(ws, config, events_path=ws.state_dir / "trained-boolq-events.jsonl")
+    finally:
+        torch.set_num_threads(threads)
+    return root, result.model_name
+
+
+@pytest.fixture(scope="session")
+def weak_arc_model(demo_template, tmp_path_factory) -> tuple[Path, str]:
+    """``(workspace_root, model_name)``: the demo preset ``arc-qlora-gptq`` trained without its PTQ step (QLoRA,
+    50 steps, merged into full weights): a weakly trained model whose answers run from 3 tokens (a box) to
+    the ceiling (no box), as a real model's do on hard items. Read-only by convention."""
+    from engine.presets.config import load_preset
+    from engine.runs.train import train
+    from engine.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("weak-arc") / "ws"
+    shutil.copytree(demo_template, root, symlinks=True)
+    ws = Workspace(root)
+    config = load_preset(ws.experiments_dir / "arc-qlora-gptq.toml")
+    config.ptq = []
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(ws, config)
     finally:
         torch.set_num_threads(threads)
     return root, result.model_name

@@ -55,7 +55,8 @@ def _quantize_request(ws: Workspace, source: str, target: str, step: PtqStep, *,
 
 
 def _eval_request(ws: Workspace, model: str, *, datasets: list[str], limit: int, batch_size: int, gpus: int,
-                  force: bool = False, description: str = "", preset: str | None = None, after: tuple[int, ...] = (),
+                  force: bool = False, backend: str = "auto", threads: int = 0, description: str = "",
+                  preset: str | None = None, after: tuple[int, ...] = (),
                   after_steps: tuple[int, ...] = ()) -> JobRequest:
     args = ["eval", str(ws.model_dir(model))]
     if datasets:
@@ -66,9 +67,14 @@ def _eval_request(ws: Workspace, model: str, *, datasets: list[str], limit: int,
         args += ["--batch-size", str(batch_size)]
     if force:
         args.append("--force")
+    if backend != "auto":
+        args += ["--backend", backend]
+    if threads:
+        args += ["--threads", str(threads)]
     description = description or f"evaluate {model} on {', '.join(datasets) or 'all test sets'}"
     return JobRequest("eval", llmtui_command(ws, *args), target=model, description=description, preset=preset,
-                      options={"datasets": list(datasets), "limit": limit, "batch_size": batch_size, "force": force},
+                      options={"datasets": list(datasets), "limit": limit, "batch_size": batch_size, "force": force,
+                               "backend": backend, "threads": threads},
                       gpus=gpus,
                       after=after, after_steps=after_steps)
 
@@ -106,6 +112,7 @@ def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, 
         elif step.kind == "eval":
             requests.append(_eval_request(ws, step.target, datasets=step.options["datasets"],
                                           limit=step.options["limit"], batch_size=step.options["batch_size"],
+                                          backend=step.options["backend"], threads=step.options["threads"],
                                           gpus=step_gpus, description=step.description, preset=preset_text,
                                           after_steps=after_steps))
         else:
@@ -136,7 +143,8 @@ def enqueue_quantize(ws: Workspace, model: str, *, method: str, bits: int, group
 
 
 def enqueue_eval(ws: Workspace, models: Iterable[str], *, datasets: Iterable[str] = (), limit: int = 0,
-                 batch_size: int = 0, force: bool = False, after: Iterable[int] = (),
+                 batch_size: int = 0, force: bool = False, backend: str = "auto", threads: int = 0,
+                 after: Iterable[int] = (),
                  custom_datasets: tuple[str, ...] = (), inventory: GpuInventory | None = None) -> list[Job]:
     """Queue one evaluation job per model (the models must exist unless the jobs wait for others);
     ``force`` evaluates again models that already have a metrics file."""
@@ -145,12 +153,14 @@ def enqueue_eval(ws: Workspace, models: Iterable[str], *, datasets: Iterable[str
     if not names:
         raise JobError("no model to evaluate")
     try:
-        config_from_dict({"eval": {"datasets": datasets, "limit": limit, "batch_size": batch_size}},
+        config_from_dict({"eval": {"datasets": datasets, "limit": limit, "batch_size": batch_size,
+                                   "backend": backend, "threads": threads}},
                          "queue add eval", custom_datasets)
     except ConfigError as exc:
         raise JobError(_option_problems(exc)) from None
     gpus = 1 if visible_gpu_count(inventory) else 0
     requests = [_eval_request(ws, name, datasets=datasets, limit=limit, batch_size=batch_size, gpus=gpus,
+                              backend=backend, threads=threads,
                               force=force, after=after) for name in names]
     with JobStore(ws) as store:
         return store.enqueue_many(requests)

@@ -73,6 +73,7 @@ class WorkerSettings:
     busy_gpu_memory_fraction: float = 0.1  # a GPU with more memory in use by others counts as busy
     cancel_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
     poll_interval_s: float = 0.2  # how often an idle worker looks at the queue
+    vllm_python: str = ""  # vLLM's own interpreter, for evaluation's vLLM backend ("" = none)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
 
@@ -122,6 +123,11 @@ def load_worker_settings(ws: Workspace) -> WorkerSettings:
             raise WorkerError(f"{path}: unknown key {key!r}; expected one of {', '.join(known)}")
         if key == "slurm":
             values[key] = _slurm_settings(path, value)
+            continue
+        if known[key].type == "str":
+            if not isinstance(value, str):
+                raise WorkerError(f"{path}: {key} = {value!r} must be a string (a path)")
+            values[key] = value
             continue
         wanted = int if known[key].type == "int" else float
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (wanted is int and isinstance(value, float)):

@@ -28,6 +28,8 @@ GROUPED_PTQ_METHODS = ("GPTQ", "AWQ", "HQQ")
 #: Group sizes every backend's kernels accept; 0 means one group per output channel.
 PTQ_GROUP_SIZES = (0, 16, 32, 64, 128, 256, 512, 1024)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: Evaluation backends: vLLM when configured and able to load the model (auto), the built-in engine, or vLLM.
+EVAL_BACKENDS = ("auto", "hf", "vllm")
 
 
 SLURM_TIME_FORMATS = ("minutes", "minutes:seconds", "hours:minutes:seconds", "days-hours",
@@ -119,6 +121,8 @@ class EvalSection:
     datasets: list[str] = _knob([], help="test sets ([] = all four)")
     limit: int = _knob(0, min=0, help="items per test set (0 = all)")
     batch_size: int = _knob(0, min=0, help="0 = auto")
+    backend: str = _knob("auto", choices=EVAL_BACKENDS, help="auto = vLLM when configured and it can load the model")
+    threads: int = _knob(0, min=0, help="torch CPU threads of the built-in engine (0 = the cores free)")
 
 
 SECTIONS: dict[str, type] = {

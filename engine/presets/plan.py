@@ -58,7 +58,8 @@ def make_plan(config: ExperimentConfig, ws: Workspace) -> Plan:
         for out, index in outputs:
             steps.append(Step("eval", out, f"evaluate {out} on {sets}", after=[index],
                               options={"datasets": list(config.eval.datasets), "limit": config.eval.limit,
-                                       "batch_size": config.eval.batch_size}))
+                                       "batch_size": config.eval.batch_size, "backend": config.eval.backend,
+                                       "threads": config.eval.threads}))
     return Plan(name, str(ws.model_dir(name)), steps)
 
 

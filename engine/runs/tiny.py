@@ -61,7 +61,8 @@ def build_tiny_model(out_dir: Path | str, texts: Iterable[str], *, arch: str = "
     tokenizer = train_tokenizer(texts, vocab_size)
     common = dict(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
                   num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                  num_key_value_heads=max(1, num_heads // 2), max_position_embeddings=1024,
+                  # room for an OpenMath prompt plus its 1,024-token ceiling (vLLM generates only within it)
+                  num_key_value_heads=max(1, num_heads // 2), max_position_embeddings=2048,
                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                   bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
                   # The default init (0.02) leaves a model this small on a chance-level plateau for thousands

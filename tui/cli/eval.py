@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from engine.data.tasks import DISPLAY_ORDER
 from engine.events import EventKind
+from engine.presets.config import EVAL_BACKENDS
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
 
 
@@ -51,6 +52,11 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
                         help="prompts per generate call; auto starts high and halves on out-of-memory")
     parser.add_argument("--device", metavar="DEV", help="cuda, cuda:1 or cpu (default: cuda when available)")
+    parser.add_argument("--backend", default="auto", choices=EVAL_BACKENDS,
+                        help="auto (default): vLLM when configured (LLMTUI_VLLM_PYTHON or vllm_python in "
+                             ".llmtui/worker.toml) and it can load the model, else the built-in engine (hf)")
+    parser.add_argument("--threads", type=_limit, default=0, metavar="N",
+                        help="torch CPU threads of the built-in engine (0 = as many as cores are free)")
     parser.add_argument("--force", action="store_true", help="evaluate again even if a metrics file exists")
     parser.add_argument("--events", metavar="FILE", help="append JSONL progress events here (default: $LLMTUI_EVENTS)")
     parser.add_argument("--json", action="store_true", help="print the run's outcome as JSON")
@@ -90,7 +96,7 @@ def run(args) -> int:
         fail("name at least one MODEL_DIR, or use --untested")
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
     options = EvalOptions(datasets=datasets, limit=args.limit, batch_size=args.batch_size, force=args.force,
-                          device=args.device)
+                          device=args.device, backend=args.backend, threads=args.threads)
     signal.signal(signal.SIGTERM, _terminate)
     broken = []
     if args.untested:

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.jobs.store import Job, JobError, JobStore
+from engine.presets.config import EVAL_BACKENDS
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
 from tui.cli.common import add_preset_args
 from tui.format import human_duration, slurm_state_text, status_style
@@ -40,6 +41,9 @@ def register(subparsers) -> None:
     evaluate.add_argument("--datasets", default="", help="comma-separated test sets (default: all)")
     evaluate.add_argument("--limit", type=int, default=0, help="items per test set (0 = all)")
     evaluate.add_argument("--batch-size", type=int, default=0, help="0 = auto")
+    evaluate.add_argument("--backend", default="auto", choices=EVAL_BACKENDS,
+                          help="auto = vLLM when configured and it can load the model, else the built-in engine")
+    evaluate.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = the cores free)")
     evaluate.add_argument("--force", action="store_true", help="evaluate again models that have a metrics file")
     for sub in (train, quantize, evaluate):
         add_workspace_arg(sub)
@@ -111,7 +115,8 @@ def _add(ws, args) -> int:
             fail(str(exc))
         datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
         jobs = enqueue.enqueue_eval(ws, models, datasets=datasets, limit=args.limit, batch_size=args.batch_size,
-                                    force=args.force, after=args.after, custom_datasets=custom)
+                                    force=args.force, backend=args.backend, threads=args.threads, after=args.after,
+                                    custom_datasets=custom)
     how = _start_worker(ws)
     if args.json:
         with JobStore(ws) as store:

@@ -10,7 +10,7 @@ def register(subparsers) -> None:
         "worker", help="run queued jobs (one worker per workspace; jobs survive the terminal closing)",
         description="Without an action, start a detached worker unless one runs. Settings come from "
                     ".llmtui/worker.toml (max_parallel, busy_gpu_memory_fraction, cancel_grace_s, "
-                    "poll_interval_s). Stopping the worker leaves its running jobs running; the next "
+                    "poll_interval_s, vllm_python). Stopping the worker leaves its running jobs running; the next "
                     "worker adopts them.")
     add_workspace_arg(parser)
     parser.add_argument("action", nargs="?", choices=("start", "stop", "status"), default="start")

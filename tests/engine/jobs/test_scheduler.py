@@ -121,6 +121,7 @@ def test_the_worker_with_fake_gpus_never_shares_a_gpu(tmp_path):
     ("max_parallel = 'two'", "max_parallel = 'two' must be an integer"),
     ("cancel_grace_s = -1", "cancel_grace_s = -1 must be at least 0"),
     ("max_paralel = 2", "unknown key 'max_paralel'"),
+    ("vllm_python = 3", "vllm_python = 3 must be a string"),
 ])
 def test_bad_worker_settings_name_the_file_and_key(tmp_path, text, message):
     from engine.jobs.worker import WorkerError, load_worker_settings

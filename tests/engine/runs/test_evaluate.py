@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from engine.data.tasks import get_task, load_items
-from engine.runs.evaluate import (MIN_SHARED_PREFIX, EvalError, EvalOptions, brace_token_mask, evaluate_model,
-                             generate_all, read_failures, select_tasks, shared_prefix_length)
+from engine.runs.evaluate import EvalError, EvalOptions, evaluate_model, read_failures, select_tasks
+from engine.runs.generation import (MIN_SHARED_PREFIX, OutOfMemory, brace_token_mask, generate_all,
+                                    shared_prefix_length)
 from engine.events import EventWriter, read_events
 from engine.results.scoring import extract_boxed
 from engine.workspace import Workspace
@@ -143,17 +144,20 @@ def test_already_evaluated_needs_force_and_a_corrupt_metrics_file_is_replaced(qu
 # ------------------------------------------------------------------------------------ generation
 
 
-def _prompts(ws: Workspace, tokenizer, task_name: str, limit: int) -> list[str]:
+def _prompts(ws: Workspace, tokenizer, task_name: str, limit: int) -> list[list[int]]:
+    """The token ids evaluation generates from for the first ``limit`` items of a test set."""
     from engine.data.prompts import render_prompt
+    from engine.data.prompts import tokenize_prompts
 
     task = get_task(task_name, ws.datasets_dir)
-    return [render_prompt(tokenizer, task, item) for item in load_items(ws.datasets_dir, task, "test", limit)]
+    items = load_items(ws.datasets_dir, task, "test", limit)
+    return tokenize_prompts(tokenizer, [render_prompt(tokenizer, task, item) for item in items])
 
 
 def test_stop_criterion_ends_each_row_at_its_first_closed_box_or_eos(demo_ws):
     import torch
 
-    from engine.runs.evaluate import _stop_criterion
+    from engine.runs.generation import _stop_criterion
     from engine.runs.loading import load_tokenizer
 
     tokenizer = load_tokenizer(demo_ws.model_dir("tiny-qwen3"))
@@ -212,14 +216,14 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_item(demo_ws):
     def no_memory(size: int) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    with pytest.raises(EvalError, match="out of memory even with one prompt"):
+    with pytest.raises(OutOfMemory, match="out of memory even with one prompt"):
         generate_all(loaded.model, loaded.tokenizer, prompts[:2], max_new_tokens=4, batch_size=2,
                      brace_mask=mask, before_generate=no_memory)
 
 
 def test_auto_batch_on_the_cpu_is_capped_by_host_memory(demo_ws):
     """CPU out-of-memory is the OOM killer, not an exception: auto sizes the batch from the KV cache."""
-    from engine.runs.evaluate import host_memory_batch_cap, kv_cache_bytes_per_token
+    from engine.runs.generation import host_memory_batch_cap, kv_cache_bytes_per_token
     from engine.runs.loading import load_for_inference
 
     loaded = load_for_inference(demo_ws.model_dir("tiny-qwen3"), device="cpu")
@@ -239,39 +243,79 @@ def test_other_generation_errors_are_not_mistaken_for_out_of_memory(demo_ws):
         raise RuntimeError("shape mismatch in attention")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        generate_all(loaded.model, loaded.tokenizer, ["a", "b"], max_new_tokens=2, batch_size=2, brace_mask=mask,
+        generate_all(loaded.model, loaded.tokenizer, [[5, 6], [7]], max_new_tokens=2, batch_size=2, brace_mask=mask,
                      before_generate=broken)
 
 
 @pytest.mark.slow
-def test_batched_generation_equals_one_prompt_at_a_time_on_a_trained_model(trained_boolq_model):
-    """Left padding with the attention mask changes no output; nor does stopping at the first box."""
+def test_continuous_batching_equals_one_prompt_at_a_time(trained_boolq_model, weak_arc_model):
+    """Rows leaving and joining the batch, padding and the shared prefix change no output; nor does the stop rule."""
     import torch
 
+    from engine.runs.generation import generate_single
     from engine.runs.loading import load_for_inference
 
+    ceiling = 96
+    for (root, name), sets in ((trained_boolq_model, ("boolq",)), (weak_arc_model, ("boolq", "openmath"))):
+        ws = Workspace(Path(root))
+        loaded = load_for_inference(ws.model_dir(name), device="cpu")
+        tokenizer, model = loaded.tokenizer, loaded.model
+        prompts = [ids for task in sets for ids in _prompts(ws, tokenizer, task, 12)]
+        mask = brace_token_mask(tokenizer, model.config.vocab_size)
+        # BoolQ alone shares the system prompt's KV cache; mixed with OpenMath the rows are left-padded
+        assert (shared_prefix_length(prompts) >= MIN_SHARED_PREFIX) == (len(sets) == 1)
+        single = [generate_single(model, tokenizer, ids, ceiling, mask) for ids in prompts]
+        finished = []
+        batched, used = generate_all(model, tokenizer, prompts, max_new_tokens=ceiling, batch_size=5,
+                                     brace_mask=mask, on_rows_done=finished.extend)
+        assert used == 5
+        assert [(g.text, g.tokens) for g in batched] == single
+        assert sorted(index for index, _ in finished) == list(range(len(prompts)))  # each row reported once
+        assert all(batched[index] is generation for index, generation in finished)
+    lengths = [g.tokens for g in batched]
+    assert max(lengths) == ceiling and min(lengths) < 10  # rows ended far apart, and others took their places
     root, name = trained_boolq_model
     ws = Workspace(Path(root))
     loaded = load_for_inference(ws.model_dir(name), device="cpu")
     tokenizer, model = loaded.tokenizer, loaded.model
-    prompts = _prompts(ws, tokenizer, "boolq", 40)
-    prompts += _prompts(ws, tokenizer, "arc", 10)  # other lengths, so batches really pad
+    boolq = _prompts(ws, tokenizer, "boolq", 8)
     mask = brace_token_mask(tokenizer, model.config.vocab_size)
-    ids = tokenizer(prompts)["input_ids"]
-    # pure BoolQ batches share the system prompt's KV cache; the batch mixing ARC and BoolQ is left-padded
-    assert shared_prefix_length(ids[:40]) >= MIN_SHARED_PREFIX > shared_prefix_length([ids[0], ids[-1]])
-    single, _ = generate_all(model, tokenizer, prompts, max_new_tokens=64, batch_size=1, brace_mask=mask)
-    batched, _ = generate_all(model, tokenizer, prompts, max_new_tokens=64, batch_size=16, brace_mask=mask)
-    assert [g.text for g in batched] == [g.text for g in single]
-    assert [g.tokens for g in batched] == [g.tokens for g in single]
     unstopped = []
-    for prompt in prompts[:12]:
-        encoded = tokenizer(prompt, return_tensors="pt")
+    for ids in boolq:
         with torch.inference_mode():
-            out = model.generate(**encoded, max_new_tokens=64, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        unstopped.append(tokenizer.decode(out[0][encoded["input_ids"].shape[1]:], skip_special_tokens=True))
-    assert [extract_boxed(g.text) for g in batched[:12]] == [extract_boxed(t) for t in unstopped]
-    assert all(extract_boxed(g.text) is not None for g in batched[:40])  # it answers every BoolQ item in a box
+            out = model.generate(torch.tensor([ids]), max_new_tokens=64, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        unstopped.append(tokenizer.decode(out[0][len(ids):], skip_special_tokens=True))
+    stopped = [generate_single(model, tokenizer, ids, 64, mask)[0] for ids in boolq]
+    assert [extract_boxed(text) for text in stopped] == [extract_boxed(t) for t in unstopped]
+    assert all(extract_boxed(text) is not None for text in stopped)  # it answers every BoolQ item in a box
+
+
+@pytest.mark.parametrize("arch, extra", [
+    ("mistral", {"sliding_window": 8}),
+    ("gemma2", {"sliding_window": 8, "head_dim": 16, "query_pre_attn_scalar": 16}),
+])
+def test_sliding_window_models_batch_like_one_prompt_at_a_time(demo_ws, arch, extra):
+    """A window shorter than the prompts: rows stay contiguous, so a window of cache columns is one of tokens."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.runs.generation import attention_layout, generate_single
+    from engine.runs.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(demo_ws.model_dir("tiny-qwen3"))
+    config = AutoConfig.for_model(arch, vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                  initializer_range=0.2, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=tokenizer.pad_token_id, **extra)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    assert attention_layout(model) == "sliding"
+    mask = brace_token_mask(tokenizer, len(tokenizer))
+    prompts = _prompts(demo_ws, tokenizer, "boolq", 3) + _prompts(demo_ws, tokenizer, "arc", 4)
+    single = [generate_single(model, tokenizer, ids, 12, mask) for ids in prompts]
+    batched, _ = generate_all(model, tokenizer, prompts, max_new_tokens=12, batch_size=3, brace_mask=mask)
+    assert [(g.text, g.tokens) for g in batched] == single
 
 
 @pytest.mark.slow

@@ -46,9 +46,11 @@ def _make_adapter(ws, name: str, *, base: Path | None = None, metadata: dict | N
 
 def _generates_in_batches(loaded) -> bool:
     """The evaluator's batched generation (shared prefix, left padding, stop criterion) runs on this model."""
-    from engine.runs.evaluate import brace_token_mask, generate_all
+    from engine.data.prompts import tokenize_prompts
+    from engine.runs.generation import brace_token_mask, generate_all
 
-    prompts = [f"System: answer in a box.\nUser: is the {thing} red\nAssistant:" for thing in ("cup", "ball", "hat")]
+    texts = [f"System: answer in a box.\nUser: is the {thing} red\nAssistant:" for thing in ("cup", "ball", "hat")]
+    prompts = tokenize_prompts(loaded.tokenizer, texts)
     mask = brace_token_mask(loaded.tokenizer, loaded.model.config.vocab_size)
     generations, _ = generate_all(loaded.model, loaded.tokenizer, prompts, max_new_tokens=3, batch_size=3,
                                   brace_mask=mask)

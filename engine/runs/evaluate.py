@@ -215,13 +215,14 @@ def load_test_sets(ws: Workspace, options: EvalOptions) -> TestSets:
 def choose_backend(ws: Workspace, requested: str, found: Any) -> tuple[str, str | None, str]:
     """``(backend, vLLM interpreter or None, why)``: ``vllm`` when asked for (or, for ``auto``, configured) and the
     model is one vLLM can load; else ``hf``. Asking for ``vllm`` when it cannot serve raises EvalError."""
-    from engine.runs.vllm_client import VLLM_PYTHON_ENV, vllm_python, vllm_unsupported
+    from engine.jobs.worker import VLLM_PYTHON_ENV, configured_vllm_python
+    from engine.runs.vllm_client import vllm_unsupported
 
     if requested not in EVAL_BACKENDS:
         raise EvalError(f"backend {requested!r} is not one of {', '.join(EVAL_BACKENDS)}")
     if requested == "hf":
         return "hf", None, "requested"
-    python = vllm_python(ws)
+    python = configured_vllm_python(ws)
     problem = vllm_unsupported(found) or (None if python else (
         f"vLLM is not configured (set {VLLM_PYTHON_ENV} or vllm_python in .llmtui/worker.toml to the interpreter "
         f"./dev.sh setup-vllm prints)"))

@@ -12,6 +12,7 @@ on all of them, and NVML is read while a job runs.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from engine.doctor import FAIL, PASS, SKIPPED, VLLM_PYTHON_ENV, Check
+from engine.doctor import FAIL, PASS, SKIPPED, Check
 from engine.jobs.gpu import GpuInventory, NvmlInventory, SelectedGpus
 from engine.results.model_folder import TRAINING_METADATA
 from engine.workspace import Workspace
@@ -364,11 +365,35 @@ def step_eval_hf(smoke: Smoke, queue: QueueRun) -> str:
             f"device {metrics['eval_config']['device']}, {metrics['throughput']['items_per_second'] or 0:.0f} items/s")
 
 
-def step_eval_vllm(smoke: Smoke) -> str:
-    if not os.environ.get(VLLM_PYTHON_ENV):
-        raise Skip(f"vLLM is not configured ({VLLM_PYTHON_ENV} is not set)")
-    raise Skip(f"{VLLM_PYTHON_ENV} is set, but this llmtui evaluates with its built-in engine only "
-               "(the vLLM backend is not part of it yet)")
+def step_eval_vllm(smoke: Smoke, queue: QueueRun) -> str:
+    """The same 16 items through the vLLM backend; its outputs must equal the built-in engine's job above."""
+    from engine.jobs.worker import VLLM_PYTHON_ENV, configured_vllm_python
+    from engine.runs.evaluate import EvalOptions, evaluate_model
+
+    if not configured_vllm_python(smoke.ws):
+        raise Skip(f"vLLM is not configured ({VLLM_PYTHON_ENV} is not set and worker.toml names no vllm_python)")
+    job = queue.jobs.get(queue.eval_job) if queue.eval_job is not None else None
+    if job is None or job.status != "done":
+        raise Skip("needs the built-in engine's evaluation, which did not pass above")
+    predictions = smoke.ws.predictions_folder(job.target)
+    built_in = {path.name: path.read_text(encoding="utf-8") for path in sorted(predictions.glob("*.jsonl"))}
+    began = time.perf_counter()
+    metrics = evaluate_model(smoke.ws, job.target, EvalOptions(datasets=["boolq"], limit=EVAL_ITEMS, force=True,
+                                                               backend="vllm"))
+    took = time.perf_counter() - began
+    backend = metrics["eval_config"]["backend"]
+    if backend.get("name") != "vllm":
+        raise AssertionError(f"evaluated with {backend.get('name')!r}, not vllm")
+    differing = 0
+    for name, text in built_in.items():
+        ours = [json.loads(line)["output"] for line in text.splitlines() if line.strip()]
+        theirs = [json.loads(line)["output"] for line in (predictions / name).read_text(encoding="utf-8").splitlines()
+                  if line.strip()]
+        differing += sum(a != b for a, b in zip(ours, theirs)) + abs(len(ours) - len(theirs))
+    if differing:
+        raise AssertionError(f"vLLM's outputs differ from the built-in engine's on {differing} of {EVAL_ITEMS} items")
+    return (f"{EVAL_ITEMS} BoolQ items through vLLM {backend.get('version')} ({backend.get('dtype')}) in {took:.1f} s "
+            "(start included), outputs identical to the built-in engine's")
 
 
 def step_nvml(smoke: Smoke, queue: QueueRun) -> str:
@@ -527,5 +552,5 @@ def run_smoke(root: Path, gpus: list[int] | None = None, inventory: GpuInventory
             check.seconds = queue_seconds  # the queue run's time is counted once, on its first row
         record(check)
         if index == 0:
-            record(_timed("eval vLLM", lambda: step_eval_vllm(smoke)))
+            record(_timed("eval vLLM", lambda: step_eval_vllm(smoke, queue)))
     return checks

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.runs.generation import Generation, RowsDone, cut_at_stop
+from engine.jobs.worker import VLLM_PYTHON_ENV
 
-VLLM_PYTHON_ENV = "LLMTUI_VLLM_PYTHON"
 WORKER_SCRIPT = Path(__file__).with_name("vllm_worker.py")
 #: KV cache vLLM reserves on the CPU (GiB) unless ``VLLM_CPU_KVCACHE_SPACE`` says otherwise.
 CPU_KV_CACHE_GB = 2
@@ -26,14 +26,6 @@ STDERR_TAIL_LINES = 15
 
 class VLLMError(RuntimeError):
     """vLLM is not configured, cannot load the model, or its worker failed; the message says which."""
-
-
-def vllm_python(ws: Any) -> str | None:
-    """vLLM's interpreter: ``$LLMTUI_VLLM_PYTHON``, else ``vllm_python`` in ``.llmtui/worker.toml``, else None."""
-    from engine.jobs.worker import load_worker_settings
-
-    path = os.environ.get(VLLM_PYTHON_ENV) or load_worker_settings(ws).vllm_python
-    return path or None
 
 
 def vllm_unsupported(found: Any) -> str | None:

@@ -20,11 +20,16 @@ FINETUNING_METHODS = ("SFT",)
 BUILTIN_DATASETS = ("openmath", "squad", "arc", "boolq")
 PTQ_BITS = {"GPTQ": (2, 3, 4, 8), "AWQ": (4,), "HQQ": (1, 2, 3, 4, 8), "INT8": (8,), "NF4": (4,)}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: Experiment trackers the trainer can report to (transformers' ``report_to`` names).
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
 
 
 def _knob(default: Any, *, min: float | None = None, max: float | None = None, above: float | None = None,
-          below: float | None = None, choices: tuple | None = None, help: str = "") -> Any:
-    meta = {"min": min, "max": max, "above": above, "below": below, "choices": choices, "help": help}
+          below: float | None = None, choices: tuple | None = None, one_or_list: bool = False,
+          help: str = "") -> Any:
+    # one_or_list: a list[str] knob that also takes a single string (report_to = "tensorboard")
+    meta = {"min": min, "max": max, "above": above, "below": below, "choices": choices, "one_or_list": one_or_list,
+            "help": help}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -80,6 +85,15 @@ class TrainSection:
     group_by_length: bool = _knob(False)
     seed: int = _knob(42, min=0)
     gpus: int = _knob(1, min=1, max=64, help="processes for data-parallel training")
+    # 250 steps: a 7-8B LoRA step (batch 1 x accumulation 8 x 1024 tokens) takes about 3-5 s on one GPU,
+    # so the newest checkpoint is at most ~15-20 min old; a 0.6B model saves every few minutes.
+    save_steps: int = _knob(250, min=0, help="optimizer steps between checkpoints (0 = none)")
+    save_total_limit: int = _knob(2, min=1, max=1000, help="checkpoints kept while training (oldest deleted)")
+    resume: str = _knob("auto", choices=("auto", "never"),
+                        help="auto: continue from this run's newest complete checkpoint")
+    keep_checkpoints: bool = _knob(False, help="keep the checkpoints in the model folder after training")
+    report_to: list[str] = _knob([], choices=TRACKERS, one_or_list=True,
+                                 help="experiment trackers: tensorboard, wandb, mlflow, trackio ([] = none)")
 
 
 @dataclass
@@ -97,6 +111,8 @@ class EvalSection:
     datasets: list[str] = _knob([], help="test sets ([] = all four)")
     limit: int = _knob(0, min=0, help="items per test set (0 = all)")
     batch_size: int = _knob(0, min=0, help="0 = auto")
+    report_to: list[str] = _knob([], choices=TRACKERS, one_or_list=True,
+                                 help="log metrics to the training run of these trackers (when it used them)")
 
 
 SECTIONS: dict[str, type] = {
@@ -200,6 +216,8 @@ def _type_problem(value: Any, type_name: str) -> str | None:
 
 
 def _range_problem(value: Any, meta: dict[str, Any]) -> str | None:
+    if meta.get("choices") is not None and isinstance(value, list):
+        return next(filter(None, (_range_problem(v, meta) for v in value)), None)
     if meta.get("choices") is not None and value not in meta["choices"]:
         hint = _did_you_mean(str(value), [str(c) for c in meta["choices"]])
         return f"{value!r} is not one of {', '.join(map(str, meta['choices']))}{hint}"
@@ -235,6 +253,8 @@ def _build_section(cls: type, raw: Any, where: str, problems: list[Problem]) -> 
             continue
         f = known[key]
         type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if f.metadata.get("one_or_list") and isinstance(value, str):
+            value = [value]
         issue = _type_problem(value, type_name) or _range_problem(value, f.metadata)
         if issue:
             problems.append(Problem(spot, issue))
@@ -291,6 +311,9 @@ def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ())
         if step.method in ("GPTQ", "AWQ", "HQQ") and step.group_size not in (0, 16, 32, 64, 128, 256, 512, 1024):
             problems.append(Problem(f"ptq[{i}].group_size", f"{step.group_size} is not a supported group size "
                                     "(0, 16, 32, 64, 128, 256, 512 or 1024)"))
+    for where, trackers in (("train.report_to", config.train.report_to), ("eval.report_to", config.eval.report_to)):
+        if "none" in trackers and len(trackers) > 1:
+            problems.append(Problem(where, f"'none' cannot be combined with other trackers ({trackers})"))
     for name in config.eval.datasets:
         if name not in datasets:
             problems.append(Problem("eval.datasets", f"unknown test set {name!r}{_did_you_mean(name, list(datasets))}"))

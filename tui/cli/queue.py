@@ -240,11 +240,16 @@ def _cancel(ws, args) -> int:
 
 
 def _retry(ws, args) -> int:
+    from engine.jobs.resume import job_checkpoint
+
     with JobStore(ws) as store:
+        checkpoint = job_checkpoint(ws, store.require(args.id))
         jobs = store.retry(args.id)
     pid = _start_worker(ws)
     console.print(_jobs_table(jobs, f"re-queued job {args.id} as #{jobs[0].id}"
-                                    + (f" with {len(jobs) - 1} dependent job(s)" if len(jobs) > 1 else "")))
+                                    + (f" with {len(jobs) - 1} dependent job(s)" if len(jobs) > 1 else "")
+                                    + (f"; it resumes from the checkpoint at step {checkpoint.step}"
+                                       if checkpoint else "")))
     console.print(f"worker pid {pid}")
     return 0
 

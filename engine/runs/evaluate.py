@@ -8,7 +8,9 @@ ceiling. Out of memory halves the batch and retries it; no item is lost.
 
 Per model this writes ``Testing/predictions/{model}/{test stem}.jsonl`` (one row per item) and then
 ``Testing/metrics/{model}.json`` (the old scripts' schema plus new keys), both atomically. The metrics
-file is written last: an interrupted evaluation leaves none, so the model stays untested.
+file is written last: an interrupted evaluation leaves none, so the model stays untested. Finished
+generations are appended per batch to a partial file (:mod:`engine.runs.partial_predictions`), so an
+evaluation started again with the same settings generates only the items still missing.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from engine.data.tasks import DatasetError, Item, TaskSpec, get_task, load_items
 from engine.events import EventWriter
 from engine.results.scoring import ItemScore, describe, extract_boxed, first_box_closed, score_item, summarize_dataset
 from engine.runs.loading import ModelLoadError
+from engine.runs.partial_predictions import PartialPredictions, model_fingerprint, partial_path, prompts_hash
 from engine.workspace import Workspace, safe_name
 
 #: Auto batch size: the first (longest) batch tries this many prompts, halving on out-of-memory.
@@ -37,6 +40,10 @@ MIN_SHARED_PREFIX = 8
 #: Called with the batch size before every ``generate`` call. A test seam: a test passes a hook that
 #: raises ``torch.OutOfMemoryError`` above some size to exercise the halving path without a GPU.
 BeforeGenerate = Callable[[int], None]
+#: Called with ``(prompt index, Generation)`` pairs whenever rows finish (the partial predictions file).
+RowsDone = Callable[[list[tuple[int, "Generation"]]], None]
+#: The stopping rule, recorded in the metrics file and in the partial file's settings.
+STOP_RULE = "EOS or the first closed \\boxed{}"
 
 
 class EvalError(ValueError):
@@ -254,7 +261,8 @@ def host_memory_batch_cap(model: Any, tokens_per_row: int) -> int:
 def generate_all(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int, batch_size: int,
                  brace_mask: Any, host_memory_cap: bool = False,
                  on_progress: Callable[[int, int], None] | None = None,
-                 before_generate: BeforeGenerate | None = None) -> tuple[list[Generation], int]:
+                 before_generate: BeforeGenerate | None = None,
+                 on_rows_done: RowsDone | None = None) -> tuple[list[Generation], int]:
     """Generate for every prompt, longest first, in batches of ``batch_size``.
 
     Out of memory halves the batch (rounding up) and retries the same prompts; ``host_memory_cap``
@@ -288,6 +296,8 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[str], *, max_new_toke
             continue
         for index, (text, tokens) in zip(chunk, outputs):
             results[index] = Generation(text, tokens, elapsed / len(chunk))
+        if on_rows_done is not None:
+            on_rows_done([(index, results[index]) for index in chunk])
         done += len(chunk)
         if on_progress is not None:
             on_progress(done, total)
@@ -352,22 +362,39 @@ class DatasetRun:
 
 def evaluate_dataset(loaded: Any, task: TaskSpec, items: list[Item], *, batch_size: int, brace_mask: Any,
                      host_memory_cap: bool = False, on_progress: Callable[[int, int], None] | None = None,
-                     before_generate: BeforeGenerate | None = None) -> DatasetRun:
-    """Generate, score and summarise one test set."""
+                     before_generate: BeforeGenerate | None = None,
+                     partial: PartialPredictions | None = None) -> DatasetRun:
+    """Generate, score and summarise one test set; with ``partial`` (whose settings get the prompts' hash),
+    items an earlier attempt finished are taken from it and new ones are appended to it per batch."""
     from engine.data.prompts import render_prompt
 
     prompts = [render_prompt(loaded.tokenizer, task, item) for item in items]
+    earlier: dict[int, Generation] = {}
+    if partial is not None:
+        partial.settings = {**partial.settings, "prompts_sha256": prompts_hash(prompts),
+                            "max_new_tokens": task.max_new_tokens}
+        earlier = {i: Generation(**row) for i, row in partial.load().items() if 0 <= i < len(items)}
+    todo = [i for i in range(len(items)) if i not in earlier]
+    if on_progress is not None:  # the first report counts the items an earlier attempt finished
+        on_progress(len(earlier), len(items))
     started = time.perf_counter()
-    generations, used = generate_all(loaded.model, loaded.tokenizer, prompts, max_new_tokens=task.max_new_tokens,
-                                     batch_size=batch_size, brace_mask=brace_mask, host_memory_cap=host_memory_cap,
-                                     on_progress=on_progress, before_generate=before_generate)
+    fresh, used = generate_all(
+        loaded.model, loaded.tokenizer, [prompts[i] for i in todo], max_new_tokens=task.max_new_tokens,
+        batch_size=batch_size, brace_mask=brace_mask, host_memory_cap=host_memory_cap,
+        on_progress=None if on_progress is None else lambda done, _: on_progress(len(earlier) + done, len(items)),
+        before_generate=before_generate,
+        on_rows_done=None if partial is None else lambda rows: partial.append([(todo[j], g) for j, g in rows]))
     elapsed = time.perf_counter() - started
+    generations = [earlier[i] if i in earlier else None for i in range(len(items))]
+    for i, generation in zip(todo, fresh):
+        generations[i] = generation
     scores = [score_item(task.kind, gen.text, item.answer) for item, gen in zip(items, generations)]
     rows = [prediction_row(task, *entry) for entry in zip(items, prompts, generations, scores)]
     block = summarize_dataset(task.kind, scores, [g.latency_s for g in generations], [g.tokens for g in generations])
     block["max_new_tokens"] = task.max_new_tokens
     block["batch_size"] = used
-    block["items_per_second"] = round(len(items) / elapsed, 4) if elapsed > 0 else None
+    block["items_per_second"] = round(len(todo) / elapsed, 4) if elapsed > 0 and todo else None
+    block["resumed_items"] = len(earlier)
     return DatasetRun(task, block, rows, elapsed, used)
 
 
@@ -472,6 +499,10 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     start_batch = start_batch_size(options.batch_size, device)
     events.emit("start", model=name, model_dir=str(model_dir), model_kind=found.kind,
                 datasets=[t.test_file for t in tasks], total=sum(len(v) for v in items.values()))
+    fingerprint = model_fingerprint(model_dir)
+    partials = {task.name: PartialPredictions(partial_path(ws, name, task.test_file), {
+        "model": fingerprint, "dataset": task.test_file, "limit": options.limit, "items": len(items[task.name]),
+        "decoding": "greedy", "stop": STOP_RULE}) for task in tasks}
     reset_memory_peaks()
     loaded = load_for_inference(model_dir, device=device)
     load_s = time.perf_counter() - wall_started
@@ -479,14 +510,16 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
         brace_mask = brace_token_mask(loaded.tokenizer, int(getattr(loaded.model.config, "vocab_size", 0) or 0))
         runs = []
         for task in tasks:
-            def progress(done: int, total: int, dataset: str = task.test_file) -> None:
-                events.emit("eval_progress", model=name, dataset=dataset, done=done, total=total)
+            partial = partials[task.name]
 
-            events.emit("eval_progress", model=name, dataset=task.test_file, done=0, total=len(items[task.name]))
+            def progress(done: int, total: int, dataset: str = task.test_file, partial=partial) -> None:
+                events.emit("eval_progress", model=name, dataset=dataset, done=done, total=total,
+                            resumed=partial.resumed)
+
             runs.append(evaluate_dataset(loaded, task, items[task.name], batch_size=start_batch,
                                          brace_mask=brace_mask, on_progress=progress,
                                          host_memory_cap=options.batch_size == "auto" and device == "cpu",
-                                         before_generate=before_generate))
+                                         before_generate=before_generate, partial=partial))
         peaks = memory_peaks()
         dtype = str(getattr(loaded.model, "dtype", "")).replace("torch.", "")
     finally:
@@ -496,12 +529,14 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
         "model_dir": str(model_dir), "model_kind": found.kind, "device": device, "dtype": dtype,
         "datasets": [t.test_file for t in tasks], "limit": options.limit,
         "batch_size_requested": options.batch_size, "decoding": "greedy",
-        "stop": "EOS or the first closed \\boxed{}", "torch_version": torch.__version__,
+        "stop": STOP_RULE, "torch_version": torch.__version__,
     }, load_s=load_s, wall_s=time.perf_counter() - wall_started)
     with staged_dir(ws.predictions_folder(name), overwrite=True) as folder:
         for run in runs:
             write_jsonl(folder / f"{Path(run.task.test_file).stem}.jsonl", run.rows)
     write_json(metrics_path, metrics)
+    for partial in partials.values():
+        partial.discard()
     events.emit("saved", path=str(metrics_path))
     return metrics
 

@@ -57,5 +57,6 @@ def make_plan(config: ExperimentConfig, ws: Workspace) -> Plan:
         for out, index in outputs:
             steps.append(Step("eval", out, f"evaluate {out} on {sets}", after=[index],
                               options={"datasets": list(config.eval.datasets), "limit": config.eval.limit,
-                                       "batch_size": config.eval.batch_size}))
+                                       "batch_size": config.eval.batch_size,
+                                       "report_to": list(config.eval.report_to)}))
     return Plan(name, str(ws.model_dir(name)), steps)

@@ -16,6 +16,7 @@ evaluation started again with the same settings generates only the items still m
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,11 +30,14 @@ from engine.events import EventWriter
 from engine.results.scoring import ItemScore, describe, extract_boxed, first_box_closed, score_item, summarize_dataset
 from engine.runs.loading import ModelLoadError
 from engine.runs.partial_predictions import PartialPredictions, model_fingerprint, partial_path, prompts_hash
+from engine.runs.trackers import chosen, log_evaluation, missing_packages
+from engine.presets.config import TRACKERS
 from engine.workspace import Workspace, safe_name
 
 #: Auto batch size: the first (longest) batch tries this many prompts, halving on out-of-memory.
 AUTO_START_BATCH = {"cuda": 256, "cpu": 128}
 FAILURES_FILE = "eval-failures.json"
+log = logging.getLogger("llmtui.eval")
 #: A batch whose prompts share at least this many leading tokens computes them once (prefix KV cache).
 MIN_SHARED_PREFIX = 8
 
@@ -72,6 +76,7 @@ class EvalOptions:
     batch_size: int | str = "auto"
     force: bool = False
     device: str | None = None
+    report_to: list[str] = field(default_factory=list)  # trackers of the model's training run to log to
 
 
 # ------------------------------------------------------------------------------------------ generation
@@ -494,6 +499,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
         raise AlreadyEvaluated(f"{name} is already evaluated ({metrics_path}); use --force to evaluate it again")
     test_sets = test_sets or load_test_sets(ws, options)
     tasks, items = test_sets.tasks, test_sets.items
+    _check_trackers(options.report_to)
     found = detect_kind(model_dir)
     device = resolve_device(options.device)
     start_batch = start_batch_size(options.batch_size, device)
@@ -538,7 +544,32 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     for partial in partials.values():
         partial.discard()
     events.emit("saved", path=str(metrics_path))
+    if chosen(options.report_to):
+        _report(model_dir, options.report_to, metrics)
     return metrics
+
+
+def _check_trackers(report_to: list[str]) -> None:
+    unknown = [name for name in report_to if name not in TRACKERS]
+    if unknown:
+        raise EvalError(f"report_to: unknown tracker(s) {', '.join(unknown)} (known: {', '.join(TRACKERS)})")
+    missing = missing_packages(report_to, "report_to")
+    if missing:
+        raise EvalError(missing)
+
+
+def _report(model_dir: Path, report_to: list[str], metrics: dict[str, Any]) -> None:
+    """Log the metrics to the tracker runs recorded by the model's training (``training_metadata.json``)."""
+    import json
+
+    try:
+        training = json.loads((model_dir / "training_metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        training = {}
+    trackers = training.get("trackers") if isinstance(training.get("trackers"), dict) else {}
+    step = (training.get("training_stats") or {}).get("total_steps")
+    for line in log_evaluation(model_dir, trackers, report_to, metrics, step):
+        log.warning("report_to %s", line)
 
 
 def memory_peaks() -> dict[str, Any]:

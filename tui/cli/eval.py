@@ -49,6 +49,9 @@ def register(subparsers) -> None:
                         help="prompts per generate call; auto starts high and halves on out-of-memory")
     parser.add_argument("--device", metavar="DEV", help="cuda, cuda:1 or cpu (default: cuda when available)")
     parser.add_argument("--force", action="store_true", help="evaluate again even if a metrics file exists")
+    parser.add_argument("--report-to", metavar="LIST", default="",
+                        help="also log the metrics to the tracker runs the model's training used "
+                             "(comma-separated: tensorboard,wandb,mlflow)")
     parser.add_argument("--events", metavar="FILE", help="append JSONL progress events here (default: $LLMTUI_EVENTS)")
     parser.add_argument("--json", action="store_true", help="print the run's outcome as JSON")
     parser.set_defaults(func=run)
@@ -85,8 +88,9 @@ def run(args) -> int:
     if not args.untested and not args.models:
         fail("name at least one MODEL_DIR, or use --untested")
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
+    report_to = [t.strip() for t in args.report_to.split(",") if t.strip()]
     options = EvalOptions(datasets=datasets, limit=args.limit, batch_size=args.batch_size, force=args.force,
-                          device=args.device)
+                          device=args.device, report_to=report_to)
     signal.signal(signal.SIGTERM, _terminate)
     with EventWriter(args.events or events_path_from_env()) as events:
         try:

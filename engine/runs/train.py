@@ -5,10 +5,11 @@ data-parallel relaunch.
 tokenizer, ``training_metadata.json``, ``preset.toml``). It trains in the run's staging folder
 (:mod:`engine.staging`: checkpoints every ``train.save_steps``, TensorBoard logs) and renames it to the
 model folder at the end, so a failed or killed run never leaves a folder that looks finished, and the
-next attempt of the same run continues from its newest complete checkpoint (``train.resume = "auto"``). The training data are prompt/completion
-pairs from :func:`engine.data.prompts.render_example`, tokenized here so the model is trained on exactly the
-evaluation prompt followed by the answer (no extra EOS appended). :func:`launch_data_parallel` re-runs a
-command under ``accelerate launch`` with N processes (``train.gpus > 1``).
+next attempt of the same run continues from its newest complete checkpoint (``train.resume = "auto"``).
+The training data are prompt/completion pairs from :func:`engine.data.prompts.render_example`, tokenized
+here so the model is trained on exactly the evaluation prompt followed by the answer (no extra EOS
+appended). :func:`launch_data_parallel` re-runs a command under ``accelerate launch`` with N processes
+(``train.gpus > 1``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from engine.workspace import Workspace, looks_like_local_path, resolve_model_ref
 
 TRAINING_METADATA = "training_metadata.json"
 PRESET_COPY = "preset.toml"
-#: Held (flock) by the process training in a staging folder: a second attempt of the same run waits its turn.
+#: Held (flock) by the process training in a staging folder: a second process training the same run is refused.
 RUN_LOCK = ".llmtui-lock"
 #: The tracker runs the first attempt opened, so a resumed attempt continues them.
 TRACKERS_FILE = ".llmtui-trackers.json"
@@ -524,9 +525,8 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
         _start_event(events, config, base_path, final, choice, examples=data_stats["examples"],
                      total_params=counts[0], trainable_params=counts[1], resumed_from_step=resumed_step,
                      staging=str(staging))
-        trackers = _read_trackers(staging)
         if resume_from is not None:
-            continue_runs(trackers)
+            continue_runs(_read_trackers(staging))
         args = sft_args(config, choice, str(staging), has_eval=eval_set is not None)
         callbacks = [progress_callback(events), checkpoint_callback(config.train.save_steps),
                      identity_callback(config.train.report_to, lambda found: _record_trackers(staging, found))]

@@ -31,15 +31,18 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def test_worker_settings_for_auto_resume(demo_ws):
-    path = demo_ws.state_dir / "worker.toml"
-    assert load_worker_settings(demo_ws).auto_resume is True
+def test_worker_settings_for_auto_resume(tmp_path):
+    from engine.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws").init()
+    path = ws.state_dir / "worker.toml"
+    assert load_worker_settings(ws).auto_resume is True
     path.write_text("auto_resume = false\nauto_resume_attempts = 1\n")
-    settings = load_worker_settings(demo_ws)
+    settings = load_worker_settings(ws)
     assert settings.auto_resume is False and settings.auto_resume_attempts == 1
     path.write_text("auto_resume = 1\n")
     with pytest.raises(WorkerError, match="auto_resume = 1 must be true or false"):
-        load_worker_settings(demo_ws)
+        load_worker_settings(ws)
 
 
 @pytest.mark.slow
@@ -81,3 +84,57 @@ def test_an_interrupted_training_is_requeued_and_resumes(demo_ws, monkeypatch):
     progress.update(events)
     assert progress.resumed_from_step == start["resumed_from_step"] and progress.done == 60
     assert (ws.model_dir(start["model"]) / "model.safetensors").is_file() and not staging.exists()
+
+
+def test_auto_resume_stops_after_the_allowed_attempts(tmp_path):
+    """A training that keeps dying is re-queued at most ``auto_resume_attempts`` times in a chain; one without a
+    checkpoint, or with auto_resume off, stays interrupted."""
+    import json
+    import subprocess
+    import sys
+
+    from engine.jobs.process import process_start_time
+    from engine.jobs.worker import Worker, WorkerSettings
+    from engine.staging import mark_complete, staging_dir
+    from engine.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws").init()
+    staging = staging_dir(ws.models_dir, "m", "0123456789ab")
+    (staging / "checkpoint-5").mkdir(parents=True)
+    mark_complete(staging / "checkpoint-5")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    created = process_start_time(gone.pid)
+    gone.wait()  # a process that existed and is gone: as after a reboot
+
+    def die(store: JobStore, job_id: int, with_start: bool = True) -> None:
+        assert store.claim(job_id, [])
+        store.set_process(job_id, gone.pid, created)
+        events = ws.root / store.get(job_id).events_path
+        events.parent.mkdir(parents=True, exist_ok=True)
+        if with_start:
+            events.write_text(json.dumps({"t": 1.0, "kind": "start", "staging": str(staging)}) + "\n")
+
+    said: list[str] = []
+    settings = WorkerSettings(auto_resume_attempts=1)
+    with JobStore(ws) as store:
+        first = store.enqueue("train", ["true"])
+        die(store, first.id)
+        worker = Worker(ws, settings, say=said.append)
+        worker.recover()
+        jobs = store.list()
+        assert [(j.status, j.retry_of) for j in jobs] == [("interrupted", None), ("queued", first.id)]
+        die(store, jobs[1].id)
+        worker.recover()
+        assert [j.status for j in store.list()] == ["interrupted", "interrupted"], "one attempt allowed"
+        assert "not resumed automatically: 1 retries already led to it" in said[-1]
+
+        fresh = store.enqueue("train", ["true"])
+        die(store, fresh.id, with_start=False)  # died before it had a staging folder
+        worker.recover()
+        assert store.get(fresh.id).status == "interrupted" and len(store.list()) == 3
+
+        off = store.enqueue("train", ["true"])
+        die(store, off.id)
+        Worker(ws, WorkerSettings(auto_resume=False)).recover()
+        assert store.get(off.id).status == "interrupted" and len(store.list()) == 4
+        worker.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.events import read_events
+from engine.events import EventKind, read_events
 from engine.jobs.store import Job
 from engine.staging import Checkpoint, latest_checkpoint
 from engine.workspace import Workspace
@@ -15,7 +15,7 @@ def job_checkpoint(ws: Workspace, job: Job) -> Checkpoint | None:
     """The checkpoint a retry of training ``job`` would resume from (None: it would start over)."""
     if job.kind != "train" or not job.events_path:
         return None
-    starts = [e for e in read_events(ws.root / job.events_path) if e.get("kind") == "start" and e.get("staging")]
+    starts = [e for e in read_events(ws.root / job.events_path) if e.get("kind") == EventKind.START and e.get("staging")]
     if not starts:
         return None
     staging = Path(str(starts[-1]["staging"]))

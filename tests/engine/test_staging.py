@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from engine.presets.config import ConfigError, config_from_dict, default_config
+from engine.presets.config import ConfigError, ExperimentConfig, config_from_dict
 from engine.staging import (COMPLETE_MARKER, checkpoints, latest_checkpoint, mark_complete, other_runs, run_key,
                             staging_dir)
 
 
 def test_run_key_ignores_settings_that_do_not_change_the_weights():
-    base = default_config()
+    base = ExperimentConfig()
     key = run_key(base.to_dict())
     assert len(key) == 12
-    edited = default_config()
+    edited = ExperimentConfig()
     edited.train.save_steps, edited.train.save_total_limit, edited.train.resume = 7, 5, "never"
     edited.train.keep_checkpoints, edited.train.report_to = True, ["tensorboard"]
     edited.eval.limit, edited.eval.after = 10, True
@@ -54,6 +54,6 @@ def test_report_to_takes_a_name_or_a_list_and_checks_each():
     assert "train.report_to: 'tensorbord' is not one of" in text and "did you mean 'tensorboard'" in text
     assert "train.resume: 'always' is not one of auto, never" in text
     assert "eval.report_to: 'none' cannot be combined" in text
-    defaults = default_config().train
+    defaults = ExperimentConfig().train
     assert (defaults.save_steps, defaults.save_total_limit, defaults.resume, defaults.keep_checkpoints,
             defaults.report_to) == (250, 2, "auto", False, [])

@@ -1,4 +1,4 @@
-"""The training curve of a job: a loss sparkline and the latest loss, learning rate and speed."""
+"""The training curve of a job: a loss sparkline and the latest loss, learning rate and speed (TUI)."""
 
 from __future__ import annotations
 

@@ -101,8 +101,8 @@ def main() -> None:
     for what, values, unit in (("wall", runtimes, "s"), ("CPU", cpu, "CPU s")):
         without, with_saves = statistics.median(values[0]), statistics.median(values[args.save_steps])
         print(f"{what}: median over {args.repeats}: without checkpoints {args.steps / without:.2f} steps/s, with a "
-              f"checkpoint every {args.save_steps} steps {args.steps / with_saves:.2f} steps/s; ratio (without / "
-              f"with) {without / with_saves:.3f}; {(with_saves - without) / saves:.3f} {unit} per checkpoint")
+              f"checkpoint every {args.save_steps} steps {args.steps / with_saves:.2f} steps/s; steps/s with ÷ "
+              f"without {without / with_saves:.3f}; {(with_saves - without) / saves:.3f} {unit} per checkpoint")
     print(f"one checkpoint, timed around the trainer's save: median {statistics.median(save_times) * 1000:.0f} ms "
           f"over {len(save_times)} saves")
 

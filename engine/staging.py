@@ -28,7 +28,8 @@ COMPLETE_MARKER = ".llmtui-complete"
 TENSORBOARD_DIR = "runs"
 #: Preset keys that do not change the trained weights: editing them keeps the run resumable.
 NOT_IN_RUN_KEY = {"eval": None, "ptq": None,
-                  "train": ("save_steps", "save_total_limit", "resume", "keep_checkpoints", "report_to")}
+                  "train": ("save_steps", "save_total_limit", "resume", "keep_checkpoints", "report_to",
+                            "slurm_time")}
 _KEY_LENGTH = 12
 
 

@@ -6,6 +6,7 @@ A preset is data only (TOML read with ``tomllib``); nothing in it is ever execut
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -30,11 +31,23 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
 
 
+SLURM_TIME_FORMATS = ("minutes", "minutes:seconds", "hours:minutes:seconds", "days-hours",
+                      "days-hours:minutes", "days-hours:minutes:seconds")
+
+
+def slurm_time_problem(value: str) -> str | None:
+    """Why ``value`` is not a Slurm time limit (``sbatch --time``), or None when it is one ('' = none set)."""
+    if value == "" or value in ("infinite", "UNLIMITED") or re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", value):
+        return None
+    return f"{value!r} is not a Slurm time limit (formats: {', '.join(SLURM_TIME_FORMATS)})"
+
+
 def _knob(default: Any, *, min: float | None = None, max: float | None = None, above: float | None = None,
-          below: float | None = None, choices: tuple | None = None, one_or_list: bool = False,
+          below: float | None = None, choices: tuple | None = None, check: Any = None, one_or_list: bool = False,
           help: str = "") -> Any:
     # one_or_list: a list[str] knob that also takes a single string (report_to = "tensorboard")
-    meta = {"min": min, "max": max, "above": above, "below": below, "choices": choices, "one_or_list": one_or_list,
+    meta = {"min": min, "max": max, "above": above, "below": below, "choices": choices, "check": check,
+            "one_or_list": one_or_list,
             "help": help}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -90,7 +103,9 @@ class TrainSection:
     max_length: int = _knob(1024, min=16)
     group_by_length: bool = _knob(False)
     seed: int = _knob(42, min=0)
-    gpus: int = _knob(1, min=1, max=64, help="processes for data-parallel training")
+    gpus: int = _knob(1, min=1, max=64, help="processes for data-parallel training (per node on Slurm)")
+    nodes: int = _knob(1, min=1, max=1024, help="Slurm nodes for multi-node data-parallel training")
+    slurm_time: str = _knob("", check=slurm_time_problem, help="Slurm time limit of the training job ('' = [slurm] time)")
     # 250 steps: a 7-8B LoRA step (batch 1 x accumulation 8 x 1024 tokens) takes about 3-5 s on one GPU,
     # so the newest checkpoint is at most ~15-20 min old; a 0.6B model saves every few minutes.
     save_steps: int = _knob(250, min=0, help="optimizer steps between checkpoints (0 = none)")
@@ -218,6 +233,8 @@ def _type_problem(value: Any, type_name: str) -> str | None:
 
 
 def _range_problem(value: Any, meta: dict[str, Any]) -> str | None:
+    if meta.get("check") is not None and (problem := meta["check"](value)):
+        return problem
     if meta.get("choices") is not None and isinstance(value, list):
         return next(filter(None, (_range_problem(v, meta) for v in value)), None)
     if meta.get("choices") is not None and value not in meta["choices"]:

@@ -1,8 +1,8 @@
 """Resumable evaluation: the generations of one (model, test set) appended per finished batch; job processes.
 
 ``.llmtui/eval-partial/{model}/{test stem}.jsonl`` starts with a ``settings`` line (the model folder's
-files, the test file, the limit, a hash of every prompt — which covers the data, the chat template and
-the prompt format — and the decoding), then one line per finished item. A later evaluation with the same
+files, the test file, the limit, the prompt format record, a hash of every prompt — which also covers the
+data and the chat template — and the decoding), then one line per finished item. A later evaluation with the same
 settings skips those items; any other settings discard the file, with a log line saying what changed.
 A line torn by a kill mid-write is ignored. The file is deleted once the metrics file is written.
 """
@@ -63,6 +63,7 @@ class PartialPredictions:
             lines = []
         rows: dict[int, dict[str, Any]] = {}
         header = _json(lines[0]) if lines else None
+        self.settings = json.loads(json.dumps(self.settings))  # as it reads back (tuples become lists)
         if lines and (not isinstance(header, dict) or header.get("settings") != self.settings):
             old = header.get("settings") if isinstance(header, dict) else None
             log.warning("discarded the partial predictions in %s: %s", self.path, _what_changed(old, self.settings))

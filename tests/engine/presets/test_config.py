@@ -11,7 +11,7 @@ from engine.presets.config import ConfigError, ExperimentConfig, load_preset, lo
 def test_defaults_are_the_seeds():
     c = ExperimentConfig()
     assert (c.peft.r, c.peft.alpha, c.peft.dropout) == (256, 16, 0.1)
-    assert c.peft.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert c.peft.target_modules == ["attention"]  # the legacy scripts' q/k/v/o, as whatever attention projections a model has
     assert c.train.learning_rate == 1e-5
     assert (c.train.per_device_train_batch_size, c.train.gradient_accumulation_steps) == (1, 8)
     assert c.train.warmup_ratio == 0.06 and c.train.max_length == 1024
@@ -147,3 +147,9 @@ def test_plan_lists_pipeline_steps(tmp_path):
     assert [s["kind"] for s in data["steps"]] == ["train", "quantize", "quantize", "eval", "eval", "eval"]
     assert data["steps"][1]["target"] == "Qwen3-0.6B-openmath_SFT_LoRa256_GPTQ_w4_g64_headfp16"
     assert [s["after"] for s in data["steps"][3:]] == [[0], [1], [2]]
+
+
+def test_all_linear_must_stand_alone():
+    with pytest.raises(ConfigError, match="peft.target_modules: 'all-linear' already covers every linear layer"):
+        load_preset_text('[peft]\ntarget_modules = ["all-linear", "q_proj"]\n')
+    assert load_preset_text('[peft]\ntarget_modules = ["all-linear"]\n').peft.target_modules == ["all-linear"]

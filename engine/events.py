@@ -35,11 +35,12 @@ class EventKind(StrEnum):
 
 #: The schema: what each kind carries besides ``t`` and ``kind`` (``?`` = may be absent or null).
 EVENT_FIELDS: dict[EventKind, str] = {
-    EventKind.START: "model, output, then per command: base_model…(train) | source, source_kind, method, bits, "
+    EventKind.START: "model, output, then per command: base_model…, resumed_from_step? (the checkpoint it "
+                     "continues from), staging (the run's folder) (train) | source, source_kind, method, bits, "
                      "group_size, device (quantize)",
     EventKind.TRAIN_STEP: "step, max_steps, epoch?, loss?, learning_rate?, grad_norm?, tokens_per_s?, gpu_mem_gb?",
     EventKind.EVAL: "step, max_steps, eval_* metrics (the trainer's evaluation)",
-    EventKind.EVAL_PROGRESS: "model, dataset (test file), done, total",
+    EventKind.EVAL_PROGRESS: "model, dataset (test file), done, total, resumed? (items an earlier attempt did)",
     EventKind.QUANTIZE_PROGRESS: "stage (prepare | calibration | quantize | save | done), done, total",
     EventKind.SAVED: "path (the finished model folder or metrics file)",
     EventKind.WARNING: "message (one clear line; the run goes on), model? (eval)",

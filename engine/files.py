@@ -78,6 +78,12 @@ def staged_dir(final: Path | str, *, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    promote_dir(tmp, final)
+
+
+def promote_dir(tmp: Path | str, final: Path | str) -> None:
+    """Rename the finished folder ``tmp`` to ``final`` (same parent), replacing an existing ``final``."""
+    tmp, final = Path(tmp), Path(final)
     if final.exists():
         trash = final.with_name(f".tmp-old-{final.name}-{os.getpid()}")
         os.replace(final, trash)

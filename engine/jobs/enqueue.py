@@ -57,7 +57,7 @@ def _quantize_request(ws: Workspace, source: str, target: str, step: PtqStep, *,
 def _eval_request(ws: Workspace, model: str, *, datasets: list[str], limit: int, batch_size: int, gpus: int,
                   force: bool = False, backend: str = "auto", threads: int = 0, description: str = "",
                   preset: str | None = None, after: tuple[int, ...] = (),
-                  after_steps: tuple[int, ...] = ()) -> JobRequest:
+                  after_steps: tuple[int, ...] = (), report_to: list[str] | None = None) -> JobRequest:
     args = ["eval", str(ws.model_dir(model))]
     if datasets:
         args += ["--datasets", ",".join(datasets)]
@@ -71,10 +71,12 @@ def _eval_request(ws: Workspace, model: str, *, datasets: list[str], limit: int,
         args += ["--backend", backend]
     if threads:
         args += ["--threads", str(threads)]
+    if report_to:
+        args += ["--report-to", ",".join(report_to)]
     description = description or f"evaluate {model} on {', '.join(datasets) or 'all test sets'}"
     return JobRequest("eval", llmtui_command(ws, *args), target=model, description=description, preset=preset,
                       options={"datasets": list(datasets), "limit": limit, "batch_size": batch_size, "force": force,
-                               "backend": backend, "threads": threads},
+                               "backend": backend, "threads": threads, "report_to": list(report_to or [])},
                       gpus=gpus,
                       after=after, after_steps=after_steps)
 
@@ -113,6 +115,7 @@ def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, 
             requests.append(_eval_request(ws, step.target, datasets=step.options["datasets"],
                                           limit=step.options["limit"], batch_size=step.options["batch_size"],
                                           backend=step.options["backend"], threads=step.options["threads"],
+                                          report_to=step.options.get("report_to"),
                                           gpus=step_gpus, description=step.description, preset=preset_text,
                                           after_steps=after_steps))
         else:

@@ -29,6 +29,7 @@ class JobProgress:
     done: int = 0
     total: int = 0
     started_at: float | None = None  # the ``start`` event's time
+    resumed_from_step: int | None = None  # a training that continued from its checkpoint at this step
     losses: list[float] = field(default_factory=list)
     latest: dict[str, float] = field(default_factory=dict)  # loss, learning_rate, tokens_per_s, …
     error: str = ""
@@ -43,6 +44,8 @@ class JobProgress:
             t = _json_number(event.get("t"))
             if kind == EventKind.START:
                 self.started_at = t
+                step = _json_number(event.get("resumed_from_step"))
+                self.resumed_from_step = int(step) if step is not None else None
             elif kind in PROGRESS_KINDS:
                 self._progress(PROGRESS_KINDS[kind], event, t)
             elif kind == EventKind.ERROR:
@@ -68,9 +71,10 @@ class JobProgress:
         done = int(_json_number(done) or 0)
         total = int(_json_number(total) or 0)
         if label != self.label or self._stage_start is None or done < self.done:
-            # training counts from the job's start (step 0); other stages from their first report
+            # training counts from the job's start (step 0, or the checkpoint it resumed from); other stages
+            # from their first report
             if stage == "train" and self.started_at is not None:
-                self._stage_start = (self.started_at, 0)
+                self._stage_start = (self.started_at, self.resumed_from_step or 0)
             else:
                 self._stage_start = (t, done) if t is not None else None
         self.stage, self.label, self.done, self.total = stage, label, done, total

@@ -5,7 +5,8 @@ it as its own process group (``engine.jobs.jobrun`` wrapping the job's command) 
 going to ``.llmtui/jobs/{id}/log.txt``. Jobs live in their own sessions: closing the TUI, losing SSH
 or stopping the worker does not stop them. A new worker adopts jobs whose process still lives (pid
 plus process start time, so a reused pid is not mistaken for the job), records the result of jobs
-that ended meanwhile, and marks the rest ``interrupted``.
+that ended meanwhile, and marks the rest ``interrupted``; an interrupted training that left a checkpoint is
+queued again to resume from it (``auto_resume``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Callable
 from engine.events import EventKind
 from engine.files import write_text
 from engine.jobs.gpu import GpuInventory, NvmlInventory
+from engine.jobs.resume import job_checkpoint, retry_depth
 from engine.jobs.store import Job, JobStore
 from engine.jobs.process import (JOB_WRAPPER_MODULE, descendants, kill_all, llmtui_command, process_alive,
                                  process_start_time, python_command, python_env, signal_group)
@@ -74,6 +76,8 @@ class WorkerSettings:
     cancel_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
     poll_interval_s: float = 0.2  # how often an idle worker looks at the queue
     vllm_python: str = ""  # vLLM's own interpreter, for evaluation's vLLM backend ("" = none)
+    auto_resume: bool = True  # re-queue an interrupted training that left a checkpoint
+    auto_resume_attempts: int = 3  # ... unless this many retries already led to it
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
 
@@ -137,6 +141,11 @@ def load_worker_settings(ws: Workspace) -> WorkerSettings:
         if known[key].type == "str":
             if not isinstance(value, str):
                 raise WorkerError(f"{path}: {key} = {value!r} must be a string (a path)")
+            values[key] = value
+            continue
+        if known[key].type == "bool":
+            if not isinstance(value, bool):
+                raise WorkerError(f"{path}: {key} = {value!r} must be true or false")
             values[key] = value
             continue
         wanted = int if known[key].type == "int" else float
@@ -257,6 +266,22 @@ class Worker:
                           "rebooted)") if job.pid else "interrupted: the worker stopped before the job's process started"
                 self.store.interrupt(job.id, reason, log_tail=log_tail(self.ws.root / job.log_path))
                 self.log(f"job {job.id}: {reason}")
+                self._auto_resume(job)
+
+    def _auto_resume(self, job: Job) -> None:
+        """Queue an interrupted training again when it left a checkpoint (it resumes from there)."""
+        if not self.settings.auto_resume or job.kind != "train":
+            return
+        checkpoint = job_checkpoint(self.ws, job)
+        if checkpoint is None:
+            return
+        depth = retry_depth({j.id: j for j in self.store.list()}, job)
+        if depth >= self.settings.auto_resume_attempts:
+            self.log(f"job {job.id}: not resumed automatically: {depth} retries already led to it "
+                     f"(auto_resume_attempts = {self.settings.auto_resume_attempts})")
+            return
+        copy = self.store.retry(job.id)[0]
+        self.log(f"job {job.id}: re-queued as job {copy.id} to resume from its checkpoint at step {checkpoint.step}")
 
     # ----------------------------------------------------------------------------- the loop
 

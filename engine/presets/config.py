@@ -30,6 +30,8 @@ PTQ_GROUP_SIZES = (0, 16, 32, 64, 128, 256, 512, 1024)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: Evaluation backends: vLLM when configured and able to load the model (auto), the built-in engine, or vLLM.
 EVAL_BACKENDS = ("auto", "hf", "vllm")
+#: Experiment trackers the trainer can report to (transformers' ``report_to`` names).
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
 
 
 SLURM_TIME_FORMATS = ("minutes", "minutes:seconds", "hours:minutes:seconds", "days-hours",
@@ -44,8 +46,11 @@ def slurm_time_problem(value: str) -> str | None:
 
 
 def _knob(default: Any, *, min: float | None = None, max: float | None = None, above: float | None = None,
-          below: float | None = None, choices: tuple | None = None, check: Any = None, help: str = "") -> Any:
+          below: float | None = None, choices: tuple | None = None, check: Any = None, one_or_list: bool = False,
+          help: str = "") -> Any:
+    # one_or_list: a list[str] knob that also takes a single string (report_to = "tensorboard")
     meta = {"min": min, "max": max, "above": above, "below": below, "choices": choices, "check": check,
+            "one_or_list": one_or_list,
             "help": help}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -104,6 +109,15 @@ class TrainSection:
     gpus: int = _knob(1, min=1, max=64, help="processes for data-parallel training (per node on Slurm)")
     nodes: int = _knob(1, min=1, max=1024, help="Slurm nodes for multi-node data-parallel training")
     slurm_time: str = _knob("", check=slurm_time_problem, help="Slurm time limit of the training job ('' = [slurm] time)")
+    # 250 steps: a 7-8B LoRA step (batch 1 x accumulation 8 x 1024 tokens) takes about 3-5 s on one GPU,
+    # so the newest checkpoint is at most ~15-20 min old; a 0.6B model saves every few minutes.
+    save_steps: int = _knob(250, min=0, help="optimizer steps between checkpoints (0 = none)")
+    save_total_limit: int = _knob(2, min=1, max=1000, help="checkpoints kept while training (oldest deleted)")
+    resume: str = _knob("auto", choices=("auto", "never"),
+                        help="auto: continue from this run's newest complete checkpoint")
+    keep_checkpoints: bool = _knob(False, help="keep the checkpoints in the model folder after training")
+    report_to: list[str] = _knob([], choices=TRACKERS, one_or_list=True,
+                                 help="experiment trackers: tensorboard, wandb, mlflow, trackio ([] = none)")
 
 
 @dataclass
@@ -123,6 +137,8 @@ class EvalSection:
     batch_size: int = _knob(0, min=0, help="0 = auto")
     backend: str = _knob("auto", choices=EVAL_BACKENDS, help="auto = vLLM when configured and it can load the model")
     threads: int = _knob(0, min=0, help="torch CPU threads of the built-in engine (0 = the cores free)")
+    report_to: list[str] = _knob([], choices=TRACKERS, one_or_list=True,
+                                 help="log metrics to the training run of these trackers (when it used them)")
 
 
 SECTIONS: dict[str, type] = {
@@ -224,6 +240,8 @@ def _type_problem(value: Any, type_name: str) -> str | None:
 def _range_problem(value: Any, meta: dict[str, Any]) -> str | None:
     if meta.get("check") is not None and (problem := meta["check"](value)):
         return problem
+    if meta.get("choices") is not None and isinstance(value, list):
+        return next(filter(None, (_range_problem(v, meta) for v in value)), None)
     if meta.get("choices") is not None and value not in meta["choices"]:
         hint = _did_you_mean(str(value), [str(c) for c in meta["choices"]])
         return f"{value!r} is not one of {', '.join(map(str, meta['choices']))}{hint}"
@@ -259,6 +277,8 @@ def _build_section(cls: type, raw: Any, where: str, problems: list[Problem]) -> 
             continue
         f = known[key]
         type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if f.metadata.get("one_or_list") and isinstance(value, str):
+            value = [value]
         issue = _type_problem(value, type_name) or _range_problem(value, f.metadata)
         if issue:
             problems.append(Problem(spot, issue))
@@ -328,6 +348,9 @@ def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ())
     for i, step in enumerate(config.ptq):
         for key, message in ptq_problems(step.method, step.bits, step.group_size).items():
             problems.append(Problem(f"ptq[{i}].{key}", message))
+    for where, trackers in (("train.report_to", config.train.report_to), ("eval.report_to", config.eval.report_to)):
+        if "none" in trackers and len(trackers) > 1:
+            problems.append(Problem(where, f"'none' cannot be combined with other trackers ({trackers})"))
     for name in config.eval.datasets:
         if name not in datasets:
             problems.append(Problem("eval.datasets", f"unknown test set {name!r}{_did_you_mean(name, list(datasets))}"))

@@ -59,7 +59,7 @@ def make_plan(config: ExperimentConfig, ws: Workspace) -> Plan:
             steps.append(Step("eval", out, f"evaluate {out} on {sets}", after=[index],
                               options={"datasets": list(config.eval.datasets), "limit": config.eval.limit,
                                        "batch_size": config.eval.batch_size, "backend": config.eval.backend,
-                                       "threads": config.eval.threads}))
+                                       "threads": config.eval.threads, "report_to": list(config.eval.report_to)}))
     return Plan(name, str(ws.model_dir(name)), steps)
 
 

@@ -7,7 +7,9 @@ stop rule (EOS, the first closed ``\\boxed{…}``, or the task's ``max_new_token
 
 Per model this writes ``Testing/predictions/{model}/{test stem}.jsonl`` (one row per item) and then
 ``Testing/metrics/{model}.json`` (the old scripts' schema plus new keys), both atomically. The metrics
-file is written last: an interrupted evaluation leaves none, so the model stays untested.
+file is written last: an interrupted evaluation leaves none, so the model stays untested. Finished
+generations are appended per batch to a partial file (:mod:`engine.runs.partial_predictions`), so an
+evaluation started again with the same settings generates only the items still missing.
 """
 
 from __future__ import annotations
@@ -29,11 +31,17 @@ from engine.results.model_folder import (TRAINING_METADATA, ModelLoadError, Mode
                                          resolve_model_folder)
 from engine.results.scoring import EXTRACTOR_VERSION, ItemScore, describe, extract_boxed, score_item, summarize_dataset
 from engine.runs.generation import BeforeGenerate, Generation, RowsDone
+from engine.runs.partial_predictions import PartialPredictions, model_fingerprint, partial_path, prompts_hash
+from engine.runs.trackers import chosen, log_evaluation, missing_packages
+from engine.presets.config import TRACKERS
 from engine.workspace import Workspace, safe_name
 
 #: Auto batch size: at most this many rows generate at once, fewer when memory runs out.
 AUTO_START_BATCH = {"cuda": 256, "cpu": 128}
 FAILURES_FILE = "eval-failures.json"
+log = logging.getLogger("llmtui.eval")
+#: The stopping rule, recorded in the metrics file and in the partial file's settings.
+STOP_RULE = "EOS or the first closed \\boxed{}"
 
 
 class EvalError(ValueError):
@@ -56,6 +64,7 @@ class EvalOptions:
     device: str | None = None
     backend: str = "auto"
     threads: int = 0
+    report_to: list[str] = field(default_factory=list)  # trackers of the model's training run to log to
 
 
 # ------------------------------------------------------------------------------------------- datasets
@@ -118,28 +127,46 @@ class DatasetRun:
 
 def evaluate_dataset(backend: Any, task: TaskSpec, items: list[Item], *, eos_ids: list[int], brace_mask: Any,
                      on_progress: Callable[[int, int], None] | None = None,
-                     on_rows_done: RowsDone | None = None) -> DatasetRun:
-    """Generate, score and summarise one test set with ``backend`` (``HFBackend`` or ``VLLMBackend``)."""
+                     partial: PartialPredictions | None = None) -> DatasetRun:
+    """Generate, score and summarise one test set with ``backend`` (``HFBackend`` or ``VLLMBackend``); with
+    ``partial`` (whose settings get the prompts' hash), items an earlier attempt finished are taken from it and
+    new ones are appended to it as rows finish."""
     from engine.data.prompts import render_prompt
     from engine.runs.generation import OutOfMemory
 
     prompts = [render_prompt(backend.tokenizer, task, item) for item in items]
     token_ids = tokenize_prompts(backend.tokenizer, prompts)  # the unit of work: vLLM gets these ids, not text
+    earlier: dict[int, Generation] = {}
+    if partial is not None:
+        partial.settings = {**partial.settings, "prompts_sha256": prompts_hash(prompts),
+                            "max_new_tokens": task.max_new_tokens}
+        earlier = {i: Generation(**row) for i, row in partial.load().items() if 0 <= i < len(items)}
+    todo = [i for i in range(len(items)) if i not in earlier]
+    if on_progress is not None:  # the first report counts the items an earlier attempt finished
+        on_progress(len(earlier), len(items))
     started = time.perf_counter()
-    try:
-        generations = backend.generate(token_ids, task.max_new_tokens, eos_ids=eos_ids, brace_mask=brace_mask,
-                                       on_progress=on_progress, on_rows_done=on_rows_done)
-    except OutOfMemory as exc:
-        raise EvalError(str(exc)) from None
+    fresh: list[Generation] = []
+    if todo:
+        try:
+            fresh = backend.generate(
+                [token_ids[i] for i in todo], task.max_new_tokens, eos_ids=eos_ids, brace_mask=brace_mask,
+                on_progress=None if on_progress is None else lambda done, _: on_progress(len(earlier) + done, len(items)),
+                on_rows_done=None if partial is None else lambda rows: partial.append([(todo[j], g) for j, g in rows]))
+        except OutOfMemory as exc:
+            raise EvalError(str(exc)) from None
     elapsed = time.perf_counter() - started
     used = getattr(backend, "batch_size_used", None)
+    generations: list[Generation] = [earlier.get(i) for i in range(len(items))]
+    for i, generation in zip(todo, fresh):
+        generations[i] = generation
     scores = [score_item(task.kind, gen.text, item.answer) for item, gen in zip(items, generations)]
     prompt_tokens = [len(ids) for ids in token_ids]
     rows = [prediction_row(task, *entry) for entry in zip(items, prompts, generations, scores, prompt_tokens)]
     block = summarize_dataset(task.kind, scores, [g.latency_s for g in generations], [g.tokens for g in generations])
     block["max_new_tokens"] = task.max_new_tokens
     block["batch_size"] = used
-    block["items_per_second"] = round(len(items) / elapsed, 4) if elapsed > 0 else None
+    block["items_per_second"] = round(len(todo) / elapsed, 4) if elapsed > 0 and todo else None
+    block["resumed_items"] = len(earlier)
     return DatasetRun(task, block, rows, elapsed, used)
 
 
@@ -299,11 +326,16 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
         raise AlreadyEvaluated(f"{name} is already evaluated ({metrics_path}); use --force to evaluate it again")
     test_sets = test_sets or load_test_sets(ws, options)
     tasks, items = test_sets.tasks, test_sets.items
+    _check_trackers(options.report_to)
     found = detect_kind(model_dir)
     device = resolve_device(options.device)
     start_batch_size(options.batch_size, device)  # a bad batch size fails before anything loads
     events.emit(EventKind.START, model=name, model_dir=str(model_dir), model_kind=found.kind,
                 datasets=[t.test_file for t in tasks], total=sum(len(v) for v in items.values()))
+    fingerprint = model_fingerprint(model_dir)
+    partials = {task.name: PartialPredictions(partial_path(ws, name, task.test_file), {
+        "model": fingerprint, "dataset": task.test_file, "limit": options.limit, "items": len(items[task.name]),
+        "decoding": "greedy", "stop": STOP_RULE}) for task in tasks}
     reset_memory_peaks()
     backend, generation_config, choice = _start_backend(ws, model_dir, found, options, device, test_sets,
                                                         before_generate)
@@ -314,14 +346,20 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
                                                           events)
         eos_ids = stop_token_ids(tokenizer, generation_config)
         brace_mask = brace_token_mask(tokenizer, backend.vocab_size)
+        backend_name = backend.describe().get("name")
+        for partial in partials.values():  # the prompt format record (without its example text) and the backend
+            partial.settings["prompt_format"] = {k: v for k, v in used_format.items() if k != "example"}
+            partial.settings["backend"] = backend_name
         runs = []
         for task in tasks:
-            def progress(done: int, total: int, dataset: str = task.test_file) -> None:
-                events.emit(EventKind.EVAL_PROGRESS, model=name, dataset=dataset, done=done, total=total)
+            partial = partials[task.name]
 
-            events.emit(EventKind.EVAL_PROGRESS, model=name, dataset=task.test_file, done=0, total=len(items[task.name]))
+            def progress(done: int, total: int, dataset: str = task.test_file, partial=partial) -> None:
+                events.emit(EventKind.EVAL_PROGRESS, model=name, dataset=dataset, done=done, total=total,
+                            resumed=partial.resumed)
+
             runs.append(evaluate_dataset(backend, task, items[task.name], eos_ids=eos_ids, brace_mask=brace_mask,
-                                         on_progress=progress))
+                                         on_progress=progress, partial=partial))
         peaks = memory_peaks()
         described = backend.describe()
         versions = getattr(backend, "versions", {"torch": torch.__version__})
@@ -331,7 +369,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
         "model_dir": str(model_dir), "model_kind": found.kind, "device": device, "dtype": described["dtype"],
         "datasets": [t.test_file for t in tasks], "limit": options.limit,
         "batch_size_requested": options.batch_size, "decoding": "greedy",
-        "stop": "EOS or the first closed \\boxed{}", "torch_version": versions["torch"],
+        "stop": STOP_RULE, "torch_version": versions["torch"],
         "backend": described, "backend_choice": choice,
     }, load_s=load_s, wall_s=time.perf_counter() - wall_started)
     metrics["prompt_format"] = used_format
@@ -343,8 +381,35 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
         for run in runs:
             write_jsonl(folder / f"{Path(run.task.test_file).stem}.jsonl", run.rows)
     write_json(metrics_path, metrics)
+    for partial in partials.values():
+        partial.discard()
     events.emit(EventKind.SAVED, path=str(metrics_path))
+    if chosen(options.report_to):
+        _report(model_dir, options.report_to, metrics)
     return metrics
+
+
+def _check_trackers(report_to: list[str]) -> None:
+    unknown = [name for name in report_to if name not in TRACKERS]
+    if unknown:
+        raise EvalError(f"report_to: unknown tracker(s) {', '.join(unknown)} (known: {', '.join(TRACKERS)})")
+    missing = missing_packages(report_to, "report_to")
+    if missing:
+        raise EvalError(missing)
+
+
+def _report(model_dir: Path, report_to: list[str], metrics: dict[str, Any]) -> None:
+    """Log the metrics to the tracker runs recorded by the model's training (``training_metadata.json``)."""
+    import json
+
+    try:
+        training = json.loads((model_dir / TRAINING_METADATA).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        training = {}
+    trackers = training.get("trackers") if isinstance(training.get("trackers"), dict) else {}
+    step = (training.get("training_stats") or {}).get("total_steps")
+    for line in log_evaluation(model_dir, trackers, report_to, metrics, step):
+        log.warning("report_to %s", line)
 
 
 def check_prompt_format(model_dir: Path, tokenizer: Any, task: TaskSpec, item: Item,

@@ -1,38 +1,53 @@
-"""SFT training runs: full fine-tuning, LoRA/DoRA/VeRA, QLoRA; base snapshots; data-parallel relaunch (job process).
+"""SFT training runs: full fine-tuning, LoRA/DoRA/VeRA, QLoRA; base snapshots; checkpoints and resume;
+data-parallel relaunch (job process).
 
 :func:`train` runs one experiment in this process and writes ``Models/{name}/`` (weights or adapter,
-tokenizer, ``training_metadata.json``, ``preset.toml``) through :func:`engine.files.staged_dir`, so a
-failed or killed run never leaves a folder that looks finished. The training data are prompt/completion
-pairs from :func:`engine.data.prompts.render_example`, tokenized here so the model is trained on exactly the
-evaluation prompt followed by the answer (no extra EOS appended). :func:`launch_data_parallel` re-runs a
-command under ``accelerate launch`` with N processes (``train.gpus > 1``).
+tokenizer, ``training_metadata.json``, ``preset.toml``). It trains in the run's staging folder
+(:mod:`engine.staging`: checkpoints every ``train.save_steps``, TensorBoard logs) and renames it to the
+model folder at the end, so a failed or killed run never leaves a folder that looks finished, and the
+next attempt of the same run continues from its newest complete checkpoint (``train.resume = "auto"``).
+The training data are prompt/completion pairs from :func:`engine.data.prompts.render_example`, tokenized
+here so the model is trained on exactly the evaluation prompt followed by the answer (no extra EOS
+appended). :func:`launch_data_parallel` re-runs a command under ``accelerate launch`` with N processes
+(``train.gpus > 1``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from engine.files import staged_dir, write_json, write_text
+from engine.files import promote_dir, staged_dir, write_json, write_text
 from engine.presets.config import ExperimentConfig, cross_check
 from engine.data.prompts import prompt_format, render_example, tokenize_prompts
 from engine.data.tasks import DatasetError, get_task, load_items, task_registry
 from engine.events import EventKind, EventWriter
 from engine.runs.device import DeviceChoice, HardwareError, choose_device, hardware_info, torch_dtype
+from engine.runs.trackers import continue_runs, identity_callback, missing_packages
 from engine.runs.train_progress import ProgressEvents, Reporter, progress_callback, stop_callback
 from engine.results.model_folder import PRESET_COPY, TRAINING_METADATA, ModelNotFoundError, resolve_model_ref
+from engine.staging import (CHECKPOINT_PREFIX, TENSORBOARD_DIR, checkpoints, latest_checkpoint,
+                            mark_complete, other_runs, remove_checkpoints, run_key, staging_dir)
 from engine.workspace import Workspace
 
+#: Held (flock) by the process training in a staging folder: a second process training the same run is refused.
+RUN_LOCK = ".llmtui-lock"
+#: The tracker runs the first attempt opened, so a resumed attempt continues them.
+TRACKERS_FILE = ".llmtui-trackers.json"
+log = logging.getLogger("llmtui.train")
 
 
 class TrainError(RuntimeError):
@@ -91,6 +106,9 @@ def preflight(ws: Workspace, config: ExperimentConfig, *, overwrite: bool = Fals
         raise TrainError(f"{final} already exists; pass --overwrite to replace it")
     if config.data.dataset != "none":
         _load_training_items(ws, config, limit=1)
+        missing = missing_packages(config.train.report_to)
+        if missing:
+            raise TrainError(missing)
     return final
 
 
@@ -336,7 +354,8 @@ def check_trainer_inputs(trainer, tokenizer) -> None:
 
 
 def sft_args(config: ExperimentConfig, choice: DeviceChoice, output_dir: str, *, has_eval: bool):
-    """The TRL ``SFTConfig`` of a preset (``warmup_ratio`` goes to ``warmup_steps`` as a float)."""
+    """The TRL ``SFTConfig`` of a preset (``warmup_ratio`` goes to ``warmup_steps`` as a float); checkpoints
+    and TensorBoard logs go to ``output_dir`` (the run's staging folder)."""
     from trl import SFTConfig
 
     t = config.train
@@ -353,7 +372,9 @@ def sft_args(config: ExperimentConfig, choice: DeviceChoice, output_dir: str, *,
         completion_only_loss=True, max_length=t.max_length,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random", seed=t.seed,
         use_cpu=choice.use_cpu, bf16=choice.mixed == "bf16", fp16=choice.mixed == "fp16",
-        save_strategy="no", report_to="none", disable_tqdm=True, dataloader_pin_memory=not choice.use_cpu,
+        save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500,
+        save_total_limit=t.save_total_limit, report_to=[r for r in t.report_to if r != "none"] or "none",
+        run_name=config.output_name(), disable_tqdm=True, dataloader_pin_memory=not choice.use_cpu,
         ddp_find_unused_parameters=False, **eval_kwargs)
 
 
@@ -566,56 +587,194 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
     choice = choose_device(config.model.dtype, full_finetuning=config.peft.method == "NoPeft")
     _quiet_libraries()
     reset_memory_peaks()
-    tokenizer = _load_tokenizer(base_path, config)
-    train_set, data_stats = build_dataset(ws, config, tokenizer)
-    eval_set = None
-    if config.data.trunc_eval:
-        eval_set, _ = build_dataset(ws, config, tokenizer, "test", config.data.trunc_eval)
-    set_seed(config.train.seed)  # adapter weights are initialised before the trainer seeds: same seed, same run
-    model = _load_model(base_path, config, choice, qlora=qlora)
-    model, peft_config = _wrap_peft(model, config, qlora=qlora)
-    counts = parameter_counts(model)
-    _start_event(events, config, base_path, final, choice, examples=data_stats["examples"],
-                 total_params=counts[0], trainable_params=counts[1])
-    with tempfile.TemporaryDirectory(prefix="llmtui-train-") as scratch:
-        args = sft_args(config, choice, scratch, has_eval=eval_set is not None)
-        stopper = stop_callback()
+    with run_staging(ws, config) as (staging, resume_from):
+        tokenizer = _load_tokenizer(base_path, config)
+        train_set, data_stats = build_dataset(ws, config, tokenizer)
+        eval_set = None
+        if config.data.trunc_eval:
+            eval_set, _ = build_dataset(ws, config, tokenizer, "test", config.data.trunc_eval)
+        set_seed(config.train.seed)  # adapter weights are initialised before the trainer seeds: same seed, same run
+        model = _load_model(base_path, config, choice, qlora=qlora)
+        model, peft_config = _wrap_peft(model, config, qlora=qlora)
+        counts = parameter_counts(model)
+        resumed_step = resume_from.step if resume_from else None
+        _start_event(events, config, base_path, final, choice, examples=data_stats["examples"],
+                     total_params=counts[0], trainable_params=counts[1], resumed_from_step=resumed_step,
+                     staging=str(staging))
+        if resume_from is not None:
+            continue_runs(_read_trackers(staging))
+        args = sft_args(config, choice, str(staging), has_eval=eval_set is not None)
+        stopper = stop_callback()  # after checkpoint_callback: its save on the stop signal must stand
+        callbacks = [progress_callback(events), checkpoint_callback(config.train.save_steps),
+                     identity_callback(config.train.report_to, lambda found: _record_trackers(staging, found)), stopper]
         trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                             processing_class=tokenizer, callbacks=[progress_callback(events), stopper])
+                             processing_class=tokenizer, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
         check_trainer_inputs(trainer, tokenizer)
         cpu_started = time.process_time()
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=str(resume_from.path) if resume_from else None)
         train_cpu_s = time.process_time() - cpu_started
         if stopper.stopped:
             raise TrainStopped(f"stopped on request at step {trainer.state.global_step} of "
                                f"{trainer.state.max_steps} (time limit or preemption near); run it again to go on")
-    state = trainer.state
-    runtime = float(output.metrics.get("train_runtime", 0.0))
-    total_tokens = int(getattr(trainer, "_total_train_tokens", 0) or 0)
-    stats = {"total_steps": state.global_step, "epochs_completed": round(float(state.epoch or 0.0), 4),
-             "final_loss": events.last_loss if events.last_loss is not None else float(output.training_loss),
-             "mean_train_loss": float(output.training_loss), "train_runtime_s": round(runtime, 3),
-             "train_steps_per_s": round(state.global_step / runtime, 4) if runtime else None,
-             "train_cpu_s": round(train_cpu_s, 3),
-             "tokens_seen": total_tokens, "tokens_per_s": round(total_tokens / runtime, 1) if runtime else None}
-    hardware = hardware_info(choice)
-    if not trainer.is_world_process_zero():
-        return TrainResult(config.output_name(), None, "")
-    bnb = _bnb_config(choice) if qlora else None
-    with staged_dir(final, overwrite=overwrite) as tmp:
-        model_type = save_model(trainer.model, tokenizer, config, base_path, choice, tmp)
+        state = trainer.state
+        runtime = float(output.metrics.get("train_runtime", 0.0))
+        steps_run = state.global_step - (resumed_step or 0)  # this attempt's steps (the runtime is this attempt's)
+        total_tokens = int(getattr(trainer, "_total_train_tokens", 0) or 0)
+        stats = {"total_steps": state.global_step, "epochs_completed": round(float(state.epoch or 0.0), 4),
+                 "final_loss": events.last_loss if events.last_loss is not None else float(output.training_loss),
+                 "mean_train_loss": float(output.training_loss), "train_runtime_s": round(runtime, 3),
+                 "train_steps_per_s": round(steps_run / runtime, 4) if runtime else None,
+                 "train_cpu_s": round(train_cpu_s, 3), "resumed_from_step": resumed_step,
+                 "tokens_seen": total_tokens, "tokens_per_s": round(total_tokens / runtime, 1) if runtime else None}
+        hardware = hardware_info(choice)
+        if not trainer.is_world_process_zero():
+            return TrainResult(config.output_name(), None, "")
+        bnb = _bnb_config(choice) if qlora else None
+        _clear_for_final_save(staging)
+        model_type = save_model(trainer.model, tokenizer, config, base_path, choice, staging)
         metadata = build_metadata(config, base_path=base_path, model_type=model_type, counts=counts,
                                   trl_args=_plain(_trl_args_dict(args)), peft_config=peft_config,
                                   quantization_config=bnb, stats=stats, hardware=hardware,
                                   data={k: v for k, v in data_stats.items() if k != "prompt_format"},
                                   prompt_format=data_stats["prompt_format"])
-        _write_extras(tmp, metadata, preset_text)
+        metadata["trackers"] = _read_trackers(staging)
+        _write_extras(staging, metadata, preset_text)
+        _promote_run(staging, final, overwrite=overwrite, keep_checkpoints=config.train.keep_checkpoints)
     events.emit(EventKind.SAVED, path=str(final))
     events.emit(EventKind.DONE, model=config.output_name(), output=str(final), model_type=model_type,
                 steps=stats["total_steps"], final_loss=stats["final_loss"], runtime_s=stats["train_runtime_s"],
-                tokens_per_s=stats["tokens_per_s"])
+                tokens_per_s=stats["tokens_per_s"], resumed_from_step=resumed_step)
     return TrainResult(config.output_name(), final, model_type, metadata)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+@contextlib.contextmanager
+def run_staging(ws: Workspace, config: ExperimentConfig):
+    """Yield ``(staging folder, checkpoint to resume from or None)`` for this run, holding its lock (rank 0).
+
+    Rank 0 first removes the staging folders of earlier runs of the same model name with other settings
+    (unless a live process holds them), checkpoints half-written by a process that died mid-save, and
+    with ``train.resume = "never"`` this run's checkpoints. On failure the folder is kept when it holds
+    a complete checkpoint (the next attempt resumes from it) and removed otherwise.
+    """
+    name = config.output_name()
+    key = run_key(config.to_dict())
+    folder = staging_dir(ws.models_dir, name, key)
+    if rank() != 0:  # rank 0 prepares the folder; the other ranks only read it
+        latest = latest_checkpoint(folder) if config.train.resume == "auto" else None
+        yield folder, latest
+        return
+    for old in other_runs(ws.models_dir, name, key):
+        with _lock(old, wait=False) as held:
+            if held:
+                shutil.rmtree(old, ignore_errors=True)
+                log.warning("removed %s: an unfinished run of %s with other settings (its checkpoints cannot be "
+                            "resumed by this one)", old.name, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _lock(folder, wait=False) as held:
+        if not held:
+            raise TrainError(f"another process is training this run in {folder}; wait for it to end or cancel it")
+        found = checkpoints(folder)
+        half = [c for c in found if not c.complete]
+        if half:
+            log.warning("ignored checkpoint(s) at step %s in %s: half-written (the process died while saving)",
+                        ", ".join(map(str, remove_checkpoints(half))), folder)
+        latest = latest_checkpoint(folder)
+        if latest is not None and config.train.resume == "never":
+            steps = remove_checkpoints(c for c in found if c.complete)
+            log.warning("train.resume = 'never': removed this run's checkpoint(s) at step %s and started over",
+                        ", ".join(map(str, steps)))
+            latest = None
+        if latest is not None:
+            log.warning("resuming %s from its checkpoint at step %d (%s)", name, latest.step, latest.path)
+        try:
+            yield folder, latest
+        except BaseException:
+            kept = latest_checkpoint(folder)
+            if kept is None:
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                log.warning("kept the checkpoint at step %d in %s: the next attempt of this run resumes from it",
+                            kept.step, folder)
+            raise
+
+
+@contextlib.contextmanager
+def _lock(folder: Path, *, wait: bool):
+    """Hold ``folder``'s run lock; yields False when another process holds it and ``wait`` is False."""
+    try:
+        fd = os.open(folder / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:  # removed meanwhile
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def checkpoint_callback(save_steps: int) -> Any:
+    """A ``TrainerCallback`` that marks each checkpoint complete once the trainer's save returned, and skips
+    the trainer's extra save at the last step (the final model is written right after it, and that save's
+    optimizer state, its largest part, would only be deleted again)."""
+    from transformers import TrainerCallback
+
+    class Checkpoints(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if control.should_save and state.global_step >= state.max_steps and save_steps and \
+                    state.global_step % save_steps:
+                control.should_save = False
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                mark_complete(Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}")
+
+    return Checkpoints()
+
+
+def _read_trackers(staging: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((staging / TRACKERS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _record_trackers(staging: Path, found: dict[str, Any]) -> None:
+    write_json(staging / TRACKERS_FILE, {**_read_trackers(staging), **found})
+
+
+def _clear_for_final_save(staging: Path) -> None:
+    """Remove whatever an attempt that died while saving the final model left (checkpoints, TensorBoard logs
+    and llmtui's own files stay)."""
+    keep = {TENSORBOARD_DIR, RUN_LOCK, TRACKERS_FILE}
+    for entry in staging.iterdir():
+        if entry.name in keep or entry.name.startswith(CHECKPOINT_PREFIX):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _promote_run(staging: Path, final: Path, *, overwrite: bool, keep_checkpoints: bool) -> None:
+    """Rename the finished staging folder to the model folder, then delete its checkpoints (unless kept)."""
+    if final.exists() and not overwrite:
+        raise TrainError(f"{final} appeared while this run trained; the trained model stays in {staging} "
+                         "(rename it, or train again with --overwrite)")
+    (staging / TRACKERS_FILE).unlink(missing_ok=True)
+    (staging / RUN_LOCK).unlink(missing_ok=True)
+    promote_dir(staging, final)
+    if not keep_checkpoints:
+        remove_checkpoints(checkpoints(final))
 
 
 # ------------------------------------------------------------------------------------------ data parallel

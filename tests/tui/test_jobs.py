@@ -169,3 +169,19 @@ async def test_log_tail_reads_only_the_end_of_a_big_file_then_follows_it(tmp_pat
 def test_split_lines_keeps_the_unfinished_rest():
     assert split_lines(b"a\r\nb\rc\npart") == (["a", "c"], b"part")
     assert split_lines(b"caf\xc3\xa9\n\xff\n") == (["café", "\ufffd"], b"")
+
+
+def test_the_jobs_screen_says_where_a_training_resumed():
+    from engine.jobs.progress import JobProgress
+    from engine.jobs.store import Job
+    from tui.screens.jobs import job_view
+
+    progress = JobProgress()
+    progress.update([{"t": 100.0, "kind": "start", "resumed_from_step": 250},
+                     {"t": 110.0, "kind": "train_step", "step": 260, "max_steps": 300, "loss": 1.0}])
+    job = Job(id=1, kind="train", target="m", description="", status="running", command=["true"], preset=None,
+              options={}, depends_on=[], gpus_requested=0, gpus_assigned=[], pid=None, pid_created=None,
+              created_at=90.0, started_at=95.0, ended_at=None, exit_code=None, error="", log_tail="", log_path="",
+              events_path="", retry_of=None, cancel_requested_at=None, failed_dependency=None)
+    view = job_view(job, progress, 110.0)
+    assert view.label == "train (resumed at step 250)" and (view.done, view.total) == (260, 300)

@@ -58,6 +58,9 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=_limit, default=0, metavar="N",
                         help="torch CPU threads of the built-in engine (0 = as many as cores are free)")
     parser.add_argument("--force", action="store_true", help="evaluate again even if a metrics file exists")
+    parser.add_argument("--report-to", metavar="LIST", default="",
+                        help="also log the metrics to the tracker runs the model's training used "
+                             "(comma-separated: tensorboard,wandb,mlflow)")
     parser.add_argument("--events", metavar="FILE", help="append JSONL progress events here (default: $LLMTUI_EVENTS)")
     parser.add_argument("--json", action="store_true", help="print the run's outcome as JSON")
     parser.set_defaults(func=run)
@@ -95,8 +98,9 @@ def run(args) -> int:
     if not args.untested and not args.models:
         fail("name at least one MODEL_DIR, or use --untested")
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
+    report_to = [t.strip() for t in args.report_to.split(",") if t.strip()]
     options = EvalOptions(datasets=datasets, limit=args.limit, batch_size=args.batch_size, force=args.force,
-                          device=args.device, backend=args.backend, threads=args.threads)
+                          device=args.device, backend=args.backend, threads=args.threads, report_to=report_to)
     signal.signal(signal.SIGTERM, _terminate)
     broken = []
     if args.untested:

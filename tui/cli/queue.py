@@ -280,13 +280,18 @@ def _cancel(ws, args) -> int:
 
 
 def _retry(ws, args) -> int:
+    from engine.jobs.resume import job_checkpoint
+
     with JobStore(ws) as store:
+        checkpoint = job_checkpoint(ws, store.require(args.id))
         jobs = store.retry(args.id)
     how = _start_worker(ws)
     with JobStore(ws) as store:
         jobs = list(store.get_many(job.id for job in jobs).values())
     console.print(_jobs_table(jobs, f"re-queued job {args.id} as #{jobs[0].id}"
-                                    + (f" with {len(jobs) - 1} dependent job(s)" if len(jobs) > 1 else "")))
+                                    + (f" with {len(jobs) - 1} dependent job(s)" if len(jobs) > 1 else "")
+                                    + (f"; it resumes from the checkpoint at step {checkpoint.step}"
+                                       if checkpoint else "")))
     console.print(how)
     return 0
 

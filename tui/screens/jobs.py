@@ -62,6 +62,8 @@ def job_view(job: Job, progress: JobProgress | None, now: float) -> JobView:
     view = JobView(job, elapsed)
     if progress is not None:
         view.label, view.done, view.total = progress.label, progress.done, progress.total
+        if progress.resumed_from_step is not None and view.label:
+            view.label += f" (resumed at step {progress.resumed_from_step})"
         view.fraction = progress.fraction
         view.eta_s = progress.eta_s(now) if job.status == "running" else None
         view.losses, view.latest = list(progress.losses), dict(progress.latest)

@@ -128,7 +128,7 @@ class PresetForm(VerticalScroll):
         choices = spec.get("choices")
         if section == "data" and key == "dataset":
             choices = (*self.datasets, "none")
-        if choices:
+        if choices and type_name != "list[str]":  # a list with choices (report_to) is typed, comma-separated
             self._choices[wid] = tuple(choices)
             return Select(self._options(wid, value), value=value, allow_blank=False, id=wid, compact=True,
                           tooltip=tooltip)

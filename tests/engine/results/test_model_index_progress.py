@@ -103,3 +103,12 @@ def test_workspace_stamps_change_with_models_metrics_queue_and_presets(tmp_path)
     assert changed_parts(after_queue, workspace_stamps(ws)) == {"queue"}
     (ws.experiments_dir / "x.toml").write_text("")
     assert "experiments" in changed_parts(after_queue, workspace_stamps(ws))
+
+
+def test_a_resumed_training_counts_its_rate_from_the_checkpoint():
+    progress = JobProgress()
+    progress.update([{"t": 100.0, "kind": "start", "resumed_from_step": 250},
+                     {"t": 110.0, "kind": "train_step", "step": 260, "max_steps": 300, "loss": 1.0}])
+    assert progress.resumed_from_step == 250
+    assert progress.rate() == pytest.approx(1.0), "10 steps in 10 s, not 260"
+    assert progress.eta_s(110.0) == pytest.approx(40.0)

@@ -208,7 +208,10 @@ class ExperimentsScreen(WorkspaceScreen):
 
     @on(PresetForm.Edited)
     def revalidate(self) -> None:
-        """Check the form with the engine's rules; show problems inline and the name and steps above."""
+        """Check the form with the engine's rules; show problems inline and the name and steps above.
+        Skipped while the form is still filling (its fill ends with one ``Edited``)."""
+        if self.form.filling:
+            return
         data, problems = self.form.values()
         config = None
         try:

@@ -226,3 +226,23 @@ async def test_ptq_steps_can_be_reordered_and_are_saved_in_that_order(demo_ws):
         path = demo_ws.experiments_dir / "arc-qlora-gptq.toml"
         await wait_for(pilot, lambda: len(load_preset(path).ptq) == 2, what="the save")
         assert [(s.method, s.bits) for s in load_preset(path).ptq] == [("HQQ", 3), ("GPTQ", 4)]
+
+
+async def test_saving_from_the_form_keeps_the_file_as_written(demo_ws):
+    path = demo_ws.experiments_dir / "arc-qlora-gptq.toml"
+    written = path.read_text()
+    assert written.startswith("# QLoRA on synthetic ARC")
+    app = _app(demo_ws)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await _open(app, pilot)
+        await _choose_preset(pilot, screen, "arc-qlora-gptq")
+        await pilot.press("ctrl+s")  # no edits: byte-identical
+        await wait_for(pilot, lambda: any("saved experiments/arc-qlora-gptq.toml" in m for m in _messages(app)),
+                       what="the first save")
+        assert path.read_text() == written
+
+        await _type_into(pilot, screen, "f-train-max_steps", "80")  # one key
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: path.read_text() != written, what="the second save")
+        assert path.read_text() == written.replace("max_steps = 50\n", "max_steps = 80\n")

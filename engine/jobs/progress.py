@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 #: Event kind → the stage it reports progress for.
 PROGRESS_KINDS = {"train_step": "train", "eval_progress": "eval", "quantize_progress": "quantize"}
-#: How many loss values the curve keeps (older ones are dropped).
+#: How many points the curve keeps (older ones are dropped).
 MAX_CURVE_POINTS = 1000
 #: Training numbers kept from the latest ``train_step`` event.
 TRAIN_READINGS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "gpu_mem_gb", "epoch")
@@ -15,6 +15,34 @@ TRAIN_READINGS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "gpu_mem
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass
+class TrainingCurve:
+    """What a training chart plots: train loss and learning rate per logged step, eval loss at its steps."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    learning_rates: list[float | None] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_losses: list[float] = field(default_factory=list)
+
+    def add_train(self, step: int, loss: float, learning_rate: float | None) -> None:
+        self.steps.append(step)
+        self.losses.append(loss)
+        self.learning_rates.append(learning_rate)
+        for points in (self.steps, self.losses, self.learning_rates):
+            del points[:-MAX_CURVE_POINTS]
+
+    def add_eval(self, step: int, loss: float) -> None:
+        self.eval_steps.append(step)
+        self.eval_losses.append(loss)
+        for points in (self.eval_steps, self.eval_losses):
+            del points[:-MAX_CURVE_POINTS]
+
+    def copy(self) -> "TrainingCurve":
+        return TrainingCurve(list(self.steps), list(self.losses), list(self.learning_rates),
+                             list(self.eval_steps), list(self.eval_losses))
 
 
 @dataclass
@@ -26,7 +54,7 @@ class JobProgress:
     done: int = 0
     total: int = 0
     started_at: float | None = None  # the ``start`` event's time
-    losses: list[float] = field(default_factory=list)
+    curve: TrainingCurve = field(default_factory=TrainingCurve)
     latest: dict[str, float] = field(default_factory=dict)  # loss, learning_rate, tokens_per_s, …
     error: str = ""
     finished: bool = False
@@ -42,6 +70,10 @@ class JobProgress:
                 self.started_at = t
             elif kind in PROGRESS_KINDS:
                 self._progress(PROGRESS_KINDS[kind], event, t)
+            elif kind == "eval":
+                step, loss = _number(event.get("step")), _number(event.get("eval_loss"))
+                if step is not None and loss is not None:
+                    self.curve.add_eval(int(step), loss)
             elif kind == "error":
                 self.error = str(event.get("message", "error"))
             elif kind == "done":
@@ -54,10 +86,9 @@ class JobProgress:
                 value = _number(event.get(key))
                 if value is not None:
                     self.latest[key] = value
-            loss = _number(event.get("loss"))
+            loss, step = _number(event.get("loss")), _number(done)
             if loss is not None:
-                self.losses.append(loss)
-                del self.losses[:-MAX_CURVE_POINTS]
+                self.curve.add_train(int(step or 0), loss, _number(event.get("learning_rate")))
         else:
             done, total = event.get("done"), event.get("total")
             part = event.get("dataset") if stage == "eval" else event.get("stage")
@@ -73,6 +104,11 @@ class JobProgress:
         self.stage, self.label, self.done, self.total = stage, label, done, total
         if t is not None:
             self._last = (t, done)
+
+    @property
+    def losses(self) -> list[float]:
+        """The train losses of the curve, oldest first."""
+        return self.curve.losses
 
     @property
     def fraction(self) -> float | None:

@@ -15,8 +15,8 @@ from textual.widgets import DataTable, Footer, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from engine.events import EventTail
-from engine.jobs.progress import JobProgress
-from engine.jobs.store import Job, JobStore
+from engine.jobs.progress import JobProgress, TrainingCurve
+from engine.jobs.store import STATUSES, Job, JobStore
 from tui.format import human_duration, status_style
 from tui.messages import WorkspaceChanged
 from tui.modals.confirm import ConfirmModal
@@ -28,8 +28,10 @@ from tui.widgets.table_sync import Column, TableSync, clip, visible_columns
 
 #: The most recent jobs listed.
 MAX_JOBS = 500
+#: The status column fits the longest status, so no status is ever cut.
+STATUS_WIDTH = max(len(s) for s in (*STATUSES, "cancelling"))
 COLUMNS = [
-    Column("id", "#"), Column("status", "status"), Column("kind", "kind"), Column("target", "target"),
+    Column("id", "#"), Column("status", "status", width=STATUS_WIDTH), Column("kind", "kind"), Column("target", "target"),
     Column("gpu", "GPU"), Column("elapsed", "elapsed"), Column("eta", "ETA"), Column("what", "description", 150),
 ]
 
@@ -45,7 +47,7 @@ class JobView:
     total: int = 0
     fraction: float | None = None
     eta_s: float | None = None
-    losses: list[float] = field(default_factory=list)
+    curve: TrainingCurve = field(default_factory=TrainingCurve)
     latest: dict[str, float] = field(default_factory=dict)
     event_error: str = ""
 
@@ -61,7 +63,7 @@ def job_view(job: Job, progress: JobProgress | None, now: float) -> JobView:
         view.label, view.done, view.total = progress.label, progress.done, progress.total
         view.fraction = progress.fraction
         view.eta_s = progress.eta_s(now) if job.status == "running" else None
-        view.losses, view.latest = list(progress.losses), dict(progress.latest)
+        view.curve, view.latest = progress.curve.copy(), dict(progress.latest)
         view.event_error = progress.error
     return view
 
@@ -247,7 +249,7 @@ class JobsScreen(WorkspaceScreen):
             self.query_one("#job-progress-text", Static).update(f" {view.label} {view.done}/{view.total or '?'}{eta}")
         chart.display = job.kind == "train"
         if job.kind == "train":
-            chart.show(view.losses, view.latest)
+            chart.show(view.curve, view.latest)
         log.follow(self.ws.root / job.log_path if job.log_path else None)
 
     # ------------------------------------------------------------------------------ actions

@@ -12,11 +12,13 @@ Cells = tuple[Any, ...]
 
 @dataclass(frozen=True)
 class Column:
-    """A table column: its key, header label, and the narrowest terminal that still shows it."""
+    """A table column: its key, header label, the narrowest terminal that still shows it, and a fixed
+    width (None: as wide as its widest cell)."""
 
     key: str
     label: str
     min_screen_width: int = 0
+    width: int | None = None
 
 
 class TableSync:
@@ -44,8 +46,8 @@ class TableSync:
                 if cells is before:
                     continue
                 for column, value, old in zip(keys, cells, before or (None,) * len(cells)):
-                    if value != old:
-                        table.update_cell(key, column, value)
+                    if value != old:  # a longer value widens its column ("queued" → "running")
+                        table.update_cell(key, column, value, update_width=True)
                 self.shown[key] = cells
             return
         cursor_key = current_keys[table.cursor_row] if 0 <= table.cursor_row < len(current_keys) else None
@@ -53,7 +55,7 @@ class TableSync:
         table.clear(columns=current_columns != wanted_columns)
         if current_columns != wanted_columns:
             for column in columns:
-                table.add_column(column.label, key=column.key)
+                table.add_column(column.label, key=column.key, width=column.width)
         for key, cells in rows:
             table.add_row(*cells, key=key)
         self.shown = dict(rows)

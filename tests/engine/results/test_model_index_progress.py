@@ -67,6 +67,10 @@ def test_job_progress_rate_eta_and_loss_curve():
     assert progress.eta_s(111.0) == pytest.approx(80 / (20 / 11))
     assert progress.eta_s(115.0) == pytest.approx(80 / (20 / 11) - 4)
     assert progress.losses == [2.0, 1.5] and progress.latest["tokens_per_s"] == 900.0
+    progress.update([{"t": 112.0, "kind": "eval", "step": 20, "max_steps": 100, "eval_loss": 1.75}])
+    curve = progress.curve
+    assert (curve.steps, curve.learning_rates, curve.eval_steps, curve.eval_losses) == ([10, 20], [1e-3, 1e-3],
+                                                                                        [20], [1.75])
 
     progress.update([{"t": 200.0, "kind": "eval_progress", "dataset": "boolq", "done": 10, "total": 50},
                      {"t": 205.0, "kind": "eval_progress", "dataset": "boolq", "done": 20, "total": 50}])

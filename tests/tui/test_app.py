@@ -62,7 +62,7 @@ async def test_the_command_palette_lists_every_action_and_runs_it_on_its_screen(
     titles = [title for title, _, _ in app.palette_commands()]
     for expected in ("Go to Jobs", "Models: Evaluate", "Models: Eval all untested", "Experiments: Save as",
                      "Experiments: Queue", "Experiments: Delete", "Jobs: Cancel job", "Jobs: Retry",
-                     "Results: Compare marked", "Results: Export", "Results: Clear marks", "Help: show every key"):
+                     "Results: Compare", "Results: Export", "Results: Clear marks", "Help: show every key"):
         assert expected in titles
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: app.screen.loaded, what="the models table")
@@ -173,3 +173,29 @@ async def test_opening_the_app_starts_a_worker_for_waiting_jobs(tmp_path):
         assert worker_pid(ws)  # closing the app leaves the worker running
     finally:
         stop_worker(ws)
+
+
+async def test_the_footer_shows_every_shown_key_whole_at_80_columns(tmp_path):
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    ws = make_workspace(tmp_path / "ws")
+    make_model(ws, "some-model")
+    app = _app(ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for key in ("1", "2", "3", "4", "5"):
+            await pilot.press(key)
+            await pilot.pause(0.3)
+            screen = app.screen
+            screen.set_focus(None)  # a focused input adds no keys of its own to the footer anyway
+            await pilot.pause()
+            footer = screen.query_one(Footer)
+            keys = [k for k in footer.query(FooterKey) if not k.has_class("-command-palette")]
+            palette = footer.query(".-command-palette")
+            limit = palette.first().region.x if palette else footer.region.right
+            shown = {b.description for _, b, enabled, _ in screen.active_bindings.values()
+                     if b.show and enabled} - {""}
+            assert shown and {k.description for k in keys} >= shown, type(screen).__name__
+            for footer_key in keys:
+                assert footer_key.region.width > 0 and footer_key.region.right <= limit, \
+                    (type(screen).__name__, footer_key.description, footer_key.region, limit)

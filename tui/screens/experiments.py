@@ -13,7 +13,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, OptionList, Static
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
@@ -121,7 +121,7 @@ class ExperimentsScreen(WorkspaceScreen):
                 yield OptionList(id="presets")
             with Vertical(id="editor"):
                 yield Static("", id="plan-summary")
-        yield Footer()
+        yield self.footer()
 
     def on_mount(self) -> None:
         self.query_one("#editor", Vertical).loading = True

@@ -11,7 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, ProgressBar, Static
+from textual.widgets import DataTable, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from engine.events import EventTail
@@ -102,7 +102,7 @@ class JobsScreen(WorkspaceScreen):
                 yield LossChart(id="loss-chart")
                 yield LogTail(id="job-log")
             yield GpuPanel(self.llmtui.gpu_inventory, id="gpu-panel")
-        yield Footer()
+        yield self.footer()
 
     def on_mount(self) -> None:
         self._sync = TableSync(self.query_one("#jobs", DataTable))

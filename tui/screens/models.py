@@ -10,7 +10,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 from textual.worker import get_current_worker
 
 from engine.results.model_index import ModelIndex
@@ -101,7 +101,7 @@ class ModelsScreen(WorkspaceScreen):
         table.loading = True
         yield table
         yield Static("", id="model-bar", classes="status-bar two-lines")
-        yield Footer()
+        yield self.footer()
 
     def on_mount(self) -> None:
         self.index = ModelIndex(self.ws)

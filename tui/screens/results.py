@@ -11,7 +11,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
 from engine.results.metrics_files import ResultRecord, ResultsTable, is_rate, metric_direction
@@ -89,10 +89,10 @@ class ResultsScreen(WorkspaceScreen):
     BINDINGS = [
         Binding("s", "cycle_sort", "Sort", id="results.sort"),
         Binding("space", "toggle_mark", "Mark", id="results.mark"),
-        Binding("c", "compare", "Compare marked", id="results.compare"),
+        Binding("c", "compare", "Compare", id="results.compare"),
         Binding("x", "export", "Export", id="results.export"),
         Binding("g", "toggle_chart", "Chart", id="results.chart"),
-        Binding("percent_sign", "toggle_percent", "% / fraction", key_display="%", id="results.percent"),
+        Binding("percent_sign", "toggle_percent", "Units", key_display="%", id="results.percent"),
         Binding("r", "refresh", "Refresh", show=False, id="results.refresh"),
     ]
     PALETTE = (("Clear marks", "clear_marks", "unmark every row"),)
@@ -113,7 +113,7 @@ class ResultsScreen(WorkspaceScreen):
         yield table
         yield Static("", id="results-bar", classes="status-bar")
         yield MetricsChart(id="results-chart")
-        yield Footer()
+        yield self.footer()
 
     def on_mount(self) -> None:
         self._sync = TableSync(self.query_one("#results", DataTable))

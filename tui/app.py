@@ -8,6 +8,7 @@ its jobs running).
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from functools import partial
@@ -25,15 +26,24 @@ from tui.messages import WorkspaceChanged
 from tui.modals.confirm import ConfirmModal
 from tui.modals.help import HelpModal
 from tui.screens.base import WorkspaceScreen
-from tui.screens.experiments import ExperimentsScreen
-from tui.screens.jobs import JobsScreen
-from tui.screens.models import ModelsScreen
-from tui.screens.results import ResultsScreen
 from tui.workspace_watch import changed_parts, workspace_stamps
 
-MAIN_SCREENS: dict[str, type[WorkspaceScreen]] = {
-    "models": ModelsScreen, "experiments": ExperimentsScreen, "jobs": JobsScreen, "results": ResultsScreen,
+#: Mode → the ``module:Class`` of its screen, imported when the screen is first needed: a start pays
+#: only for the Models screen (the plot and form libraries load with their screens).
+MAIN_SCREENS: dict[str, str] = {
+    "models": "tui.screens.models:ModelsScreen", "experiments": "tui.screens.experiments:ExperimentsScreen",
+    "jobs": "tui.screens.jobs:JobsScreen", "results": "tui.screens.results:ResultsScreen",
 }
+
+
+def screen_class(mode: str) -> type[WorkspaceScreen]:
+    """The screen class of a main mode (imported on first use)."""
+    module, _, name = MAIN_SCREENS[mode].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _new_screen(mode: str) -> WorkspaceScreen:
+    return screen_class(mode)()
 
 
 class ActionsProvider(Provider):
@@ -61,7 +71,7 @@ class LlmTuiApp(App[None]):
 
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so subclasses elsewhere find it too
     TITLE = "llmtui"
-    MODES = MAIN_SCREENS
+    MODES = {mode: partial(_new_screen, mode) for mode in MAIN_SCREENS}
     DEFAULT_MODE = "models"
     COMMANDS = App.COMMANDS | {ActionsProvider}
     BINDINGS = [
@@ -192,7 +202,8 @@ class LlmTuiApp(App[None]):
     def palette_commands(self) -> list[tuple[str, Callable[[], object], str]]:
         """(title, callback, help) for every action: screen switches, each screen's keys and commands."""
         commands: list[tuple[str, Callable[[], object], str]] = []
-        for mode, screen_cls in MAIN_SCREENS.items():
+        for mode in MAIN_SCREENS:
+            screen_cls = screen_class(mode)
             title = mode.capitalize()
             commands.append((f"Go to {title}", partial(self.switch_mode, mode), f"switch to the {mode} screen"))
             entries = [(b.description, b.action, f"key {b.key_display or b.key}") for b in _bindings(screen_cls)

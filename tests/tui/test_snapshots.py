@@ -114,6 +114,8 @@ def test_jobs_with_a_log(snap_compare, tmp_path, size):
     events += [{"t": started + 2 + 2 * i, "kind": "train_step", "step": 10 * (i + 1), "max_steps": 600,
                 "loss": 2.0 / (i + 1) + 0.1 * (i % 3), "learning_rate": 5e-3, "tokens_per_s": 1840.0,
                 "epoch": 0.05 * (i + 1), "gpu_mem_gb": 30.9} for i in range(30)]
+    events += [{"t": started + 3 + 20 * i, "kind": "eval", "step": 100 * (i + 1), "max_steps": 600,
+                "eval_loss": 0.4 + 0.5 / (i + 1)} for i in range(3)]
     (job_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     app = _app(ws, clock=lambda: started + 65.0)
 
@@ -143,3 +145,17 @@ def test_compare_view(snap_compare, tmp_path, size):
                        and pilot.app.screen.comparison is not None, timeout=20, what="the comparison")
 
     assert snap_compare(app, terminal_size=size, run_before=comparing)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_results_chart(snap_compare, tmp_path, size):
+    app = _app(_evaluated_workspace(tmp_path))
+
+    async def charting(pilot):
+        await pilot.press("4")
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: screen.table_data is not None, what="the results")
+        await pilot.press("space", "down", "space", "percent_sign", "g")
+        await wait_for(pilot, lambda: screen.query_one("#results-chart").drawn, what="the chart")
+
+    assert snap_compare(app, terminal_size=size, run_before=charting)

@@ -1,4 +1,4 @@
-"""The llmtui app: four screens (models, experiments, jobs, results) over one workspace.
+"""The llmtui app: five screens (models, experiments, jobs, results, chat) over one workspace.
 
 The app process never runs anything heavy and never imports torch or transformers: screens read files
 in thread workers, and training, quantization and evaluation run as queued jobs in the workspace's
@@ -33,6 +33,7 @@ from tui.workspace_watch import changed_parts, workspace_stamps
 MAIN_SCREENS: dict[str, str] = {
     "models": "tui.screens.models:ModelsScreen", "experiments": "tui.screens.experiments:ExperimentsScreen",
     "jobs": "tui.screens.jobs:JobsScreen", "results": "tui.screens.results:ResultsScreen",
+    "chat": "tui.screens.chat:ChatScreen",
 }
 
 
@@ -79,6 +80,7 @@ class LlmTuiApp(App[None]):
         Binding("2", "switch_mode('experiments')", "Experiments", show=False, id="app.experiments"),
         Binding("3", "switch_mode('jobs')", "Jobs", show=False, id="app.jobs"),
         Binding("4", "switch_mode('results')", "Results", show=False, id="app.results"),
+        Binding("5", "switch_mode('chat')", "Chat", show=False, id="app.chat"),
         Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]

@@ -81,6 +81,7 @@ class LlmTuiApp(App[None]):
         Binding("3", "switch_mode('jobs')", "Jobs", show=False, id="app.jobs"),
         Binding("4", "switch_mode('results')", "Results", show=False, id="app.results"),
         Binding("5", "switch_mode('chat')", "Chat", show=False, id="app.chat"),
+        Binding("D", "demo_pipeline", "Queue the demo's example", show=False, id="app.demo"),
         Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
@@ -102,6 +103,7 @@ class LlmTuiApp(App[None]):
         self.watch_workspace()
         if self.autostart_worker:
             self.resume_queue()
+        self.offer_demo()
 
     def on_unmount(self) -> None:
         self._stop.set()
@@ -172,6 +174,53 @@ class LlmTuiApp(App[None]):
             self.call_from_thread(self.notify, str(exc), title="worker did not start", severity="error",
                                   timeout=15)
 
+    # ------------------------------------------------------------------------------ the demo's first minutes
+
+    @work(thread=True, exclusive=True, group="demo-offer", exit_on_error=False)
+    def offer_demo(self) -> None:
+        """On a demo workspace's first open (nothing queued or evaluated yet), say how to see every screen
+        working: ``D`` queues the example pipeline. Said once per workspace."""
+        from engine.demo_layout import is_demo_workspace
+        from tui.preferences import load_preferences, remember
+
+        if not is_demo_workspace(self.ws) or load_preferences(self.ws)["demo_offer_seen"]:
+            return
+        if self.ws.queue_db.exists() or any(self.ws.metrics_dir.glob("*.json")):
+            return
+        try:
+            remember(self.ws, demo_offer_seen=True)
+        except OSError:
+            return  # a read-only workspace: no offer rather than one on every start
+        self.call_from_thread(
+            self.notify, "Press D to queue its example: evaluate tiny-qwen3, LoRA-train it on synthetic BoolQ "
+            "(a few minutes on a CPU) and evaluate the result. Then watch Jobs (3) for progress and the loss "
+            "plot, Results (4) for the numbers, space + c to compare, and chat with the models (5).",
+            title="This is the demo workspace", timeout=30)
+
+    def action_demo_pipeline(self) -> None:
+        from engine.demo_layout import is_demo_workspace
+
+        if not is_demo_workspace(self.ws):
+            self.notify("D queues the example of a demo workspace (llmtui -w DIR demo builds one)",
+                        severity="warning")
+            return
+        self.queue_demo_pipeline()
+
+    @work(thread=True, exclusive=True, group="demo-offer", exit_on_error=False)
+    def queue_demo_pipeline(self) -> None:
+        import sqlite3
+
+        from engine.jobs.enqueue import enqueue_demo_pipeline
+        from engine.jobs.store import JobError
+
+        try:
+            jobs = enqueue_demo_pipeline(self.ws, inventory=self.gpu_inventory)
+        except (JobError, sqlite3.Error, OSError) as exc:
+            self.call_from_thread(self.notify, str(exc), title="not queued", severity="warning", timeout=10)
+            return
+        self.call_from_thread(self.jobs_queued, len(jobs), "the demo's example (evaluate, train, evaluate)")
+        self.call_from_thread(self.switch_mode, "jobs")
+
     # ------------------------------------------------------------------------------ keys and commands
 
     def action_help(self) -> None:
@@ -214,6 +263,7 @@ class LlmTuiApp(App[None]):
             for description, action, help_text in entries:
                 commands.append((f"{title}: {description}", partial(self.run_on_screen, mode, action), help_text))
         commands.append(("Help: show every key", self.action_help, "key ?"))
+        commands.append(("Demo: queue the example pipeline", self.action_demo_pipeline, "key D (demo workspaces)"))
         return commands
 
     async def run_on_screen(self, mode: str, action: str) -> None:

@@ -199,3 +199,27 @@ async def test_the_footer_shows_every_shown_key_whole_at_80_columns(tmp_path):
             for footer_key in keys:
                 assert footer_key.region.width > 0 and footer_key.region.right <= limit, \
                     (type(screen).__name__, footer_key.description, footer_key.region, limit)
+
+
+async def test_a_demo_workspace_offers_its_example_once_and_d_queues_it(demo_ws):
+    from engine.demo_layout import DEMO_BASE
+
+    app = _app(demo_ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: any("Press D" in n.message for n in app._notifications),
+                       what="the demo offer")
+        await pilot.press("D")
+        await wait_for(pilot, lambda: isinstance(app.screen, JobsScreen), what="the Jobs screen")
+        with JobStore(demo_ws) as store:
+            jobs = store.list()
+        name = "tiny-qwen3-boolq_SFT_LoRa16_NoQuant"
+        assert sorted((j.kind, j.target) for j in jobs) == [("eval", DEMO_BASE), ("eval", name), ("train", name)]
+        await pilot.press("D")  # queued already: said, not queued twice
+        await pilot.pause(0.5)
+        with JobStore(demo_ws) as store:
+            assert len(store.list()) == 3
+
+    reopened = _app(demo_ws)  # the offer is made once per workspace
+    async with reopened.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.5)
+        assert not any("Press D" in n.message for n in reopened._notifications)

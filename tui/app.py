@@ -218,6 +218,7 @@ class LlmTuiApp(App[None]):
         except (JobError, sqlite3.Error, OSError) as exc:
             self.call_from_thread(self.notify, str(exc), title="not queued", severity="warning", timeout=10)
             return
+        self.call_from_thread(self.clear_notifications)  # the offer, answered
         self.call_from_thread(self.jobs_queued, len(jobs), "the demo's example (evaluate, train, evaluate)")
         self.call_from_thread(self.switch_mode, "jobs")
 

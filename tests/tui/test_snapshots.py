@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from textual.widgets import Input, OptionList
+from textual.widgets import Input, OptionList, Select
 
 from engine.jobs.gpu import FakeInventory, GpuReading
 from engine.jobs.store import JobStore
@@ -157,5 +157,40 @@ def test_results_chart(snap_compare, tmp_path, size):
         await wait_for(pilot, lambda: screen.table_data is not None, what="the results")
         await pilot.press("space", "down", "space", "percent_sign", "g")
         await wait_for(pilot, lambda: screen.query_one("#results-chart").drawn, what="the chart")
+        pilot.app.clear_notifications()  # the broken-folder notice from the Models screen hides the chart
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=charting)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_chat_screen(snap_compare, tmp_path, size):
+    """The layout of a conversation: no model loads in a snapshot, so the screen is given the chat server's
+    protocol replies (engine.runs.chat) directly, as its reader thread would hand them over."""
+    ws = make_workspace(tmp_path / "ws")
+    make_model(ws, "Qwen3-0.6B-boolq_SFT_LoRa16_NoQuant")
+
+    async def chatting(pilot):
+        await pilot.press("5")
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: screen.tasks, what="the choices")
+        screen.query_one("#chat-task").value = "boolq"
+        screen.model = "Qwen3-0.6B-boolq_SFT_LoRa16_NoQuant"
+        with screen.prevent(Select.Changed):  # shown as chosen, without starting a server
+            screen.query_one("#chat-model").value = screen.model
+        screen.handle_reply({"type": "ready", "model": screen.model, "kind": "full", "device": "cuda:0",
+                             "template": True}, None)
+        screen._add_turn("user", "is the sky blue")
+        screen.answering = 1
+        screen._add_turn("assistant", "")
+        prompt = ("<|im_start|>system\nRead the passage and answer the question with True or False inside "
+                  "\\boxed{}.<|im_end|>\n<|im_start|>user\nis the sky blue<|im_end|>\n<|im_start|>assistant\n")
+        for reply in ({"type": "prompt", "id": 1, "text": prompt}, {"type": "token", "id": 1, "text": "\\boxed{"},
+                      {"type": "token", "id": 1, "text": "True}"},
+                      {"type": "done", "id": 1, "text": "\\boxed{True}", "tokens": 4, "seconds": 0.21, "stopped": False}):
+            screen.handle_reply(reply, None)
+        await pilot.press("ctrl+t")
+        screen.set_focus(None)  # no blinking cursor in the picture
+        await pilot.pause()
+
+    assert snap_compare(_app(ws), terminal_size=size, run_before=chatting)

@@ -74,7 +74,8 @@ def plot_curve(plt, curve: TrainingCurve, width: int) -> list[str]:
         plt.plot([s for s, _ in rates], [lr for _, lr in rates], marker="braille", color=COLORS[LEARNING_RATE][0],
                  yside="right")
         drawn.append(LEARNING_RATE)
-        top = max(lr for _, lr in rates)
+        top = max(max(lr for _, lr in rates), 1e-12)
+        plt.ylim(0, top * 1.05, yside="right")  # from 0, so a constant rate reads as one, not as noise
         plt.yticks([0, top / 2, top], ["0", f"{top / 2:.1e}", f"{top:.1e}"], yside="right")
     steps = curve.steps + curve.eval_steps
     if steps:

@@ -76,7 +76,9 @@ async def test_running_job_streams_its_log_and_progress_survives_closing_the_app
             assert chart.curve.eval_steps[:2] == [2, 4] and chart.curve.eval_losses[0] == 1.25
             assert chart.series == [TRAIN_LOSS, EVAL_LOSS, LEARNING_RATE]
             drawn = str(chart.query_one("#loss-plot", PlotextPlot).render())
-            assert all(name in drawn for name in (TRAIN_LOSS, EVAL_LOSS, LEARNING_RATE, "step", "1.0e-03"))
+            assert "1.0e-03" in drawn and "2.00┤" in drawn  # the lr axis (right) and the first loss (left)
+            legend = str(chart.query_one("#loss-readout").render())
+            assert all(name in legend for name in (TRAIN_LOSS, EVAL_LOSS, LEARNING_RATE))
             assert "No NVIDIA GPU" in _panel_text(app)  # the inventory is empty: CPU and RAM instead
             assert "CPU" in _panel_text(app) and "RAM" in _panel_text(app)
             await pilot.press("q")

@@ -176,6 +176,8 @@ class JobsScreen(WorkspaceScreen):
             rows.append((str(view.job.id), cached[1]))
         assert self._sync is not None
         self._sync.show(columns, rows)
+        if self.selected_id is None:  # first look: the running job (its progress and loss plot)
+            self._cursor_to_running(views)
         if self.selected_id not in self.views:
             self.select_row()
         self.update_panel()
@@ -200,6 +202,12 @@ class JobsScreen(WorkspaceScreen):
             "what": clip(job.description, 60),
         }
         return tuple(values[c.key] for c in columns)
+
+    def _cursor_to_running(self, views: list[JobView]) -> None:
+        running = next((v.job.id for v in views if v.job.status == "running"), None)
+        table = self.query_one("#jobs", DataTable)
+        if running is not None and str(running) in table.rows:
+            table.move_cursor(row=table.get_row_index(str(running)), animate=False)
 
     def on_resize(self) -> None:
         if self.views:

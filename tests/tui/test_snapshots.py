@@ -123,7 +123,7 @@ def test_jobs_with_a_log(snap_compare, tmp_path, size):
         await pilot.press("3")
         screen = pilot.app.screen
         await wait_for(pilot, lambda: job.id in screen.views, what="the jobs")
-        await pilot.press("down")  # the running job (newest first: the waiting eval is on top)
+        # the running job is highlighted on first look (newest first: the waiting eval is on top)
         await wait_for(pilot, lambda: screen.selected_id == job.id and screen.views[job.id].done == 300
                        and screen.query_one("#job-log").line_count == 30, what="the log and the progress")
         await wait_for(pilot, lambda: f"#{job.id} train" in str(screen.query_one("#gpu-panel").render()),

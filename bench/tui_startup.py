@@ -72,6 +72,15 @@ def main() -> int:
 
     from engine.results.model_index import index_path
 
+    # one idle session keeps the tmux server up between runs (a server that is exiting refuses new sessions)
+    subprocess.run(["tmux", "new-session", "-d", "-s", f"{SESSION}-anchor", "sleep 3600"], check=True)
+    try:
+        return measure_all(args, build_workspace, index_path)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", f"{SESSION}-anchor"], capture_output=True)
+
+
+def measure_all(args, build_workspace, index_path) -> int:
     with tempfile.TemporaryDirectory(prefix="llmtui-tui-bench-") as tmp:
         started = time.perf_counter()
         ws = build_workspace(Path(tmp), args.models, args.metrics)
@@ -87,6 +96,7 @@ def main() -> int:
     rows = statistics.median(r for _, r in warm)
     print(f"from the saved index:    first frame {frames:5.2f} s, first rows visible {rows:5.2f} s "
           f"(median of {args.runs}; all: {', '.join(f'{r:.2f}' for _, r in warm)})")
+    print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"first rows visible / goal ({GOAL_S:.1f} s) = {rows / GOAL_S:.2f}  →  {'OK' if rows <= GOAL_S else 'TOO SLOW'}")
     return 0 if rows <= GOAL_S else 1
 

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from tui.cli.common import add_workspace_arg, fail, workspace_from
 
 
@@ -26,4 +29,9 @@ def run(args) -> int:
         model_dir = resolve_model_dir(ws, args.model)
     except EvalError as exc:
         fail(str(exc))
-    return serve(model_dir, device=args.device)
+    code = serve(model_dir, device=args.device)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave at once: the model's memory goes with the process, and tearing down torch's threads on a
+    # busy machine was seen to keep a finished server alive for minutes after its input closed.
+    os._exit(code)

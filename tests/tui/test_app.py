@@ -112,6 +112,11 @@ async def visit_every_screen(root):
         await pilot.press("4")
         await pilot.pause(1.0)
         assert type(app.screen).__name__ == "ResultsScreen"
+        await pilot.press("5")  # the chat playground: its model runs in a child process
+        await pilot.pause(1.0)
+        app.screen.query_one("#chat-model").value = "tiny-qwen3"
+        await pilot.pause(1.0)
+        assert app.screen.server is not None
 
 asyncio.run(visit_every_screen(sys.argv[1]))
 heavy = sorted(m for m in ("torch", "transformers", "peft", "trl", "gptqmodel", "bitsandbytes", "hqq")

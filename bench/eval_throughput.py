@@ -1,6 +1,6 @@
-"""Evaluation throughput: llmtui's batched engine against the seed's one-prompt-at-a-time loop.
+"""Evaluation throughput: llmtui's batched engine against the legacy scripts' one-prompt-at-a-time loop.
 
-Same model object, same items, one run. The seed's loop is re-created here as it was: for each item
+Same model object, same items, one run. The legacy scripts' loop is re-created here as it was: for each item
 render the prompt, ``model.generate`` with ``max_new_tokens=1000`` (greedy), decode the new tokens,
 extract the first ``\\boxed{}``. Prints items/s of both, the ratio, and how many predictions differ.
 
@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from engine.workspace import Workspace  # noqa: E402
 
-SEED_MAX_NEW_TOKENS = 1000
+LEGACY_MAX_NEW_TOKENS = 1000
 
 
 def trained_demo_model(root: Path, test_rows: int) -> tuple[Workspace, str]:
@@ -52,8 +52,8 @@ def trained_demo_model(root: Path, test_rows: int) -> tuple[Workspace, str]:
     return ws, result.model_name
 
 
-def seed_loop(model, tokenizer, task, items) -> tuple[list[str | None], list[bool]]:
-    """The seed's evaluation loop: one prompt at a time, max_new_tokens=1000, decode, first box."""
+def legacy_loop(model, tokenizer, task, items) -> tuple[list[str | None], list[bool]]:
+    """The legacy scripts' evaluation loop: one prompt at a time, max_new_tokens=1000, decode, first box."""
     import torch
 
     from engine.results.scoring import extract_boxed, score_item
@@ -64,7 +64,7 @@ def seed_loop(model, tokenizer, task, items) -> tuple[list[str | None], list[boo
         prompt = render_prompt(tokenizer, task, item)
         inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
         with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=SEED_MAX_NEW_TOKENS, do_sample=False,
+            output = model.generate(**inputs, max_new_tokens=LEGACY_MAX_NEW_TOKENS, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id)
         text = tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         preds.append(extract_boxed(text))
@@ -114,32 +114,32 @@ def main() -> int:
         task = get_task(args.dataset, ws.datasets_dir)
         items = load_items(ws.datasets_dir, task, "test", args.limit)
         loaded = load_for_inference(ws.model_dir(name), device=args.device)
-        seed_loop(loaded.model, loaded.tokenizer, task, items[:2])  # warm both paths up
+        legacy_loop(loaded.model, loaded.tokenizer, task, items[:2])  # warm both paths up
         llmtui_engine(loaded, task, items[:2], batch_size, args.device)
 
-        seed_times, llmtui_times = [], []
+        legacy_times, llmtui_times = [], []
         for _ in range(args.rounds):
             started = time.perf_counter()
-            seed_preds, seed_correct = seed_loop(loaded.model, loaded.tokenizer, task, items)
-            seed_times.append(time.perf_counter() - started)
+            legacy_preds, legacy_correct = legacy_loop(loaded.model, loaded.tokenizer, task, items)
+            legacy_times.append(time.perf_counter() - started)
             started = time.perf_counter()
             preds, correct, used = llmtui_engine(loaded, task, items, batch_size, args.device)
             llmtui_times.append(time.perf_counter() - started)
 
-    seed_s, llmtui_s = statistics.median(seed_times), statistics.median(llmtui_times)
-    differing = sum(a != b for a, b in zip(preds, seed_preds))
+    legacy_s, llmtui_s = statistics.median(legacy_times), statistics.median(llmtui_times)
+    differing = sum(a != b for a, b in zip(preds, legacy_preds))
     figures = {
         "model": name, "dataset": task.test_file, "items": len(items), "device": args.device,
         "device_name": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
         "torch_threads": torch.get_num_threads(), "batch_size_used": used, "rounds": args.rounds,
-        "seed_items_per_s": round(len(items) / seed_s, 2), "llmtui_items_per_s": round(len(items) / llmtui_s, 2),
-        "ratio": round(seed_s / llmtui_s, 2), "differing_predictions": differing,
-        "differing_correct": sum(a != b for a, b in zip(correct, seed_correct)),
+        "legacy_items_per_s": round(len(items) / legacy_s, 2), "llmtui_items_per_s": round(len(items) / llmtui_s, 2),
+        "ratio": round(legacy_s / llmtui_s, 2), "differing_predictions": differing,
+        "differing_correct": sum(a != b for a, b in zip(correct, legacy_correct)),
         "accuracy": round(sum(correct) / len(correct), 4),
     }
     print(f"{figures['items']} {task.name} items, {name}, {args.device} ({figures['torch_threads']} threads)")
-    seed_label = f"seed loop (1 prompt/call, max_new_tokens={SEED_MAX_NEW_TOKENS})"
-    print(f"  {seed_label:<52} {figures['seed_items_per_s']:8.2f} items/s")
+    legacy_label = f"legacy loop (1 prompt/call, max_new_tokens={LEGACY_MAX_NEW_TOKENS})"
+    print(f"  {legacy_label:<52} {figures['legacy_items_per_s']:8.2f} items/s")
     llmtui_label = f"llmtui (batch {used}, shared prefix, stop at first box)"
     print(f"  {llmtui_label:<52} {figures['llmtui_items_per_s']:8.2f} items/s")
     print(f"  ratio {figures['ratio']}x, differing predictions: {differing}, accuracy {figures['accuracy']:.3f}")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 
-from engine.runs.stdio import stdout_to_stderr  # noqa: E402
+from engine.jobs.process import stdout_to_stderr  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
 
 METHODS = ("gptq", "awq", "hqq", "int8", "nf4")

@@ -24,7 +24,7 @@ from engine.files import write_json  # noqa: E402
 from engine.results.compare import compare  # noqa: E402
 from engine.results.metrics_files import results_table, scan_results  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
-from metrics_files import boxed, seed_metrics, write_evaluation  # noqa: E402
+from metrics_files import boxed, legacy_metrics, write_evaluation  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
 
 def run(ws: Workspace, files: int, items: int) -> None:
     rng = random.Random(0)
-    document = seed_metrics()
+    document = legacy_metrics()
     for dataset in document["datasets"].values():
         dataset["latency_seconds"]["per_prompt"] = [round(rng.random(), 4) for _ in range(200)]
         dataset["tokens_generated"] = {"per_prompt": [rng.randint(1, 99) for _ in range(200)], "mean": 50.0}

@@ -1,8 +1,7 @@
-"""The JSONL event stream written by train/quantize/eval and read by the TUI.
+"""The JSONL event stream: written by the job process (train/quantize/eval), read by the worker, TUI and CLI.
 
-Each line is one JSON object with at least ``t`` (unix time) and ``kind``. Kinds: ``start``,
-``train_step``, ``eval`` (trainer evaluation), ``eval_progress`` (``dataset``, ``done``, ``total``),
-``quantize_progress``, ``saved``, ``error`` (``message``), ``done``. Writers flush after every line.
+Each line is one JSON object with at least ``t`` (unix time) and ``kind`` (an :class:`EventKind`);
+:data:`EVENT_FIELDS` documents the other fields of each kind. Writers flush after every line.
 """
 
 from __future__ import annotations
@@ -11,8 +10,39 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+
+class EventKind(StrEnum):
+    """THE event kinds (a StrEnum: members compare equal to, and serialize as, their strings)."""
+
+    START = "start"
+    TRAIN_STEP = "train_step"
+    EVAL = "eval"
+    EVAL_PROGRESS = "eval_progress"
+    QUANTIZE_PROGRESS = "quantize_progress"
+    SAVED = "saved"
+    ERROR = "error"
+    DONE = "done"
+    #: Console-only tick after an optimizer step (shown by ``llmtui train``; never written to a file).
+    PROGRESS = "progress"
+
+
+#: The schema: what each kind carries besides ``t`` and ``kind`` (``?`` = may be absent or null).
+EVENT_FIELDS: dict[EventKind, str] = {
+    EventKind.START: "model, output, then per command: base_model…(train) | source, source_kind, method, bits, "
+                     "group_size, device (quantize)",
+    EventKind.TRAIN_STEP: "step, max_steps, epoch?, loss?, learning_rate?, grad_norm?, tokens_per_s?, gpu_mem_gb?",
+    EventKind.EVAL: "step, max_steps, eval_* metrics (the trainer's evaluation)",
+    EventKind.EVAL_PROGRESS: "model, dataset (test file), done, total",
+    EventKind.QUANTIZE_PROGRESS: "stage (prepare | calibration | quantize | save | done), done, total",
+    EventKind.SAVED: "path (the finished model folder or metrics file)",
+    EventKind.ERROR: "message (one clear line), model? (eval)",
+    EventKind.DONE: "the command's result: model, output… (train/quantize) | evaluated, failed (eval)",
+    EventKind.PROGRESS: "step, max_steps",
+}
 
 
 class EventWriter:
@@ -25,8 +55,8 @@ class EventWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "a", encoding="utf-8")
 
-    def emit(self, kind: str, **data: Any) -> dict[str, Any]:
-        event = {"t": round(time.time(), 3), "kind": kind, **data}
+    def emit(self, kind: EventKind, **data: Any) -> dict[str, Any]:
+        event = {"t": round(time.time(), 3), "kind": EventKind(kind), **data}
         if self._handle is not None:
             self._handle.write(json.dumps(event, default=str) + "\n")
             self._handle.flush()

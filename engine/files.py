@@ -1,4 +1,4 @@
-"""Atomic writes: a temp file (or folder) beside the target, renamed into place on success."""
+"""Atomic writes (a temp file or folder beside the target, renamed into place) and the tolerant JSON reader; any process."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+
+def read_json_file(path: Path) -> tuple[Any, str]:
+    """(data, "") or (None, reason naming the file); a missing file gives (None, "")."""
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read()), ""
+    except FileNotFoundError:
+        return None, ""
+    except (OSError, ValueError) as exc:
+        return None, f"{Path(path).name}: {exc}"
 
 
 def write_text(path: Path | str, text: str) -> Path:

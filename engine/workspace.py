@@ -1,4 +1,4 @@
-"""The workspace folder layout, llmtui's private state folder, and safe name → path mapping."""
+"""The workspace folder layout, llmtui's private state folder, and safe name → path mapping (any process)."""
 
 from __future__ import annotations
 
@@ -115,21 +115,3 @@ def resolve_workspace(arg: str | os.PathLike | None = None) -> Workspace:
     """The workspace from ``-w``, else ``$LLMTUI_WORKSPACE``, else the current folder."""
     chosen = arg or os.environ.get(WORKSPACE_ENV) or os.getcwd()
     return Workspace(Path(chosen).expanduser().resolve())
-
-
-def resolve_model_ref(ws: Workspace, ref: str) -> str:
-    """A preset's ``model.base``: a folder (relative to the workspace, or absolute) or a hub id.
-
-    Returns the folder's absolute path when it exists, else ``ref`` unchanged (a hub id that
-    ``from_pretrained`` resolves with the user's cache and token).
-    """
-    candidate = Path(ref).expanduser()
-    for path in ((ws.root / candidate) if not candidate.is_absolute() else candidate, ws.models_dir / ref):
-        if path.is_dir():
-            return str(path.resolve())
-    return ref
-
-
-def looks_like_local_path(ref: str) -> bool:
-    """True for refs that can only be folders (``./x``, ``/x``, ``~/x``, ``Models/x``), never hub ids."""
-    return ref.startswith((".", "/", "~", "Models/", "Models\\")) or "\\" in ref or ref.count("/") > 1

@@ -63,3 +63,21 @@ def trained_boolq_model(demo_template, tmp_path_factory) -> tuple[Path, str]:
     finally:
         torch.set_num_threads(threads)
     return root, result.model_name
+
+
+@pytest.fixture
+def tui_app():
+    """Make the app as the Pilot tests run it: a fixed GPU list (NVML cannot exist here), no worker, fast polls.
+
+    ``tui_app(ws)`` has one fake GPU; ``gpus=0`` none; any other ``LlmTuiApp`` option passes through.
+    """
+    from fake_gpus import FakeInventory
+    from tui.app import LlmTuiApp
+
+    def make(ws, *, gpus: int = 1, **options):
+        options.setdefault("gpu_inventory", FakeInventory.with_gpus(gpus))
+        options.setdefault("autostart_worker", False)
+        options.setdefault("poll_interval_s", 0.1)
+        return LlmTuiApp(ws, **options)
+
+    return make

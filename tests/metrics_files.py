@@ -2,7 +2,7 @@
 
 ``write_evaluation`` scores given model outputs with engine.results.scoring and writes the two files in the
 shape the evaluator writes (Testing/metrics/{model}.json and Testing/predictions/{model}/*.jsonl).
-``seed_metrics`` returns a file in the shape the old research scripts wrote: percentages, their
+``legacy_metrics`` returns a file in the shape the old research scripts wrote: percentages, their
 metric key names, a Windows-path model name.
 """
 
@@ -69,7 +69,7 @@ def write_evaluation(ws: Workspace, model: str, outputs: dict[str, list[str]],
     })
 
 
-def seed_metrics() -> dict[str, Any]:
+def legacy_metrics() -> dict[str, Any]:
     """A metrics file as the old research scripts wrote it: no boolq, a null, percentages."""
     return {
         "model_name": "Models\\Qwen3-8B-openmath_SFT_LoRa256_QLORA_w4_headbf16",
@@ -116,7 +116,7 @@ def seed_metrics() -> dict[str, Any]:
     }
 
 
-def seed_boolq_dataset() -> dict[str, Any]:
+def legacy_boolq_dataset() -> dict[str, Any]:
     """A BoolQ block with the old scripts' key names (f1_pos, MCC, confusion_matrix)."""
     return {
         "type": "boolq", "total_samples": 2, "format_success_rate": 100.0, "correct": 1, "incorrect": 1,

@@ -1,1 +1,1 @@
-"""llmtui's user side: the Textual app and the ``llmtui`` command (never imports torch)."""
+"""llmtui's user side (TUI and CLI processes): the Textual app and the ``llmtui`` command; never imports torch."""

@@ -1,4 +1,4 @@
-"""The llmtui app: five screens (models, experiments, jobs, results, chat) over one workspace.
+"""The llmtui app: five screens (models, experiments, jobs, results, chat) over one workspace (TUI process).
 
 The app process never runs anything heavy and never imports torch or transformers: screens read files
 in thread workers, and training, quantization and evaluation run as queued jobs in the workspace's

@@ -1,4 +1,4 @@
-"""Formatting shared by the CLI and the app: sizes, counts, durations, status colours."""
+"""Formatting shared by the CLI and the app: sizes, counts, durations, status colours (TUI and CLI processes)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ STATUS_STYLES = {
     "tested": "green", "untested": "yellow", "queued": "cyan", "running": "bold blue", "done": "green",
     "failed": "bold red", "broken": "red", "cancelled": "magenta", "interrupted": "dark_orange",
 }
+
+
+#: Short column titles of metric keys in tables ("arc F1", "boolq MCC", "math |Δ|").
+METRIC_TITLES = {"macro_f1": "F1", "accuracy": "acc", "mcc": "MCC", "F1": "F1", "EM": "EM", "avg_abs_diff": "|Δ|"}
 
 
 def status_style(status: str) -> str:

@@ -1,4 +1,4 @@
-"""Messages the app sends to its screens."""
+"""Messages the app sends to its screens (TUI process)."""
 
 from __future__ import annotations
 

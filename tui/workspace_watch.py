@@ -1,4 +1,4 @@
-"""Cheap change detection for the app: one ``stat`` per watched path instead of re-reading folders.
+"""Cheap change detection for the app: one ``stat`` per watched path instead of re-reading folders (TUI).
 
 A model folder appearing or disappearing (training and PTQ rename a staged folder into place) changes
 ``Models/``'s mtime; a metrics file written atomically changes ``Testing/metrics/``'s; every queue

@@ -1,4 +1,4 @@
-"""The one prompt builder, shared by training, evaluation and PTQ calibration.
+"""The one prompt builder, shared by training, evaluation and PTQ calibration (any process).
 
 System prompt first, then the user turn (the question, and the context under a ``Context:``
 separator where the task has one); the training completion is the gold answer in ``\\boxed{…}``.
@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from engine.data.tasks import Item, TaskSpec
+from engine.results.scoring import BOOL_WORDS, DIGIT_TO_LETTER
 
 PLAIN_TEMPLATE_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 UNANSWERABLE = "unanswerable"
@@ -25,7 +26,7 @@ def build_messages(task: TaskSpec, item: Item) -> list[dict[str, str]]:
     return [{"role": "system", "content": task.system_prompt}, {"role": "user", "content": user}]
 
 
-def format_number(value: float) -> str:
+def number_answer_text(value: float) -> str:
     """``1008.0`` → ``1008``; ``0.5`` → ``0.5`` (no exponent for ordinary values)."""
     if math.isfinite(value) and float(value).is_integer():
         return str(int(value))
@@ -36,14 +37,15 @@ def answer_text(task: TaskSpec, answer: Any) -> str:
     """The gold answer as the text that goes inside ``\\boxed{}`` for training."""
     if task.kind == "boolq":
         if isinstance(answer, str):
-            return "True" if answer.strip().lower() in ("true", "yes", "1") else "False"
+            word = answer.strip().lower()
+            return "True" if BOOL_WORDS.get(word) is True or word == "1" else "False"
         return "True" if bool(answer) else "False"
     if task.kind == "mcq4":
         text = str(answer).strip().upper()
-        return "ABCD"[int(text) - 1] if text in ("1", "2", "3", "4") else text
+        return DIGIT_TO_LETTER.get(text, text)
     if task.kind == "math_numeric":
         try:
-            return format_number(float(answer))
+            return number_answer_text(float(answer))
         except (TypeError, ValueError):
             return str(answer).strip()
     text = "" if answer is None else str(answer).strip()

@@ -1,9 +1,11 @@
-"""Small synthetic datasets in the four task schemas that a tiny model can actually learn."""
+"""Small synthetic datasets in the four task schemas that a tiny model can actually learn (CLI process (llmtui demo))."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
+
+from engine.data.tasks import BUILTIN_TASKS, SYSTEM_PROMPTS
 
 OBJECTS = ["cup", "ball", "car", "hat", "box", "door", "lamp", "book", "shoe", "kite", "bird", "fish"]
 COLOURS = ["red", "blue", "green", "black", "white", "yellow", "pink", "brown"]
@@ -61,7 +63,8 @@ def squad_rows(n: int, rng: random.Random) -> list[dict]:
     return rows
 
 
-GENERATORS = {"OpenMathInstruct-2": math_rows, "ai2_arc": arc_rows, "boolq": boolq_rows, "squad_v2": squad_rows}
+#: One row generator per task kind.
+GENERATORS = {"math_numeric": math_rows, "mcq4": arc_rows, "boolq": boolq_rows, "squad_v2": squad_rows}
 
 
 def write_synthetic_datasets(datasets_dir: Path | str, train_rows: int = 1000, test_rows: int = 100,
@@ -73,11 +76,12 @@ def write_synthetic_datasets(datasets_dir: Path | str, train_rows: int = 1000, t
     datasets_dir = Path(datasets_dir)
     datasets_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for offset, (stem, generate) in enumerate(GENERATORS.items()):
+    # Ordered by file stem so that each task keeps its random stream (the seed offset) across versions.
+    for offset, task in enumerate(sorted(BUILTIN_TASKS.values(), key=lambda t: t.file_stem)):
         for split, n in (("train", train_rows), ("test", test_rows)):
             rng = random.Random(seed * 1000 + offset * 10 + (split == "test"))
-            path = datasets_dir / f"{split}-{stem}.parquet"
-            pq.write_table(pa.Table.from_pylist(generate(n, rng)), path)
+            path = datasets_dir / (task.train_file if split == "train" else task.test_file)
+            pq.write_table(pa.Table.from_pylist(GENERATORS[task.kind](n, rng)), path)
             written.append(path)
     return written
 
@@ -85,8 +89,6 @@ def write_synthetic_datasets(datasets_dir: Path | str, train_rows: int = 1000, t
 def corpus_for_tokenizer(datasets_dir: Path | str) -> list[str]:
     """Every text the tiny model will see (rows, system prompts, template words) for tokenizer training."""
     import pyarrow.parquet as pq
-
-    from engine.data.tasks import SYSTEM_PROMPTS
 
     texts = list(SYSTEM_PROMPTS.values()) + ["System: User: Assistant: Context: \\boxed{True} \\boxed{False}",
                                              "\\boxed{unanswerable} \\boxed{A} \\boxed{B} \\boxed{C} \\boxed{D}"]

@@ -1,6 +1,6 @@
-"""The task registry (built-in benchmarks and custom datasets) and tolerant Parquet loading.
+"""The task registry (built-in benchmarks and custom datasets) and tolerant Parquet loading (any process).
 
-Built-in tasks keep the seed's file names: ``train-``/``test-`` + ``OpenMathInstruct-2``,
+Built-in tasks keep the legacy scripts' file names: ``train-``/``test-`` + ``OpenMathInstruct-2``,
 ``ai2_arc``, ``boolq``, ``squad_v2`` ``.parquet`` in the workspace's ``Datasets/``. A custom dataset
 is a pair of Parquet files with ``question``, ``answer`` (and ``context``) declared in
 ``Datasets/datasets.toml``::
@@ -14,11 +14,11 @@ is a pair of Parquet files with ``question``, ``answer`` (and ``context``) decla
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.results.scoring import TASK_KINDS
+from engine.results.scoring import TABLE_METRICS, TASK_KINDS
 
 CUSTOM_REGISTRY_FILE = "datasets.toml"
 
@@ -31,7 +31,7 @@ SYSTEM_PROMPTS = {
     "squad_v2": "Answer the question with a short span copied from the context, inside \\boxed{}. If the "
                 "context does not contain the answer, write \\boxed{unanswerable}.",
 }
-#: Per-kind ceiling on generated tokens (the seed used 1000 everywhere; generation also stops at
+#: Per-kind ceiling on generated tokens (the legacy scripts used 1000 everywhere; generation also stops at
 #: the first closed ``\boxed{}``).
 MAX_NEW_TOKENS = {"math_numeric": 1024, "mcq4": 256, "boolq": 256, "squad_v2": 256}
 
@@ -51,6 +51,11 @@ class TaskSpec:
     system_prompt: str
     max_new_tokens: int
     builtin: bool = True
+    title: str = ""  # the short name tables show ("math" for openmath); the task name when empty
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.name
 
     @property
     def train_file(self) -> str:
@@ -65,16 +70,30 @@ class TaskSpec:
         return ("question", "answer", "context") if self.has_context else ("question", "answer")
 
 
-def _builtin(name: str, stem: str, kind: str, has_context: bool) -> TaskSpec:
-    return TaskSpec(name, stem, kind, has_context, SYSTEM_PROMPTS[kind], MAX_NEW_TOKENS[kind])
+def _builtin(name: str, stem: str, kind: str, has_context: bool, title: str = "") -> TaskSpec:
+    return TaskSpec(name, stem, kind, has_context, SYSTEM_PROMPTS[kind], MAX_NEW_TOKENS[kind], title=title)
 
 
+#: THE built-in task list: every other fact about the built-in tasks (names, test-file names, kinds,
+#: titles, table columns) is derived from it.
 BUILTIN_TASKS: dict[str, TaskSpec] = {
-    "openmath": _builtin("openmath", "OpenMathInstruct-2", "math_numeric", False),
+    "openmath": _builtin("openmath", "OpenMathInstruct-2", "math_numeric", False, title="math"),
     "squad": _builtin("squad", "squad_v2", "squad_v2", True),
     "arc": _builtin("arc", "ai2_arc", "mcq4", False),
     "boolq": _builtin("boolq", "boolq", "boolq", True),
 }
+#: The order tables show the built-in tasks in.
+DISPLAY_ORDER = ("arc", "boolq", "squad", "openmath")
+
+
+def builtin_tasks_for_display() -> list[TaskSpec]:
+    """The built-in tasks in :data:`DISPLAY_ORDER`."""
+    return [BUILTIN_TASKS[name] for name in DISPLAY_ORDER]
+
+
+def builtin_metric_columns() -> list[str]:
+    """Result-table column keys (``{file stem}__{metric}``) of the built-in tasks' table metrics, in order."""
+    return [f"{task.file_stem}__{metric}" for task in builtin_tasks_for_display() for metric in TABLE_METRICS[task.kind]]
 
 
 @dataclass(frozen=True)
@@ -160,8 +179,3 @@ def load_items(datasets_dir: Path, task: TaskSpec, split: str, limit: int = 0) -
     contexts = columns.get("context") or [None] * table.num_rows
     return [Item(i, "" if q is None else str(q), a, None if c is None else str(c))
             for i, (q, a, c) in enumerate(zip(columns["question"], columns["answer"], contexts))]
-
-
-def with_system_prompt(task: TaskSpec, prompt: str) -> TaskSpec:
-    """A copy of ``task`` with another system prompt."""
-    return replace(task, system_prompt=prompt)

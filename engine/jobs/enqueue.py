@@ -1,4 +1,4 @@
-"""Turn presets and requests into queued jobs: the train → PTQ → eval pipeline, PTQ runs, evaluations.
+"""Presets and requests → queued jobs: the train → PTQ → eval pipeline, PTQ runs, evaluations (TUI and CLI).
 
 Each job runs ``llmtui -w WS train|quantize|eval …`` in its own process. A train job's preset is
 frozen at enqueue time: the worker writes the stored TOML text to ``.llmtui/jobs/{id}/preset.toml``
@@ -11,18 +11,13 @@ from pathlib import Path
 from typing import Iterable
 
 from engine.presets.config import ConfigError, ExperimentConfig, PtqStep, config_from_dict
-from engine.jobs.gpu import GpuInventory, NvmlInventory
+from engine.jobs.gpu import GpuInventory, visible_gpu_count
 from engine.presets.naming import ptq_output_name, ptq_spec
 from engine.presets.plan import make_plan
 from engine.jobs.store import JOB_DIR_PLACEHOLDER, Job, JobError, JobRequest, JobStore
 from engine.workspace import UnsafeNameError, Workspace, safe_name
 from engine.jobs.process import llmtui_command
 from engine.jobs.worker import PRESET_FILE
-
-
-def visible_gpu_count(inventory: GpuInventory | None = None) -> int:
-    """How many GPUs NVML sees (0 on a CPU-only machine: jobs then ask for no GPU)."""
-    return len((inventory or NvmlInventory()).gpus())
 
 
 def model_name_arg(ws: Workspace, text: str, *, must_exist: bool = True) -> str:

@@ -1,4 +1,6 @@
-"""GPU and system readings behind one small interface: NVML on a real machine, a fixed list in tests.
+"""GPU and system readings behind one small interface (worker, TUI, job process): NVML on a real machine.
+
+Tests substitute a fixed list (``tests/fake_gpus.py``) through the :class:`GpuInventory` interface.
 
 ``pynvml`` (the ``nvidia-ml-py`` package) is imported inside the functions that use it; on a machine
 without an NVIDIA driver every reading is simply an empty list.
@@ -6,6 +8,7 @@ without an NVIDIA driver every reading is simply an empty list.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -93,20 +96,24 @@ class NvmlInventory:
         return readings
 
 
-@dataclass
-class FakeInventory:
-    """A fixed list of GPUs, for tests and demos on machines where NVML cannot exist."""
+def visible_gpu_count(inventory: GpuInventory | None = None) -> int:
+    """THE number of GPUs this process may use: those NVML sees, limited by ``$CUDA_VISIBLE_DEVICES`` when set.
 
-    readings: list[GpuReading]
-
-    @classmethod
-    def with_gpus(cls, count: int, memory_total: int = 24 << 30) -> "FakeInventory":
-        """``count`` idle GPUs named ``Fake GPU {i}``."""
-        return cls([GpuReading(i, f"Fake GPU {i}", 0, memory_total, 0.0, 30.0, f"GPU-fake-{i}")
-                    for i in range(count)])
-
-    def gpus(self) -> list[GpuReading]:
-        return list(self.readings)
+    0 on a CPU-only machine (jobs then ask for no GPU). Like CUDA, the list stops at its first entry that
+    names no device (so ``""`` and ``-1`` hide them all); entries are indices or ``GPU-`` UUID prefixes.
+    """
+    gpus = (inventory or NvmlInventory()).gpus()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return len(gpus)
+    count = 0
+    for entry in (e.strip() for e in visible.split(",")):
+        known = (entry.isdigit() and int(entry) < len(gpus)) or \
+            (entry.startswith("GPU-") and any(g.uuid.startswith(entry) for g in gpus))
+        if not known:
+            break
+        count += 1
+    return count
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Run one job's command and record how it ended: ``python -m engine.jobs.jobrun EXIT_FILE -- ARGV...``.
+"""The per-job wrapper process the worker starts: run one job's command and record how it ended.
+
+Usage: ``python -m engine.jobs.jobrun EXIT_FILE -- ARGV...``.
 
 The worker starts this as the leader of the job's own process group. It runs ARGV (which inherits
 the log file as stdout/stderr), waits for it, and writes its exit code (negative: killed by that

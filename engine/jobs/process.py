@@ -1,9 +1,11 @@
-"""Starting and watching job processes (worker process): the job entry point, process identity, signals."""
+"""Job processes: the job entry point, process identity and signals (worker), stdout kept clean (job process)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from typing import Iterator
 
 from engine.workspace import Workspace
 
@@ -80,3 +82,17 @@ def kill_all(processes: list) -> None:
                 process.kill()
         except psutil.Error:
             pass
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to file descriptor 1 (Python and C code alike) to stderr meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

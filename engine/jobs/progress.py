@@ -1,19 +1,22 @@
-"""A job's progress, ETA and training curve, folded from its events file (see :mod:`engine.events`)."""
+"""A job's progress, ETA and training curve, folded from its :mod:`engine.events` file (TUI and CLI processes)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from engine.events import EventKind
+
 #: Event kind → the stage it reports progress for.
-PROGRESS_KINDS = {"train_step": "train", "eval_progress": "eval", "quantize_progress": "quantize"}
+PROGRESS_KINDS = {EventKind.TRAIN_STEP: "train", EventKind.EVAL_PROGRESS: "eval",
+                  EventKind.QUANTIZE_PROGRESS: "quantize"}
 #: How many points the curve keeps (older ones are dropped).
 MAX_CURVE_POINTS = 1000
 #: Training numbers kept from the latest ``train_step`` event.
 TRAIN_READINGS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "gpu_mem_gb", "epoch")
 
 
-def _number(value: Any) -> float | None:
+def _json_number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -65,36 +68,36 @@ class JobProgress:
         """Fold new events in (in file order)."""
         for event in events:
             kind = event.get("kind")
-            t = _number(event.get("t"))
-            if kind == "start":
+            t = _json_number(event.get("t"))
+            if kind == EventKind.START:
                 self.started_at = t
             elif kind in PROGRESS_KINDS:
                 self._progress(PROGRESS_KINDS[kind], event, t)
-            elif kind == "eval":
-                step, loss = _number(event.get("step")), _number(event.get("eval_loss"))
+            elif kind == EventKind.EVAL:
+                step, loss = _json_number(event.get("step")), _json_number(event.get("eval_loss"))
                 if step is not None and loss is not None:
                     self.curve.add_eval(int(step), loss)
-            elif kind == "error":
+            elif kind == EventKind.ERROR:
                 self.error = str(event.get("message", "error"))
-            elif kind == "done":
+            elif kind == EventKind.DONE:
                 self.finished = True
 
     def _progress(self, stage: str, event: dict[str, Any], t: float | None) -> None:
         if stage == "train":
             done, total, label = event.get("step"), event.get("max_steps"), "train"
             for key in TRAIN_READINGS:
-                value = _number(event.get(key))
+                value = _json_number(event.get(key))
                 if value is not None:
                     self.latest[key] = value
-            loss, step = _number(event.get("loss")), _number(done)
+            loss, step = _json_number(event.get("loss")), _json_number(done)
             if loss is not None:
-                self.curve.add_train(int(step or 0), loss, _number(event.get("learning_rate")))
+                self.curve.add_train(int(step or 0), loss, _json_number(event.get("learning_rate")))
         else:
             done, total = event.get("done"), event.get("total")
             part = event.get("dataset") if stage == "eval" else event.get("stage")
             label = f"{stage} {part}" if part else stage
-        done = int(_number(done) or 0)
-        total = int(_number(total) or 0)
+        done = int(_json_number(done) or 0)
+        total = int(_json_number(total) or 0)
         if label != self.label or self._stage_start is None or done < self.done:
             # training counts from the job's start (step 0); other stages from their first report
             if stage == "train" and self.started_at is not None:

@@ -1,4 +1,4 @@
-"""Which queued jobs may start now: a pure function of the queue, the running jobs and the free GPUs.
+"""Which queued jobs may start now: a pure function of the queue, the running jobs and the free GPUs (worker process).
 
 Rules: jobs start in id order once every dependency is ``done``; at most ``max_parallel`` run at once;
 a job gets exactly the number of GPUs it asked for, never one that another running job holds. GPU jobs

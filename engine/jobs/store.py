@@ -1,4 +1,4 @@
-"""The persistent job queue: a SQLite database in ``.llmtui/queue.db`` (WAL, one transaction per change).
+"""The persistent job queue: a SQLite database in ``.llmtui/queue.db`` (WAL, one transaction per change) (any process).
 
 A job is a frozen request: its kind, the preset TOML text and options taken at enqueue time, and the
 exact argv to run (stored as a JSON list; ``{job_dir}`` in an argument stands for the job's folder
@@ -21,7 +21,6 @@ from typing import Any, Iterable
 from engine.workspace import Workspace
 
 KINDS = ("train", "quantize", "eval")
-STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 FINISHED = ("done", "failed", "cancelled", "interrupted")
 RETRYABLE = ("failed", "cancelled", "interrupted")
 JOB_DIR_PLACEHOLDER = "{job_dir}"

@@ -1,4 +1,4 @@
-"""The queue worker: one per workspace (``.llmtui/worker.lock``), detached from any terminal.
+"""The queue worker: one per workspace (``.llmtui/worker.lock``), detached from any terminal (worker process).
 
 It takes runnable jobs from the queue, gives each its GPUs through ``CUDA_VISIBLE_DEVICES`` and runs
 it as its own process group (``engine.jobs.jobrun`` wrapping the job's command) with stdout and stderr
@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+from engine.events import EventKind
 from engine.files import write_text
 from engine.jobs.gpu import GpuInventory, NvmlInventory
 from engine.jobs.store import Job, JobStore
@@ -113,7 +114,7 @@ def last_error_event(events_path: Path) -> str:
             event = json.loads(line)
         except ValueError:
             continue
-        if isinstance(event, dict) and event.get("kind") == "error" and event.get("message"):
+        if isinstance(event, dict) and event.get("kind") == EventKind.ERROR and event.get("message"):
             return str(event["message"])
     return ""
 

@@ -1,4 +1,4 @@
-"""Experiment presets: typed sections, TOML load/save, and validation with field-level messages.
+"""Experiment presets: typed sections, TOML load/save, and validation with field-level messages (any process).
 
 A preset is data only (TOML read with ``tomllib``); nothing in it is ever executed.
 """
@@ -13,12 +13,18 @@ from typing import Any
 
 import tomli_w
 
+from engine.data.tasks import BUILTIN_TASKS
 from engine.presets.naming import PTQ_METHODS, TRAIN_QUANT_METHODS, QuantizationSpec, model_name, ptq_spec, qlora_spec
 
 PEFT_METHODS = ("NoPeft", "LoRa", "DoRa", "VeRa")
 FINETUNING_METHODS = ("SFT",)
-BUILTIN_DATASETS = ("openmath", "squad", "arc", "boolq")
+BUILTIN_TASK_NAMES = tuple(BUILTIN_TASKS)
+#: Bits each PTQ method supports.
 PTQ_BITS = {"GPTQ": (2, 3, 4, 8), "AWQ": (4,), "HQQ": (1, 2, 3, 4, 8), "INT8": (8,), "NF4": (4,)}
+#: PTQ methods with a group size (bitsandbytes uses its own fixed blocks: int8 per row, nf4 blocks of 64).
+GROUPED_PTQ_METHODS = ("GPTQ", "AWQ", "HQQ")
+#: Group sizes every backend's kernels accept; 0 means one group per output channel.
+PTQ_GROUP_SIZES = (0, 16, 32, 64, 128, 256, 512, 1024)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -39,7 +45,7 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    dataset: str = _knob("openmath", help="openmath | squad | arc | boolq | none | custom")
+    dataset: str = _knob("openmath", help=" | ".join((*BUILTIN_TASKS, "none", "custom")))
     trunc_train: int = _knob(0, min=0, help="train rows to use (0 = all)")
     trunc_eval: int = _knob(0, min=0, help="eval rows to use (0 = all)")
 
@@ -127,7 +133,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ExperimentConfig:
-    """A whole experiment: every knob of the seed's trainer, PTQ steps and evaluation."""
+    """A whole experiment: every knob of the legacy scripts' trainer, PTQ steps and evaluation."""
 
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -166,10 +172,6 @@ class ExperimentConfig:
 
 def _section_dict(section: Any) -> dict[str, Any]:
     return {f.name: (list(v) if isinstance(v := getattr(section, f.name), list) else v) for f in fields(section)}
-
-
-def default_config() -> ExperimentConfig:
-    return ExperimentConfig()
 
 
 def field_specs(section: type) -> dict[str, dict[str, Any]]:
@@ -265,10 +267,26 @@ def config_from_dict(data: dict[str, Any], source: str = "<preset>",
     return config
 
 
+def ptq_problems(method: str, bits: int, group_size: int | None) -> dict[str, str]:
+    """THE PTQ validation rule: ``{"bits"|"group_size": message}`` for what ``method`` does not support.
+
+    ``method`` is upper case and one of PTQ_METHODS; a ``None`` group size (or a method without groups)
+    is not checked.
+    """
+    problems = {}
+    allowed = PTQ_BITS.get(method, ())
+    if allowed and bits not in allowed:
+        problems["bits"] = f"{method} supports bits {', '.join(map(str, allowed))}, not {bits}"
+    if method in GROUPED_PTQ_METHODS and group_size is not None and group_size not in PTQ_GROUP_SIZES:
+        problems["group_size"] = (f"{method} group size {group_size} is not supported; use "
+                                  f"{', '.join(map(str, PTQ_GROUP_SIZES[1:]))} or 0 (per output channel)")
+    return problems
+
+
 def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ()) -> list[Problem]:
     """Rules that involve more than one field or the workspace's datasets."""
     problems: list[Problem] = []
-    datasets = (*BUILTIN_DATASETS, *custom_datasets)
+    datasets = (*BUILTIN_TASK_NAMES, *custom_datasets)
     if config.data.dataset not in (*datasets, "none"):
         hint = _did_you_mean(config.data.dataset, [*datasets, "none"])
         problems.append(Problem("data.dataset", f"unknown dataset {config.data.dataset!r}; expected one of "
@@ -277,20 +295,15 @@ def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ())
         problems.append(Problem("model.base", "must name a hub id or a model folder"))
     if config.quant.method == "QLORA" and config.peft.method == "NoPeft":
         problems.append(Problem("quant.method", "QLORA trains adapters on a 4-bit base and needs peft.method "
-                                "LoRa or DoRa (the seed silently switched to LoRa; set it explicitly)"))
+                                "LoRa or DoRa (the legacy scripts silently switched to LoRa; set it explicitly)"))
     if config.quant.method == "QLORA" and config.peft.method == "VeRa":
         problems.append(Problem("peft.method", "VeRa cannot train on a QLORA 4-bit base (TRL casts the adapter "
                                 "to bf16 and VeRA's shared float32 projections break); use LoRa or DoRa"))
     if config.peft.method != "NoPeft" and not config.peft.target_modules:
         problems.append(Problem("peft.target_modules", "must list at least one module for a PEFT method"))
     for i, step in enumerate(config.ptq):
-        allowed = PTQ_BITS.get(step.method, ())
-        if allowed and step.bits not in allowed:
-            problems.append(Problem(f"ptq[{i}].bits", f"{step.method} supports bits {', '.join(map(str, allowed))}, "
-                                    f"not {step.bits}"))
-        if step.method in ("GPTQ", "AWQ", "HQQ") and step.group_size not in (0, 16, 32, 64, 128, 256, 512, 1024):
-            problems.append(Problem(f"ptq[{i}].group_size", f"{step.group_size} is not a supported group size "
-                                    "(0, 16, 32, 64, 128, 256, 512 or 1024)"))
+        for key, message in ptq_problems(step.method, step.bits, step.group_size).items():
+            problems.append(Problem(f"ptq[{i}].{key}", message))
     for name in config.eval.datasets:
         if name not in datasets:
             problems.append(Problem("eval.datasets", f"unknown test set {name!r}{_did_you_mean(name, list(datasets))}"))

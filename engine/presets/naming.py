@@ -1,4 +1,4 @@
-"""QuantizationSpec, quantization tags and model folder names, identical to the seed's rules.
+"""QuantizationSpec, quantization tags and model folder names, identical to the legacy scripts' rules (any process).
 
 ``{base}-{dataset}_{finetuning}_{peft}{r}_{quant_tag}``; a base snapshot is ``{base}-base``; a PTQ
 output replaces the ``NoQuant`` tag of its source with the PTQ tag (``GPTQ_w4_g64_headfp16``).
@@ -103,7 +103,7 @@ def base_short_name(base: str) -> str:
 
 def model_name(base: str, dataset: str, finetuning: str, peft_method: str, r: int,
                quant: QuantizationSpec) -> str:
-    """The seed's output folder name for a training run."""
+    """The legacy scripts' output folder name for a training run."""
     short = base_short_name(base)
     if dataset == "none":
         return f"{short}-base"

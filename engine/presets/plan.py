@@ -1,4 +1,4 @@
-"""What an experiment would do: its output names and the steps (train, PTQ, eval), as plain data."""
+"""What an experiment would do: output names and steps (train, PTQ, eval) as plain data (TUI and CLI processes)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Side-by-side comparison of evaluated models with paired significance tests.
+"""Side-by-side comparison of evaluated models with paired significance tests (TUI and CLI processes).
 
 :func:`compare` puts, for every test set the first model shares with another, every metric of every
 model side by side with its delta against the first model. Where both models have per-item
@@ -241,7 +241,7 @@ class _DatasetComparer:
         path = self.predictions_path(record)
         if not path.is_file():
             origin = " (its metrics file was written by the old research scripts)" \
-                if record.source == "seed" else ""
+                if record.source == "legacy" else ""
             return None, f"no per-item predictions for {record.name}{origin}: {self.relative(path)} is missing"
         try:
             rows = _read_jsonl(path)

@@ -1,4 +1,4 @@
-"""The results table and a comparison as CSV, Markdown (GitHub), LaTeX (booktabs) and JSON text.
+"""The results table and a comparison as CSV, Markdown (GitHub), LaTeX (booktabs) and JSON text (TUI and CLI processes).
 
 Numbers keep full precision in CSV and JSON; Markdown and LaTeX show 4 decimals and mark the best
 value of each column (higher or lower is better per :func:`engine.results.metrics_files.metric_direction`) in bold.
@@ -20,7 +20,7 @@ _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$"
 MISSING = "–"
 
 
-def format_number(value: Any) -> str:
+def format_cell(value: Any) -> str:
     """Floats with 4 decimals, ints (counts) as they are, text as is, None as empty."""
     if value is None:
         return ""
@@ -49,8 +49,8 @@ def best_rows(values: list[Any], direction: str | None) -> set[int]:
     if direction is None or len(numbers) < 2:
         return set()
     pick = max if direction == "higher" else min
-    best = format_number(pick(v for _, v in numbers))
-    return {i for i, v in numbers if format_number(v) == best}
+    best = format_cell(pick(v for _, v in numbers))
+    return {i for i, v in numbers if format_cell(v) == best}
 
 
 # --- the results table -----------------------------------------------------------------------------
@@ -72,7 +72,7 @@ def results_json(table: ResultsTable) -> str:
 
 def _results_cells(table: ResultsTable) -> tuple[list[list[str]], set[tuple[int, int]]]:
     """Formatted cells and the (row, column) positions of each column's best value."""
-    cells = [[format_number(row.get(c.key)) or MISSING for c in table.columns] for row in table.rows]
+    cells = [[format_cell(row.get(c.key)) or MISSING for c in table.columns] for row in table.rows]
     best = {(i, j) for j, column in enumerate(table.columns)
             for i in best_rows([row.get(column.key) for row in table.rows], column.direction)}
     return cells, best
@@ -154,7 +154,7 @@ def comparison_rows(comparison: Comparison) -> tuple[list[str], list[list[str]],
     for dataset in comparison.datasets:
         for metric in dataset.metrics:
             values = [metric.values.get(m) for m in comparison.models]
-            row = [dataset.name, metric.metric, *[format_number(v) or MISSING for v in values]]
+            row = [dataset.name, metric.metric, *[format_cell(v) or MISSING for v in values]]
             by_model = {p.model: p for p in metric.pairs}
             for model in others:
                 pair = by_model.get(model)

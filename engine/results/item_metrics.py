@@ -1,4 +1,4 @@
-"""Dataset metrics recomputed from per-item predictions, vectorised over bootstrap resamples.
+"""Dataset metrics recomputed from per-item predictions, vectorised over bootstrap resamples (TUI and CLI processes).
 
 The predictions files (``Testing/predictions/{model}/{test stem}.jsonl``) hold, per item, ``pred``
 (normalised by engine.results.scoring), ``gold`` (as in the dataset), ``correct``, ``has_box`` and (squad_v2)
@@ -18,12 +18,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from engine.results.scoring import MCQ_LABELS, NO_ANSWER_PHRASES, normalize_squad, parse_number
+from engine.results.scoring import BOOL_WORDS, MCQ_LABELS, NO_ANSWER_PHRASES, normalize_squad, parse_number
 from engine.results.stats import BatchMetric
 
 _LETTER_CODES = {label: code for code, label in enumerate(MCQ_LABELS)}
 _LETTER_CODES.update({str(code + 1): code for code in range(len(MCQ_LABELS))})
-_BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}
 
 
 class PredictionsError(ValueError):
@@ -269,7 +268,7 @@ def _as_bool(value: Any) -> bool | None:
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
-        return _BOOL_WORDS.get(value.strip().lower())
+        return BOOL_WORDS.get(value.strip().lower())
     return None
 
 

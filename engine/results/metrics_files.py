@@ -1,4 +1,4 @@
-"""Reading metrics files — llmtui's and the old research scripts' — into one normalised shape.
+"""Reading metrics files — llmtui's and the old research scripts' — into one normalised shape (TUI and CLI processes).
 
 Both writers use the same top-level schema (``model_name``, ``evaluated_at``, ``summary``,
 ``datasets`` keyed by test file name, ``quantization``, ``hardware``). The old scripts' files (no
@@ -23,24 +23,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.data.tasks import BUILTIN_TASKS
+from engine.results.model_folder import TRAINING_METADATA, dig
 from engine.workspace import UnsafeNameError, Workspace
 
-#: Where each built-in test set's name comes in tables, and its task kind.
-BUILTIN_DATASETS = {
-    "ai2_arc": "mcq4",
-    "OpenMathInstruct-2": "math_numeric",
-    "boolq": "boolq",
-    "squad_v2": "squad_v2",
-}
+#: Built-in test-set name (file stem) → task kind, in the order result columns list them (the legacy
+#: scripts' summary order, boolq added after openmath).
+BUILTIN_TEST_SET_KINDS = {BUILTIN_TASKS[name].file_stem: BUILTIN_TASKS[name].kind
+                          for name in ("arc", "openmath", "boolq", "squad")}
 #: Old-script metric keys → llmtui's.
-SEED_METRIC_NAMES = {
+LEGACY_METRIC_NAMES = {
     "f1_pos": "f1",
     "MCC": "mcc",
     "NoAns_Accuracy": "NoAns_accuracy",
     "AvNA_Accuracy": "AvNA",
 }
 #: Metrics the old scripts wrote as percentages (after renaming), by task kind.
-SEED_PERCENT_METRICS = {
+LEGACY_PERCENT_METRICS = {
     "squad_v2": frozenset({"EM", "F1", "HasAns_EM", "HasAns_F1", "NoAns_accuracy", "AvNA"}),
 }
 #: Keys inside ``metrics`` that are descriptions or counts, not metrics.
@@ -77,7 +76,7 @@ class ResultRecord:
 
     path: Path
     name: str
-    source: str  # "llmtui" | "seed" | "unreadable"
+    source: str  # "llmtui" | "legacy" (the legacy scripts' files) | "unreadable"
     raw_model_name: Any = None
     evaluated_at: str | None = None
     datasets: dict[str, DatasetResult] = field(default_factory=dict)
@@ -164,11 +163,11 @@ def training_peaks(ws: Workspace, model: str) -> tuple[float | None, float | Non
     ``hardware_info.vram_peaks.overall_max_*_gb``; (None, None) when absent or unreadable.
     """
     try:
-        meta_path = ws.model_dir(model) / "training_metadata.json"
+        meta_path = ws.model_dir(model) / TRAINING_METADATA
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, UnsafeNameError):
         return None, None
-    peaks = _dig(meta, "hardware_info", "vram_peaks")
+    peaks = dig(meta, "hardware_info", "vram_peaks")
     if not isinstance(peaks, dict):
         return None, None
     overall = peaks.get("overall") if isinstance(peaks.get("overall"), dict) else {}
@@ -178,7 +177,7 @@ def training_peaks(ws: Workspace, model: str) -> tuple[float | None, float | Non
 
 
 #: The old scripts' ``metrics_summary.csv`` columns, kept first and in this order.
-SEED_SUMMARY_COLUMNS = (
+LEGACY_SUMMARY_COLUMNS = (
     "model",
     "train_peak_vram_reserved_gb", "train_peak_vram_allocated_gb",
     "eval_peak_vram_reserved_gb", "eval_peak_vram_allocated_gb",
@@ -291,7 +290,7 @@ def results_table(ws: Workspace, records: list[ResultRecord] | None = None, *,
 
 def _ordered_dataset_names(records: list[ResultRecord]) -> list[str]:
     present = {d.name for r in records for d in r.datasets.values()}
-    builtin = [n for n in BUILTIN_DATASETS if n in present]
+    builtin = [n for n in BUILTIN_TEST_SET_KINDS if n in present]
     return builtin + sorted(present - set(builtin), key=str.casefold)
 
 
@@ -325,7 +324,7 @@ def _columns(rows: list[dict[str, Any]], dataset_names: list[str], *, filtered: 
         return any(row.get(key) is not None for row in rows)
 
     columns: list[Column] = []
-    for key in SEED_SUMMARY_COLUMNS:
+    for key in LEGACY_SUMMARY_COLUMNS:
         dataset, _, metric = key.rpartition("__")
         if dataset and filtered and dataset not in dataset_names:
             continue
@@ -349,7 +348,7 @@ class _FileReader:
         self.path = path
         self.data = data
         self.warnings: list[str] = []
-        self.is_seed = "llmtui_version" not in data
+        self.is_legacy = "llmtui_version" not in data
 
     def record(self) -> ResultRecord:
         data = self.data
@@ -364,7 +363,7 @@ class _FileReader:
         if not isinstance(quantization, dict):
             quantization = summary.get("quantization") if isinstance(summary.get("quantization"), dict) else {}
         record = ResultRecord(
-            path=self.path, name=name, source="seed" if self.is_seed else "llmtui",
+            path=self.path, name=name, source="legacy" if self.is_legacy else "llmtui",
             raw_model_name=raw_name,
             evaluated_at=self.text(data, "evaluated_at", "evaluated_at"),
             overall_accuracy=self.rate(summary, "overall_accuracy", "summary.overall_accuracy"),
@@ -394,7 +393,7 @@ class _FileReader:
     def dataset(self, file_name: str, entry: dict[str, Any]) -> DatasetResult:
         where = f"datasets.{file_name}"
         name = dataset_name_from_file(file_name)
-        kind = entry.get("type") if isinstance(entry.get("type"), str) else BUILTIN_DATASETS.get(name)
+        kind = entry.get("type") if isinstance(entry.get("type"), str) else BUILTIN_TEST_SET_KINDS.get(name)
         latency = entry.get("latency_seconds")
         tokens = self.section(entry, "tokens_generated", where)
         result = DatasetResult(
@@ -413,14 +412,14 @@ class _FileReader:
             self.warn(f"{where}.metrics", metrics, "an object")
             metrics = {}
         result.metrics["accuracy"] = self.rate(entry, "accuracy", f"{where}.accuracy")
-        percent_metrics = SEED_PERCENT_METRICS.get(kind or "", frozenset()) if self.is_seed else frozenset()
+        percent_metrics = LEGACY_PERCENT_METRICS.get(kind or "", frozenset()) if self.is_legacy else frozenset()
         for key, value in (metrics or {}).items():
             if key in NON_METRIC_KEYS:
                 continue
             if isinstance(value, (dict, list)):
                 result.details[key] = value
                 continue
-            metric = SEED_METRIC_NAMES.get(key, key) if self.is_seed else key
+            metric = LEGACY_METRIC_NAMES.get(key, key) if self.is_legacy else key
             number = self.number(metrics, key, f"{where}.metrics.{key}")
             if number is not None and metric in percent_metrics:
                 number = from_percent(number)
@@ -463,7 +462,7 @@ class _FileReader:
     def rate(self, data: dict[str, Any], key: str, where: str) -> float | None:
         """A rate as a fraction: the old scripts wrote percentages."""
         number = self.number(data, key, where)
-        if number is not None and self.is_seed:
+        if number is not None and self.is_legacy:
             number = from_percent(number)
         return number
 
@@ -492,14 +491,6 @@ class _FileReader:
             return value
         self.warn(where, value, "text")
         return None
-
-
-def _dig(data: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
 
 
 def _finite(value: Any) -> float | None:

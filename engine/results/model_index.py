@@ -1,4 +1,4 @@
-"""An incremental view of the model registry: after the first scan, only changed folders are read again.
+"""An incremental view of the model registry: after the first scan, only changed folders are read again (TUI process).
 
 The Models screen of a 5,000-model workspace refreshes whenever a model or a metrics file appears; a
 full :func:`engine.results.registry.scan_models` each time would re-read every folder. :class:`ModelIndex`

@@ -1,4 +1,4 @@
-"""Scan ``Models/`` and ``Testing/metrics/``: one record per model folder, fast and tolerant.
+"""Scan ``Models/`` and ``Testing/metrics/``: one record per model folder, fast and tolerant (any process).
 
 Reads only small files (config, metadata JSON, safetensors headers); a 5,000-model workspace
 scans in well under 1.5 s (``bench/registry_scan.py``). Broken folders become ``broken`` records
@@ -16,13 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from engine.files import read_json_file
+from engine.results.scoring import HEADLINE_METRICS
+from engine.results.model_folder import TRAINING_METADATA, inspect_folder
 from engine.workspace import Workspace
 
-TRAINING_METADATA = "training_metadata.json"
-QUANTIZATION_METADATA = "quantization_metadata.json"
 NAME_PATTERN = re.compile(r"^(?P<base>.+?)-(?P<dataset>[A-Za-z0-9]+)_(?P<finetuning>[A-Za-z]+)_"
                           r"(?P<peft>NoPeft|LoRa\d+|DoRa\d+|VeRa\d+)_(?P<quant>.+)$")
-HEADLINE = {"mcq4": "macro_f1", "boolq": "accuracy", "squad_v2": "F1", "math_numeric": "accuracy"}
 
 
 @dataclass
@@ -45,17 +45,6 @@ class ModelRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def read_json_file(path: Path) -> tuple[Any, str]:
-    """(data, "") or (None, reason naming the file); a missing file gives (None, "")."""
-    try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read()), ""
-    except FileNotFoundError:
-        return None, ""
-    except (OSError, ValueError) as exc:
-        return None, f"{path.name}: {exc}"
 
 
 def _safetensors_params(path: Path) -> int:
@@ -99,7 +88,7 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
             continue
         kind = block.get("type")
         values = block.get("metrics") if isinstance(block.get("metrics"), dict) else {}
-        key = HEADLINE.get(kind, "accuracy")
+        key = HEADLINE_METRICS.get(kind, "accuracy")
         value = values.get(key, block.get("accuracy"))
         if value is None and kind == "math_numeric":
             key, value = "avg_abs_diff", values.get("avg_abs_diff")
@@ -117,27 +106,13 @@ def inspect_model(ws: Workspace, path: Path, metrics_names: set[str] | None = No
         record.status, record.reason = "broken", f"cannot list folder: {exc}"
         return record
     record.date = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
-    problems = []
-    training, error = read_json_file(path / TRAINING_METADATA) if TRAINING_METADATA in entries else (None, "")
-    if error:
-        problems.append(error)
-    quant, error = read_json_file(path / QUANTIZATION_METADATA) if QUANTIZATION_METADATA in entries else (None, "")
-    if error:
-        problems.append(error)
-    config, error = read_json_file(path / "config.json") if "config.json" in entries else (None, "")
-    if error:
-        problems.append(error)
-    if "adapter_config.json" in entries:
-        record.kind = "adapter"
-    elif config is None and not error:
-        problems.append("no config.json or adapter_config.json: not a loadable model folder")
-    if isinstance(quant, dict):
-        record.kind = str(quant.get("method", "unknown")).lower()
-        record.quant_tag = str(quant.get("quant_tag", ""))
-    elif isinstance(config, dict) and isinstance(config.get("quantization_config"), dict):
-        qc = config["quantization_config"]
-        record.kind = "bnb" if str(qc.get("quant_method", "")).startswith("bitsandbytes") else \
-            str(qc.get("quant_method", "unknown")).lower()
+    found, problems = inspect_folder(path, entries)
+    training = found.documents[TRAINING_METADATA]
+    if found.ptq_output:  # the Models list names the PTQ method (int8, nf4, gptq…), not only the loader
+        record.kind = str(found.quantization.get("method", "unknown")).lower()
+        record.quant_tag = str(found.quantization.get("quant_tag", ""))
+    else:
+        record.kind = found.kind
     if isinstance(training, dict):
         info = training.get("model_info") or {}
         params = training.get("training_parameters") or {}
@@ -162,8 +137,9 @@ def inspect_model(ws: Workspace, path: Path, metrics_names: set[str] | None = No
             record.params = _safetensors_params(path / "model.safetensors")
         except (OSError, ValueError, struct.error):
             problems.append("model.safetensors: unreadable header")
-    if problems:
-        record.status, record.reason = "broken", "; ".join(problems)
+    if problems:  # the list already names the folder: say the files relative to it
+        record.status = "broken"
+        record.reason = "; ".join(p.replace(f"{path}{os.sep}", "").removeprefix(f"{path}: ") for p in problems)
     if metrics_names is None or name in metrics_names:
         headline, error = _cached_headline(ws.metrics_file(name))
         if headline is not None:
@@ -216,6 +192,16 @@ def scan_models(ws: Workspace) -> list[ModelRecord]:
     return [inspect_model(ws, folder, names) for folder in sorted(folders, key=lambda p: p.name.lower())]
 
 
+def untested_and_broken(ws: Workspace) -> tuple[list[ModelRecord], list[ModelRecord]]:
+    """THE meaning of ``--untested``: (models to evaluate, broken folders that are listed but never evaluated).
+
+    Untested = no readable metrics file and a loadable-looking folder; ``llmtui eval --untested``, ``llmtui
+    queue add eval --untested`` and the Models screen's "evaluate all untested" all select these.
+    """
+    records = scan_models(ws)
+    return [r for r in records if r.status == "untested"], [r for r in records if r.status == "broken"]
+
+
 def untested_models(ws: Workspace) -> list[ModelRecord]:
-    """Models that are neither tested nor broken: what the orchestrator evaluates."""
-    return [r for r in scan_models(ws) if r.status == "untested"]
+    """The models ``--untested`` evaluates (see :func:`untested_and_broken`)."""
+    return untested_and_broken(ws)[0]

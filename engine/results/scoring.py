@@ -1,4 +1,4 @@
-"""Task metric definitions: answer extraction, per-item scoring and dataset metrics.
+"""Task metric definitions: answer extraction, per-item scoring and dataset metrics (job process and compare).
 
 Four task kinds (``TASK_KINDS``): ``mcq4`` (ARC, letters A-D), ``boolq`` (True/False),
 ``squad_v2`` (extractive QA with unanswerable questions) and ``math_numeric`` (one number).
@@ -27,8 +27,11 @@ from typing import Any, Iterable
 
 TASK_KINDS = ("mcq4", "boolq", "squad_v2", "math_numeric")
 
-#: The main metric key in ``compute_metrics`` output per kind (shown first by the UI).
-HEADLINE_METRICS = {"mcq4": "macro_f1", "boolq": "accuracy", "squad_v2": "F1", "math_numeric": "accuracy"}
+#: The metric keys in ``compute_metrics`` output that result tables show per kind, the main one first.
+TABLE_METRICS = {"mcq4": ("macro_f1", "accuracy"), "boolq": ("accuracy", "mcc"), "squad_v2": ("F1", "EM"),
+                 "math_numeric": ("accuracy", "avg_abs_diff")}
+#: THE headline-metric map: the main metric key per kind (shown first by the UI).
+HEADLINE_METRICS = {kind: metrics[0] for kind, metrics in TABLE_METRICS.items()}
 
 MCQ_LABELS = ("A", "B", "C", "D")
 
@@ -139,7 +142,8 @@ def _plain(value: Any) -> Any:
 
 # --- mcq4 ----------------------------------------------------------------------------------------
 
-_DIGIT_TO_LETTER = {"1": "A", "2": "B", "3": "C", "4": "D"}
+#: Numbered options (1-4) → their letters.
+DIGIT_TO_LETTER = {str(i + 1): label for i, label in enumerate(MCQ_LABELS)}
 _MCQ_PREFIX = r"(?:(?i:answer|option|choice)\s*[:\-]?\s*)?"
 # The whole answer is the choice: "B", "b", "(B)", "[b]", "B.", "b)", "2", "Answer: B".
 _MCQ_ALONE = re.compile(_MCQ_PREFIX + r"[(\[]?\s*([A-Da-d1-4])\s*[)\]]?\s*[.:]?")
@@ -154,12 +158,12 @@ def parse_mcq_choice(answer: str) -> str | None:
     if match is None:
         return None
     choice = match.group(1).upper()
-    return _DIGIT_TO_LETTER.get(choice, choice)
+    return DIGIT_TO_LETTER.get(choice, choice)
 
 
 def _mcq_gold(gold: Any) -> str:
     label = str(_plain(gold)).strip().upper()
-    label = _DIGIT_TO_LETTER.get(label, label)
+    label = DIGIT_TO_LETTER.get(label, label)
     if label not in MCQ_LABELS:
         raise ValueError(f"mcq4 gold answer {gold!r} is not one of A-D or 1-4")
     return label
@@ -167,14 +171,15 @@ def _mcq_gold(gold: Any) -> str:
 
 # --- boolq ---------------------------------------------------------------------------------------
 
-_BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}
+#: THE boolean answer words (lower case) and what they mean.
+BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}
 _FIRST_WORD = re.compile(r"[^a-z]*([a-z]+)")
 
 
 def parse_bool(answer: str) -> bool | None:
     """True/False from the first word of ``answer`` (true/false/yes/no, any case), or None."""
     match = _FIRST_WORD.match(_unwrap_text(answer).lower())
-    return _BOOL_WORDS.get(match.group(1)) if match else None
+    return BOOL_WORDS.get(match.group(1)) if match else None
 
 
 def _bool_gold(gold: Any) -> bool:
@@ -183,8 +188,8 @@ def _bool_gold(gold: Any) -> bool:
         return gold
     if isinstance(gold, str):
         word = gold.strip().lower()
-        if word in _BOOL_WORDS:
-            return _BOOL_WORDS[word]
+        if word in BOOL_WORDS:
+            return BOOL_WORDS[word]
     raise ValueError(f"boolq gold answer {gold!r} is not a bool or one of true/false/yes/no")
 
 

@@ -1,4 +1,4 @@
-"""Paired significance tests for two models scored on the same items.
+"""Paired significance tests for two models scored on the same items (TUI and CLI processes).
 
 * :func:`mcnemar_exact` — the exact McNemar test on per-item correctness (accuracy-type metrics).
 * :func:`paired_bootstrap` — a paired bootstrap of the difference of any metric (F1, EM, MCC…),

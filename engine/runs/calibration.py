@@ -1,4 +1,4 @@
-"""Calibration text for GPTQ and AWQ: training items through the shared prompt builder, or a text file.
+"""Calibration text for GPTQ and AWQ: training items through the shared prompt builder, or a text file (job process).
 
 A dataset's items are rendered with :func:`engine.data.prompts.render_example` (prompt followed by its
 completion, exactly what training saw), ``samples`` of them drawn with a fixed seed. A text file gives

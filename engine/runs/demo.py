@@ -1,4 +1,4 @@
-"""``llmtui demo``: a complete workspace that works offline on a CPU."""
+"""``llmtui demo``: a complete workspace that works offline on a CPU (CLI process)."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ samples = 32
 after = true
 datasets = ["arc"]
 """,
-    "base-snapshot": """# A snapshot of the base model with metadata and no training (the seed's dataset = "none").
+    "base-snapshot": """# A snapshot of the base model with metadata and no training (the legacy scripts' dataset = "none").
 [model]
 base = "Models/tiny-qwen3"
 

@@ -1,4 +1,4 @@
-"""Where training runs and what it cost: device and dtype choice, GPU memory peaks, peak RSS.
+"""Where training runs and what it cost: device and dtype choice, GPU memory peaks, peak RSS (job process).
 
 Everything torch-related is imported inside the functions, so importing this module is cheap.
 """
@@ -35,20 +35,6 @@ class DeviceChoice:
     @property
     def use_cpu(self) -> bool:
         return self.device == "cpu"
-
-
-def cuda_available() -> bool:
-    """True when torch sees at least one CUDA device."""
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def visible_gpu_count() -> int:
-    """Number of CUDA devices torch sees (0 without CUDA)."""
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def choose_device(requested_dtype: str = "auto", *, full_finetuning: bool = True) -> DeviceChoice:

@@ -1,4 +1,4 @@
-"""Batched greedy evaluation of model folders on the workspace's test sets.
+"""Batched greedy evaluation of model folders on the workspace's test sets (job process).
 
 Prompts (the one prompt builder's text) are sorted by token length and generated in padded batches
 with their attention mask; a prefix every prompt of a batch shares (system prompt, chat template) is
@@ -23,9 +23,9 @@ from typing import Any, Callable
 from engine import __version__
 from engine.files import staged_dir, write_json, write_jsonl
 from engine.data.tasks import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
-from engine.events import EventWriter
+from engine.events import EventKind, EventWriter
 from engine.results.scoring import ItemScore, describe, extract_boxed, first_box_closed, score_item, summarize_dataset
-from engine.runs.loading import ModelLoadError
+from engine.results.model_folder import ModelLoadError, ModelNotFoundError, detect_kind, resolve_model_folder
 from engine.workspace import Workspace, safe_name
 
 #: Auto batch size: the first (longest) batch tries this many prompts, halving on out-of-memory.
@@ -376,14 +376,10 @@ def evaluate_dataset(loaded: Any, task: TaskSpec, items: list[Item], *, batch_si
 
 def resolve_model_dir(ws: Workspace, ref: str | Path) -> Path:
     """A model folder from a model name in ``Models/`` or a path (as given, or relative to the workspace)."""
-    text = str(ref)
-    candidates = [Path(text).expanduser(), ws.root / text]
-    if "/" not in text and "\\" not in text:
-        candidates.insert(0, ws.models_dir / text)
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
-    raise EvalError(f"model {text!r} not found (neither a folder nor a model in {ws.models_dir})")
+    try:
+        return resolve_model_folder(ws, ref)
+    except ModelNotFoundError as exc:
+        raise EvalError(f"model {exc}") from None
 
 
 def quantization_block(found: Any) -> dict[str, Any]:
@@ -455,7 +451,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     import torch
 
     from engine.runs.device import reset_memory_peaks
-    from engine.runs.loading import detect_kind, load_for_inference, resolve_device
+    from engine.runs.loading import load_for_inference, resolve_device
 
     options = options or EvalOptions()
     events = events or EventWriter(None)
@@ -470,7 +466,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     found = detect_kind(model_dir)
     device = resolve_device(options.device)
     start_batch = start_batch_size(options.batch_size, device)
-    events.emit("start", model=name, model_dir=str(model_dir), model_kind=found.kind,
+    events.emit(EventKind.START, model=name, model_dir=str(model_dir), model_kind=found.kind,
                 datasets=[t.test_file for t in tasks], total=sum(len(v) for v in items.values()))
     reset_memory_peaks()
     loaded = load_for_inference(model_dir, device=device)
@@ -480,9 +476,9 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
         runs = []
         for task in tasks:
             def progress(done: int, total: int, dataset: str = task.test_file) -> None:
-                events.emit("eval_progress", model=name, dataset=dataset, done=done, total=total)
+                events.emit(EventKind.EVAL_PROGRESS, model=name, dataset=dataset, done=done, total=total)
 
-            events.emit("eval_progress", model=name, dataset=task.test_file, done=0, total=len(items[task.name]))
+            events.emit(EventKind.EVAL_PROGRESS, model=name, dataset=task.test_file, done=0, total=len(items[task.name]))
             runs.append(evaluate_dataset(loaded, task, items[task.name], batch_size=start_batch,
                                          brace_mask=brace_mask, on_progress=progress,
                                          host_memory_cap=options.batch_size == "auto" and device == "cpu",
@@ -502,7 +498,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
         for run in runs:
             write_jsonl(folder / f"{Path(run.task.test_file).stem}.jsonl", run.rows)
     write_json(metrics_path, metrics)
-    events.emit("saved", path=str(metrics_path))
+    events.emit(EventKind.SAVED, path=str(metrics_path))
     return metrics
 
 
@@ -633,28 +629,10 @@ def evaluate_models(ws: Workspace, refs: list[str | Path], options: EvalOptions 
             if not isinstance(exc, (EvalError, DatasetError, ModelLoadError)):
                 message = f"{type(exc).__name__}: {message}"
             report.failed.append((name, message))
-            events.emit("error", model=name, message=message)
+            events.emit(EventKind.ERROR, model=name, message=message)
             if not isinstance(exc, AlreadyEvaluated):
                 _record_outcome(ws, name, message, str(ref))
             continue
         report.evaluated.append(name)
         _record_outcome(ws, name, None)
     return report
-
-
-def untested_model_dirs(ws: Workspace) -> list[Path]:
-    """Every model folder in ``Models/`` without a readable metrics file (broken folders included)."""
-    from engine.results.registry import scan_models
-
-    return [Path(r.path) for r in scan_models(ws)
-            if r.status != "tested" and (not ws.metrics_file(r.name).is_file()
-                                         or _existing_metrics_problem(ws.metrics_file(r.name)))]
-
-
-def evaluate_untested(ws: Workspace, options: EvalOptions | None = None, *, events: EventWriter | None = None,
-                      before_generate: BeforeGenerate | None = None) -> EvalReport:
-    """The orchestrator: every model without a (readable) metrics file, one after another.
-
-    Folders the registry calls broken are tried too, so their failure is recorded and reported.
-    """
-    return evaluate_models(ws, untested_model_dirs(ws), options, events=events, before_generate=before_generate)

@@ -1,4 +1,4 @@
-"""Load any model folder for inference: full, adapter (base + PEFT adapter), bitsandbytes, GPTQ/AWQ, HQQ.
+"""Load any model folder for inference: full, adapter (base + PEFT adapter), bitsandbytes, GPTQ/AWQ, HQQ (job process).
 
 The kind is detected from the folder's files — ``quantization_metadata.json``, ``adapter_config.json``,
 ``training_metadata.json`` and ``config.json``'s ``quantization_config`` — never from its name.
@@ -10,35 +10,11 @@ PTQ outputs (any folder with ``quantization_metadata.json``) and GPTQ/AWQ/HQQ ch
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-QUANTIZATION_METADATA = "quantization_metadata.json"
-TRAINING_METADATA = "training_metadata.json"
-ADAPTER_CONFIG = "adapter_config.json"
-#: Kinds loaded by ``engine.runs.quantize.load_quantized``.
-BACKEND_KINDS = ("gptq", "awq", "hqq")
-#: PTQ methods that bitsandbytes implements (stored as a ``quantization_config`` transformers reads).
-BNB_METHODS = ("INT8", "NF4")
-
-
-class ModelLoadError(ValueError):
-    """A model folder cannot be loaded; the message names the folder and the file or field at fault."""
-
-
-@dataclass
-class ModelKind:
-    """What a folder holds, as read from its files (``info`` keeps the metadata that was read)."""
-
-    kind: str  # full | adapter | bnb | gptq | awq | hqq
-    trust_remote_code: bool = False
-    qlora: bool = False
-    ptq_output: bool = False  # has quantization_metadata.json: loaded by engine.runs.quantize.load_quantized
-    base_model_path: str | None = None
-    quantization: dict[str, Any] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
+from engine.results.model_folder import BACKEND_KINDS, ModelKind, ModelLoadError, detect_kind, looks_like_local_path
 
 
 @dataclass
@@ -49,78 +25,6 @@ class LoadedModel:
     tokenizer: Any
     kind: str
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``; None when the file is absent; ModelLoadError when it is not an object."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: cannot be read as JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
-
-
-def _dig(data: dict[str, Any] | None, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
-
-
-def detect_kind(model_dir: Path | str) -> ModelKind:
-    """Read a model folder's metadata and say how to load it (raises ModelLoadError naming the problem)."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise ModelLoadError(f"{model_dir}: model folder not found")
-    quant_meta = _read_json(model_dir / QUANTIZATION_METADATA)
-    training = _read_json(model_dir / TRAINING_METADATA)
-    adapter = _read_json(model_dir / ADAPTER_CONFIG)
-    config = _read_json(model_dir / "config.json")
-    if adapter is None and config is None:
-        raise ModelLoadError(f"{model_dir}: neither config.json nor adapter_config.json; not a model folder")
-    trust = _dig(training, "training_parameters", "preset", "model", "trust_remote_code")
-    base_path = _dig(training, "model_info", "base_model_path")
-    found = ModelKind("full", trust_remote_code=trust is True,
-                      info={"training_metadata": training is not None, "quantization_metadata": quant_meta,
-                            "training_quantization": _dig(training, "quantization")})
-    config_quant = config.get("quantization_config") if isinstance(config, dict) else None
-    if quant_meta is not None:
-        method = str(quant_meta.get("method", "")).upper()
-        if method in BNB_METHODS:
-            found.kind = "bnb"
-        elif method.lower() in BACKEND_KINDS:
-            found.kind = method.lower()
-        else:
-            raise ModelLoadError(f"{model_dir / QUANTIZATION_METADATA}: method = {method or None!r} is not one of "
-                                 f"GPTQ, AWQ, HQQ, INT8, NF4")
-        found.quantization = quant_meta
-        found.ptq_output = True
-    elif adapter is not None:
-        found.kind = "adapter"
-        found.base_model_path = adapter.get("base_model_name_or_path") or base_path
-        if not found.base_model_path:
-            raise ModelLoadError(f"{model_dir / ADAPTER_CONFIG}: no base_model_name_or_path, and "
-                                 f"{TRAINING_METADATA} has no model_info.base_model_path")
-        methods = (_dig(training, "quantization", "method"), _dig(training, "model_info", "quantization_tag"),
-                   _dig(training, "training_parameters", "preset", "quant", "method"))
-        found.qlora = any(isinstance(m, str) and m.upper().startswith("QLORA") for m in methods)
-        found.quantization = _dig(training, "quantization") or {}
-    elif isinstance(config_quant, dict):
-        method = str(config_quant.get("quant_method", "")).lower()
-        if method.startswith("bitsandbytes"):
-            found.kind = "bnb"
-        elif method in BACKEND_KINDS:
-            found.kind = method
-        else:
-            raise ModelLoadError(f"{model_dir / 'config.json'}: quantization_config.quant_method = {method!r} "
-                                 f"is not supported (bitsandbytes, gptq, awq, hqq)")
-        found.quantization = {"method": method.upper(), **config_quant}
-    return found
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -147,8 +51,14 @@ def _compute_dtype(device: str):
     return torch.float16 if device.startswith("cuda") else torch.float32
 
 
-def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False, fallback: str | None = None):
-    """The tokenizer of ``path`` (or of ``fallback`` when ``path`` has none), set up for batched generation."""
+def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False, fallback: str | None = None,
+                   padding_side: str | None = "left", pad_with_eos: bool = True):
+    """THE tokenizer loader: ``path``'s tokenizer (or ``fallback``'s when ``path`` has none).
+
+    The defaults set it up for batched generation (left padding, EOS as pad when there is no pad token);
+    ``padding_side=None, pad_with_eos=False`` returns it unchanged (to save it beside a quantized model).
+    Raises ModelLoadError naming ``path``.
+    """
     from transformers import AutoTokenizer
 
     sources = [str(path)] + ([fallback] if fallback else [])
@@ -161,8 +71,9 @@ def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False, fallbac
             last_error = exc
     else:
         raise ModelLoadError(f"{path}: cannot load a tokenizer ({last_error})")
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
+    if padding_side:
+        tokenizer.padding_side = padding_side
+    if pad_with_eos and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
@@ -178,8 +89,6 @@ def _from_pretrained(source: str, *, device: str, trust_remote_code: bool, **kwa
 
 
 def _check_base(model_dir: Path, base: str) -> str:
-    from engine.workspace import looks_like_local_path
-
     if looks_like_local_path(base) and not Path(base).expanduser().is_dir():
         raise ModelLoadError(f"{model_dir}: the adapter's base model {base} is not a folder (moved or deleted?)")
     return base

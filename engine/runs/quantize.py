@@ -1,4 +1,4 @@
-"""Post-training quantization: GPTQ and AWQ (GPTQModel), HQQ (hqq), INT8 and NF4 (bitsandbytes).
+"""Post-training quantization: GPTQ and AWQ (GPTQModel), HQQ (hqq), INT8 and NF4 (bitsandbytes) (job process).
 
 :func:`quantize_model` turns a full-precision model folder — a training output, a merged adapter, a base
 snapshot, or an adapter folder (merged into its base first) — into ``Models/{source}_{tag}/``: the
@@ -28,27 +28,23 @@ from typing import Any, Callable
 
 from engine.files import staged_dir, write_json
 from engine.runs.calibration import Calibration, CalibrationError, load_calibration
-from engine.presets.config import PTQ_BITS
-from engine.events import EventWriter
+from engine.presets.config import GROUPED_PTQ_METHODS, PTQ_BITS, PTQ_GROUP_SIZES, ptq_problems
+from engine.events import EventKind, EventWriter
 from engine.presets.naming import PTQ_METHODS, QuantizationSpec, ptq_output_name, ptq_spec
+from engine.results.model_folder import (PRESET_COPY, QUANTIZATION_METADATA, TRAINING_METADATA, ModelLoadError, ModelNotFoundError,
+                                         detect_kind, read_trust_remote_code, resolve_model_folder)
 from engine.workspace import UnsafeNameError, Workspace, safe_name
 
 METHODS = tuple(m.lower() for m in PTQ_METHODS)
 #: Methods that need calibration text.
 CALIBRATED = ("GPTQ", "AWQ")
-#: Methods with a group size (bitsandbytes uses its own fixed blocks: int8 per row, nf4 blocks of 64).
-GROUPED = ("GPTQ", "AWQ", "HQQ")
-#: Group sizes every backend's kernels accept; 0 means one group per output channel.
-GROUP_SIZES = (0, 16, 32, 64, 128, 256, 512, 1024)
 DEFAULT_GROUP_SIZE = 64
 DEFAULT_SAMPLES = 128
 INSTALL_HINTS = {"gptqmodel": "pip install gptqmodel", "hqq": "pip install hqq",
                  "bitsandbytes": "pip install bitsandbytes"}
 STAGES = ("prepare", "calibration", "quantize", "save")
-QUANTIZATION_METADATA = "quantization_metadata.json"
-TRAINING_METADATA = "training_metadata.json"
 #: Files copied from the source folder into the output when present.
-CARRIED_FILES = ("training_metadata.json", "preset.toml")
+CARRIED_FILES = (TRAINING_METADATA, PRESET_COPY)
 
 
 class QuantizeError(ValueError):
@@ -69,33 +65,24 @@ def quantization_spec(method: str, bits: int | None = None, group_size: int | No
         raise QuantizeError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     allowed = PTQ_BITS[name]
     bits = (4 if 4 in allowed else allowed[0]) if bits is None else bits
-    if bits not in allowed:
-        raise QuantizeError(f"{name} supports bits {', '.join(map(str, allowed))}, not {bits}")
-    if name not in GROUPED:
-        return ptq_spec(name, bits, None)
-    group_size = DEFAULT_GROUP_SIZE if group_size is None else group_size
-    if group_size not in GROUP_SIZES:
-        raise QuantizeError(f"{name} group size {group_size} is not supported; use "
-                            f"{', '.join(map(str, GROUP_SIZES[1:]))} or 0 (per output channel)")
-    return ptq_spec(name, bits, group_size or None)
+    if name in GROUPED_PTQ_METHODS:
+        group_size = DEFAULT_GROUP_SIZE if group_size is None else group_size
+    problems = ptq_problems(name, bits, group_size)
+    if problems:
+        raise QuantizeError(next(iter(problems.values())))
+    return ptq_spec(name, bits, (group_size or None) if name in GROUPED_PTQ_METHODS else None)
 
 
 def resolve_source(ws: Workspace, ref: str | Path) -> Path:
     """The source model folder: a path, or a model name in ``Models/``."""
-    candidate = Path(ref).expanduser()
-    if candidate.is_dir():
-        return candidate.resolve()
-    with contextlib.suppress(UnsafeNameError):
-        by_name = ws.model_dir(str(ref))
-        if by_name.is_dir():
-            return by_name.resolve()
-    raise QuantizeError(f"source model {str(ref)!r} not found (neither a folder nor a model in {ws.models_dir})")
+    try:
+        return resolve_model_folder(ws, ref)
+    except ModelNotFoundError as exc:
+        raise QuantizeError(f"source model {exc}") from None
 
 
 def check_source(source: Path):
     """How to read ``source`` (an ``engine.runs.loading.ModelKind``); refuses folders that are already quantized."""
-    from engine.runs.loading import ModelLoadError, detect_kind
-
     try:
         found = detect_kind(source)
     except ModelLoadError as exc:
@@ -127,7 +114,7 @@ def check_group_size(model_dir: Path, spec: QuantizationSpec) -> None:
         widths["num_attention_heads × head_dim"] = heads * (config.get("head_dim") or hidden // heads)
     for field, width in widths.items():
         if isinstance(width, int) and width % spec.group_size:
-            fits = [g for g in GROUP_SIZES[1:] if all(not isinstance(w, int) or w % g == 0 for w in widths.values())]
+            fits = [g for g in PTQ_GROUP_SIZES[1:] if all(not isinstance(w, int) or w % g == 0 for w in widths.values())]
             raise QuantizeError(f"{spec.method} group size {spec.group_size} does not divide the model's {field} = "
                                 f"{width} ({model_dir / 'config.json'}); use {', '.join(map(str, fits)) or '0'}")
 
@@ -250,31 +237,21 @@ def _backend_failure(exc: BaseException, spec: QuantizationSpec, source: Path) -
 # ------------------------------------------------------------------------------------------ the run
 
 
-def _read_training_metadata(source: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((source / TRAINING_METADATA).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _training_dataset(training: dict[str, Any]) -> str | None:
     preset = (training.get("training_parameters") or {}).get("preset") or {}
     dataset = (preset.get("data") or {}).get("dataset") if isinstance(preset, dict) else None
     return dataset if isinstance(dataset, str) else None
 
 
-def _load_tokenizer(source: Path, base: str | None, trust_remote_code: bool):
+def _source_tokenizer(source: Path, found: Any):
     """The source's tokenizer (an adapter folder's own, else its base's), saved unchanged into the output."""
-    from transformers import AutoTokenizer
+    from engine.runs.loading import ModelLoadError, load_tokenizer
 
-    last: Exception | None = None
-    for candidate in [str(source)] + ([base] if base else []):
-        try:
-            return AutoTokenizer.from_pretrained(candidate, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as exc:
-            last = exc
-    raise QuantizeError(f"{source}: cannot load a tokenizer ({last})")
+    try:
+        return load_tokenizer(source, trust_remote_code=found.trust_remote_code, fallback=found.base_model_path,
+                              padding_side=None, pad_with_eos=False)
+    except ModelLoadError as exc:
+        raise QuantizeError(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -322,13 +299,13 @@ def quantize_model(ws: Workspace, source_dir: str | Path, method: str, bits: int
         return _quantize(ws, source_dir, method, bits, group_size, calibration, samples, out_name, events,
                          overwrite=overwrite, device=device)
     except QuantizeError as exc:
-        events.emit("error", message=str(exc))
+        events.emit(EventKind.ERROR, message=str(exc))
         raise
     except KeyboardInterrupt:
-        events.emit("error", message="quantization interrupted; no model was saved")
+        events.emit(EventKind.ERROR, message="quantization interrupted; no model was saved")
         raise
     except Exception as exc:
-        events.emit("error", message=f"quantization failed: {type(exc).__name__}: {exc}")
+        events.emit(EventKind.ERROR, message=f"quantization failed: {type(exc).__name__}: {exc}")
         raise
 
 
@@ -355,18 +332,18 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
     if config_dir.is_dir():
         check_group_size(config_dir, spec)
     device = _resolve_device(device)
-    training = _read_training_metadata(source)
+    training = found.documents.get(TRAINING_METADATA) or {}
     total = len(STAGES)
 
     def progress(stage: str) -> None:
-        events.emit("quantize_progress", stage=stage, done=STAGES.index(stage), total=total)
+        events.emit(EventKind.QUANTIZE_PROGRESS, stage=stage, done=STAGES.index(stage), total=total)
 
-    events.emit("start", model=name, output=str(final), source=str(source), source_kind=found.kind,
+    events.emit(EventKind.START, model=name, output=str(final), source=str(source), source_kind=found.kind,
                 method=spec.method, bits=spec.weights_bits, group_size=spec.group_size, device=device)
     started = time.perf_counter()
     progress("prepare")
     with _full_precision_folder(ws, source, found) as fp_dir:
-        tokenizer = _load_tokenizer(source, found.base_model_path, found.trust_remote_code)
+        tokenizer = _source_tokenizer(source, found)
         progress("calibration")
         calibration = None
         if spec.method in CALIBRATED:
@@ -407,21 +384,16 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
                 "size_after_bytes": folder_size(tmp),
             }
             write_json(tmp / QUANTIZATION_METADATA, metadata)
-    events.emit("quantize_progress", stage="done", done=total, total=total)
-    events.emit("saved", path=str(final))
+    events.emit(EventKind.QUANTIZE_PROGRESS, stage="done", done=total, total=total)
+    events.emit(EventKind.SAVED, path=str(final))
     result = {"model_name": name, "output_dir": str(final), "method": spec.method, "quant_tag": spec.tag,
               "duration_s": metadata["duration_s"], "size_before_bytes": size_before,
               "size_after_bytes": metadata["size_after_bytes"], "metadata": metadata}
-    events.emit("done", **{k: v for k, v in result.items() if k != "metadata"})
+    events.emit(EventKind.DONE, **{k: v for k, v in result.items() if k != "metadata"})
     return result
 
 
 # ------------------------------------------------------------------------------------------ loading
-
-
-def _trust_remote_code(model_dir: Path) -> bool:
-    preset = (_read_training_metadata(model_dir).get("training_parameters") or {}).get("preset") or {}
-    return isinstance(preset, dict) and (preset.get("model") or {}).get("trust_remote_code") is True
 
 
 def _restore_generation_config(model: Any, model_dir: Path) -> None:
@@ -439,12 +411,10 @@ def load_quantized(model_dir: Path | str, metadata: dict[str, Any], device: str 
     On the CPU the model computes in float32; on a GPU in the stored float16. Raises
     ``engine.runs.loading.ModelLoadError`` naming the folder when it cannot be loaded.
     """
-    from engine.runs.loading import ModelLoadError
-
     model_dir = Path(model_dir)
     method = str((metadata or {}).get("method", "")).upper()
     device = _resolve_device(device)
-    trust = _trust_remote_code(model_dir)
+    trust = read_trust_remote_code(model_dir)
     bits = (metadata or {}).get("weights_bits", (metadata or {}).get("bits", 4))
     loaders: dict[str, Callable[[], Any]] = {
         "GPTQ": lambda: _load_gptqmodel(model_dir, method, bits, device, trust),

@@ -1,4 +1,4 @@
-"""Tiny models built from a config, with a BPE tokenizer trained locally: for the demo and the tests.
+"""Tiny models built from a config with a locally trained BPE tokenizer (CLI process for the demo, and tests).
 
 No weights or tokenizer ever come from the Hub. The chat template ends the generation prompt with
 ``Assistant:`` so a completion that starts with a space begins on a token boundary (TRL's

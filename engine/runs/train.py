@@ -1,4 +1,4 @@
-"""SFT training runs: full fine-tuning, LoRA/DoRA/VeRA, QLoRA; base snapshots; data-parallel relaunch.
+"""SFT training runs: full fine-tuning, LoRA/DoRA/VeRA, QLoRA; base snapshots; data-parallel relaunch (job process).
 
 :func:`train` runs one experiment in this process and writes ``Models/{name}/`` (weights or adapter,
 tokenizer, ``training_metadata.json``, ``preset.toml``) through :func:`engine.files.staged_dir`, so a
@@ -25,13 +25,12 @@ from typing import Any
 from engine.files import staged_dir, write_json, write_text
 from engine.presets.config import ExperimentConfig, cross_check
 from engine.data.tasks import DatasetError, get_task, load_items, task_registry
-from engine.events import EventWriter
+from engine.events import EventKind, EventWriter
 from engine.runs.device import DeviceChoice, HardwareError, choose_device, hardware_info, torch_dtype
 from engine.runs.train_progress import ProgressEvents, Reporter, progress_callback
-from engine.workspace import Workspace, looks_like_local_path, resolve_model_ref
+from engine.results.model_folder import PRESET_COPY, TRAINING_METADATA, ModelNotFoundError, resolve_model_ref
+from engine.workspace import Workspace
 
-TRAINING_METADATA = "training_metadata.json"
-PRESET_COPY = "preset.toml"
 
 
 class TrainError(RuntimeError):
@@ -63,12 +62,10 @@ def in_data_parallel_child() -> bool:
 
 def resolve_base(ws: Workspace, config: ExperimentConfig) -> str:
     """The base model as an absolute folder or a hub id; a local-looking path that is missing fails."""
-    ref = config.model.base
-    resolved = resolve_model_ref(ws, ref)
-    if resolved == ref and (looks_like_local_path(ref) or Path(ref).expanduser().is_absolute()):
-        raise TrainError(f"model.base = {ref!r}: no such model folder (looked in {ws.root / ref} and "
-                         f"{ws.models_dir / ref}); fix the path or use a Hugging Face hub id")
-    return resolved
+    try:
+        return resolve_model_ref(ws, config.model.base)
+    except ModelNotFoundError as exc:
+        raise TrainError(f"model.base = {exc}; fix the path or use a Hugging Face hub id") from None
 
 
 def output_dir_for(ws: Workspace, config: ExperimentConfig) -> Path:
@@ -105,15 +102,12 @@ def _load_training_items(ws: Workspace, config: ExperimentConfig, limit: int = 0
 
 
 def _load_tokenizer(source: str, config: ExperimentConfig):
-    from transformers import AutoTokenizer
+    from engine.runs.loading import ModelLoadError, load_tokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=config.model.trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise TrainError(f"model.base = {config.model.base!r}: cannot load its tokenizer ({exc})") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+        return load_tokenizer(source, trust_remote_code=config.model.trust_remote_code, padding_side=None)
+    except ModelLoadError as exc:
+        raise TrainError(f"model.base = {config.model.base!r}: {exc}") from None
 
 
 def _bnb_config(choice: DeviceChoice):
@@ -349,7 +343,7 @@ def save_model(model, tokenizer, config: ExperimentConfig, base_path: str, choic
 def build_metadata(config: ExperimentConfig, *, base_path: str, model_type: str, counts: tuple[int, int],
                    trl_args: dict[str, Any] | None, peft_config: Any, quantization_config: Any,
                    stats: dict[str, Any], hardware: dict[str, Any], data: dict[str, Any] | None) -> dict[str, Any]:
-    """``training_metadata.json``: the seed's sections (see the model folder contract)."""
+    """``training_metadata.json``: the legacy scripts' sections (see the model folder contract)."""
     spec = config.quant_spec()
     total, trainable = counts
     return {
@@ -406,17 +400,17 @@ def train(ws: Workspace, config: ExperimentConfig, *, preset_text: str | None = 
                 return _snapshot(ws, config, preset_text or config.to_toml(), overwrite, events)
             return _train(ws, config, preset_text or config.to_toml(), overwrite, events)
         except TrainError as exc:
-            events.emit("error", message=str(exc))
+            events.emit(EventKind.ERROR, message=str(exc))
             raise
         except HardwareError as exc:
-            events.emit("error", message=str(exc))
+            events.emit(EventKind.ERROR, message=str(exc))
             raise TrainError(str(exc)) from None
         except KeyboardInterrupt:
-            events.emit("error", message="training interrupted; no model was saved")
+            events.emit(EventKind.ERROR, message="training interrupted; no model was saved")
             raise
         except Exception as exc:
             message = _known_failure(exc, config)
-            events.emit("error", message=message or f"training failed: {type(exc).__name__}: {exc}")
+            events.emit(EventKind.ERROR, message=message or f"training failed: {type(exc).__name__}: {exc}")
             if message:
                 raise TrainError(message) from None
             raise
@@ -441,7 +435,7 @@ def _known_failure(exc: BaseException, config: ExperimentConfig) -> str | None:
 
 def _start_event(events: ProgressEvents, config: ExperimentConfig, base_path: str, final: Path,
                  choice: DeviceChoice | None, **extra: Any) -> None:
-    events.emit("start", model=config.output_name(), output=str(final), base_model=config.model.base,
+    events.emit(EventKind.START, model=config.output_name(), output=str(final), base_model=config.model.base,
                 base_model_path=base_path, dataset=config.data.dataset, peft=config.peft.method,
                 quant=config.quant.method, device=choice.description if choice else None,
                 world_size=int(os.environ.get("WORLD_SIZE", "1")), **extra)
@@ -472,8 +466,8 @@ def _snapshot(ws: Workspace, config: ExperimentConfig, preset_text: str, overwri
                                   trl_args=None, peft_config=None, quantization_config=None, stats=stats,
                                   hardware=hardware_info(choice), data=None)
         _write_extras(tmp, metadata, preset_text)
-    events.emit("saved", path=str(final))
-    events.emit("done", model=config.output_name(), output=str(final), model_type="full", snapshot=True)
+    events.emit(EventKind.SAVED, path=str(final))
+    events.emit(EventKind.DONE, model=config.output_name(), output=str(final), model_type="full", snapshot=True)
     return TrainResult(config.output_name(), final, "full", metadata)
 
 
@@ -528,8 +522,8 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
                                   trl_args=_plain(_trl_args_dict(args)), peft_config=peft_config,
                                   quantization_config=bnb, stats=stats, hardware=hardware, data=data_stats)
         _write_extras(tmp, metadata, preset_text)
-    events.emit("saved", path=str(final))
-    events.emit("done", model=config.output_name(), output=str(final), model_type=model_type,
+    events.emit(EventKind.SAVED, path=str(final))
+    events.emit(EventKind.DONE, model=config.output_name(), output=str(final), model_type=model_type,
                 steps=stats["total_steps"], final_loss=stats["final_loss"], runtime_s=stats["train_runtime_s"],
                 tokens_per_s=stats["tokens_per_s"])
     return TrainResult(config.output_name(), final, model_type, metadata)
@@ -558,7 +552,7 @@ def launch_data_parallel(module_args: list[str], num_processes: int) -> int:
     ``accelerate launch --multi_gpu`` does with ``ACCELERATE_USE_CPU=1`` (``--cpu --num_processes N``
     silently starts one process).
     """
-    from engine.runs.device import visible_gpu_count
+    from engine.jobs.gpu import visible_gpu_count
 
     gpus = visible_gpu_count()
     env = dict(os.environ)

@@ -1,4 +1,4 @@
-"""Live training progress: the events written for the TUI and the ticks shown on the console.
+"""Live training progress: the events written for the TUI and the ticks shown on the console (job process).
 
 :class:`ProgressEvents` writes ``start``/``train_step``/``eval``/``saved``/``error``/``done`` events
 (one flushed JSONL line each, through :class:`engine.events.EventWriter`) and hands every event to
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from engine.events import EventWriter
+from engine.events import EventKind, EventWriter
 from engine.runs.device import current_gpu_memory_gb
 
 Reporter = Callable[[dict[str, Any]], None]
@@ -43,7 +43,7 @@ class ProgressEvents:
     def tick(self, step: int, max_steps: int) -> None:
         """A console-only progress tick after an optimizer step."""
         if self.enabled and self.reporter is not None:
-            self.reporter({"t": time.time(), "kind": "progress", "step": step, "max_steps": max_steps})
+            self.reporter({"t": time.time(), "kind": EventKind.PROGRESS, "step": step, "max_steps": max_steps})
 
     def train_step(self, step: int, max_steps: int, epoch: float | None, logs: dict[str, Any],
                    now: float | None = None) -> dict[str, Any] | None:
@@ -55,10 +55,10 @@ class ProgressEvents:
             if self._last_tokens is not None and self._last_time is not None and now > self._last_time:
                 tokens_per_s = round((tokens - self._last_tokens) / (now - self._last_time), 1)
             self._last_tokens, self._last_time = float(tokens), now
-        data = {key: _number(logs.get(source)) for key, source in LOG_KEYS.items()}
+        data = {key: _coerce_float(logs.get(source)) for key, source in LOG_KEYS.items()}
         if data["loss"] is not None:
             self.last_loss = data["loss"]
-        return self.emit("train_step", step=step, max_steps=max_steps,
+        return self.emit(EventKind.TRAIN_STEP, step=step, max_steps=max_steps,
                          epoch=None if epoch is None else round(float(epoch), 4), **data,
                          tokens_per_s=tokens_per_s, gpu_mem_gb=current_gpu_memory_gb())
 
@@ -67,7 +67,7 @@ class ProgressEvents:
         self._last_tokens, self._last_time = 0.0, time.time() if now is None else now
 
 
-def _number(value: Any) -> float | None:
+def _coerce_float(value: Any) -> float | None:
     if value is None:
         return None
     try:
@@ -93,7 +93,7 @@ def progress_callback(events: ProgressEvents) -> Any:
                 events.train_step(state.global_step, state.max_steps, state.epoch, logs)
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            values = {k: _number(v) for k, v in (metrics or {}).items()}
-            events.emit("eval", step=state.global_step, max_steps=state.max_steps, **values)
+            values = {k: _coerce_float(v) for k, v in (metrics or {}).items()}
+            events.emit(EventKind.EVAL, step=state.global_step, max_steps=state.max_steps, **values)
 
     return EventsCallback()

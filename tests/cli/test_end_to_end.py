@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from engine.workspace import Workspace
@@ -34,6 +35,21 @@ def evaluated_ws(trained_boolq_model, tmp_path_factory):
 def _predictions(ws, name):
     path = ws.predictions_folder(name) / "test-boolq.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _gold_and_predicted_true(row):
+    """(gold, predicted True); a missing prediction counts as the opposite of gold."""
+    assert isinstance(row["gold"], bool) and (row["pred"] is None or isinstance(row["pred"], bool)), row
+    return row["gold"], (not row["gold"]) if row["pred"] is None else row["pred"]
+
+
+def _mcc(pairs):
+    tp = sum(g and p for g, p in pairs)
+    tn = sum(not g and not p for g, p in pairs)
+    fp = sum(not g and p for g, p in pairs)
+    fn = sum(g and not p for g, p in pairs)
+    denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / denominator if denominator else 0.0
 
 
 def test_untested_orchestrator_evaluates_every_demo_model(evaluated_ws):
@@ -68,6 +84,16 @@ def test_compare_reports_mcnemar_and_bootstrap_matching_hand_computation(evaluat
     assert accuracy["significant"] == (p_hand < 0.05)
     (mcc,) = metrics["mcc"]["pairs"]
     assert mcc["test"] == "bootstrap" and mcc["ci_low"] <= mcc["delta"] <= mcc["ci_high"]
-    assert 0 <= mcc["p_value"] <= 1
+    # The bootstrap recomputed by hand: MCC per resample in plain Python, on the same seeded draws
+    # (seed 0, 1,000 resamples, one draw of shape (resamples, n) as the engine makes for n this small).
+    pairs_a = [_gold_and_predicted_true(r) for r in base_rows]
+    pairs_b = [_gold_and_predicted_true(r) for r in trained_rows]
+    observed = _mcc(pairs_b) - _mcc(pairs_a)
+    draws = np.random.default_rng(0).integers(0, len(pairs_a), size=(1000, len(pairs_a)))
+    deltas = [_mcc([pairs_b[i] for i in row]) - _mcc([pairs_a[i] for i in row]) for row in draws]
+    extreme = sum(abs(d - observed) >= abs(observed) - 1e-12 for d in deltas)
+    assert mcc["delta"] == pytest.approx(observed, abs=1e-12)
+    assert mcc["p_value"] == pytest.approx(min(1.0, (1 + extreme) / 1001), rel=1e-9)
+    assert (mcc["ci_low"], mcc["ci_high"]) == pytest.approx(tuple(np.quantile(deltas, [0.025, 0.975])), abs=1e-12)
     markdown = _llmtui("-w", str(ws.root), "compare", "tiny-qwen3", trained, "--markdown")
     assert markdown.returncode == 0 and "mcnemar" in markdown.stdout.lower()

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from engine.jobs.gpu import FakeInventory
 from engine.jobs.store import JobStore
 from tui.app import LlmTuiApp
 from tui.cli.main import main
@@ -28,15 +27,10 @@ from tui_workspace import make_model, make_workspace, wait_for
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _app(ws) -> LlmTuiApp:
-    # NVML cannot exist here: a fake one-GPU inventory behind the same interface.
-    return LlmTuiApp(ws, gpu_inventory=FakeInventory.with_gpus(1), autostart_worker=False, poll_interval_s=0.1)
-
-
-async def test_number_keys_switch_screens_and_help_lists_every_key(tmp_path):
+async def test_number_keys_switch_screens_and_help_lists_every_key(tmp_path, tui_app):
     ws = make_workspace(tmp_path / "ws")
     make_model(ws, "some-model")
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(80, 24)) as pilot:
         for key, screen_type in (("2", ExperimentsScreen), ("3", JobsScreen), ("4", ResultsScreen),
                                  ("1", ModelsScreen)):
@@ -55,10 +49,10 @@ async def test_number_keys_switch_screens_and_help_lists_every_key(tmp_path):
     assert app.return_code == 0
 
 
-async def test_the_command_palette_lists_every_action_and_runs_it_on_its_screen(tmp_path):
+async def test_the_command_palette_lists_every_action_and_runs_it_on_its_screen(tmp_path, tui_app):
     ws = make_workspace(tmp_path / "ws")
     make_model(ws, "some-model")
-    app = _app(ws)
+    app = tui_app(ws)
     titles = [title for title, _, _ in app.palette_commands()]
     for expected in ("Go to Jobs", "Models: Evaluate", "Models: Eval all untested", "Experiments: Save as",
                      "Experiments: Queue", "Experiments: Delete", "Jobs: Cancel job", "Jobs: Retry",
@@ -99,24 +93,36 @@ from pathlib import Path
 from engine.workspace import Workspace
 from tui.app import LlmTuiApp
 
+async def until(pilot, condition, what):
+    for _ in range(400):  # 20 s
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+def screen_is(app, name):
+    return type(app.screen).__name__ == name
+
 async def visit_every_screen(root):
     app = LlmTuiApp(Workspace(Path(root)), autostart_worker=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause(1.0)
-        await pilot.press("enter")  # the first model's details
-        await pilot.pause(0.5)
+        await until(pilot, lambda: screen_is(app, "ModelsScreen") and app.screen.loaded and app.screen.rows,
+                    "the models list")
+        await pilot.press("enter")  # the first model's details (reads its metadata)
+        await until(pilot, lambda: screen_is(app, "ModelDetailsModal") and app.screen.sections, "the details")
         await pilot.press("escape", "2")
-        await pilot.pause(1.0)
+        await until(pilot, lambda: screen_is(app, "ExperimentsScreen") and app.screen.info is not None
+                    and "tiny-qwen3" in app.screen.info.models, "the experiments screen's workspace info")
         await pilot.press("3")
-        await pilot.pause(1.0)
+        await until(pilot, lambda: screen_is(app, "JobsScreen") and len(app.screen.query_one("#jobs").columns) > 0,
+                    "the jobs table (filled by the queue poller)")
         await pilot.press("4")
-        await pilot.pause(1.0)
-        assert type(app.screen).__name__ == "ResultsScreen"
+        await until(pilot, lambda: screen_is(app, "ResultsScreen") and app.screen.table_data is not None,
+                    "the results table")
         await pilot.press("5")  # the chat playground: its model runs in a child process
-        await pilot.pause(1.0)
+        await until(pilot, lambda: screen_is(app, "ChatScreen") and app.screen.tasks, "the chat screen's choices")
         app.screen.query_one("#chat-model").value = "tiny-qwen3"
-        await pilot.pause(1.0)
-        assert app.screen.server is not None
+        await until(pilot, lambda: app.screen.server is not None, "the chat server to start")
 
 asyncio.run(visit_every_screen(sys.argv[1]))
 heavy = sorted(m for m in ("torch", "transformers", "peft", "trl", "gptqmodel", "bitsandbytes", "hqq")
@@ -163,13 +169,13 @@ def test_real_llmtui_in_tmux_shows_the_models_table(demo_ws):
         subprocess.run([*tmux, "kill-server"], capture_output=True)
 
 
-async def test_opening_the_app_starts_a_worker_for_waiting_jobs(tmp_path):
+async def test_opening_the_app_starts_a_worker_for_waiting_jobs(tmp_path, tui_app):
     from engine.jobs.worker import stop_worker, worker_pid
 
     ws = make_workspace(tmp_path / "ws")
     with JobStore(ws) as store:
         job = store.enqueue("eval", [sys.executable, "-c", "print('ran')"], target="x")  # a trivial command
-    app = LlmTuiApp(ws, gpu_inventory=FakeInventory([]), autostart_worker=True, poll_interval_s=0.1)
+    app = tui_app(ws, gpus=0, autostart_worker=True)
     try:
         async with app.run_test(size=(100, 30)) as pilot:
             with JobStore(ws) as store:
@@ -180,13 +186,13 @@ async def test_opening_the_app_starts_a_worker_for_waiting_jobs(tmp_path):
         stop_worker(ws)
 
 
-async def test_the_footer_shows_every_shown_key_whole_at_80_columns(tmp_path):
+async def test_the_footer_shows_every_shown_key_whole_at_80_columns(tmp_path, tui_app):
     from textual.widgets import Footer
     from textual.widgets._footer import FooterKey
 
     ws = make_workspace(tmp_path / "ws")
     make_model(ws, "some-model")
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(80, 24)) as pilot:
         for key in ("1", "2", "3", "4", "5"):
             await pilot.press(key)
@@ -206,10 +212,10 @@ async def test_the_footer_shows_every_shown_key_whole_at_80_columns(tmp_path):
                     (type(screen).__name__, footer_key.description, footer_key.region, limit)
 
 
-async def test_a_demo_workspace_offers_its_example_once_and_d_queues_it(demo_ws):
+async def test_a_demo_workspace_offers_its_example_once_and_d_queues_it(demo_ws, tui_app):
     from engine.demo_layout import DEMO_BASE
 
-    app = _app(demo_ws)
+    app = tui_app(demo_ws)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: any("Press D" in n.message for n in app._notifications),
                        what="the demo offer")
@@ -224,7 +230,7 @@ async def test_a_demo_workspace_offers_its_example_once_and_d_queues_it(demo_ws)
         with JobStore(demo_ws) as store:
             assert len(store.list()) == 3
 
-    reopened = _app(demo_ws)  # the offer is made once per workspace
+    reopened = tui_app(demo_ws)  # the offer is made once per workspace
     async with reopened.run_test(size=(100, 30)) as pilot:
         await pilot.pause(0.5)
         assert not any("Press D" in n.message for n in reopened._notifications)

@@ -11,19 +11,12 @@ import os
 import pytest
 from textual.widgets import Input, Select
 
-from engine.jobs.gpu import FakeInventory
 from tui_workspace import wait_for
-from tui.app import LlmTuiApp
 from tui.screens.chat import ChatScreen
 from tui.screens.models import ModelsScreen
 
 #: Loading torch and the model in a child process on a busy 2-core machine.
 LOAD_TIMEOUT_S = 180
-
-
-def _app(ws) -> LlmTuiApp:
-    # NVML cannot exist here: a fake one-GPU inventory behind the same interface.
-    return LlmTuiApp(ws, gpu_inventory=FakeInventory.with_gpus(1), autostart_worker=False, poll_interval_s=0.1)
 
 
 def _gone(pid: int) -> bool:
@@ -36,9 +29,9 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.mark.slow
-async def test_the_playground_answers_with_the_demo_model_and_ends_its_process_on_leave(demo_ws, monkeypatch):
+async def test_the_playground_answers_with_the_demo_model_and_ends_its_process_on_leave(demo_ws, monkeypatch, tui_app):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the child's torch: one thread on a shared machine
-    app = _app(demo_ws)
+    app = tui_app(demo_ws)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("5")
         screen = app.screen
@@ -73,10 +66,10 @@ async def test_the_playground_answers_with_the_demo_model_and_ends_its_process_o
         await wait_for(pilot, lambda: _gone(pid), timeout=15, what="the chat server to end")
 
 
-async def test_a_folder_that_is_not_a_model_shows_the_error(demo_ws):
+async def test_a_folder_that_is_not_a_model_shows_the_error(demo_ws, tui_app):
     (demo_ws.models_dir / "not-a-model").mkdir()
     (demo_ws.models_dir / "not-a-model" / "README.txt").write_text("no weights here")
-    app = _app(demo_ws)
+    app = tui_app(demo_ws)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("5")
         screen = app.screen

@@ -5,19 +5,12 @@ from __future__ import annotations
 from textual.widgets import Input, OptionList, Select, Static
 
 from engine.presets.config import load_preset
-from engine.jobs.gpu import FakeInventory
 from engine.jobs.store import JobStore
 from tui_workspace import wait_for
-from tui.app import LlmTuiApp
 from tui.modals.confirm import ConfirmModal
 from tui.modals.name_prompt import NamePrompt
 from tui.screens.experiments import ExperimentsScreen
 from tui.widgets.preset_form import FieldRow
-
-
-def _app(ws) -> LlmTuiApp:
-    # NVML cannot exist here: a fake one-GPU inventory behind the queue's GpuInventory interface.
-    return LlmTuiApp(ws, gpu_inventory=FakeInventory.with_gpus(1), autostart_worker=False, poll_interval_s=0.1)
 
 
 async def _open(app, pilot) -> ExperimentsScreen:
@@ -51,8 +44,8 @@ async def _choose_preset(pilot, screen, name: str) -> None:
                    what=f"{name} in the form")
 
 
-async def test_build_a_preset_see_the_name_fix_an_inline_error_and_save(demo_ws):
-    app = _app(demo_ws)
+async def test_build_a_preset_see_the_name_fix_an_inline_error_and_save(demo_ws, tui_app):
+    app = tui_app(demo_ws)
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await _open(app, pilot)
         await pilot.press("ctrl+n")
@@ -105,8 +98,8 @@ async def test_build_a_preset_see_the_name_fix_an_inline_error_and_save(demo_ws)
         assert [(s.method, s.bits, s.group_size) for s in load_preset(path).ptq] == [("GPTQ", 8, 64)]
 
 
-async def test_ctrl_r_queues_the_whole_pipeline_and_an_invalid_form_cannot_be_queued(demo_ws):
-    app = _app(demo_ws)
+async def test_ctrl_r_queues_the_whole_pipeline_and_an_invalid_form_cannot_be_queued(demo_ws, tui_app):
+    app = tui_app(demo_ws)
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await _open(app, pilot)
         await _choose_preset(pilot, screen, "arc-qlora-gptq")  # train → GPTQ → eval of both outputs
@@ -132,8 +125,8 @@ async def test_ctrl_r_queues_the_whole_pipeline_and_an_invalid_form_cannot_be_qu
         assert any("train.learning_rate: 2.0 must be less than 1" in m for m in _messages(app))
 
 
-async def test_unsaved_edits_are_never_lost_silently(demo_ws):
-    app = _app(demo_ws)
+async def test_unsaved_edits_are_never_lost_silently(demo_ws, tui_app):
+    app = tui_app(demo_ws)
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await _open(app, pilot)
         await _choose_preset(pilot, screen, "boolq-full")
@@ -158,8 +151,8 @@ async def test_unsaved_edits_are_never_lost_silently(demo_ws):
         assert app.is_running and screen.dirty()
 
 
-async def test_duplicate_and_delete_with_confirmation(demo_ws):
-    app = _app(demo_ws)
+async def test_duplicate_and_delete_with_confirmation(demo_ws, tui_app):
+    app = tui_app(demo_ws)
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await _open(app, pilot)
         await _choose_preset(pilot, screen, "boolq-lora")
@@ -181,8 +174,8 @@ async def test_duplicate_and_delete_with_confirmation(demo_ws):
                        what="the list to drop it")
 
 
-async def test_a_preset_with_a_ptq_step_loads_without_a_transient_problem(demo_ws):
-    app = _app(demo_ws)
+async def test_a_preset_with_a_ptq_step_loads_without_a_transient_problem(demo_ws, tui_app):
+    app = tui_app(demo_ws)
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await _open(app, pilot)
         seen: list[list[str]] = []  # the problems every summary shown while loading listed
@@ -202,8 +195,8 @@ async def test_a_preset_with_a_ptq_step_loads_without_a_transient_problem(demo_w
         assert "GPTQ 4-bit PTQ" in _summary(screen)
 
 
-async def test_ptq_steps_can_be_reordered_and_are_saved_in_that_order(demo_ws):
-    app = _app(demo_ws)
+async def test_ptq_steps_can_be_reordered_and_are_saved_in_that_order(demo_ws, tui_app):
+    app = tui_app(demo_ws)
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await _open(app, pilot)
         await _choose_preset(pilot, screen, "arc-qlora-gptq")
@@ -228,11 +221,11 @@ async def test_ptq_steps_can_be_reordered_and_are_saved_in_that_order(demo_ws):
         assert [(s.method, s.bits) for s in load_preset(path).ptq] == [("HQQ", 3), ("GPTQ", 4)]
 
 
-async def test_saving_from_the_form_keeps_the_file_as_written(demo_ws):
+async def test_saving_from_the_form_keeps_the_file_as_written(demo_ws, tui_app):
     path = demo_ws.experiments_dir / "arc-qlora-gptq.toml"
     written = path.read_text()
     assert written.startswith("# QLoRA on synthetic ARC")
-    app = _app(demo_ws)
+    app = tui_app(demo_ws)
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await _open(app, pilot)
         await _choose_preset(pilot, screen, "arc-qlora-gptq")

@@ -1,7 +1,7 @@
 """Jobs screen flows: a running job's live log, progress and loss curve, cancel, retry; the GPU panel.
 
 NVML cannot exist on this machine (no NVIDIA driver), so the GPU panel is tested with
-``engine.jobs.gpu.FakeInventory`` behind the same ``GpuInventory`` interface the queue worker uses.
+``tests/fake_gpus.FakeInventory`` behind the same ``GpuInventory`` interface the queue worker uses.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import sys
 from textual.app import App, ComposeResult
 from textual_plotext import PlotextPlot
 
-from engine.jobs.gpu import FakeInventory, GpuReading
+from fake_gpus import FakeInventory
+from engine.jobs.gpu import GpuReading
 from engine.jobs.store import JobStore
 from engine.jobs.worker import ensure_worker, stop_worker
 from tui_workspace import make_workspace, wait_for
-from tui.app import LlmTuiApp
 from tui.modals.confirm import ConfirmModal
 from tui.screens.jobs import JobsScreen
 from tui.widgets.gpu_panel import GpuPanel
@@ -46,14 +46,14 @@ def _panel_text(app) -> str:
     return str(app.screen.query_one("#gpu-panel", GpuPanel).render())
 
 
-async def test_running_job_streams_its_log_and_progress_survives_closing_the_app_and_can_be_cancelled(tmp_path):
+async def test_running_job_streams_its_log_and_progress_survives_closing_the_app_and_can_be_cancelled(tmp_path, tui_app):
     ws = make_workspace(tmp_path / "ws")
     with JobStore(ws) as store:
         job = store.enqueue("train", [sys.executable, "-u", "-c", FAKE_TRAINING], target="stand-in-model",
                             description="a stand-in training job")
     ensure_worker(ws)  # the real worker runs the job in its own process group
     try:
-        app = LlmTuiApp(ws, gpu_inventory=FakeInventory([]), autostart_worker=False, poll_interval_s=0.1)
+        app = tui_app(ws, gpus=0)
         async with app.run_test(size=(100, 36)) as pilot:
             await pilot.press("3")
             screen = app.screen
@@ -86,7 +86,7 @@ async def test_running_job_streams_its_log_and_progress_survives_closing_the_app
 
         with JobStore(ws) as store:  # closing the app left the job running
             assert store.require(job.id).status == "running"
-        reopened = LlmTuiApp(ws, gpu_inventory=FakeInventory([]), autostart_worker=False, poll_interval_s=0.1)
+        reopened = tui_app(ws, gpus=0)
         async with reopened.run_test(size=(100, 36)) as pilot:
             await pilot.press("3")
             screen = reopened.screen
@@ -106,7 +106,7 @@ async def test_running_job_streams_its_log_and_progress_survives_closing_the_app
         stop_worker(ws)
 
 
-async def test_gpu_panel_shows_memory_utilisation_temperature_and_the_holding_job(tmp_path):
+async def test_gpu_panel_shows_memory_utilisation_temperature_and_the_holding_job(tmp_path, tui_app):
     ws = make_workspace(tmp_path / "ws")
     inventory = FakeInventory([
         GpuReading(0, "Fake H100", 40 * GIB, 80 * GIB, 93.0, 61.0),
@@ -115,7 +115,7 @@ async def test_gpu_panel_shows_memory_utilisation_temperature_and_the_holding_jo
     with JobStore(ws) as store:
         job = store.enqueue("eval", ["true"], target="some-model", gpus=1)
         assert store.claim(job.id, [1])  # running on GPU 1 (no process is needed for the display)
-    app = LlmTuiApp(ws, gpu_inventory=inventory, autostart_worker=False, poll_interval_s=0.1)
+    app = tui_app(ws, gpu_inventory=inventory)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("3")
         await wait_for(pilot, lambda: f"#{job.id} eval" in _panel_text(app), what="the holder on the GPU line")
@@ -125,13 +125,13 @@ async def test_gpu_panel_shows_memory_utilisation_temperature_and_the_holding_jo
         assert gpu1.startswith("GPU1") and "2.0/80.0G" in gpu1 and f"#{job.id} eval" in gpu1 and "°C" not in gpu1
 
 
-async def test_retry_queues_a_copy_of_a_failed_job(tmp_path):
+async def test_retry_queues_a_copy_of_a_failed_job(tmp_path, tui_app):
     ws = make_workspace(tmp_path / "ws")
     with JobStore(ws) as store:
         job = store.enqueue("eval", ["false"], target="some-model")
         store.claim(job.id, [])
         store.finish(job.id, 1, error="exit code 1")
-    app = LlmTuiApp(ws, gpu_inventory=FakeInventory([]), autostart_worker=False, poll_interval_s=0.1)
+    app = tui_app(ws, gpus=0)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("3")
         screen = app.screen

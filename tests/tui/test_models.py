@@ -7,17 +7,10 @@ import shutil
 from textual.widgets import DataTable
 
 from engine.files import write_json
-from engine.jobs.gpu import FakeInventory
 from engine.jobs.store import JobStore
 from tui_workspace import make_model, make_workspace, wait_for
-from tui.app import LlmTuiApp
 from tui.modals.model_details import ModelDetailsModal
 from tui.screens.models import ModelsScreen
-
-
-def _app(ws) -> LlmTuiApp:
-    # NVML cannot exist on this machine: a fake inventory with one GPU stands behind the same interface.
-    return LlmTuiApp(ws, gpu_inventory=FakeInventory.with_gpus(1), autostart_worker=False, poll_interval_s=0.1)
 
 
 def _status(screen: ModelsScreen, name: str) -> str:
@@ -37,9 +30,9 @@ def _workspace(tmp_path):
     return ws
 
 
-async def test_table_lists_every_model_with_status_and_headline(tmp_path):
+async def test_table_lists_every_model_with_status_and_headline(tmp_path, tui_app):
     ws = _workspace(tmp_path)
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(120, 30)) as pilot:
         screen = app.screen
         assert isinstance(screen, ModelsScreen)
@@ -54,12 +47,12 @@ async def test_table_lists_every_model_with_status_and_headline(tmp_path):
         assert str(table.get_cell("delta-boolq_SFT_LoRa16_NoQuant", "set:test-boolq.parquet:accuracy")) == "0.812"
         assert str(table.get_cell("gamma-squad_SFT_LoRa8_NoQuant", "peft")) == "LoRa8"
         assert str(table.get_cell("alpha-boolq_SFT_LoRa16_NoQuant", "params")) == "752M"
-        assert any("broken-folder: no config.json" in n.message for n in app._notifications)
+        assert any("broken-folder: neither config.json nor adapter_config.json" in n.message for n in app._notifications)
 
 
-async def test_e_queues_evaluation_of_the_highlighted_model(tmp_path):
+async def test_e_queues_evaluation_of_the_highlighted_model(tmp_path, tui_app):
     ws = _workspace(tmp_path)
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         await wait_for(pilot, lambda: screen.loaded, what="the models table")
@@ -72,15 +65,16 @@ async def test_e_queues_evaluation_of_the_highlighted_model(tmp_path):
         assert jobs[0].gpus_requested == 1  # the fake inventory has one GPU
         await wait_for(pilot, lambda: _status(screen, "alpha-boolq_SFT_LoRa16_NoQuant") == "queued",
                        what="the row to show the queued job")
-        await pilot.press("e")  # already queued: nothing more is queued
-        await pilot.pause(0.3)
+        await pilot.press("e")  # already queued: nothing more is queued, and the screen says why
+        await wait_for(pilot, lambda: any(n.message == "alpha-boolq_SFT_LoRa16_NoQuant is already queued"
+                                          for n in app._notifications), what="the 'already queued' notice")
         with JobStore(ws) as store:
             assert len(store.list()) == 1
 
 
-async def test_E_queues_evaluation_of_all_untested_models(tmp_path):
+async def test_E_queues_evaluation_of_all_untested_models(tmp_path, tui_app):
     ws = _workspace(tmp_path)
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         await wait_for(pilot, lambda: screen.loaded, what="the models table")
@@ -96,9 +90,9 @@ async def test_E_queues_evaluation_of_all_untested_models(tmp_path):
         assert _status(screen, "delta-boolq_SFT_LoRa16_NoQuant") == "tested"
 
 
-async def test_filter_details_and_automatic_refresh(tmp_path):
+async def test_filter_details_and_automatic_refresh(tmp_path, tui_app):
     ws = _workspace(tmp_path)
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         await wait_for(pilot, lambda: screen.loaded, what="the models table")
@@ -125,14 +119,16 @@ async def test_filter_details_and_automatic_refresh(tmp_path):
                        what="the new metrics file")
 
 
-async def test_corrupt_metadata_is_a_broken_row_not_a_crash(tmp_path):
+async def test_corrupt_metadata_is_a_broken_row_not_a_crash(tmp_path, tui_app):
     ws = _workspace(tmp_path)
     (ws.model_dir("alpha-boolq_SFT_LoRa16_NoQuant") / "training_metadata.json").write_text("{not json")
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         await wait_for(pilot, lambda: screen.loaded, what="the models table")
         assert _status(screen, "alpha-boolq_SFT_LoRa16_NoQuant") == "broken"
-        await pilot.press("e")  # a broken model is not queued
-        await pilot.pause(0.2)
+        await pilot.press("e")  # a broken model is not queued, and the screen says why
+        await wait_for(pilot, lambda: any(n.message.startswith("cannot evaluate alpha-boolq_SFT_LoRa16_NoQuant: ")
+                                          and "training_metadata.json" in n.message for n in app._notifications),
+                       what="the 'cannot evaluate' notice")
         assert not ws.queue_db.exists()

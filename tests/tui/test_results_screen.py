@@ -6,11 +6,9 @@ from textual.widgets import DataTable
 
 from engine.results import export
 from engine.results.compare import compare
-from engine.jobs.gpu import FakeInventory
 from engine.results.metrics_files import results_table
 from metrics_files import boxed, write_evaluation
 from tui_workspace import make_model, make_workspace, wait_for
-from tui.app import LlmTuiApp
 from tui.modals.export import ExportModal
 from tui.screens.compare import CompareScreen
 from tui.screens.results import ResultsScreen, display_number
@@ -33,11 +31,6 @@ def _workspace(tmp_path):
     return ws
 
 
-def _app(ws) -> LlmTuiApp:
-    # NVML cannot exist here: a fake inventory stands behind the same interface as NVML.
-    return LlmTuiApp(ws, gpu_inventory=FakeInventory.with_gpus(1), autostart_worker=False, poll_interval_s=0.1)
-
-
 async def _open(app, pilot) -> ResultsScreen:
     await pilot.press("4")
     screen = app.screen
@@ -50,9 +43,9 @@ def _models(screen) -> list[str]:
     return [str(row.key.value) for row in screen.query_one("#results", DataTable).ordered_rows]
 
 
-async def test_rows_columns_sorting_and_the_unreadable_file(tmp_path):
+async def test_rows_columns_sorting_and_the_unreadable_file(tmp_path, tui_app):
     ws = _workspace(tmp_path)
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(140, 30)) as pilot:
         screen = await _open(app, pilot)
         table = screen.query_one("#results", DataTable)
@@ -78,9 +71,9 @@ async def test_rows_columns_sorting_and_the_unreadable_file(tmp_path):
         assert _models(screen) == ["base-model", "garbage", "good-model", "weak-model"]
 
 
-async def test_mark_two_results_and_compare_them_side_by_side(tmp_path):
+async def test_mark_two_results_and_compare_them_side_by_side(tmp_path, tui_app):
     ws = _workspace(tmp_path)
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await _open(app, pilot)
         await pilot.press("down", "down", "space", "up", "up", "space")  # good-model first: the reference
@@ -104,9 +97,9 @@ async def test_mark_two_results_and_compare_them_side_by_side(tmp_path):
         assert app.screen is screen
 
 
-async def test_export_writes_the_table_in_the_shown_order(tmp_path):
+async def test_export_writes_the_table_in_the_shown_order(tmp_path, tui_app):
     ws = _workspace(tmp_path)
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(120, 40)) as pilot:
         await _open(app, pilot)
         await pilot.press("s")  # sorted by ARC macro-F1, best first
@@ -128,14 +121,14 @@ async def test_export_writes_the_table_in_the_shown_order(tmp_path):
         await pilot.press("escape")
 
 
-async def test_percent_toggle_is_remembered_and_the_chart_draws_the_marked_models(tmp_path):
+async def test_percent_toggle_is_remembered_and_the_chart_draws_the_marked_models(tmp_path, tui_app):
     from textual_plotext import PlotextPlot
 
     from tui.widgets.metrics_chart import MetricsChart
 
     ws = _workspace(tmp_path)
     expected = {row["model"]: row for row in results_table(ws).rows}
-    app = _app(ws)
+    app = tui_app(ws)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await _open(app, pilot)
         table = screen.query_one("#results", DataTable)
@@ -163,7 +156,7 @@ async def test_percent_toggle_is_remembered_and_the_chart_draws_the_marked_model
         legend = str(chart.query_one("#chart-legend").render())
         assert "good-model" in legend and "weak-model" in legend
 
-    reopened = _app(ws)  # the unit is remembered for this workspace
+    reopened = tui_app(ws)  # the unit is remembered for this workspace
     async with reopened.run_test(size=(80, 24)) as pilot:
         screen = await _open(reopened, pilot)
         assert screen.percent

@@ -12,12 +12,12 @@ import json
 import pytest
 from textual.widgets import Input, OptionList, Select
 
-from engine.jobs.gpu import FakeInventory, GpuReading
+from engine.jobs.gpu import GpuReading
 from engine.jobs.store import JobStore
 from metrics_files import boxed, write_evaluation
 from tui_workspace import make_model, make_workspace, wait_for
-from tui.app import LlmTuiApp
 from tui.screens.compare import CompareScreen
+from fake_gpus import FakeInventory
 
 GIB = 1 << 30
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
@@ -61,13 +61,13 @@ def _evaluated_workspace(tmp_path):
     return ws
 
 
-def _app(ws, clock=lambda: 1_800_000_000.0) -> LlmTuiApp:
-    return LlmTuiApp(ws, gpu_inventory=_inventory(), autostart_worker=False, clock=clock, poll_interval_s=0.1)
+def _app(tui_app, ws, clock=lambda: 1_800_000_000.0):
+    return tui_app(ws, gpu_inventory=_inventory(), clock=clock)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_models_list(snap_compare, tmp_path, size):
-    app = _app(_evaluated_workspace(tmp_path))
+def test_models_list(snap_compare, tmp_path, size, tui_app):
+    app = _app(tui_app, _evaluated_workspace(tmp_path))
 
     async def loaded(pilot):
         await wait_for(pilot, lambda: app.screen.loaded, what="the models table")
@@ -76,7 +76,7 @@ def test_models_list(snap_compare, tmp_path, size):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_form_with_an_error(snap_compare, tmp_path, size):
+def test_form_with_an_error(snap_compare, tmp_path, size, tui_app):
     ws = make_workspace(tmp_path / "ws")
     (ws.experiments_dir / "boolq-lora.toml").write_text(PRESET)
 
@@ -91,11 +91,11 @@ def test_form_with_an_error(snap_compare, tmp_path, size):
         screen.query_one("#presets", OptionList).focus()  # no blinking cursor in the picture
         await pilot.pause()
 
-    assert snap_compare(_app(ws), terminal_size=size, run_before=type_r_zero)
+    assert snap_compare(_app(tui_app, ws), terminal_size=size, run_before=type_r_zero)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_jobs_with_a_log(snap_compare, tmp_path, size):
+def test_jobs_with_a_log(snap_compare, tmp_path, size, tui_app):
     ws = make_workspace(tmp_path / "ws")
     with JobStore(ws) as store:
         done = store.enqueue("eval", ["true"], target="Qwen3-0.6B-base", description="evaluate the base model")
@@ -117,7 +117,7 @@ def test_jobs_with_a_log(snap_compare, tmp_path, size):
     events += [{"t": started + 3 + 20 * i, "kind": "eval", "step": 100 * (i + 1), "max_steps": 600,
                 "eval_loss": 0.4 + 0.5 / (i + 1)} for i in range(3)]
     (job_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    app = _app(ws, clock=lambda: started + 65.0)
+    app = _app(tui_app, ws, clock=lambda: started + 65.0)
 
     async def showing_the_log(pilot):
         await pilot.press("3")
@@ -133,8 +133,8 @@ def test_jobs_with_a_log(snap_compare, tmp_path, size):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_compare_view(snap_compare, tmp_path, size):
-    app = _app(_evaluated_workspace(tmp_path))
+def test_compare_view(snap_compare, tmp_path, size, tui_app):
+    app = _app(tui_app, _evaluated_workspace(tmp_path))
 
     async def comparing(pilot):
         await pilot.press("4")

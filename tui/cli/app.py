@@ -1,4 +1,4 @@
-"""``llmtui`` with no subcommand: open the app on the workspace.
+"""``llmtui`` with no subcommand: open the app on the workspace (CLI process, which becomes the TUI).
 
 Set ``LLMTUI_NO_AUTOSTART=1`` to keep the app from starting the queue worker when it queues jobs
 (tests do; start one yourself with ``llmtui worker``).

@@ -30,19 +30,18 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from engine.data.tasks import DatasetError, get_task
+    from engine.results.model_folder import ModelLoadError, ModelNotFoundError, resolve_model_folder
     from engine.runs.chat import ChatRequestError, ChatSession, ChatSettings
-    from engine.runs.evaluate import EvalError, resolve_model_dir
-    from engine.runs.loading import ModelLoadError
 
     ws = workspace_from(args)
     system = args.system
     try:
-        model_dir = resolve_model_dir(ws, args.model)
+        model_dir = resolve_model_folder(ws, args.model)
         if args.task and system is None:
             system = get_task(args.task, ws.datasets_dir).system_prompt
         settings = ChatSettings.from_request({"temperature": args.temperature, "top_p": args.top_p,
                                               "max_new_tokens": args.max_tokens})
-    except (EvalError, DatasetError, ChatRequestError) as exc:
+    except (ModelNotFoundError, DatasetError, ChatRequestError) as exc:
         fail(str(exc))
     err_console.print(f"loading {model_dir.name}…", highlight=False)
     try:

@@ -21,14 +21,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from engine.results.model_folder import ModelNotFoundError, resolve_model_folder
     from engine.runs.chat import serve
-    from engine.runs.evaluate import EvalError, resolve_model_dir
 
     ws = workspace_from(args)
     try:
-        model_dir = resolve_model_dir(ws, args.model)
-    except EvalError as exc:
-        fail(str(exc))
+        model_dir = resolve_model_folder(ws, args.model)
+    except ModelNotFoundError as exc:
+        fail(f"model {exc}")
     code = serve(model_dir, device=args.device)
     sys.stdout.flush()
     sys.stderr.flush()

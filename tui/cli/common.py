@@ -1,5 +1,6 @@
-"""What the subcommands share (CLI process): the -w and preset arguments, workspace resolution, preset
-loading with per-field errors, and rich output of engine errors."""
+"""What the subcommands share (CLI process): -w and preset arguments, preset loading, error output.
+
+Workspace resolution, preset loading with per-field errors, and rich output of engine errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``llmtui compare A B [C …]``: metrics side by side with paired significance tests."""
+"""``llmtui compare A B [C …]``: metrics side by side with paired significance tests (CLI process)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def run(args) -> int:
 
 
 def _dataset_table(comparison, dataset) -> Table:
-    from engine.results.export import format_delta, format_interval, format_number, format_p
+    from engine.results.export import format_cell, format_delta, format_interval, format_p
 
     others = [m for m in dataset.models if m != comparison.baseline]
     table = Table("metric", *dataset.models, title=f"{dataset.name} ({dataset.kind or 'unknown kind'})",
@@ -62,7 +62,7 @@ def _dataset_table(comparison, dataset) -> Table:
         table.add_column(f"{prefix}{comparison.confidence:.0%} CI / b, c", justify="right")
         table.add_column(f"{prefix}p", justify="right")
     for metric in dataset.metrics:
-        cells = [metric.metric, *[format_number(metric.values.get(m)) or "–" for m in dataset.models]]
+        cells = [metric.metric, *[format_cell(metric.values.get(m)) or "–" for m in dataset.models]]
         pairs = {p.model: p for p in metric.pairs}
         for model in others:
             pair = pairs[model]

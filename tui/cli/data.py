@@ -1,9 +1,10 @@
-"""``llmtui data``: list the workspace's datasets, or prepare the benchmarks from the Hub."""
+"""``llmtui data``: list the workspace's datasets, or prepare the benchmarks from the Hub (CLI process)."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
+from engine.data.tasks import BUILTIN_TASKS
 from tui.cli.common import add_workspace_arg, console, fail, print_json, workspace_from
 
 
@@ -16,7 +17,7 @@ def register(subparsers) -> None:
     listing.add_argument("--json", action="store_true")
     prepare = actions.add_parser("prepare", help="download the four benchmarks from the Hub (needs network)")
     add_workspace_arg(prepare)
-    prepare.add_argument("--datasets", default="openmath,arc,boolq,squad", help="comma-separated benchmarks")
+    prepare.add_argument("--datasets", default=",".join(BUILTIN_TASKS), help="comma-separated benchmarks")
     prepare.add_argument("--train-rows", type=int, default=1000)
     prepare.add_argument("--test-rows", type=int, default=200)
     parser.set_defaults(func=run)
@@ -25,7 +26,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     ws = workspace_from(args)
     if args.data_action == "prepare":
-        from engine.data.prepare import PrepareError, prepare_benchmarks
+        from engine.runs.prepare import PrepareError, prepare_benchmarks
 
         try:
             with console.status("downloading and reducing benchmarks…"):

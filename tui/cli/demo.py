@@ -1,4 +1,4 @@
-"""``llmtui demo``: build an offline demo workspace (tiny model, synthetic data, presets)."""
+"""``llmtui demo``: build an offline demo workspace (tiny model, synthetic data, presets) (CLI process)."""
 
 from __future__ import annotations
 

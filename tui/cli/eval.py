@@ -1,4 +1,4 @@
-"""``llmtui eval``: evaluate model folders on the workspace's test sets (or every untested model)."""
+"""``llmtui eval``: evaluate model folders on the workspace's test sets (or every untested model) (CLI or job process)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import signal
 
 from rich.markup import escape
 
+from engine.data.tasks import DISPLAY_ORDER
+from engine.events import EventKind
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
 
 
@@ -40,9 +42,10 @@ def register(subparsers) -> None:
     add_workspace_arg(parser)
     parser.add_argument("models", nargs="*", metavar="MODEL_DIR", help="model folders or names in Models/")
     parser.add_argument("--untested", action="store_true",
-                        help="evaluate every model in Models/ without a metrics file, one after another")
+                        help="evaluate every model in Models/ without a metrics file, one after another "
+                             "(broken folders are listed, never evaluated)")
     parser.add_argument("--datasets", metavar="LIST",
-                        help="comma-separated test sets: arc,boolq,squad,openmath or custom names "
+                        help=f"comma-separated test sets: {','.join(DISPLAY_ORDER)} or custom names "
                              "(default: every test set present)")
     parser.add_argument("--limit", type=_limit, default=0, metavar="N", help="items per test set (0 = all)")
     parser.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
@@ -76,7 +79,8 @@ def _result_line(name: str, metrics: dict) -> str:
 
 def run(args) -> int:
     from engine.data.tasks import DatasetError
-    from engine.runs.evaluate import EvalError, EvalOptions, evaluate_models, untested_model_dirs
+    from engine.results.registry import untested_and_broken
+    from engine.runs.evaluate import EvalError, EvalOptions, evaluate_models
     from engine.events import EventWriter, events_path_from_env
 
     ws = workspace_from(args)
@@ -88,27 +92,34 @@ def run(args) -> int:
     options = EvalOptions(datasets=datasets, limit=args.limit, batch_size=args.batch_size, force=args.force,
                           device=args.device)
     signal.signal(signal.SIGTERM, _terminate)
+    broken = []
+    if args.untested:
+        untested, broken = untested_and_broken(ws)
     with EventWriter(args.events or events_path_from_env()) as events:
         try:
-            refs = untested_model_dirs(ws) if args.untested else args.models
+            refs = [record.path for record in untested] if args.untested else args.models
             report = evaluate_models(ws, refs, options, events=events)
         except (EvalError, DatasetError) as exc:  # the test sets or options are unusable: no model was tried
-            events.emit("error", message=str(exc))
+            events.emit(EventKind.ERROR, message=str(exc))
             fail(str(exc), 1)
         except KeyboardInterrupt:
-            events.emit("error", message="evaluation interrupted; no metrics file was written for the model in progress")
+            events.emit(EventKind.ERROR, message="evaluation interrupted; no metrics file was written for the model in progress")
             raise
-        events.emit("done", evaluated=report.evaluated, failed=[{"model": n, "error": e} for n, e in report.failed])
+        events.emit(EventKind.DONE, evaluated=report.evaluated, failed=[{"model": n, "error": e} for n, e in report.failed])
     if args.json:
         print_json({"evaluated": report.evaluated, "failed": [{"model": n, "error": e} for n, e in report.failed],
+                    "broken": [{"model": r.name, "reason": r.reason} for r in broken],
                     "metrics_files": {n: str(ws.metrics_file(n)) for n in report.evaluated}})
     else:
         for name in report.evaluated:
             console.print(_result_line(name, report.metrics[name]), highlight=False)
         for name, error in report.failed:
             err_console.print(f"[bold red]✗[/] {escape(name)}: {escape(error)}", highlight=False)
+        for record in broken:
+            err_console.print(f"[bold red]broken, not evaluated:[/] {escape(record.name)}: {escape(record.reason)}",
+                              highlight=False)
         if args.untested and not report.evaluated and not report.failed:
             console.print("no untested models")
         else:
             (err_console if report.failed else console).print(report.summary_line(), highlight=False, markup=False)
-    return 1 if report.failed else 0
+    return 1 if report.failed or broken else 0

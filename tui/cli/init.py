@@ -1,4 +1,4 @@
-"""``llmtui init``: create the workspace layout in an existing folder."""
+"""``llmtui init``: create the workspace layout in an existing folder (CLI process)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``llmtui`` command: no subcommand opens the app; subcommands call the engine.
+"""The ``llmtui`` command: no subcommand opens the app; subcommands call the engine (CLI and job processes).
 
 Each subcommand lives in ``tui/cli/<name>.py`` with ``register(subparsers)``, which adds its
 parser and sets ``func(args) -> int``. Parsing and rich output stay here on the UI side.

@@ -1,4 +1,4 @@
-"""``llmtui models``: every model folder with its tested/untested/broken status."""
+"""``llmtui models``: every model folder with its tested/untested/broken status (CLI process)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``llmtui plan``: validate a preset and show the resolved config, output name and steps."""
+"""``llmtui plan``: validate a preset and show the resolved config, output name and steps (CLI process)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``llmtui quantize MODEL_DIR --method …``: post-training quantization into a new folder in Models/."""
+"""``llmtui quantize MODEL_DIR --method …``: PTQ into a new folder in Models/ (CLI or job process)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any
 
 from rich.markup import escape
 
-from engine.runs.stdio import stdout_to_stderr
+from engine.jobs.process import stdout_to_stderr
+from engine.presets.naming import PTQ_METHODS
 
 from tui.cli.common import add_workspace_arg, console, fail, print_json, workspace_from
 from tui.format import human_duration, human_size
 
-METHODS = ("gptq", "awq", "hqq", "int8", "nf4")
 
 
 def _whole_number(value: str) -> int:
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
                     "is carried over.")
     add_workspace_arg(parser)
     parser.add_argument("model", metavar="MODEL_DIR", help="model folder, or a model name in Models/")
-    parser.add_argument("--method", required=True, type=str.lower, choices=METHODS)
+    parser.add_argument("--method", required=True, type=str.lower, choices=[m.lower() for m in PTQ_METHODS])
     parser.add_argument("--bits", type=_whole_number, default=None,
                         help="weight bits (default 4; 8 for int8): gptq 2/3/4/8, awq 4, hqq 1/2/3/4/8")
     parser.add_argument("--group-size", type=_whole_number, default=None, metavar="N",

@@ -1,4 +1,4 @@
-"""``llmtui queue``: add, list, show, cancel, retry and follow jobs of the workspace's persistent queue."""
+"""``llmtui queue``: add, list, show, cancel, retry and follow jobs of the workspace's persistent queue (CLI process)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``llmtui results``: the results table of every metrics file, on screen or exported."""
+"""``llmtui results``: the results table of every metrics file, on screen or exported (CLI process)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from pathlib import Path
 
 from rich.table import Table
 
+from engine.data.tasks import DISPLAY_ORDER, builtin_metric_columns
 from tui.cli.common import add_workspace_arg, console, err_console, workspace_from
 
 #: What the on-screen table shows unless ``--columns`` asks for more, in priority order: columns
 #: are dropped from the end until the table fits the terminal.
 SCREEN_COLUMNS = (
     "model",
-    "ai2_arc__macro_f1", "ai2_arc__accuracy", "boolq__accuracy", "boolq__mcc",
-    "squad_v2__F1", "squad_v2__EM", "OpenMathInstruct-2__accuracy", "OpenMathInstruct-2__avg_abs_diff",
+    *builtin_metric_columns(),
     "overall_accuracy", "latency_mean_s", "eval_peak_vram_allocated_gb", "train_peak_vram_allocated_gb",
     "quant_tag",
 )
@@ -58,7 +58,7 @@ def register(subparsers) -> None:
     parser.add_argument("--models", nargs="+", metavar="NAME",
                         help="only these models (names or patterns like 'Qwen3-8B*', comma-separated too)")
     parser.add_argument("--datasets", nargs="+", metavar="NAME",
-                        help="only these test sets (arc, boolq, squad, openmath, or a custom name)")
+                        help=f"only these test sets ({', '.join(DISPLAY_ORDER)}, or a custom name)")
     parser.add_argument("--columns", nargs="+", metavar="PATTERN",
                         help="only the columns matching these patterns (e.g. '*__accuracy' 'boolq__*')")
     parser.set_defaults(func=run, format=None)
@@ -94,11 +94,11 @@ def run(args) -> int:
 
 def _fit_to_screen(table, width: int) -> int:
     """Drop the last screen columns until the table fits ``width``; returns how many were dropped."""
-    from engine.results.export import format_number
+    from engine.results.export import format_cell
 
     def needed(column) -> int:
         header = max(len(part) for part in column.key.split("__"))
-        cells = max((len(format_number(row.get(column.key)) or "-") for row in table.rows), default=1)
+        cells = max((len(format_cell(row.get(column.key)) or "-") for row in table.rows), default=1)
         return max(header, cells) + 3
 
     dropped = 0
@@ -109,7 +109,7 @@ def _fit_to_screen(table, width: int) -> int:
 
 
 def _rich_table(table, folder) -> Table:
-    from engine.results.export import best_rows, format_number
+    from engine.results.export import best_rows, format_cell
 
     view = Table(title=f"{len(table.rows)} results in {folder}", title_justify="left")
     for column in table.columns:
@@ -120,6 +120,6 @@ def _rich_table(table, folder) -> Table:
     best = {(i, j) for j, c in enumerate(table.columns)
             for i in best_rows([row.get(c.key) for row in table.rows], c.direction)}
     for i, row in enumerate(table.rows):
-        cells = [format_number(row.get(c.key)) or "–" for c in table.columns]
+        cells = [format_cell(row.get(c.key)) or "–" for c in table.columns]
         view.add_row(*[f"[bold green]{cell}[/]" if (i, j) in best else cell for j, cell in enumerate(cells)])
     return view

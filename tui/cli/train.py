@@ -1,4 +1,4 @@
-"""``llmtui train PRESET``: run one training experiment in the foreground (also what the job queue runs).
+"""``llmtui train PRESET``: run one training experiment in the foreground (CLI process, or a queued job's process).
 
 ``train.gpus > 1`` re-runs this same command under ``accelerate launch`` with one process per GPU
 (or per CPU rank without CUDA); rank 0 writes the events, the console output and the model folder.
@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tui.cli.common import add_workspace_arg, console, err_console, fail, workspace_from
-from tui.cli.common import add_preset_args
+from engine.events import EventKind, EventWriter, events_path_from_env, read_events
+from tui.cli.common import add_preset_args, add_workspace_arg, console, err_console, fail, workspace_from
 
 
 def register(subparsers) -> None:
@@ -28,7 +28,6 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from engine.presets.config import ConfigError, load_preset
     from engine.data.tasks import DatasetError, custom_tasks
-    from engine.events import events_path_from_env
     from engine.runs.train import TrainError, in_data_parallel_child, preflight, rank, train
     from tui.cli.common import preset_path
 
@@ -80,15 +79,12 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _error_event(events_path, message: str) -> None:
-    from engine.events import EventWriter
-
     with EventWriter(events_path) as writer:
-        writer.emit("error", message=message)
+        writer.emit(EventKind.ERROR, message=message)
 
 
 def _relaunch(args, ws, preset, gpus: int, events_path) -> int:
     """Run this command again as ``gpus`` data-parallel ranks; report a failure the ranks did not."""
-    from engine.events import read_events
     from engine.runs.train import launch_data_parallel
 
     module_args = ["tui.cli", "-w", str(ws.root), "train", str(Path(preset).resolve())]
@@ -102,7 +98,7 @@ def _relaunch(args, ws, preset, gpus: int, events_path) -> int:
     console.print(f"[bold]data-parallel training[/] on {gpus} processes", highlight=False)
     code = launch_data_parallel(module_args, gpus)
     if code != 0:
-        reported = events_path and any(e.get("kind") == "error" for e in read_events(events_path)[before:])
+        reported = events_path and any(e.get("kind") == EventKind.ERROR for e in read_events(events_path)[before:])
         if not reported:
             _error_event(events_path, f"data-parallel training failed (exit code {code}); see the log above")
         err_console.print(f"[bold red]error:[/] data-parallel training failed (exit code {code})", highlight=False)
@@ -136,14 +132,14 @@ class _ConsoleReporter:
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
-        if kind == "progress":
+        if kind == EventKind.PROGRESS:
             if self.progress is not None:
                 if self.task is None:
                     self.task = self.progress.add_task("train", total=event["max_steps"], loss="…")
                 self.progress.update(self.task, completed=event["step"], total=event["max_steps"])
             return
         line = _describe(event)
-        if kind == "train_step" and self.progress is not None and self.task is not None:
+        if kind == EventKind.TRAIN_STEP and self.progress is not None and self.task is not None:
             self.progress.update(self.task, loss=f"{event['loss']:.4f}" if event.get("loss") is not None else "…")
         if not line:
             return
@@ -156,11 +152,11 @@ class _ConsoleReporter:
 def _describe(event: dict[str, Any]) -> str:
     kind = event.get("kind")
     stamp = time.strftime("%H:%M:%S", time.localtime(event.get("t", time.time())))
-    if kind == "start":
+    if kind == EventKind.START:
         what = "snapshot of" if event.get("snapshot") else f"{event.get('peft')} / {event.get('quant')} on"
         return (f"{stamp} start {event.get('model')}: {what} {event.get('base_model')} "
                 f"({event.get('dataset')}, {event.get('device')}, world size {event.get('world_size')})")
-    if kind == "train_step":
+    if kind == EventKind.TRAIN_STEP:
         parts = [f"{stamp} step {event['step']}/{event['max_steps']}"]
         for key, label, fmt in (("loss", "loss", "{:.4f}"), ("learning_rate", "lr", "{:.2e}"),
                                 ("grad_norm", "grad", "{:.3f}"), ("tokens_per_s", "tok/s", "{:.0f}"),
@@ -168,10 +164,10 @@ def _describe(event: dict[str, Any]) -> str:
             if event.get(key) is not None:
                 parts.append(f"{label} {fmt.format(event[key])}")
         return "  ".join(parts)
-    if kind == "eval":
+    if kind == EventKind.EVAL:
         loss = event.get("eval_loss")
         return f"{stamp} eval at step {event.get('step')}" + (f": loss {loss:.4f}" if loss is not None else "")
-    if kind == "saved":
+    if kind == EventKind.SAVED:
         return f"{stamp} saved {event.get('path')}"
     return ""
 

@@ -1,4 +1,4 @@
-"""``llmtui worker``: start (detached, or in the foreground), stop or check the workspace's queue worker."""
+"""``llmtui worker``: start (detached or in the foreground), stop or check the queue worker (CLI process)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A yes/no question before anything destructive (cancel a job, delete a preset, discard edits)."""
+"""A yes/no question before anything destructive (cancel a job, delete a preset, discard edits) (TUI)."""
 
 from __future__ import annotations
 

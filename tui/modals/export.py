@@ -1,4 +1,4 @@
-"""``x``: choose an export format and a file inside the workspace."""
+"""``x``: choose an export format and a file inside the workspace (TUI)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``?``: every key that works here, with what it does, plus where the workspace is."""
+"""``?``: every key that works here, with what it does, plus where the workspace is (TUI)."""
 
 from __future__ import annotations
 

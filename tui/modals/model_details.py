@@ -1,4 +1,4 @@
-"""``enter`` on a model: its training metadata, quantization, metrics summary and files."""
+"""``enter`` on a model: its training metadata, quantization, metrics summary and files (TUI)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from engine.results.registry import QUANTIZATION_METADATA, TRAINING_METADATA, ModelRecord, read_json_file
+from engine.files import read_json_file
+from engine.results.model_folder import QUANTIZATION_METADATA, TRAINING_METADATA
+from engine.results.registry import ModelRecord
 from engine.workspace import Workspace
 from tui.format import human_count, human_size, status_style
 

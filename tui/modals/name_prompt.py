@@ -1,4 +1,4 @@
-"""Ask for a name (save preset as, duplicate preset, export file); the caller's check runs as you type."""
+"""Ask for a name (save preset as, duplicate preset, export file); the caller's check runs as you type (TUI)."""
 
 from __future__ import annotations
 

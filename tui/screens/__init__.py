@@ -1,1 +1,1 @@
-"""screens of the llmtui app."""
+"""The four main screens of the app and the comparison view (TUI process)."""

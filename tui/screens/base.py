@@ -1,4 +1,4 @@
-"""What every one of the four main screens shares: the workspace, the tab line, palette commands."""
+"""What every one of the four main screens shares: the workspace, the tab line, palette commands (TUI)."""
 
 from __future__ import annotations
 

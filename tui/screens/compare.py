@@ -1,5 +1,6 @@
-"""The side-by-side comparison: every metric in rows, one column per model, deltas against the first
-with the paired statistics from :mod:`engine.results.compare` (computed in a worker)."""
+"""The side-by-side comparison (TUI): metrics in rows, one column per model, deltas against the first.
+
+The paired statistics come from :mod:`engine.results.compare`, computed in a worker thread."""
 
 from __future__ import annotations
 

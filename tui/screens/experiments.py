@@ -1,4 +1,4 @@
-"""Screen 2: presets on the left, the form on the right, the output name and steps shown live."""
+"""Screen 2: presets on the left, the form on the right, the output name and steps shown live (TUI)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
-from engine.presets.config import ConfigError, ExperimentConfig, Problem, config_from_dict, default_config, save_preset
+from engine.presets.config import ConfigError, ExperimentConfig, Problem, config_from_dict, save_preset
 from engine.presets.naming import QuantizationSpec, model_name, qlora_spec
 from engine.presets.plan import make_plan
 from engine.workspace import UnsafeNameError, safe_name
@@ -50,7 +50,7 @@ class WorkspaceInfo:
 
 def read_workspace_info(ws) -> WorkspaceInfo:
     """Datasets (built-in + ``Datasets/datasets.toml``), model folder names and preset files."""
-    from engine.presets.config import BUILTIN_DATASETS
+    from engine.presets.config import BUILTIN_TASK_NAMES
     from engine.data.tasks import DatasetError, custom_tasks
 
     problem = ""
@@ -62,7 +62,7 @@ def read_workspace_info(ws) -> WorkspaceInfo:
         models = sorted(p.name for p in ws.models_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError:
         models = []
-    return WorkspaceInfo(list(BUILTIN_DATASETS), custom, models, list_presets(ws), problem)
+    return WorkspaceInfo(list(BUILTIN_TASK_NAMES), custom, models, list_presets(ws), problem)
 
 
 def list_presets(ws) -> list[PresetFile]:
@@ -158,7 +158,7 @@ class ExperimentsScreen(WorkspaceScreen):
             if info.presets:
                 self.open_preset(info.presets[0].path)
             else:
-                await self.show_preset(None, default_config().to_dict())
+                await self.show_preset(None, ExperimentConfig().to_dict())
         self._highlight(select or (self.current.stem if self.current else None))
 
     def _highlight(self, name: str | None) -> None:
@@ -278,7 +278,7 @@ class ExperimentsScreen(WorkspaceScreen):
 
     def action_new(self) -> None:
         async def new() -> None:
-            await self.show_preset(None, default_config().to_dict())
+            await self.show_preset(None, ExperimentConfig().to_dict())
             self.notify("new preset from defaults; ctrl+s asks for its name")
 
         self._when_not_dirty(lambda: self.run_worker(new(), exclusive=True, group="experiments-new"),

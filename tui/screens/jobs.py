@@ -1,4 +1,4 @@
-"""Screen 3: the job queue, the highlighted job's progress, loss curve and live log, and the GPUs."""
+"""Screen 3: the job queue, the highlighted job's progress, loss curve and live log, and the GPUs (TUI)."""
 
 from __future__ import annotations
 

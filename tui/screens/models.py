@@ -1,4 +1,4 @@
-"""Screen 1: every model folder with its status, refreshed when models, metrics or jobs change."""
+"""Screen 1: every model folder with its status, refreshed when models, metrics or jobs change (TUI)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,16 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 from textual.worker import get_current_worker
 
+from engine.data.tasks import builtin_tasks_for_display
 from engine.results.model_index import ModelIndex
 from engine.results.registry import ModelRecord
-from tui.format import human_count, human_size, status_style
+from tui.format import METRIC_TITLES, human_count, human_size, status_style
 from tui.messages import WorkspaceChanged
 from tui.screens.base import WorkspaceScreen
 from tui.widgets.table_sync import Column, TableSync, clip, visible_columns
 
 #: Short column titles for the built-in test sets (others show their own name).
-TEST_SET_TITLES = {"test-ai2_arc.parquet": "arc", "test-boolq.parquet": "boolq", "test-squad_v2.parquet": "squad",
-                   "test-OpenMathInstruct-2.parquet": "math"}
-METRIC_TITLES = {"macro_f1": "F1", "accuracy": "acc", "F1": "F1", "avg_abs_diff": "|Δ|"}
+TEST_SET_TITLES = {task.test_file: task.display_title for task in builtin_tasks_for_display()}
 FIXED_COLUMNS = [
     Column("name", "name"), Column("status", "status"), Column("base", "base", 170), Column("dataset", "dataset", 120),
     Column("peft", "peft", 120), Column("quant", "quant", 140), Column("params", "params", 100),

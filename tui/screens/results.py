@@ -1,5 +1,6 @@
 """Screen 4: one row per metrics file, sortable, with marks for the side-by-side comparison, a bar chart
-of the marked models' headline metric per test set, and rates as fractions or percentages (remembered)."""
+of the marked models' headline metric per test set, and rates as fractions or percentages (remembered).
+Runs in the TUI."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
+from engine.data.tasks import builtin_tasks_for_display
 from engine.results.metrics_files import ResultRecord, ResultsTable, is_rate, metric_direction
+from engine.results.scoring import TABLE_METRICS
+from tui.format import METRIC_TITLES
 from tui.messages import WorkspaceChanged
 from tui.preferences import load_preferences, remember
 from tui.screens.base import WorkspaceScreen
@@ -24,9 +28,8 @@ from tui.widgets.table_sync import Column, TableSync, clip
 #: The table's columns in priority order (the last ones drop first on a narrow terminal): results
 #: column key → header.
 SHOWN = {
-    "ai2_arc__macro_f1": "arc F1", "ai2_arc__accuracy": "arc acc", "boolq__accuracy": "boolq acc",
-    "boolq__mcc": "boolq MCC", "squad_v2__F1": "squad F1", "squad_v2__EM": "squad EM",
-    "OpenMathInstruct-2__accuracy": "math acc", "OpenMathInstruct-2__avg_abs_diff": "math |Δ|",
+    **{f"{task.file_stem}__{metric}": f"{task.display_title} {METRIC_TITLES[metric]}"
+       for task in builtin_tasks_for_display() for metric in TABLE_METRICS[task.kind]},
     "overall_accuracy": "overall", "latency_mean_s": "latency s", "eval_peak_vram_allocated_gb": "eval GB",
     "train_peak_vram_allocated_gb": "train GB",
 }

@@ -1,1 +1,1 @@
-"""widgets of the llmtui app."""
+"""Reusable widgets of the app (TUI process)."""

@@ -1,4 +1,4 @@
-"""The GPU panel: per GPU a memory gauge, utilisation, temperature and the job holding it.
+"""The GPU panel: per GPU a memory gauge, utilisation, temperature and the job holding it (TUI).
 
 Readings come from a :class:`engine.jobs.gpu.GpuInventory` (NVML on a real machine) polled in a thread
 about once a second. With no NVIDIA GPU the panel says so and shows CPU and RAM gauges (psutil).

@@ -1,4 +1,4 @@
-"""Follow a growing log file like toolong: a thread reads only new bytes, a ``Log`` keeps the last lines.
+"""Follow a growing log file like toolong: a thread reads only new bytes, a ``Log`` keeps the last lines (TUI).
 
 Opening a file reads at most its last ``initial_bytes`` (a 1 GB log is never loaded whole); after
 that each poll reads what was appended. A file that shrinks (rotated, rewritten) is read again from

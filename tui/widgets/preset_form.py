@@ -1,4 +1,4 @@
-"""The experiment form: one widget per preset field, built from ``engine.presets.config.field_specs``.
+"""The experiment form: one widget per preset field, built from ``engine.presets.config.field_specs`` (TUI).
 
 Selects for fields with choices (and the dataset), Switches for booleans, Inputs for numbers, text and
 comma-separated lists, and a list of PTQ steps (added, removed and moved up or down). Each field has an

@@ -1,4 +1,4 @@
-"""The top line of every screen: the five screens with their keys (clickable), the active one lit."""
+"""The top line of every screen: the five screens with their keys (clickable), the active one lit (TUI)."""
 
 from __future__ import annotations
 

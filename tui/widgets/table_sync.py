@@ -1,4 +1,4 @@
-"""Show rows in a DataTable without rebuilding it when only a few cells changed, keeping the cursor."""
+"""Show rows in a DataTable without rebuilding it when only a few cells changed, keeping the cursor (TUI)."""
 
 from __future__ import annotations
 

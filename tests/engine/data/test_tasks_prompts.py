@@ -8,7 +8,7 @@ from engine.data.tasks import BUILTIN_TASKS, DatasetError, get_task, load_items,
 from engine.data.prompts import answer_text, build_messages, completion_text, render_example, render_prompt
 
 
-def test_builtin_registry_keeps_seed_file_names():
+def test_builtin_registry_keeps_the_legacy_file_names():
     assert {t.test_file for t in BUILTIN_TASKS.values()} == {
         "test-OpenMathInstruct-2.parquet", "test-ai2_arc.parquet", "test-boolq.parquet", "test-squad_v2.parquet"}
     assert {n: t.kind for n, t in BUILTIN_TASKS.items()} == {

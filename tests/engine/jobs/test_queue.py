@@ -351,7 +351,7 @@ limit = 20
 def test_a_pipeline_preset_becomes_dependent_jobs_with_the_preset_frozen(ws):
     from engine.presets.config import load_preset_text
     from engine.jobs.enqueue import enqueue_pipeline
-    from engine.jobs.gpu import FakeInventory
+    from fake_gpus import FakeInventory
 
     config = load_preset_text(PRESET)
     # NVML cannot exist here: a fake inventory of 2 GPUs stands in for the machine.
@@ -380,7 +380,7 @@ def test_a_pipeline_preset_becomes_dependent_jobs_with_the_preset_frozen(ws):
 def test_a_pipeline_on_a_cpu_only_machine_asks_for_no_gpu(ws):
     from engine.presets.config import load_preset_text
     from engine.jobs.enqueue import enqueue_pipeline
-    from engine.jobs.gpu import FakeInventory
+    from fake_gpus import FakeInventory
 
     jobs = enqueue_pipeline(ws, load_preset_text(PRESET), PRESET, inventory=FakeInventory([]))
     assert all(j.gpus_requested == 0 for j in jobs)
@@ -405,7 +405,7 @@ def test_the_job_reads_the_preset_frozen_at_enqueue_time(ws, tmp_path):
 
 def test_quantize_and_eval_requests_name_their_outputs_and_wait_for_their_dependencies(ws):
     from engine.jobs.enqueue import enqueue_eval, enqueue_quantize
-    from engine.jobs.gpu import FakeInventory
+    from fake_gpus import FakeInventory
     from engine.presets.naming import ptq_output_name, ptq_spec
 
     source = "tiny-boolq_SFT_LoRa16_NoQuant"

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.jobs.gpu import FakeInventory, GpuReading, NvmlInventory
+from engine.jobs.gpu import GpuReading, NvmlInventory
 from engine.jobs.store import JobStore
 from engine.jobs.scheduler import Waiting, default_max_parallel, free_gpus, plan_starts
 from engine.jobs.worker import Worker, WorkerSettings
 from engine.workspace import Workspace
+from fake_gpus import FakeInventory
 
 
 def starts(decision):

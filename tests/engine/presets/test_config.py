@@ -116,7 +116,7 @@ def test_plan_exits_2_with_the_message(tmp_path, text, where, reason):
     assert "Traceback" not in result.stderr
 
 
-def test_plan_reproduces_the_seed_names(tmp_path):
+def test_plan_reproduces_the_legacy_names(tmp_path):
     preset = tmp_path / "p.toml"
     preset.write_text('[model]\nbase = "Qwen/Qwen3-0.6B"\n[quant]\nmethod = "QLORA"\n')
     result = _llmtui("-w", str(tmp_path), "plan", str(preset), "--json")

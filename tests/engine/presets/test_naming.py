@@ -1,4 +1,4 @@
-"""Model names and quantization tags, identical to the seed's."""
+"""Model names and quantization tags, identical to the legacy scripts'."""
 
 import pytest
 
@@ -6,7 +6,7 @@ from engine.presets.config import load_preset_text
 from engine.presets.naming import QuantizationSpec, model_name, ptq_output_name, ptq_spec, qlora_spec
 from engine.workspace import UnsafeNameError, Workspace, safe_name
 
-SEED_CASES = [
+LEGACY_CASES = [
     ("Qwen/Qwen3-0.6B", "openmath", "LoRa", 256, "QLORA", "Qwen3-0.6B-openmath_SFT_LoRa256_QLORA_w4_headbf16"),
     ("Qwen/Qwen3-8B", "openmath", "VeRa", 512, "NoQuant", "Qwen3-8B-openmath_SFT_VeRa512_NoQuant"),
     ("Qwen/Qwen3-8B", "openmath", "DoRa", 256, "NoQuant", "Qwen3-8B-openmath_SFT_DoRa256_NoQuant"),
@@ -15,8 +15,8 @@ SEED_CASES = [
 ]
 
 
-@pytest.mark.parametrize("base,dataset,peft,r,quant,expected", SEED_CASES)
-def test_seed_names_through_presets(base, dataset, peft, r, quant, expected):
+@pytest.mark.parametrize("base,dataset,peft,r,quant,expected", LEGACY_CASES)
+def test_legacy_names_through_presets(base, dataset, peft, r, quant, expected):
     text = (f'[model]\nbase = "{base}"\n[data]\ndataset = "{dataset}"\n'
             f'[peft]\nmethod = "{peft}"\nr = {r}\n[quant]\nmethod = "{quant}"\n')
     assert load_preset_text(text).output_name() == expected

@@ -17,14 +17,14 @@ from engine.results.export import comparison_csv, comparison_json, comparison_la
 from engine.results.item_metrics import PAIRED_TESTS, item_arrays
 from engine.results.scoring import compute_metrics, score_item
 from engine.workspace import Workspace
-from metrics_files import KIND_BY_FILE, boxed, seed_metrics, write_evaluation
+from metrics_files import KIND_BY_FILE, boxed, legacy_metrics, write_evaluation
 from tui.cli.main import main
 
 BOOLQ = "test-boolq.parquet"
 SQUAD = "test-squad_v2.parquet"
 MATH = "test-OpenMathInstruct-2.parquet"
 ARC = "test-ai2_arc.parquet"
-SEED_NAME = "Qwen3-8B-openmath_SFT_LoRa256_QLORA_w4_headbf16"
+LEGACY_NAME = "Qwen3-8B-openmath_SFT_LoRa256_QLORA_w4_headbf16"
 
 
 @pytest.fixture
@@ -203,20 +203,20 @@ def test_refuses_statistics_when_golds_or_item_sets_differ(ws):
     assert "only in base: 15, 16, 17, 18, 19" in shorter.unavailable
 
 
-def test_seed_files_show_metrics_but_no_statistics(ws):
+def test_legacy_files_show_metrics_but_no_statistics(ws):
     golds = list("ABCD") * 5
     write_evaluation(ws, "ours", {ARC: [boxed(g) for g in golds]}, {ARC: golds})
-    write_json(ws.metrics_dir / f"Models__{SEED_NAME}.json", seed_metrics())
-    comparison = compare(ws, ["ours", SEED_NAME])
+    write_json(ws.metrics_dir / f"Models__{LEGACY_NAME}.json", legacy_metrics())
+    comparison = compare(ws, ["ours", LEGACY_NAME])
     assert [d.name for d in comparison.datasets] == ["ai2_arc"]
     row, pair = pair_of(comparison, "macro_f1", "ai2_arc")
-    assert row.values == {"ours": 1.0, SEED_NAME: 0.8803}
+    assert row.values == {"ours": 1.0, LEGACY_NAME: 0.8803}
     assert pair.delta == pytest.approx(0.8803 - 1.0)
     assert pair.p_value is None and pair.ci_low is None and pair.b is None
     assert "no per-item predictions" in pair.unavailable and "old research scripts" in pair.unavailable
     assert set(comparison.skipped_datasets) == {MATH, SQUAD}
     # the other way round: the reference has no predictions
-    _, reverse = pair_of(compare(ws, [SEED_NAME, "ours"]), "accuracy", "ai2_arc")
+    _, reverse = pair_of(compare(ws, [LEGACY_NAME, "ours"]), "accuracy", "ai2_arc")
     assert reverse.unavailable and reverse.p_value is None
 
 
@@ -283,7 +283,7 @@ def compared_ws(ws):
     right_a = [True] * 12 + [True] + [False] * 6 + [False]
     right_b = [True] * 12 + [False] + [True] * 6 + [False]
     write_boolq_pair(ws, right_a, right_b)
-    write_json(ws.metrics_dir / f"Models__{SEED_NAME}.json", seed_metrics())
+    write_json(ws.metrics_dir / f"Models__{LEGACY_NAME}.json", legacy_metrics())
     return ws
 
 
@@ -317,7 +317,7 @@ def test_significance_marker_in_exports(ws):
 
 @pytest.mark.parametrize("flag", ["--json", "--csv", "--markdown", "--latex"])
 def test_cli_compare_formats(compared_ws, capsys, flag):
-    assert main(["-w", str(compared_ws.root), "compare", "base", "tuned", SEED_NAME, flag]) == 0
+    assert main(["-w", str(compared_ws.root), "compare", "base", "tuned", LEGACY_NAME, flag]) == 0
     out = capsys.readouterr().out
     assert "0.125" in out and "tuned" in out
 

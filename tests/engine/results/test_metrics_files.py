@@ -11,13 +11,13 @@ import pytest
 
 from engine.files import write_json
 from engine.results.export import results_csv, results_json, results_latex, results_markdown
-from engine.results.metrics_files import (SEED_SUMMARY_COLUMNS, load_metrics_file, model_name_from, results_table,
+from engine.results.metrics_files import (LEGACY_SUMMARY_COLUMNS, load_metrics_file, model_name_from, results_table,
                             scan_results, training_peaks)
 from engine.workspace import Workspace
-from metrics_files import boxed, seed_boolq_dataset, seed_metrics, write_evaluation
+from metrics_files import boxed, legacy_boolq_dataset, legacy_metrics, write_evaluation
 from tui.cli.main import main
 
-SEED_NAME = "Qwen3-8B-openmath_SFT_LoRa256_QLORA_w4_headbf16"
+LEGACY_NAME = "Qwen3-8B-openmath_SFT_LoRa256_QLORA_w4_headbf16"
 
 
 @pytest.fixture
@@ -37,10 +37,10 @@ def mixed_ws(ws) -> Workspace:
         "test-boolq.parquet": [boxed(g) for g in golds["test-boolq.parquet"]],
         "test-ai2_arc.parquet": [boxed(g) for g in golds["test-ai2_arc.parquet"]],
     }, golds, peak_gb=(2.0, 1.5))
-    write_json(ws.metrics_dir / f"Models__{SEED_NAME}.json", seed_metrics())
+    write_json(ws.metrics_dir / f"Models__{LEGACY_NAME}.json", legacy_metrics())
     write_json(ws.model_dir("tiny-sft") / "training_metadata.json",
                {"hardware_info": {"vram_peaks": {"overall": {"peak_reserved_gb": 5.5, "peak_allocated_gb": 4.25}}}})
-    write_json(ws.model_dir(SEED_NAME) / "training_metadata.json",
+    write_json(ws.model_dir(LEGACY_NAME) / "training_metadata.json",
                {"hardware_info": {"vram_peaks": {"overall_max_reserved_gb": 11.863,
                                                  "overall_max_allocated_gb": 7.608, "per_gpu": []}}})
     return ws
@@ -48,12 +48,12 @@ def mixed_ws(ws) -> Workspace:
 
 # --- reading old-script files ----------------------------------------------------------------------
 
-def test_seed_file_reads_like_ours(tmp_path):
-    path = write_json(tmp_path / f"Models__{SEED_NAME}.json", seed_metrics())
+def test_legacy_file_reads_like_ours(tmp_path):
+    path = write_json(tmp_path / f"Models__{LEGACY_NAME}.json", legacy_metrics())
     record = load_metrics_file(path)
     assert record.error is None and record.warnings == []
-    assert record.name == SEED_NAME  # from "Models\\Qwen3-8B-…", a Windows path
-    assert record.source == "seed"
+    assert record.name == LEGACY_NAME  # from "Models\\Qwen3-8B-…", a Windows path
+    assert record.source == "legacy"
     assert record.overall_accuracy == pytest.approx(0.5)  # 50.0 %
     assert record.latency_mean_s == pytest.approx(2.9713)
     assert (record.eval_peak_vram_reserved_gb, record.eval_peak_vram_allocated_gb) == (7.262, 6.023)
@@ -74,9 +74,9 @@ def test_seed_file_reads_like_ours(tmp_path):
     assert squad.format_success_rate is None and squad.tokens_mean is None  # nulls stay missing
 
 
-def test_seed_boolq_keys_are_renamed_to_ours(tmp_path):
-    data = seed_metrics()
-    data["datasets"]["test-boolq.parquet"] = seed_boolq_dataset()
+def test_legacy_boolq_keys_are_renamed_to_ours(tmp_path):
+    data = legacy_metrics()
+    data["datasets"]["test-boolq.parquet"] = legacy_boolq_dataset()
     record = load_metrics_file(write_json(tmp_path / "m.json", data))
     boolq = record.dataset("boolq")
     assert boolq.metrics == {"accuracy": 0.5, "f1": 0.0, "macro_f1": 0.3333, "balanced_accuracy": 0.5, "mcc": 0.0}
@@ -131,7 +131,7 @@ def test_nothing_in_a_file_crashes_the_reader(tmp_path, content):
     (tmp_path / "Testing" / "metrics").mkdir(parents=True)
     path.rename(ws.metrics_dir / path.name)
     table = results_table(ws)  # and the table is still built
-    assert [c.key for c in table.columns][:len(SEED_SUMMARY_COLUMNS)] == list(SEED_SUMMARY_COLUMNS)
+    assert [c.key for c in table.columns][:len(LEGACY_SUMMARY_COLUMNS)] == list(LEGACY_SUMMARY_COLUMNS)
 
 
 def test_warnings_and_errors_name_the_file_and_field(tmp_path):
@@ -160,7 +160,7 @@ def test_scan_sorts_skips_hidden_and_keeps_same_named_files_apart(ws):
 
 def test_training_peaks_from_both_metadata_shapes(mixed_ws):
     assert training_peaks(mixed_ws, "tiny-sft") == (5.5, 4.25)
-    assert training_peaks(mixed_ws, SEED_NAME) == (11.863, 7.608)
+    assert training_peaks(mixed_ws, LEGACY_NAME) == (11.863, 7.608)
     assert training_peaks(mixed_ws, "tiny-base") == (None, None)  # no metadata
     (mixed_ws.model_dir("tiny-base")).mkdir(parents=True)
     (mixed_ws.model_dir("tiny-base") / "training_metadata.json").write_text("[1,", encoding="utf-8")
@@ -170,20 +170,20 @@ def test_training_peaks_from_both_metadata_shapes(mixed_ws):
 
 # --- the results table -------------------------------------------------------------------------------
 
-def test_table_starts_with_the_seed_columns_then_the_rest(mixed_ws):
+def test_table_starts_with_the_legacy_columns_then_the_rest(mixed_ws):
     table = results_table(mixed_ws)
     keys = [c.key for c in table.columns]
-    assert keys[:len(SEED_SUMMARY_COLUMNS)] == list(SEED_SUMMARY_COLUMNS)
-    rest = keys[len(SEED_SUMMARY_COLUMNS):]
+    assert keys[:len(LEGACY_SUMMARY_COLUMNS)] == list(LEGACY_SUMMARY_COLUMNS)
+    rest = keys[len(LEGACY_SUMMARY_COLUMNS):]
     for key in ("quant_tag", "overall_accuracy", "ai2_arc__accuracy", "boolq__accuracy", "boolq__mcc",
                 "squad_v2__EM", "OpenMathInstruct-2__accuracy"):
         assert key in rest
     assert "squad_v2__NoAns_accuracy" not in keys  # no file has a value for it
     rows = {row["model"]: row for row in table.rows}
-    assert set(rows) == {"tiny-base", "tiny-sft", SEED_NAME}
-    seed = rows[SEED_NAME]
-    assert seed["squad_v2__F1"] == pytest.approx(0.3973) and seed["boolq__accuracy"] is None
-    assert (seed["train_peak_vram_reserved_gb"], seed["train_peak_vram_allocated_gb"]) == (11.863, 7.608)
+    assert set(rows) == {"tiny-base", "tiny-sft", LEGACY_NAME}
+    legacy = rows[LEGACY_NAME]
+    assert legacy["squad_v2__F1"] == pytest.approx(0.3973) and legacy["boolq__accuracy"] is None
+    assert (legacy["train_peak_vram_reserved_gb"], legacy["train_peak_vram_allocated_gb"]) == (11.863, 7.608)
     assert rows["tiny-sft"]["train_peak_vram_allocated_gb"] == 4.25
     assert rows["tiny-base"]["ai2_arc__accuracy"] == 0.25 and rows["tiny-sft"]["ai2_arc__accuracy"] == 1.0
 
@@ -214,8 +214,8 @@ def test_csv_export_round_trips(mixed_ws):
                               "ai2_arc__latency_mean_s", "OpenMathInstruct-2__avg_abs_diff",
                               "OpenMathInstruct-2__latency_mean_s", "squad_v2__F1", "squad_v2__latency_mean_s"]
     by_model = {line[0]: dict(zip(parsed[0], line)) for line in parsed[1:]}
-    assert float(by_model[SEED_NAME]["OpenMathInstruct-2__avg_abs_diff"]) == 116.962302
-    assert by_model[SEED_NAME]["boolq__accuracy"] == ""  # missing stays empty
+    assert float(by_model[LEGACY_NAME]["OpenMathInstruct-2__avg_abs_diff"]) == 116.962302
+    assert by_model[LEGACY_NAME]["boolq__accuracy"] == ""  # missing stays empty
     assert float(by_model["tiny-base"]["boolq__mcc"]) == table.rows[1 if table.rows[0]["model"] != "tiny-base"
                                                                     else 0]["boolq__mcc"]
 
@@ -228,11 +228,11 @@ def test_json_export(mixed_ws):
 
 
 def test_percentages_become_fractions_without_float_noise(tmp_path):
-    metrics = seed_metrics()
+    metrics = legacy_metrics()
     metrics["datasets"]["test-squad_v2.parquet"]["metrics"]["F1"] = 24.54  # 24.54 / 100 = 0.24539999999999998
     metrics["datasets"]["test-ai2_arc.parquet"]["accuracy"] = 28.999999999999996
     ws = Workspace(tmp_path / "ws").init()
-    write_json(ws.metrics_dir / f"{SEED_NAME}.json", metrics)
+    write_json(ws.metrics_dir / f"{LEGACY_NAME}.json", metrics)
     text = results_json(results_table(ws))
     assert '"squad_v2__F1": 0.2454,' in text and '"ai2_arc__accuracy": 0.29,' in text
 
@@ -246,7 +246,7 @@ def test_markdown_export_renders_as_a_github_table(mixed_ws):
     assert all(line.count(" | ") == len(table.columns) - 1 for line in lines)
     column = [c.key for c in table.columns].index("ai2_arc__accuracy")
     cells = {line.split(" | ")[0][2:]: line.split(" | ")[column] for line in lines[2:]}
-    assert cells == {"tiny-base": "0.2500", "tiny-sft": "**1.0000**", SEED_NAME: "0.8800"}
+    assert cells == {"tiny-base": "0.2500", "tiny-sft": "**1.0000**", LEGACY_NAME: "0.8800"}
 
 
 def test_latex_export_is_booktabs_with_the_best_in_bold(mixed_ws):
@@ -258,13 +258,13 @@ def test_latex_export_is_booktabs_with_the_best_in_bold(mixed_ws):
             and " & " in line}
     keys = [c.key for c in table.columns]
     sft, base = rows["tiny-sft"], rows["tiny-base"]
-    seed = rows[SEED_NAME.replace("_", r"\_")]
+    legacy = rows[LEGACY_NAME.replace("_", r"\_")]
     accuracy = keys.index("ai2_arc__accuracy")
     assert sft[accuracy] == r"\textbf{1.0000}" and base[accuracy] == "0.2500"
     memory = keys.index("eval_peak_vram_allocated_gb")  # lower is better
-    assert sft[memory] == r"\textbf{1.5000}" and seed[memory] == "6.0230"
+    assert sft[memory] == r"\textbf{1.5000}" and legacy[memory] == "6.0230"
     latency = keys.index("ai2_arc__latency_mean_s")
-    assert seed[latency] == "2.6936"  # slowest, never bold
+    assert legacy[latency] == "2.6936"  # slowest, never bold
     assert r"\multicolumn{2}{c}{ai2\_arc}" in latex and r"\cmidrule(lr){6-7}" in latex
     assert not re.search(r"(?<!\\)_", latex.replace(r"\_", "")), "unescaped underscore"
 
@@ -275,7 +275,7 @@ def test_latex_export_is_booktabs_with_the_best_in_bold(mixed_ws):
 def test_cli_exports_every_format(mixed_ws, capsys, flag):
     assert main(["-w", str(mixed_ws.root), "results", flag]) == 0
     out = capsys.readouterr().out
-    assert SEED_NAME.replace("_", r"\_" if flag == "--latex" else "_") in out
+    assert LEGACY_NAME.replace("_", r"\_" if flag == "--latex" else "_") in out
     assert "tiny-sft" in out
 
 

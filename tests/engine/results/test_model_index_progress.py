@@ -102,7 +102,12 @@ def test_job_progress_rate_eta_and_loss_curve():
     assert progress.label == "eval arc" and progress.eta_s(206.0) is None  # no rate yet for a new set
     progress.update([{"t": 207.0, "kind": "error", "message": "CUDA out of memory"}, {"kind": "done"}])
     assert progress.error == "CUDA out of memory" and progress.finished
+    # malformed events are tolerated: non-numbers count as 0/unknown, nothing is appended to the curve
     progress.update([{"kind": "train_step", "step": "x", "loss": None}, {"t": "later", "kind": "quantize_progress"}])
+    assert (progress.stage, progress.label, progress.done, progress.total) == ("quantize", "quantize", 0, 0)
+    assert progress.fraction is None and progress.rate() is None and progress.eta_s(300.0) is None
+    assert progress.losses == [2.0, 1.5] and progress.latest["tokens_per_s"] == 900.0
+    assert progress.error == "CUDA out of memory" and progress.finished
 
 
 def test_workspace_stamps_change_with_models_metrics_queue_and_presets(tmp_path):

@@ -114,7 +114,7 @@ def test_parse_mcq_choice(answer, expected):
 
 
 def test_mcq4_numeric_gold_labels_map_to_letters():
-    # ARC rows with numbered options have gold "1"-"4"; the seed could never score them.
+    # ARC rows with numbered options have gold "1"-"4"; the legacy scripts could never score them.
     assert score_item("mcq4", boxed("C"), "3") == ItemScore("C", "C", True, None, True)
     assert score_item("mcq4", boxed("3"), "3").correct
     assert score_item("mcq4", boxed("3"), "C").correct

@@ -19,11 +19,11 @@ from engine.events import EventWriter, read_events
 from engine.results.scoring import extract_boxed
 from engine.workspace import Workspace
 
-SEED_TOP_KEYS = {"model_name", "evaluated_at", "summary", "datasets", "quantization", "hardware"}
-SEED_SUMMARY_KEYS = {"num_datasets", "total_samples", "total_correct", "total_incorrect", "overall_accuracy",
+LEGACY_TOP_KEYS = {"model_name", "evaluated_at", "summary", "datasets", "quantization", "hardware"}
+LEGACY_SUMMARY_KEYS = {"num_datasets", "total_samples", "total_correct", "total_incorrect", "overall_accuracy",
                      "latency_seconds", "tokens_generated", "quantization", "peak_vram_reserved_gb",
                      "peak_vram_allocated_gb"}
-SEED_DATASET_KEYS = {"type", "total_samples", "format_success_rate", "correct", "incorrect", "accuracy", "metrics",
+LEGACY_DATASET_KEYS = {"type", "total_samples", "format_success_rate", "correct", "incorrect", "accuracy", "metrics",
                      "latency_seconds", "tokens_generated"}
 #: Custom tasks over the demo's files with a small generation ceiling, so an untrained model is quick.
 QUICK_TASKS = """
@@ -66,7 +66,7 @@ def _leftovers(ws: Workspace) -> list[str]:
 # ------------------------------------------------------------------------------------ files and schema
 
 
-def test_metrics_file_follows_the_seed_schema_and_predictions_match_it(quick_ws):
+def test_metrics_file_follows_the_legacy_schema_and_predictions_match_it(quick_ws):
     events_file = quick_ws.root / "events.jsonl"
     with EventWriter(events_file) as events:
         metrics = evaluate_model(quick_ws, "tiny-qwen3",
@@ -74,8 +74,8 @@ def test_metrics_file_follows_the_seed_schema_and_predictions_match_it(quick_ws)
                                              limit=5, batch_size=3), events=events)
     on_disk = json.loads(quick_ws.metrics_file("tiny-qwen3").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
-    assert SEED_TOP_KEYS <= set(on_disk) and on_disk["model_name"] == "tiny-qwen3"
-    assert SEED_SUMMARY_KEYS <= set(on_disk["summary"])
+    assert LEGACY_TOP_KEYS <= set(on_disk) and on_disk["model_name"] == "tiny-qwen3"
+    assert LEGACY_SUMMARY_KEYS <= set(on_disk["summary"])
     assert set(on_disk["datasets"]) == {"test-boolq.parquet", "test-ai2_arc.parquet", "test-squad_v2.parquet",
                                         "test-OpenMathInstruct-2.parquet"}
     assert on_disk["summary"]["num_datasets"] == 4 and on_disk["summary"]["total_samples"] == 20
@@ -90,7 +90,7 @@ def test_metrics_file_follows_the_seed_schema_and_predictions_match_it(quick_ws)
 
     tokenizer = load_tokenizer(quick_ws.model_dir("tiny-qwen3"))
     for test_file, block in on_disk["datasets"].items():
-        assert SEED_DATASET_KEYS <= set(block)
+        assert LEGACY_DATASET_KEYS <= set(block)
         task = get_task(test_file, quick_ws.datasets_dir)
         assert block["type"] == task.kind and block["total_samples"] == 5
         rows = _read_jsonl(quick_ws.predictions_folder("tiny-qwen3") / f"{Path(test_file).stem}.jsonl")
@@ -316,11 +316,15 @@ def _cli(ws: Workspace, *args: str) -> int:
         return exc.code
 
 
-def test_orchestrator_continues_past_broken_models_and_exits_nonzero(quick_ws, capsys):
+def test_orchestrator_continues_past_failures_lists_broken_folders_and_exits_nonzero(quick_ws, capsys):
+    """A folder that fails to load is tried and recorded; one the registry calls broken is listed, never tried."""
     base = quick_ws.model_dir("tiny-qwen3")
     garbage = quick_ws.models_dir / "aaa-garbage-weights"
     shutil.copytree(base, garbage)
-    (garbage / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
+    weights = (garbage / "model.safetensors").read_bytes()
+    header_end = 8 + int.from_bytes(weights[:8], "little")
+    # A readable header (the registry lists it as untested) but truncated tensors: it fails when loaded.
+    (garbage / "model.safetensors").write_bytes(weights[:header_end + 16])
     bad_json = quick_ws.models_dir / "bbb-bad-config"
     bad_json.mkdir()
     (bad_json / "config.json").write_text("{ oops")
@@ -331,14 +335,15 @@ def test_orchestrator_continues_past_broken_models_and_exits_nonzero(quick_ws, c
     assert quick_ws.metrics_file("tiny-qwen3").is_file()
     assert not quick_ws.metrics_file("aaa-garbage-weights").exists()
     assert not quick_ws.metrics_file("bbb-bad-config").exists()
-    assert "evaluated 1 model(s), 2 failed" in captured.err
-    assert "aaa-garbage-weights" in captured.err and "bbb-bad-config" in captured.err
+    assert "evaluated 1 model(s), 1 failed" in captured.err
+    assert "aaa-garbage-weights" in captured.err
+    assert "broken, not evaluated: bbb-bad-config: config.json: cannot be read as JSON" in captured.err
     assert "Traceback" not in captured.err
     failures = read_failures(quick_ws)
-    assert set(failures) == {"aaa-garbage-weights", "bbb-bad-config"}
-    assert "config.json" in failures["bbb-bad-config"]["error"]
+    assert set(failures) == {"aaa-garbage-weights"}
+    assert "cannot load the model" in failures["aaa-garbage-weights"]["error"]
     errors = [e for e in read_events(events_file) if e["kind"] == "error"]
-    assert {e["model"] for e in errors} == {"aaa-garbage-weights", "bbb-bad-config"}
+    assert {e["model"] for e in errors} == {"aaa-garbage-weights"}
     done = [e for e in read_events(events_file) if e["kind"] == "done"]
     assert done[-1]["evaluated"] == ["tiny-qwen3"]
 

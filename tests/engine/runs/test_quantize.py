@@ -259,8 +259,9 @@ def test_cli_bad_input_is_one_clear_line(demo_ws, tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"error: source model 'ghost' not found (neither a folder nor a "
-                                                f"model in {demo_ws.models_dir})"]
+    looked = ", ".join(str(p) for p in (demo_ws.models_dir / "ghost", demo_ws.root / "ghost", REPO / "ghost"))
+    assert proc.stderr.strip().splitlines() == [f"error: source model 'ghost' not found: no such model folder "
+                                                f"(looked in {looked})"]
     assert read_events(events)[-1]["kind"] == "error"
 
 

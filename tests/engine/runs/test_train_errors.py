@@ -82,12 +82,19 @@ def test_vera_with_qlora_is_refused_up_front(demo_ws):
     _fails(demo_ws, config, "peft.method: VeRa cannot train on a QLORA 4-bit base", "use LoRa or DoRa")
 
 
-def test_float16_full_finetuning_is_refused_on_cuda_only():
-    """float16 weights cannot be fully fine-tuned; on the CPU the engine trains in float32 instead."""
-    from engine.runs.device import choose_device
+def test_float16_full_finetuning_is_refused_on_cuda_and_trained_in_float32_on_the_cpu():
+    """float16 weights cannot be fully fine-tuned: refused on CUDA; on the CPU the engine trains in float32."""
+    import torch
 
-    choice = choose_device("float16", full_finetuning=True)
-    assert choice.device == "cpu" and choice.weights_dtype == "float32" and choice.mixed == ""
+    from engine.runs.device import HardwareError, choose_device
+
+    if torch.cuda.is_available():
+        with pytest.raises(HardwareError, match="'float16' cannot be used for full fine-tuning"):
+            choose_device("float16", full_finetuning=True)
+        assert choose_device("float16", full_finetuning=False).weights_dtype == "float16"
+    else:
+        choice = choose_device("float16", full_finetuning=True)
+        assert choice.device == "cpu" and choice.weights_dtype == "float32" and choice.mixed == ""
 
 
 @pytest.mark.slow

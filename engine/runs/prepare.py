@@ -1,8 +1,9 @@
-"""``llmtui data prepare``: download the four benchmarks from the Hugging Face Hub and reduce them.
+"""``llmtui data prepare`` (CLI process): download the four benchmarks from the Hugging Face Hub and reduce them.
 
 For users with network access. Each benchmark is mapped into llmtui's schema (``question``,
-``answer`` and, for context tasks, ``context``) and written as ``train-``/``test-`` Parquet files in
-the workspace's ``Datasets/`` with the seed's file names. Without network the error says so.
+``answer`` and, for context tasks, ``context``) and written as the task registry's ``train-``/``test-``
+Parquet files in the workspace's ``Datasets/``. Without network the error says so. It lives in
+``engine.runs`` because it imports Hugging Face ``datasets``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from engine.data.tasks import BUILTIN_TASKS
 
 
 class PrepareError(RuntimeError):
@@ -21,7 +24,7 @@ def _openmath(row: dict[str, Any]) -> dict[str, Any] | None:
     try:
         answer = float(str(row["expected_answer"]).replace(",", ""))
     except ValueError:
-        return None  # the seed kept numeric answers only
+        return None  # the legacy scripts kept numeric answers only
     return {"question": row["problem"], "answer": answer}
 
 
@@ -41,7 +44,7 @@ def _squad(row: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Source:
-    stem: str
+    task: str  # the name in engine.data.tasks.BUILTIN_TASKS (which owns the file names)
     hub_id: str
     config: str | None
     train_split: str
@@ -50,10 +53,10 @@ class Source:
 
 
 SOURCES = {
-    "openmath": Source("OpenMathInstruct-2", "nvidia/OpenMathInstruct-2", None, "train_1M", "train_1M", _openmath),
-    "arc": Source("ai2_arc", "allenai/ai2_arc", "ARC-Challenge", "train", "test", _arc),
+    "openmath": Source("openmath", "nvidia/OpenMathInstruct-2", None, "train_1M", "train_1M", _openmath),
+    "arc": Source("arc", "allenai/ai2_arc", "ARC-Challenge", "train", "test", _arc),
     "boolq": Source("boolq", "google/boolq", None, "train", "validation", _boolq),
-    "squad": Source("squad_v2", "rajpurkar/squad_v2", None, "train", "validation", _squad),
+    "squad": Source("squad", "rajpurkar/squad_v2", None, "train", "validation", _squad),
 }
 
 
@@ -83,7 +86,8 @@ def _rows(source: Source, split: str, n: int, seed: int, skip: int = 0) -> list[
     except Exception as exc:  # the hub client raises many types when offline
         raise PrepareError(f"cannot download {source.hub_id} ({split}): {type(exc).__name__}: {exc}. "
                            "This needs network access to the Hugging Face Hub; on an offline machine put "
-                           f"train-{source.stem}.parquet / test-{source.stem}.parquet in Datasets/ yourself "
+                           f"{BUILTIN_TASKS[source.task].train_file} / {BUILTIN_TASKS[source.task].test_file} "
+                           "in Datasets/ yourself "
                            "(columns question, answer[, context]).") from None
     rows: list[dict[str, Any]] = []
     for i, row in enumerate(data.shuffle(seed=seed, buffer_size=10_000)):
@@ -114,7 +118,8 @@ def prepare_benchmarks(datasets_dir: Path, names: list[str], train_rows: int = 1
         test = _rows(source, source.test_split, test_rows, seed)
         train = _rows(source, source.train_split, train_rows, seed, skip=test_rows * 2 if same_split else 0)
         for split, rows in (("train", train), ("test", test)):
-            path = Path(datasets_dir) / f"{split}-{source.stem}.parquet"
+            task = BUILTIN_TASKS[source.task]
+            path = Path(datasets_dir) / (task.train_file if split == "train" else task.test_file)
             tmp = path.with_name(f".{path.name}.{random.randrange(1 << 30)}.tmp")
             pq.write_table(pa.Table.from_pylist(rows), tmp)
             tmp.replace(path)

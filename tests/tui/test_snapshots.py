@@ -150,8 +150,8 @@ def test_compare_view(snap_compare, tmp_path, size, tui_app):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_results_chart(snap_compare, tmp_path, size):
-    app = _app(_evaluated_workspace(tmp_path))
+def test_results_chart(snap_compare, tmp_path, size, tui_app):
+    app = _app(tui_app, _evaluated_workspace(tmp_path))
 
     async def charting(pilot):
         await pilot.press("4")
@@ -166,7 +166,7 @@ def test_results_chart(snap_compare, tmp_path, size):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_chat_screen(snap_compare, tmp_path, size):
+def test_chat_screen(snap_compare, tmp_path, size, tui_app):
     """The layout of a conversation: no model loads in a snapshot, so the screen is given the chat server's
     protocol replies (engine.runs.chat) directly, as its reader thread would hand them over."""
     ws = make_workspace(tmp_path / "ws")
@@ -195,4 +195,4 @@ def test_chat_screen(snap_compare, tmp_path, size):
         screen.set_focus(None)  # no blinking cursor in the picture
         await pilot.pause()
 
-    assert snap_compare(_app(ws), terminal_size=size, run_before=chatting)
+    assert snap_compare(_app(tui_app, ws), terminal_size=size, run_before=chatting)

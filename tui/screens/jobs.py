@@ -16,7 +16,7 @@ from textual.worker import get_current_worker
 
 from engine.events import EventTail
 from engine.jobs.progress import JobProgress, TrainingCurve
-from engine.jobs.store import STATUSES, Job, JobStore
+from engine.jobs.store import FINISHED, Job, JobStore
 from tui.format import human_duration, status_style
 from tui.messages import WorkspaceChanged
 from tui.modals.confirm import ConfirmModal
@@ -29,7 +29,7 @@ from tui.widgets.table_sync import Column, TableSync, clip, visible_columns
 #: The most recent jobs listed.
 MAX_JOBS = 500
 #: The status column fits the longest status, so no status is ever cut.
-STATUS_WIDTH = max(len(s) for s in (*STATUSES, "cancelling"))
+STATUS_WIDTH = max(len(s) for s in ("queued", "running", "cancelling", *FINISHED))
 COLUMNS = [
     Column("id", "#"), Column("status", "status", width=STATUS_WIDTH), Column("kind", "kind"), Column("target", "target"),
     Column("gpu", "GPU"), Column("elapsed", "elapsed"), Column("eta", "ETA"), Column("what", "description", 150),

@@ -25,6 +25,8 @@ class EventKind(StrEnum):
     QUANTIZE_PROGRESS = "quantize_progress"
     SAVED = "saved"
     ERROR = "error"
+    #: Training stopped on the stop-and-requeue signal (see :mod:`engine.jobs.requeue`); the job runs again.
+    STOPPED = "stopped"
     DONE = "done"
     #: Console-only tick after an optimizer step (shown by ``llmtui train``; never written to a file).
     PROGRESS = "progress"
@@ -40,6 +42,7 @@ EVENT_FIELDS: dict[EventKind, str] = {
     EventKind.QUANTIZE_PROGRESS: "stage (prepare | calibration | quantize | save | done), done, total",
     EventKind.SAVED: "path (the finished model folder or metrics file)",
     EventKind.ERROR: "message (one clear line), model? (eval)",
+    EventKind.STOPPED: "message (the step it stopped at)",
     EventKind.DONE: "the command's result: model, output… (train/quantize) | evaluated, failed (eval)",
     EventKind.PROGRESS: "step, max_steps",
 }

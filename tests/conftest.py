@@ -81,3 +81,30 @@ def tui_app():
         return LlmTuiApp(ws, **options)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real one-node Slurm cluster (munged, slurmctld, slurmd from Debian's packages) on private ports,
+    with ``SLURM_CONF`` pointing at its config for the whole test process; stopped after the session.
+    Skipped, with the reason, only where the packages are not installed (``.ci/run`` installs them)."""
+    from slurm_cluster import ClusterError, missing_commands, start_cluster
+
+    missing = missing_commands()
+    if missing:
+        pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing; apt-get install slurmctld slurmd "
+                    "slurm-client munge)")
+    try:
+        cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    except ClusterError as exc:
+        pytest.fail(f"the test Slurm cluster did not start: {exc}")
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    try:
+        yield cluster
+    finally:
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous
+        cluster.stop()

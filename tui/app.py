@@ -147,7 +147,7 @@ class LlmTuiApp(App[None]):
         import sqlite3
 
         from engine.jobs.store import JobStore
-        from engine.jobs.worker import WorkerError, ensure_worker, worker_pid
+        from engine.jobs.worker import WorkerError, run_queued, worker_pid
 
         if not self.ws.queue_db.exists() or worker_pid(self.ws):
             return
@@ -156,20 +156,21 @@ class LlmTuiApp(App[None]):
                 counts = store.counts()
             if counts.get("queued", 0) + counts.get("running", 0) == 0:
                 return
-            ensure_worker(self.ws)
+            how = run_queued(self.ws)  # on Slurm: submits what waits and syncs the state from Slurm
         except (sqlite3.Error, WorkerError) as exc:
             self.call_from_thread(self.notify, str(exc), title="worker did not start", severity="error",
                                   timeout=15)
             return
-        self.call_from_thread(self.notify, "started the queue worker for the waiting jobs", title="queue")
+        self.call_from_thread(self.notify, f"waiting jobs: {how}", title="queue")
 
     @work(thread=True, exclusive=True, group="start-worker", exit_on_error=False)
     def start_worker(self) -> None:
-        """Start the workspace's detached worker unless one runs (it outlives the app)."""
-        from engine.jobs.worker import WorkerError, ensure_worker
+        """Start the workspace's detached worker unless one runs (it outlives the app), or submit the
+        queued jobs to Slurm when the workspace runs on Slurm."""
+        from engine.jobs.worker import WorkerError, run_queued
 
         try:
-            ensure_worker(self.ws)
+            run_queued(self.ws)
         except WorkerError as exc:
             self.call_from_thread(self.notify, str(exc), title="worker did not start", severity="error",
                                   timeout=15)

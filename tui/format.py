@@ -50,3 +50,12 @@ def human_duration(seconds: float | None) -> str:
         return f"{minutes}m{seconds:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def slurm_state_text(job) -> str:
+    """A Slurm job's state as one short string: ``PENDING (Resources)``, ``RUNNING on node3``; ``-`` for a
+    local job."""
+    if not job.slurm_job_id:
+        return "-"
+    detail = f" ({job.pending_reason})" if job.pending_reason else (f" on {job.node}" if job.node else "")
+    return f"{job.slurm_state or '?'}{detail}"

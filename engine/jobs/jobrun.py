@@ -24,6 +24,22 @@ def main(argv: list[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         # A Python-level handler (not SIG_IGN) so the command starts with the default disposition.
         signal.signal(signum, lambda *_: None)
+    from engine.jobs.requeue import STOP_SIGNAL
+
+    process = None
+
+    def pass_on(signum, _frame) -> None:
+        if process is None:
+            return
+        from engine.jobs.process import descendants
+
+        for target in [process, *descendants(process.pid)]:
+            try:
+                target.send_signal(signum)
+            except Exception:  # gone meanwhile
+                pass
+
+    signal.signal(STOP_SIGNAL, pass_on)
     try:
         process = subprocess.Popen(command)
     except OSError as exc:

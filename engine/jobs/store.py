@@ -3,8 +3,11 @@
 A job is a frozen request: its kind, the preset TOML text and options taken at enqueue time, and the
 exact argv to run (stored as a JSON list; ``{job_dir}`` in an argument stands for the job's folder
 ``.llmtui/jobs/{id}``). Statuses: ``queued`` → ``running`` → ``done`` | ``failed`` | ``cancelled`` |
-``interrupted`` (its process vanished while no worker watched it); a queued job whose dependency
-ends badly becomes ``failed`` with the reason. Ids are never reused, so job folders never collide.
+``interrupted`` (its process vanished while no worker watched it; on Slurm: node failure, preemption or
+time limit); a queued job whose dependency ends badly becomes ``failed`` with the reason. Ids are never
+reused, so job folders never collide. ``executor`` says who runs a job: ``local`` (the worker) or
+``slurm`` (:mod:`engine.jobs.slurm`, which records the Slurm job id, node, state, pending reason and
+elapsed time here).
 
 A :class:`JobStore` holds one SQLite connection: use one store per thread.
 """
@@ -22,9 +25,11 @@ from engine.workspace import Workspace
 
 KINDS = ("train", "quantize", "eval")
 FINISHED = ("done", "failed", "cancelled", "interrupted")
+STATUSES = ("queued", "running", *FINISHED)
 RETRYABLE = ("failed", "cancelled", "interrupted")
 JOB_DIR_PLACEHOLDER = "{job_dir}"
-SCHEMA_VERSION = 1
+EXECUTORS = ("local", "slurm")
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -50,7 +55,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     events_path TEXT NOT NULL DEFAULT '',
     retry_of INTEGER,
     cancel_requested_at REAL,
-    failed_dependency INTEGER
+    failed_dependency INTEGER,
+    executor TEXT NOT NULL DEFAULT 'local',
+    slurm_job_id TEXT,
+    node TEXT NOT NULL DEFAULT '',
+    slurm_state TEXT NOT NULL DEFAULT '',
+    pending_reason TEXT NOT NULL DEFAULT '',
+    elapsed_s REAL
 );
 CREATE TABLE IF NOT EXISTS job_deps (
     job_id INTEGER NOT NULL,
@@ -61,6 +72,11 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_by_target ON jobs(target);
 CREATE INDEX IF NOT EXISTS deps_by_dependency ON job_deps(depends_on);
 """
+#: Columns added after schema version 1, added to older ``queue.db`` files when they are opened.
+_ADDED_COLUMNS = {
+    "executor": "TEXT NOT NULL DEFAULT 'local'", "slurm_job_id": "TEXT", "node": "TEXT NOT NULL DEFAULT ''",
+    "slurm_state": "TEXT NOT NULL DEFAULT ''", "pending_reason": "TEXT NOT NULL DEFAULT ''", "elapsed_s": "REAL",
+}
 
 
 class JobError(ValueError):
@@ -111,6 +127,12 @@ class Job:
     retry_of: int | None
     cancel_requested_at: float | None
     failed_dependency: int | None
+    executor: str = "local"
+    slurm_job_id: str | None = None
+    node: str = ""
+    slurm_state: str = ""
+    pending_reason: str = ""
+    elapsed_s: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -144,6 +166,10 @@ class JobStore:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
+                present = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+                for column, declaration in _ADDED_COLUMNS.items():
+                    if column not in present:  # a queue.db from before the column existed
+                        conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             self._conn = conn
@@ -197,7 +223,9 @@ class JobStore:
             created_at=row["created_at"], started_at=row["started_at"], ended_at=row["ended_at"],
             exit_code=row["exit_code"], error=row["error"], log_tail=row["log_tail"], log_path=row["log_path"],
             events_path=row["events_path"], retry_of=row["retry_of"],
-            cancel_requested_at=row["cancel_requested_at"], failed_dependency=row["failed_dependency"])
+            cancel_requested_at=row["cancel_requested_at"], failed_dependency=row["failed_dependency"],
+            executor=row["executor"], slurm_job_id=row["slurm_job_id"], node=row["node"],
+            slurm_state=row["slurm_state"], pending_reason=row["pending_reason"], elapsed_s=row["elapsed_s"])
 
     def get(self, job_id: int) -> Job | None:
         jobs = self._jobs("WHERE id = ?", (job_id,))
@@ -220,6 +248,21 @@ class JobStore:
         if limit is None:
             return self._jobs(where, params)
         return self._jobs(where, params, order=f"id DESC LIMIT {int(limit)}")[::-1]
+
+    def get_many(self, job_ids: Iterable[int]) -> dict[int, Job]:
+        """The jobs among ``job_ids`` that exist, by id."""
+        ids = sorted(set(job_ids))
+        found: dict[int, Job] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update((job.id, job) for job in self._jobs(f"WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+        return found
+
+    def slurm_jobs(self, active_states: Iterable[str]) -> list[Job]:
+        """Jobs handed to Slurm that are queued or running here, or whose last Slurm state is active."""
+        states = list(active_states)
+        return self._jobs(f"WHERE slurm_job_id IS NOT NULL AND (status IN ('queued', 'running') "
+                          f"OR slurm_state IN ({','.join('?' * len(states))}))", states)
 
     def statuses(self, job_ids: Iterable[int]) -> dict[int, str]:
         """Status of each of ``job_ids`` that still exists."""
@@ -329,6 +372,46 @@ class JobStore:
                                   "WHERE id = ? AND status = 'queued'", (reason, dependency, time.time(), job_id))
             if cursor.rowcount:
                 _fail_dependents(conn, job_id, "failed")
+
+    def mark_submitted(self, job_id: int, slurm_job_id: str, gpus: int) -> bool:
+        """Record that a queued job was handed to Slurm as ``slurm_job_id``; False when it is no longer
+        queued or was submitted already (another process got there first)."""
+        with self._write() as conn:
+            cursor = conn.execute("UPDATE jobs SET executor = 'slurm', slurm_job_id = ?, gpus_requested = ?, "
+                                  "slurm_state = 'PENDING' WHERE id = ? AND status = 'queued' AND slurm_job_id IS NULL",
+                                  (slurm_job_id, gpus, job_id))
+            return cursor.rowcount == 1
+
+    def record_slurm(self, job_id: int, *, status: str, slurm_state: str, reason: str = "", node: str = "",
+                     elapsed_s: float | None = None, started_at: float | None = None,
+                     ended_at: float | None = None, exit_code: int | None = None, error: str = "",
+                     log_tail: str = "") -> str:
+        """Record what Slurm says of a submitted job: its state, reason, node and elapsed time, and the
+        llmtui status they map to. A job already finished here (cancelled by the user, failed because of a
+        dependency) keeps its status. Dependents of a job that ends badly fail with the reason. Returns the
+        job's status afterwards."""
+        if status not in STATUSES:
+            raise JobError(f"unknown status {status!r}")
+        with self._write() as conn:
+            row = conn.execute("SELECT status, cancel_requested_at, started_at FROM jobs WHERE id = ?",
+                               (job_id,)).fetchone()
+            if row is None:
+                return "missing"
+            conn.execute("UPDATE jobs SET slurm_state = ?, pending_reason = ?, node = COALESCE(NULLIF(?, ''), node), "
+                         "elapsed_s = COALESCE(?, elapsed_s), started_at = COALESCE(?, started_at) WHERE id = ?",
+                         (slurm_state, reason, node, elapsed_s, started_at, job_id))
+            if row["status"] in FINISHED:
+                return row["status"]
+            if status not in FINISHED:
+                conn.execute("UPDATE jobs SET status = ? WHERE id = ?", (status, job_id))
+                return status
+            if row["cancel_requested_at"] is not None and status != "done":
+                status, error = "cancelled", "cancelled by the user"
+            conn.execute("UPDATE jobs SET status = ?, exit_code = ?, error = ?, log_tail = ?, ended_at = ? "
+                         "WHERE id = ?", (status, exit_code, error, log_tail, ended_at or time.time(), job_id))
+            if status != "done":
+                _fail_dependents(conn, job_id, status)
+            return status
 
     def request_cancel(self, job_id: int) -> str:
         """Cancel a job: a queued one at once (returns ``cancelled``); a running one is flagged for the

@@ -31,6 +31,7 @@ from engine.jobs.gpu import GpuInventory, NvmlInventory
 from engine.jobs.store import Job, JobStore
 from engine.jobs.process import (JOB_WRAPPER_MODULE, descendants, kill_all, llmtui_command, process_alive,
                                  process_start_time, python_command, python_env, signal_group)
+from engine.presets.config import slurm_time_problem
 from engine.jobs.scheduler import Waiting, default_max_parallel, free_gpus, plan_starts
 from engine.workspace import Workspace
 
@@ -48,6 +49,23 @@ class WorkerError(RuntimeError):
 
 
 @dataclass
+class SlurmSettings:
+    """The ``[slurm]`` table of ``.llmtui/worker.toml``: with ``enabled``, queued jobs go to Slurm."""
+
+    enabled: bool = False
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    time: str = ""  # per-job limit; a training's [train] slurm_time overrides it
+    cpus_per_task: int = 0  # 0 = the cluster's default
+    mem: str = ""
+    gpu_flag: str = "--gpus-per-node={n}"  # {n} = GPUs per node; "" on a cluster without GPUs (jobs ask for none)
+    sbatch_args: list[str] = field(default_factory=list)
+    setup: list[str] = field(default_factory=list)  # shell lines run before the job's command
+    signal_before_s: int = 300  # SIGUSR1 this long before the time limit: checkpoint and requeue (0 = none)
+
+
+@dataclass
 class WorkerSettings:
     """``.llmtui/worker.toml``; every key is optional."""
 
@@ -55,6 +73,37 @@ class WorkerSettings:
     busy_gpu_memory_fraction: float = 0.1  # a GPU with more memory in use by others counts as busy
     cancel_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
     poll_interval_s: float = 0.2  # how often an idle worker looks at the queue
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
+
+
+def _slurm_settings(path: Path, table: object) -> SlurmSettings:
+    if not isinstance(table, dict):
+        raise WorkerError(f"{path}: [slurm] must be a table")
+    known = {f.name: f for f in fields(SlurmSettings)}
+    values: dict = {}
+    for key, value in table.items():
+        where = f"{path}: slurm.{key}"
+        if key not in known:
+            raise WorkerError(f"{path}: unknown key slurm.{key!r}; expected one of {', '.join(known)}")
+        kind = known[key].type
+        if kind == "bool" and not isinstance(value, bool):
+            raise WorkerError(f"{where} = {value!r} must be true or false")
+        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise WorkerError(f"{where} = {value!r} must be a whole number ≥ 0")
+        if kind == "str" and not isinstance(value, str):
+            raise WorkerError(f"{where} = {value!r} must be a string")
+        if kind == "list[str]" and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            raise WorkerError(f"{where} = {value!r} must be a list of strings")
+        values[key] = value
+    settings = SlurmSettings(**values)
+    if why := slurm_time_problem(settings.time):
+        raise WorkerError(f"{path}: slurm.time = {why}")
+    if settings.gpu_flag and "{n}" not in settings.gpu_flag:
+        raise WorkerError(f"{path}: slurm.gpu_flag = {settings.gpu_flag!r} must contain {{n}} (the GPU count), "
+                          "e.g. \"--gpus-per-node={n}\" or \"--gres=gpu:{n}\"; \"\" on a cluster without GPUs")
+    if any("\n" in line for line in settings.setup):
+        raise WorkerError(f"{path}: slurm.setup lines must not contain line breaks (one list item per line)")
+    return settings
 
 
 def load_worker_settings(ws: Workspace) -> WorkerSettings:
@@ -71,6 +120,9 @@ def load_worker_settings(ws: Workspace) -> WorkerSettings:
     for key, value in data.items():
         if key not in known:
             raise WorkerError(f"{path}: unknown key {key!r}; expected one of {', '.join(known)}")
+        if key == "slurm":
+            values[key] = _slurm_settings(path, value)
+            continue
         wanted = int if known[key].type == "int" else float
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (wanted is int and isinstance(value, float)):
             raise WorkerError(f"{path}: {key} = {value!r} must be a{'n integer' if wanted is int else ' number'}")
@@ -174,7 +226,7 @@ class Worker:
     def recover(self) -> None:
         """Take over the jobs an earlier worker left ``running``."""
         for job in self.store.list(statuses=["running"]):
-            if job.id in self.running:
+            if job.id in self.running or job.executor != "local":
                 continue
             if job.pid and process_alive(job.pid, job.pid_created):
                 self.running[job.id] = _Running(job.id, job.pid, job.pid_created, job.gpus_assigned, None)
@@ -276,7 +328,7 @@ class Worker:
                 self.log(f"job {job_id}: cancel: SIGKILL after {self.settings.cancel_grace_s:g} s")
 
     def _schedule(self) -> bool:
-        waiting = self.store.list(statuses=["queued"])
+        waiting = [job for job in self.store.list(statuses=["queued"]) if job.executor == "local"]
         if not waiting:
             return False
         dependency_status = self.store.statuses(dep for job in waiting for dep in job.depends_on)
@@ -375,6 +427,11 @@ def run_worker(ws: Workspace, settings: WorkerSettings | None = None,
         except BlockingIOError:
             say(f"a worker already runs for {ws.root} (pid {worker_pid(ws)})")
             return 1
+        settings = settings or load_worker_settings(ws)
+        if settings.slurm.enabled:
+            say(f"{ws.root} runs its jobs on Slurm ([slurm] enabled in {ws.state_dir / SETTINGS_FILE}); "
+                "no local worker is needed")
+            return 1
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         stop = False
@@ -395,6 +452,20 @@ def run_worker(ws: Workspace, settings: WorkerSettings | None = None,
     finally:
         os.ftruncate(fd, 0)
         os.close(fd)
+
+
+def run_queued(ws: Workspace) -> str:
+    """Hand the queued jobs to what runs them: Slurm when ``[slurm] enabled`` (they are submitted now),
+    else the local worker (started unless one runs). Returns one line saying which."""
+    if load_worker_settings(ws).slurm.enabled:
+        from engine.jobs.slurm import SlurmError, sync
+
+        try:
+            sync(ws)
+        except SlurmError as exc:
+            raise WorkerError(str(exc)) from None
+        return "submitted to Slurm"
+    return f"worker pid {ensure_worker(ws)}"
 
 
 def ensure_worker(ws: Workspace, *, max_parallel: int | None = None, wait_s: float = 15.0) -> int:
@@ -448,6 +519,15 @@ def cancel_job(ws: Workspace, job_id: int, *, wait_s: float | None = None) -> st
     after the grace period: from the worker, or from this process when no worker runs.
     """
     settings = load_worker_settings(ws)
+    with JobStore(ws) as store:
+        job = store.require(job_id)
+    if job.executor == "slurm" or (settings.slurm.enabled and job.status == "queued"):
+        from engine.jobs.slurm import SlurmError, cancel
+
+        try:
+            return cancel(ws, job_id) if wait_s is None else cancel(ws, job_id, wait_s=wait_s)
+        except SlurmError as exc:
+            raise WorkerError(str(exc)) from None
     wait_s = settings.cancel_grace_s + 5.0 if wait_s is None else wait_s
     with JobStore(ws) as store:
         if store.request_cancel(job_id) == "cancelled":

@@ -6,6 +6,7 @@ A preset is data only (TOML read with ``tomllib``); nothing in it is ever execut
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -28,9 +29,21 @@ PTQ_GROUP_SIZES = (0, 16, 32, 64, 128, 256, 512, 1024)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+SLURM_TIME_FORMATS = ("minutes", "minutes:seconds", "hours:minutes:seconds", "days-hours",
+                      "days-hours:minutes", "days-hours:minutes:seconds")
+
+
+def slurm_time_problem(value: str) -> str | None:
+    """Why ``value`` is not a Slurm time limit (``sbatch --time``), or None when it is one ('' = none set)."""
+    if value == "" or value in ("infinite", "UNLIMITED") or re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", value):
+        return None
+    return f"{value!r} is not a Slurm time limit (formats: {', '.join(SLURM_TIME_FORMATS)})"
+
+
 def _knob(default: Any, *, min: float | None = None, max: float | None = None, above: float | None = None,
-          below: float | None = None, choices: tuple | None = None, help: str = "") -> Any:
-    meta = {"min": min, "max": max, "above": above, "below": below, "choices": choices, "help": help}
+          below: float | None = None, choices: tuple | None = None, check: Any = None, help: str = "") -> Any:
+    meta = {"min": min, "max": max, "above": above, "below": below, "choices": choices, "check": check,
+            "help": help}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -85,7 +98,9 @@ class TrainSection:
     max_length: int = _knob(1024, min=16)
     group_by_length: bool = _knob(False)
     seed: int = _knob(42, min=0)
-    gpus: int = _knob(1, min=1, max=64, help="processes for data-parallel training")
+    gpus: int = _knob(1, min=1, max=64, help="processes for data-parallel training (per node on Slurm)")
+    nodes: int = _knob(1, min=1, max=1024, help="Slurm nodes for multi-node data-parallel training")
+    slurm_time: str = _knob("", check=slurm_time_problem, help="Slurm time limit of the training job ('' = [slurm] time)")
 
 
 @dataclass
@@ -202,6 +217,8 @@ def _type_problem(value: Any, type_name: str) -> str | None:
 
 
 def _range_problem(value: Any, meta: dict[str, Any]) -> str | None:
+    if meta.get("check") is not None and (problem := meta["check"](value)):
+        return problem
     if meta.get("choices") is not None and value not in meta["choices"]:
         hint = _did_you_mean(str(value), [str(c) for c in meta["choices"]])
         return f"{value!r} is not one of {', '.join(map(str, meta['choices']))}{hint}"

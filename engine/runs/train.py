@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from engine.presets.config import ExperimentConfig, cross_check
 from engine.data.tasks import DatasetError, get_task, load_items, task_registry
 from engine.events import EventKind, EventWriter
 from engine.runs.device import DeviceChoice, HardwareError, choose_device, hardware_info, torch_dtype
-from engine.runs.train_progress import ProgressEvents, Reporter, progress_callback
+from engine.runs.train_progress import ProgressEvents, Reporter, progress_callback, stop_callback
 from engine.results.model_folder import PRESET_COPY, TRAINING_METADATA, ModelNotFoundError, resolve_model_ref
 from engine.workspace import Workspace
 
@@ -35,6 +36,11 @@ from engine.workspace import Workspace
 
 class TrainError(RuntimeError):
     """A training run cannot start or failed in a known way; the message says what, where and what to do."""
+
+
+class TrainStopped(TrainError):
+    """Training stopped early on the stop signal (a Slurm time limit or preemption is near): the job should
+    exit with :data:`engine.jobs.requeue.REQUEUE_EXIT_CODE` and run again."""
 
 
 @dataclass
@@ -399,6 +405,9 @@ def train(ws: Workspace, config: ExperimentConfig, *, preset_text: str | None = 
             if config.data.dataset == "none":
                 return _snapshot(ws, config, preset_text or config.to_toml(), overwrite, events)
             return _train(ws, config, preset_text or config.to_toml(), overwrite, events)
+        except TrainStopped as exc:
+            events.emit(EventKind.STOPPED, message=str(exc))
+            raise
         except TrainError as exc:
             events.emit(EventKind.ERROR, message=str(exc))
             raise
@@ -497,12 +506,16 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
                  total_params=counts[0], trainable_params=counts[1])
     with tempfile.TemporaryDirectory(prefix="llmtui-train-") as scratch:
         args = sft_args(config, choice, scratch, has_eval=eval_set is not None)
+        stopper = stop_callback()
         trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                             processing_class=tokenizer, callbacks=[progress_callback(events)])
+                             processing_class=tokenizer, callbacks=[progress_callback(events), stopper])
         trainer.remove_callback(PrinterCallback)
         cpu_started = time.process_time()
         output = trainer.train()
         train_cpu_s = time.process_time() - cpu_started
+        if stopper.stopped:
+            raise TrainStopped(f"stopped on request at step {trainer.state.global_step} of "
+                               f"{trainer.state.max_steps} (time limit or preemption near); run it again to go on")
     state = trainer.state
     runtime = float(output.metrics.get("train_runtime", 0.0))
     total_tokens = int(getattr(trainer, "_total_train_tokens", 0) or 0)
@@ -561,4 +574,8 @@ def launch_data_parallel(module_args: list[str], num_processes: int) -> int:
     elif gpus < num_processes:
         raise TrainError(f"train.gpus = {num_processes} but only {gpus} CUDA device(s) are visible; lower "
                          "train.gpus or set CUDA_VISIBLE_DEVICES")
-    return subprocess.call(data_parallel_command(module_args, num_processes), env=env)
+    from engine.jobs.requeue import STOP_SIGNAL
+
+    # The launcher would die of the stop signal; it ignores it, and each rank installs its own handler.
+    return subprocess.call(data_parallel_command(module_args, num_processes), env=env,
+                           preexec_fn=lambda: signal.signal(STOP_SIGNAL, signal.SIG_IGN))

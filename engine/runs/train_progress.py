@@ -97,3 +97,33 @@ def progress_callback(events: ProgressEvents) -> Any:
             events.emit(EventKind.EVAL, step=state.global_step, max_steps=state.max_steps, **values)
 
     return EventsCallback()
+
+
+def stop_callback() -> Any:
+    """A ``TrainerCallback`` that ends training at the end of a step once this process got the stop signal
+    (:mod:`engine.jobs.requeue`), asking the trainer to save a checkpoint first. Data-parallel ranks agree
+    (one all-reduce of a flag per step), so they all stop after the same step."""
+    from transformers import TrainerCallback
+
+    from engine.jobs.requeue import stop_requested
+
+    class StopCallback(TrainerCallback):
+        stopped = False
+
+        def on_step_end(self, args, state, control, **kwargs):
+            flag = stop_requested()
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                import torch
+
+                device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+                tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+                dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+                flag = bool(tensor.item())
+            if flag:
+                self.stopped = True
+                control.should_save = True
+                control.should_training_stop = True
+
+    return StopCallback()

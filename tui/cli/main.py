@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from engine.jobs.requeue import ignore_stop_signal
+
+    ignore_stop_signal()  # only a training acts on it (it installs its own handler); nothing else dies of it
     if args.command is None:
         from tui.cli.app import run_app
 

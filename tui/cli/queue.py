@@ -13,7 +13,7 @@ from rich.text import Text
 from engine.jobs.store import Job, JobError, JobStore
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
 from tui.cli.common import add_preset_args
-from tui.format import human_duration, status_style
+from tui.format import human_duration, slurm_state_text, status_style
 
 
 def register(subparsers) -> None:
@@ -112,22 +112,38 @@ def _add(ws, args) -> int:
         datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
         jobs = enqueue.enqueue_eval(ws, models, datasets=datasets, limit=args.limit, batch_size=args.batch_size,
                                     force=args.force, after=args.after, custom_datasets=custom)
-    pid = _start_worker(ws)
+    how = _start_worker(ws)
     if args.json:
+        with JobStore(ws) as store:
+            jobs = list(store.get_many(job.id for job in jobs).values())
         print_json([job.to_dict() for job in jobs])
         return 0
+    with JobStore(ws) as store:
+        jobs = list(store.get_many(job.id for job in jobs).values())
     console.print(_jobs_table(jobs, f"queued {len(jobs)} job(s)"))
-    console.print(f"worker pid {pid}; follow with [bold]llmtui queue logs {jobs[0].id} -f[/]")
+    console.print(f"{how}; follow with [bold]llmtui queue logs {jobs[0].id} -f[/]")
     return 0
 
 
-def _start_worker(ws) -> int:
-    from engine.jobs.worker import WorkerError, ensure_worker
+def _start_worker(ws) -> str:
+    from engine.jobs.worker import WorkerError, run_queued
 
     try:
-        return ensure_worker(ws)
+        return run_queued(ws)
     except WorkerError as exc:
         fail(f"the jobs are queued, but {exc}")
+
+
+def _sync(ws) -> None:
+    """Bring Slurm jobs up to date (submitting what waits) before showing the queue; a Slurm that does not
+    answer is reported, and the last known state is shown."""
+    from engine.jobs.slurm import SlurmError, sync
+    from engine.jobs.worker import WorkerError
+
+    try:
+        sync(ws)
+    except (SlurmError, WorkerError) as exc:
+        err_console.print(f"[yellow]warning:[/] cannot sync with Slurm: {exc}", highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------- views
@@ -147,40 +163,54 @@ def _duration(job: Job) -> str:
 
 
 COLUMNS = ("id", "kind", "status", "target", "gpus", "after", "started", "took", "error")
+#: Added when a job ran on Slurm: its Slurm job id and state, with the pending reason or the node.
+SLURM_COLUMNS = ("slurm",)
 #: Above this many rows ``queue list`` prints plain aligned lines: a rich table of 10,000 rows takes ~15 s.
 TABLE_ROWS_MAX = 500
 
 
-def _row(job: Job) -> list[str]:
+def _row(job: Job, slurm: bool = False) -> list[str]:
     gpus = ",".join(map(str, job.gpus_assigned)) if job.gpus_assigned else str(job.gpus_requested or "-")
     status = job.status + (" (cancelling)" if job.status == "running" and job.cancel_requested_at else "")
-    return [str(job.id), job.kind, status, job.target, gpus, ",".join(map(str, job.depends_on)) or "-",
-            _when(job.started_at), _duration(job), job.error[:80]]
+    row = [str(job.id), job.kind, status, job.target, gpus, ",".join(map(str, job.depends_on)) or "-",
+           _when(job.started_at), _duration(job)]
+    if slurm:
+        row += [f"{job.slurm_job_id} {slurm_state_text(job)}" if job.slurm_job_id else "-"]
+    return row + [job.error[:80]]
+
+
+def _columns(jobs: list[Job]) -> tuple[str, ...]:
+    if any(job.slurm_job_id for job in jobs):
+        return COLUMNS[:-1] + SLURM_COLUMNS + COLUMNS[-1:]
+    return COLUMNS
 
 
 def _jobs_table(jobs: list[Job], title: str) -> Table:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in COLUMNS:
+    columns = _columns(jobs)
+    for name in columns:
         # Short columns keep their width; the model name and the error give way (cut with an ellipsis).
         wide = name in ("target", "error")
         table.add_column(name, no_wrap=not wide, overflow="ellipsis", max_width=60 if wide else None)
     for job in jobs:
-        row: list = _row(job)
+        row: list = _row(job, columns != COLUMNS)
         row[2] = f"[{status_style(job.status)}]{row[2]}[/]"
-        for index in (3, 8):  # the column may shrink, but its cells stay on one line
+        for index in (3, len(row) - 1):  # the column may shrink, but its cells stay on one line
             row[index] = Text(row[index], no_wrap=True, overflow="ellipsis")
         table.add_row(*row)
     return table
 
 
 def _print_plain(jobs: list[Job], title: str) -> None:
-    rows = [list(COLUMNS)] + [_row(job) for job in jobs]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    columns = _columns(jobs)
+    rows = [list(columns)] + [_row(job, columns != COLUMNS) for job in jobs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns) - 1)]
     sys.stdout.write(title + "\n" + "".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] + "\n" for row in rows))
 
 
 def _list(ws, args) -> int:
+    _sync(ws)
     with JobStore(ws) as store:
         jobs = store.list(None if args.all else args.limit, args.status)
         counts = store.counts()
@@ -199,6 +229,7 @@ def _list(ws, args) -> int:
 
 
 def _show(ws, args) -> int:
+    _sync(ws)
     with JobStore(ws) as store:
         job = store.require(args.id)
     if args.json:
@@ -209,7 +240,11 @@ def _show(ws, args) -> int:
             ("target", job.target), ("what", job.description),
             ("after", ", ".join(f"#{d}" for d in job.depends_on) or "-"),
             ("gpus", f"{job.gpus_requested} requested, assigned {job.gpus_assigned or '-'}"),
-            ("pid", str(job.pid or "-")), ("created", _when(job.created_at)), ("started", _when(job.started_at)),
+            ("pid", str(job.pid or "-")), ("runs on", job.executor)]
+    if job.slurm_job_id:
+        rows += [("slurm job", job.slurm_job_id), ("slurm state", slurm_state_text(job)),
+                 ("node", job.node or "-"), ("elapsed", human_duration(job.elapsed_s))]
+    rows += [("created", _when(job.created_at)), ("started", _when(job.started_at)),
             ("ended", _when(job.ended_at)), ("took", _duration(job)),
             ("exit code", "-" if job.exit_code is None else str(job.exit_code)), ("error", job.error or "-"),
             ("log", str(ws.root / job.log_path)), ("events", str(ws.root / job.events_path)),
@@ -242,10 +277,12 @@ def _cancel(ws, args) -> int:
 def _retry(ws, args) -> int:
     with JobStore(ws) as store:
         jobs = store.retry(args.id)
-    pid = _start_worker(ws)
+    how = _start_worker(ws)
+    with JobStore(ws) as store:
+        jobs = list(store.get_many(job.id for job in jobs).values())
     console.print(_jobs_table(jobs, f"re-queued job {args.id} as #{jobs[0].id}"
                                     + (f" with {len(jobs) - 1} dependent job(s)" if len(jobs) > 1 else "")))
-    console.print(f"worker pid {pid}")
+    console.print(how)
     return 0
 
 
@@ -253,7 +290,7 @@ def _logs(ws, args) -> int:
     with JobStore(ws) as store:
         job = store.require(args.id)
         path = ws.root / job.log_path
-        offset = 0
+        offset, synced = 0, 0.0
         while True:
             try:
                 with open(path, "rb") as handle:
@@ -268,6 +305,9 @@ def _logs(ws, args) -> int:
             if not args.follow or (job.finished and not chunk):
                 break
             time.sleep(0.2)
+            if job.slurm_job_id and time.monotonic() - synced > 2.0:  # squeue is not free: every 2 s
+                _sync(ws)
+                synced = time.monotonic()
             job = store.require(args.id)
     if not args.follow and offset == 0:
         err_console.print(f"job {args.id} has no log yet ({job.status})")

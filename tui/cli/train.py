@@ -28,7 +28,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from engine.presets.config import ConfigError, load_preset
     from engine.data.tasks import DatasetError, custom_tasks
-    from engine.runs.train import TrainError, in_data_parallel_child, preflight, rank, train
+    from engine.jobs.requeue import REQUEUE_EXIT_CODE, install_stop_handler
+    from engine.runs.train import TrainError, TrainStopped, in_data_parallel_child, preflight, rank, train
     from tui.cli.common import preset_path
 
     ws = workspace_from(args)
@@ -48,6 +49,7 @@ def run(args) -> int:
         preset_text = (f"# {path} with --set {' --set '.join(args.overrides)}; the resolved values:\n"
                        + config.to_toml())
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    install_stop_handler()
     try:
         if config.train.gpus > 1 and config.data.dataset != "none" and not in_data_parallel_child():
             try:
@@ -60,6 +62,10 @@ def run(args) -> int:
         with reporter or contextlib.nullcontext():
             result = train(ws, config, preset_text=preset_text, overwrite=args.overwrite, events_path=events_path,
                            reporter=reporter)
+    except TrainStopped as exc:
+        if rank() == 0:
+            err_console.print(f"[yellow]training stopped[/]: {exc}", highlight=False)
+        return REQUEUE_EXIT_CODE
     except TrainError as exc:
         if rank() == 0:
             fail(str(exc), 1)
@@ -97,6 +103,10 @@ def _relaunch(args, ws, preset, gpus: int, events_path) -> int:
     before = len(read_events(events_path)) if events_path else 0
     console.print(f"[bold]data-parallel training[/] on {gpus} processes", highlight=False)
     code = launch_data_parallel(module_args, gpus)
+    from engine.jobs.requeue import REQUEUE_EXIT_CODE, stop_requested
+
+    if code != 0 and stop_requested():  # the ranks stopped on the stop signal (the launcher reports a failure)
+        return REQUEUE_EXIT_CODE
     if code != 0:
         reported = events_path and any(e.get("kind") == EventKind.ERROR for e in read_events(events_path)[before:])
         if not reported:

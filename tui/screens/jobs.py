@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 
 from rich.text import Text
@@ -16,8 +17,8 @@ from textual.worker import get_current_worker
 
 from engine.events import EventTail
 from engine.jobs.progress import JobProgress, TrainingCurve
-from engine.jobs.store import FINISHED, Job, JobStore
-from tui.format import human_duration, status_style
+from engine.jobs.store import STATUSES, Job, JobStore
+from tui.format import human_duration, slurm_state_text, status_style
 from tui.messages import WorkspaceChanged
 from tui.modals.confirm import ConfirmModal
 from tui.screens.base import WorkspaceScreen
@@ -29,7 +30,9 @@ from tui.widgets.table_sync import Column, TableSync, clip, visible_columns
 #: The most recent jobs listed.
 MAX_JOBS = 500
 #: The status column fits the longest status, so no status is ever cut.
-STATUS_WIDTH = max(len(s) for s in ("queued", "running", "cancelling", *FINISHED))
+STATUS_WIDTH = max(len(s) for s in (*STATUSES, "cancelling"))
+#: How often the screen asks Slurm about the workspace's Slurm jobs (squeue is not free on a busy cluster).
+SLURM_SYNC_S = 5.0
 COLUMNS = [
     Column("id", "#"), Column("status", "status", width=STATUS_WIDTH), Column("kind", "kind"), Column("target", "target"),
     Column("gpu", "GPU"), Column("elapsed", "elapsed"), Column("eta", "ETA"), Column("what", "description", 150),
@@ -125,9 +128,13 @@ class JobsScreen(WorkspaceScreen):
         jobs: list[Job] = []
         trackers: dict[int, tuple[EventTail, JobProgress]] = {}
         warned = False
+        synced = 0.0
         self._reload.set()
         try:
             while not worker.is_cancelled:
+                if time.monotonic() - synced > SLURM_SYNC_S and self._uses_slurm(jobs):
+                    synced = time.monotonic()
+                    self._sync_slurm()
                 try:
                     if store is None and self.ws.queue_db.exists():
                         store = JobStore(self.ws)
@@ -158,6 +165,26 @@ class JobsScreen(WorkspaceScreen):
         finally:
             if store is not None:
                 store.close()
+
+    def _uses_slurm(self, jobs: list[Job]) -> bool:
+        if any(job.slurm_job_id and not job.finished for job in jobs):
+            return True
+        from engine.jobs.worker import WorkerError, load_worker_settings
+
+        try:
+            return load_worker_settings(self.ws).slurm.enabled
+        except WorkerError:
+            return False
+
+    def _sync_slurm(self) -> None:
+        """Submit waiting jobs and read Slurm's state into the queue (the poll then sees the change)."""
+        from engine.jobs.slurm import SlurmError, sync
+        from engine.jobs.worker import WorkerError
+
+        try:
+            sync(self.ws)
+        except (SlurmError, WorkerError, sqlite3.Error, OSError) as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="cannot sync with Slurm", severity="warning")
 
     # ------------------------------------------------------------------------------ display
 
@@ -196,7 +223,8 @@ class JobsScreen(WorkspaceScreen):
             "status": Text(status, style=status_style(job.status)),
             "kind": job.kind,
             "target": clip(job.target or "-", target_width),
-            "gpu": ",".join(map(str, job.gpus_assigned)) or ("cpu" if job.status == "running" else "-"),
+            "gpu": (job.node or "slurm") if job.slurm_job_id else (
+                ",".join(map(str, job.gpus_assigned)) or ("cpu" if job.status == "running" else "-")),
             "elapsed": human_duration(view.elapsed_s),
             "eta": human_duration(view.eta_s) if view.eta_s is not None else "-",
             "what": clip(job.description, 60),
@@ -245,6 +273,8 @@ class JobsScreen(WorkspaceScreen):
         text.append(f"  {job.status}", style=status_style(job.status))
         if job.depends_on and job.status == "queued":
             text.append(f"  waits for #{', #'.join(map(str, job.depends_on))}", style="dim")
+        if job.slurm_job_id:
+            text.append(f"\nSlurm job {job.slurm_job_id}: {slurm_state_text(job)}", style="dim")
         error = job.error or view.event_error
         if error and job.status != "done":
             text.append(f"\n{error}", style="red")

@@ -196,18 +196,24 @@ async def test_the_footer_shows_every_shown_key_whole_at_80_columns(tmp_path, tu
     async with app.run_test(size=(80, 24)) as pilot:
         for key in ("1", "2", "3", "4", "5"):
             await pilot.press(key)
-            await pilot.pause(0.3)
+            await wait_for(pilot, lambda: app.screen.query(Footer), what="the screen")
             screen = app.screen
             screen.set_focus(None)  # a focused input adds no keys of its own to the footer anyway
-            await pilot.pause()
             footer = screen.query_one(Footer)
-            keys = [k for k in footer.query(FooterKey) if not k.has_class("-command-palette")]
-            palette = footer.query(".-command-palette")
-            limit = palette.first().region.x if palette else footer.region.right
+            await pilot.pause()
             shown = {b.description for _, b, enabled, _ in screen.active_bindings.values()
                      if b.show and enabled} - {""}
-            assert shown and {k.description for k in keys} >= shown, type(screen).__name__
-            for footer_key in keys:
+
+            def keys() -> list[FooterKey]:
+                return [k for k in footer.query(FooterKey) if not k.has_class("-command-palette")]
+
+            await wait_for(pilot, lambda: {k.description for k in keys()} >= shown
+                           and all(k.region.width > 0 for k in footer.query(FooterKey)),
+                           what=f"{type(screen).__name__}'s footer with {sorted(shown)}")
+            palette = footer.query(".-command-palette")
+            limit = palette.first().region.x if palette else footer.region.right
+            assert shown
+            for footer_key in keys():
                 assert footer_key.region.width > 0 and footer_key.region.right <= limit, \
                     (type(screen).__name__, footer_key.description, footer_key.region, limit)
 

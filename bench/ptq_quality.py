@@ -71,9 +71,12 @@ def all_logits(model, tokenizer, texts: list[str], batch: int = 16):
     """Float32 logits of every real (non-padding) position, concatenated over ``texts``."""
     import torch
 
+    from engine.data.prompts import tokenize_prompts
+
     chunks = []
     for start in range(0, len(texts), batch):
-        encoded = tokenizer(texts[start:start + batch], return_tensors="pt", padding=True)
+        ids = tokenize_prompts(tokenizer, texts[start:start + batch])  # as training and evaluation see them
+        encoded = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         encoded = {k: v.to(model.device) for k, v in encoded.items()}
         with torch.no_grad():
             out = model(**encoded).logits.float().cpu()

@@ -24,6 +24,7 @@ class EventKind(StrEnum):
     EVAL_PROGRESS = "eval_progress"
     QUANTIZE_PROGRESS = "quantize_progress"
     SAVED = "saved"
+    WARNING = "warning"
     ERROR = "error"
     #: Training stopped on the stop-and-requeue signal (see :mod:`engine.jobs.requeue`); the job runs again.
     STOPPED = "stopped"
@@ -41,6 +42,7 @@ EVENT_FIELDS: dict[EventKind, str] = {
     EventKind.EVAL_PROGRESS: "model, dataset (test file), done, total",
     EventKind.QUANTIZE_PROGRESS: "stage (prepare | calibration | quantize | save | done), done, total",
     EventKind.SAVED: "path (the finished model folder or metrics file)",
+    EventKind.WARNING: "message (one clear line; the run goes on), model? (eval)",
     EventKind.ERROR: "message (one clear line), model? (eval)",
     EventKind.STOPPED: "message (the step it stopped at)",
     EventKind.DONE: "the command's result: model, output… (train/quantize) | evaluated, failed (eval)",

@@ -8,7 +8,18 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def _shared(name: str) -> Path:
+    """``shared/NAME`` beside the checkout (or beside a folder above it, as for a git worktree)."""
+    for parent in Path(__file__).resolve().parents[1].parents:
+        if (parent / "shared" / name).is_dir():
+            return parent / "shared" / name
+    return Path(__file__).resolve().parents[1].parent / "shared" / name
+
+
+SHARED_DATASETS = _shared("datasets")
+CHAT_TEMPLATES = _shared("chat-templates")
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -63,6 +74,97 @@ def trained_boolq_model(demo_template, tmp_path_factory) -> tuple[Path, str]:
     finally:
         torch.set_num_threads(threads)
     return root, result.model_name
+
+
+@pytest.fixture(scope="session")
+def chat_templates() -> Path:
+    """The vendors' chat templates in ../shared/chat-templates (skipped with a reason where absent)."""
+    if not CHAT_TEMPLATES.is_dir():
+        pytest.skip(f"real chat templates not found at {CHAT_TEMPLATES}")
+    return CHAT_TEMPLATES
+
+
+@pytest.fixture(scope="session")
+def family_tokenizer(chat_templates):
+    """``family_tokenizer(name)``: the family's tokenizer with its vendor template, built once per session
+    (the Llama 3 and Mistral vocabularies come out of their wheels; skipped with the reason if unavailable)."""
+    from engine.runs.tiny import FAMILIES, FamilyUnavailable, family_tokenizer as build
+
+    built: dict = {}
+
+    def get(name: str):
+        if name not in built:
+            family = FAMILIES[name]
+            try:
+                built[name] = build(family, (chat_templates / family.template_file).read_text(encoding="utf-8"),
+                                    _family_corpus())
+            except FamilyUnavailable as exc:
+                built[name] = exc
+        if isinstance(built[name], FamilyUnavailable):
+            pytest.skip(str(built[name]))
+        return built[name]
+
+    return get
+
+
+def _family_corpus() -> list[str]:
+    """The texts the families' local BPE tokenizers are trained on: synthetic items and the system prompts."""
+    from engine.data.synthetic import GENERATORS
+    from engine.data.tasks import SYSTEM_PROMPTS
+
+    import random
+
+    rng = random.Random(0)
+    texts = list(SYSTEM_PROMPTS.values()) + ["\\boxed{True} \\boxed{False} \\boxed{A} Context:"]
+    for generate in GENERATORS.values():
+        texts += [" ".join(str(v) for v in row.values()) for row in generate(200, rng)]
+    return texts
+
+
+#: A custom BoolQ-kind test set over the synthetic BoolQ files with a short generation budget, so evaluating
+#: an untrained tiny model (which never closes a box) takes a few seconds.
+QUICK_TASK = '[quick]\nkind = "boolq"\nfile_stem = "boolq"\nmax_new_tokens = 12\n'
+#: A BoolQ-kind test set whose questions differ in length, so a batch of them needs padding.
+VARIED_TASK = '[varied]\nkind = "boolq"\nmax_new_tokens = 12\n'
+VARIED_QUESTIONS = ["is it red", "is the cup on the table red", "is the big old wooden box on the shelf blue",
+                    "is the sky green", "is the small round stone that lies by the river under the bridge grey",
+                    "is water wet"]
+
+
+@pytest.fixture(scope="session")
+def family_ws(chat_templates, tmp_path_factory):
+    """``(workspace, base(name) -> model name)``: one workspace (small synthetic data sets and the ``quick``
+    test set) where ``base(name)`` builds the family's tiny model in ``Models/tiny-NAME`` once per session."""
+    from engine.data.synthetic import write_synthetic_datasets
+    from engine.runs.tiny import FAMILIES, FamilyUnavailable, build_family_model
+    from engine.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("families") / "ws").init()
+    write_synthetic_datasets(ws.datasets_dir, train_rows=64, test_rows=8)
+    (ws.datasets_dir / "datasets.toml").write_text(QUICK_TASK + VARIED_TASK)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"question": q, "answer": i % 2 == 0, "context": "It is what it is."} for i, q in enumerate(VARIED_QUESTIONS)]
+    for split in ("train", "test"):
+        pq.write_table(pa.Table.from_pylist(rows), ws.datasets_dir / f"{split}-varied.parquet")
+    failures: dict = {}
+
+    def base(name: str) -> str:
+        folder = ws.models_dir / f"tiny-{name}"
+        if name in failures:
+            pytest.skip(failures[name])
+        if not folder.exists():
+            family = FAMILIES[name]
+            try:
+                build_family_model(folder, family, (chat_templates / family.template_file).read_text(encoding="utf-8"),
+                                   _family_corpus())
+            except FamilyUnavailable as exc:
+                failures[name] = str(exc)
+                pytest.skip(str(exc))
+        return folder.name
+
+    return ws, base
 
 
 @pytest.fixture

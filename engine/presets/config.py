@@ -15,6 +15,7 @@ from typing import Any
 import tomli_w
 
 from engine.data.tasks import BUILTIN_TASKS
+from engine.presets.targets import keyword_problem
 from engine.presets.naming import PTQ_METHODS, TRAIN_QUANT_METHODS, QuantizationSpec, model_name, ptq_spec, qlora_spec
 
 PEFT_METHODS = ("NoPeft", "LoRa", "DoRa", "VeRa")
@@ -69,7 +70,7 @@ class PeftSection:
     r: int = _knob(256, min=1, max=4096)
     alpha: float = _knob(16.0, above=0)
     dropout: float = _knob(0.1, min=0, below=1)
-    target_modules: list[str] = _knob(["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: list[str] = _knob(["attention"], help="attention | all-linear | module names")
     vera_d_initial: float = _knob(0.1, above=0)
 
 
@@ -318,6 +319,8 @@ def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ())
                                 "to bf16 and VeRA's shared float32 projections break); use LoRa or DoRa"))
     if config.peft.method != "NoPeft" and not config.peft.target_modules:
         problems.append(Problem("peft.target_modules", "must list at least one module for a PEFT method"))
+    elif (issue := keyword_problem(config.peft.target_modules)) is not None:
+        problems.append(Problem("peft.target_modules", issue))
     for i, step in enumerate(config.ptq):
         for key, message in ptq_problems(step.method, step.bits, step.group_size).items():
             problems.append(Problem(f"ptq[{i}].{key}", message))

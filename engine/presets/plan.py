@@ -1,4 +1,5 @@
-"""What an experiment would do: output names and steps (train, PTQ, eval) as plain data (TUI and CLI processes)."""
+"""What an experiment would do: output names and steps (train, PTQ, eval), and — for ``llmtui plan`` — the
+target modules and prompt format its base model gives, as plain data (TUI and CLI processes; no torch)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,24 @@ def make_plan(config: ExperimentConfig, ws: Workspace) -> Plan:
                               options={"datasets": list(config.eval.datasets), "limit": config.eval.limit,
                                        "batch_size": config.eval.batch_size}))
     return Plan(name, str(ws.model_dir(name)), steps)
+
+
+def model_preview(config: ExperimentConfig, ws: Workspace) -> dict[str, Any]:
+    """The base model's resolved ``target_modules`` and ``prompt_format``, read from its folder's files when
+    ``model.base`` is a local folder; for a hub id both say they are resolved at training time."""
+    from pathlib import Path
+
+    from engine.data.prompts import folder_prompt_format
+    from engine.presets.targets import AT_TRAINING_TIME, preview
+
+    from engine.results.model_folder import ModelNotFoundError, resolve_model_ref
+
+    try:
+        resolved = resolve_model_ref(ws, config.model.base)
+    except ModelNotFoundError:  # training's preflight reports it; the plan still shows the rest
+        resolved = config.model.base
+    folder = Path(resolved) if Path(resolved).is_dir() else None
+    targets = preview(list(config.peft.target_modules), folder) if config.peft.method != "NoPeft" else None
+    prompt_format = folder_prompt_format(folder) if folder is not None else None
+    return {"base_folder": str(folder) if folder else None, "target_modules": targets,
+            "prompt_format": prompt_format if prompt_format is not None else AT_TRAINING_TIME}

@@ -93,20 +93,21 @@ class ChatSession:
 
     def generate(self, prompt: str, settings: ChatSettings, on_text: Callable[[str], None],
                  stop: threading.Event | None = None) -> tuple[str, int, bool]:
-        """Generate the answer to ``prompt``, handing each new piece of text to ``on_text``; returns
-        (answer, new tokens, stopped early by ``stop``)."""
+        """Generate the answer to ``prompt`` as evaluation would (the one tokenizing rule and stop tokens of
+        :mod:`engine.data.prompts`), handing each new piece of text to ``on_text``; returns (answer, new
+        tokens, stopped early by ``stop``)."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
+        from engine.data.prompts import tokenize_prompts
         from engine.runs.evaluate import _generation_config, _input_device  # evaluation's stop tokens and device
 
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
         config = _generation_config(model, tokenizer, settings.max_new_tokens)
         if settings.temperature > 0:
             config.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
-        encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         device = _input_device(model)
-        input_ids = encoded["input_ids"].to(device)
+        input_ids = torch.tensor(tokenize_prompts(tokenizer, [prompt]), dtype=torch.long, device=device)
         pieces: list[str] = []
 
         class Streamer(TextStreamer):
@@ -121,7 +122,7 @@ class ChatSession:
                                   device=input_ids.device)
 
         with torch.inference_mode():
-            output = model.generate(input_ids=input_ids, attention_mask=encoded["attention_mask"].to(device),
+            output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                     generation_config=config,
                                     streamer=Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True),
                                     stopping_criteria=StoppingCriteriaList([StopWhenAsked()]))

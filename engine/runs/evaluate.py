@@ -14,6 +14,7 @@ file is written last: an interrupted evaluation leaves none, so the model stays 
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,11 +22,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine import __version__
-from engine.files import staged_dir, write_json, write_jsonl
+from engine.files import read_json_file, staged_dir, write_json, write_jsonl
+from engine.data.prompts import format_differences, prompt_format, stop_token_ids, tokenize_prompts
 from engine.data.tasks import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
 from engine.events import EventKind, EventWriter
 from engine.results.scoring import ItemScore, describe, extract_boxed, first_box_closed, score_item, summarize_dataset
-from engine.results.model_folder import ModelLoadError, ModelNotFoundError, detect_kind, resolve_model_folder
+from engine.results.model_folder import (TRAINING_METADATA, ModelLoadError, ModelNotFoundError, detect_kind, dig,
+                                         resolve_model_folder)
 from engine.workspace import Workspace, safe_name
 
 #: Auto batch size: the first (longest) batch tries this many prompts, halving on out-of-memory.
@@ -136,10 +139,9 @@ def _generation_config(model: Any, tokenizer: Any, max_new_tokens: int):
     config = copy.deepcopy(base) if isinstance(base, GenerationConfig) else GenerationConfig()
     config.update(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None, min_p=None,
                   max_new_tokens=max_new_tokens, max_length=None)
+    config.eos_token_id = stop_token_ids(tokenizer, config)  # every end-of-turn token of the template and model
     if config.pad_token_id is None:
-        config.pad_token_id = tokenizer.pad_token_id
-    if config.eos_token_id is None:
-        config.eos_token_id = tokenizer.eos_token_id
+        config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.eos_token_id[0]
     return config
 
 
@@ -208,7 +210,7 @@ def generate_batch(model: Any, tokenizer: Any, token_ids: list[list[int]], max_n
     if cache is None:
         shared = 0
     width = max(len(ids) for ids in token_ids) - shared
-    pad = tokenizer.pad_token_id
+    pad = config.pad_token_id
     input_ids = torch.tensor([ids[:shared] + [pad] * (width - len(ids) + shared) + ids[shared:] for ids in token_ids],
                              device=device)
     attention_mask = torch.tensor([[1] * shared + [0] * (width - len(ids) + shared) + [1] * (len(ids) - shared)
@@ -262,7 +264,7 @@ def generate_all(model: Any, tokenizer: Any, prompts: list[str], *, max_new_toke
     generations in the prompts' order and the batch size in use at the end.
     """
     total = len(prompts)
-    token_ids = tokenizer(prompts)["input_ids"] if prompts else []
+    token_ids = tokenize_prompts(tokenizer, prompts)
     lengths = [len(ids) for ids in token_ids]
     order = sorted(range(total), key=lambda i: -lengths[i])
     results: dict[int, Generation] = {}
@@ -320,11 +322,13 @@ def select_tasks(ws: Workspace, names: list[str] | None) -> list[TaskSpec]:
 
 
 def prediction_row(task: TaskSpec, item: Item, prompt: str, generation: Generation,
-                   score: ItemScore) -> dict[str, Any]:
-    """One predictions-file row: the exact prompt, raw output, extracted box, normalised pred, gold, score."""
+                   score: ItemScore, prompt_tokens: int) -> dict[str, Any]:
+    """One predictions-file row: the exact prompt and its token count, raw output, extracted box, normalised
+    pred, gold, score."""
     row = {
         "index": item.index,
         "prompt": prompt,
+        "prompt_tokens": prompt_tokens,
         "output": generation.text,
         "extracted": extract_boxed(generation.text),
         "pred": score.pred,
@@ -363,7 +367,8 @@ def evaluate_dataset(loaded: Any, task: TaskSpec, items: list[Item], *, batch_si
                                      on_progress=on_progress, before_generate=before_generate)
     elapsed = time.perf_counter() - started
     scores = [score_item(task.kind, gen.text, item.answer) for item, gen in zip(items, generations)]
-    rows = [prediction_row(task, *entry) for entry in zip(items, prompts, generations, scores)]
+    prompt_tokens = [len(ids) for ids in tokenize_prompts(loaded.tokenizer, prompts)]
+    rows = [prediction_row(task, *entry) for entry in zip(items, prompts, generations, scores, prompt_tokens)]
     block = summarize_dataset(task.kind, scores, [g.latency_s for g in generations], [g.tokens for g in generations])
     block["max_new_tokens"] = task.max_new_tokens
     block["batch_size"] = used
@@ -472,6 +477,8 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     loaded = load_for_inference(model_dir, device=device)
     load_s = time.perf_counter() - wall_started
     try:
+        used_format, format_warning = check_prompt_format(model_dir, loaded.tokenizer, tasks[0],
+                                                          items[tasks[0].name][0], events)
         brace_mask = brace_token_mask(loaded.tokenizer, int(getattr(loaded.model.config, "vocab_size", 0) or 0))
         runs = []
         for task in tasks:
@@ -494,12 +501,31 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
         "batch_size_requested": options.batch_size, "decoding": "greedy",
         "stop": "EOS or the first closed \\boxed{}", "torch_version": torch.__version__,
     }, load_s=load_s, wall_s=time.perf_counter() - wall_started)
+    metrics["prompt_format"] = used_format
+    if format_warning:
+        metrics["prompt_format_warning"] = format_warning
     with staged_dir(ws.predictions_folder(name), overwrite=True) as folder:
         for run in runs:
             write_jsonl(folder / f"{Path(run.task.test_file).stem}.jsonl", run.rows)
     write_json(metrics_path, metrics)
     events.emit(EventKind.SAVED, path=str(metrics_path))
     return metrics
+
+
+def check_prompt_format(model_dir: Path, tokenizer: Any, task: TaskSpec, item: Item,
+                        events: EventWriter) -> tuple[dict[str, Any], str | None]:
+    """The prompt format this evaluation uses, and a warning (logged, and emitted as a ``warning`` event) when
+    it differs from the one recorded in the model's ``training_metadata.json`` (``example`` not compared)."""
+    used = prompt_format(tokenizer, task, item)
+    training, _ = read_json_file(model_dir / TRAINING_METADATA)
+    differences = format_differences(dig(training, "prompt_format"), used)
+    if not differences:
+        return used, None
+    warning = (f"{model_dir.name}: evaluated with a different prompt format than it was trained with ("
+               + "; ".join(differences) + ")")
+    logging.getLogger(__name__).warning(warning)
+    events.emit(EventKind.WARNING, message=warning)
+    return used, warning
 
 
 def memory_peaks() -> dict[str, Any]:

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from engine.data.prompts import tokenize_prompts
 from engine.files import staged_dir, write_json
 from engine.runs.calibration import Calibration, CalibrationError, load_calibration
 from engine.presets.config import GROUPED_PTQ_METHODS, PTQ_BITS, PTQ_GROUP_SIZES, ptq_problems
@@ -152,8 +153,11 @@ def folder_size(path: Path) -> int:
 
 
 def _quantize_gptqmodel(fp_dir: Path, out: Path, spec: QuantizationSpec, calibration: Calibration, device: str,
-                        trust_remote_code: bool) -> dict[str, Any]:
-    """GPTQ or AWQ with GPTQModel (AWQ in the GEMM format, which transformers and GPTQModel both load)."""
+                        trust_remote_code: bool, tokenizer: Any) -> dict[str, Any]:
+    """GPTQ or AWQ with GPTQModel (AWQ in the GEMM format, which transformers and GPTQModel both load).
+
+    The calibration texts go in as token ids from the one prompt tokenizer: GPTQModel would tokenize raw text
+    with the tokenizer's special tokens, a second BOS after the one a chat template writes."""
     _import_backend("gptqmodel", spec.method)
     import torch
     from gptqmodel import GPTQModel, QuantizeConfig
@@ -174,7 +178,7 @@ def _quantize_gptqmodel(fp_dir: Path, out: Path, spec: QuantizationSpec, calibra
         options["pack_impl"] = "original"
     model = GPTQModel.load(str(fp_dir), QuantizeConfig(**options), device=device, dtype=torch.float16,
                            trust_remote_code=trust_remote_code)
-    model.quantize(list(calibration.texts))
+    model.quantize(tokenize_prompts(tokenizer, list(calibration.texts)))
     model.save(str(out))
     return extras
 
@@ -217,21 +221,25 @@ def _quantize_bnb(fp_dir: Path, out: Path, spec: QuantizationSpec, device: str,
 
 
 def _run_backend(fp_dir: Path, out: Path, spec: QuantizationSpec, calibration: Calibration | None, device: str,
-                 trust_remote_code: bool) -> dict[str, Any]:
+                 trust_remote_code: bool, tokenizer: Any) -> dict[str, Any]:
     if spec.method in CALIBRATED:
         assert calibration is not None
-        return _quantize_gptqmodel(fp_dir, out, spec, calibration, device, trust_remote_code)
+        return _quantize_gptqmodel(fp_dir, out, spec, calibration, device, trust_remote_code, tokenizer)
     if spec.method == "HQQ":
         return _quantize_hqq(fp_dir, out, spec, device, trust_remote_code)
     return _quantize_bnb(fp_dir, out, spec, device, trust_remote_code)
 
 
-def _backend_failure(exc: BaseException, spec: QuantizationSpec, source: Path) -> str:
+def _backend_failure(exc: BaseException, spec: QuantizationSpec, source: Path, fp_dir: Path) -> str:
+    from engine.presets.targets import model_type_of
+
     text = str(exc)
     if "out of memory" in text.lower():
         return (f"out of memory while quantizing {source.name} with {spec.method}"
                 + (": lower --samples" if spec.method in CALIBRATED else ""))
-    return f"{spec.method} quantization of {source.name} failed: {type(exc).__name__}: {text}"
+    architecture = model_type_of(fp_dir) or "unknown"
+    return (f"{spec.method} quantization of {source.name} (architecture {architecture!r}, backend {spec.backend}) "
+            f"failed: {type(exc).__name__}: {text}")
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -357,11 +365,11 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
         with staged_dir(final, overwrite=overwrite) as tmp:
             progress("quantize")
             try:
-                extras = _run_backend(fp_dir, tmp, spec, calibration, device, found.trust_remote_code)
+                extras = _run_backend(fp_dir, tmp, spec, calibration, device, found.trust_remote_code, tokenizer)
             except QuantizeError:
                 raise
             except Exception as exc:
-                raise QuantizeError(_backend_failure(exc, spec, source)) from exc
+                raise QuantizeError(_backend_failure(exc, spec, source, fp_dir)) from exc
             progress("save")
             tokenizer.save_pretrained(str(tmp))
             if (fp_dir / "generation_config.json").is_file():

@@ -25,6 +25,7 @@ from typing import Any
 
 from engine.files import staged_dir, write_json, write_text
 from engine.presets.config import ExperimentConfig, cross_check
+from engine.data.prompts import prompt_format, render_example, tokenize_prompts
 from engine.data.tasks import DatasetError, get_task, load_items, task_registry
 from engine.events import EventKind, EventWriter
 from engine.runs.device import DeviceChoice, HardwareError, choose_device, hardware_info, torch_dtype
@@ -168,21 +169,73 @@ def _bnb_message(exc: BaseException, *, qlora: bool) -> str:
             f"CUDA (pip install -U bitsandbytes){fix}")
 
 
-def peft_config_for(config: ExperimentConfig):
-    """The PEFT config of ``config.peft`` (None for full fine-tuning)."""
+def _linear_modules(model) -> dict[str, list[str]]:
+    """Full names of the model's linear layers (torch Linear and bitsandbytes' 4-bit Linear, a subclass;
+    transformers' Conv1D), by leaf name."""
+    import torch
+
+    linear_types: tuple[type, ...] = (torch.nn.Linear,)
+    try:
+        from transformers.pytorch_utils import Conv1D
+
+        linear_types += (Conv1D,)
+    except ImportError:  # an older transformers without Conv1D there: torch Linear still covers most models
+        pass
+    found: dict[str, list[str]] = {}
+    for full_name, module in model.named_modules():
+        if isinstance(module, linear_types) and "." in full_name:
+            found.setdefault(full_name.rsplit(".", 1)[1], []).append(full_name)
+    return found
+
+
+def resolve_target_modules(model, config: ExperimentConfig) -> list[str] | str:
+    """``peft.target_modules`` for this model: ``"attention"`` becomes the attention projections it has,
+    ``"all-linear"`` stays PEFT's keyword, and a listed module that is not in the model is a TrainError
+    naming the linear modules that are."""
+    from engine.presets.targets import ALL_LINEAR, ATTENTION, expand
+
+    linear = _linear_modules(model)
+    head = getattr(model.get_output_embeddings(), "weight", None) if hasattr(model, "get_output_embeddings") else None
+    head_names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                  if head is not None and getattr(module, "weight", None) is head}
+    attention = [leaf for leaf, names in linear.items()
+                 if any(any(part in ("self_attn", "attention", "attn", "self_attention") for part in n.split(".")[:-1])
+                        for n in names)]
+    requested = list(config.peft.target_modules)
+    where = f"peft.target_modules = {requested}"
+    if ATTENTION in requested and not attention:
+        raise TrainError(f"{where}: found no attention projections in {config.model.base!r} to resolve "
+                         f"{ATTENTION!r} to; list the modules (its linear layers: {', '.join(sorted(linear))})")
+    resolved = expand(requested, attention)
+    if resolved == ALL_LINEAR:
+        return resolved
+    known = {name for names in linear.values() for name in names}
+    missing = [m for m in resolved if m not in linear and not any(n.endswith("." + m) or n == m for n in known)]
+    if missing:
+        model_type = getattr(getattr(model, "config", None), "model_type", "?")
+        available = sorted(set(linear) - head_names)
+        raise TrainError(f"{where}: {', '.join(missing)} not in {config.model.base!r} ({model_type}); its linear "
+                         f"modules are {', '.join(available)} (or use \"{ATTENTION}\" / \"{ALL_LINEAR}\")")
+    return resolved
+
+
+def peft_config_for(config: ExperimentConfig, target_modules: list[str] | str | None = None):
+    """The PEFT config of ``config.peft`` (None for full fine-tuning) on ``target_modules`` (as resolved by
+    :func:`resolve_target_modules`; the preset's list when not given)."""
     peft = config.peft
+    targets = list(peft.target_modules) if target_modules is None else target_modules
     if peft.method == "NoPeft":
         return None
     if peft.method in ("LoRa", "DoRa"):
         from peft import LoraConfig
 
         return LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout,
-                          target_modules=list(peft.target_modules), bias="none", task_type="CAUSAL_LM",
+                          target_modules=targets, bias="none", task_type="CAUSAL_LM",
                           use_dora=peft.method == "DoRa")
     if peft.method == "VeRa":
         from peft import VeraConfig
 
-        return VeraConfig(r=peft.r, target_modules=list(peft.target_modules), vera_dropout=peft.dropout,
+        return VeraConfig(r=peft.r, target_modules=targets, vera_dropout=peft.dropout,
                           d_initial=peft.vera_d_initial, task_type="CAUSAL_LM", save_projection=True)
     raise TrainError(f"peft.method = {peft.method!r} is not supported (NoPeft, LoRa, DoRa, VeRa)")
 
@@ -190,9 +243,9 @@ def peft_config_for(config: ExperimentConfig):
 def _wrap_peft(model, config: ExperimentConfig, *, qlora: bool):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    peft_config = peft_config_for(config)
-    if peft_config is None:
+    if config.peft.method == "NoPeft":
         return model, None
+    peft_config = peft_config_for(config, resolve_target_modules(model, config))
     if qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.train.gradient_checkpointing)
     try:
@@ -200,7 +253,7 @@ def _wrap_peft(model, config: ExperimentConfig, *, qlora: bool):
     except (ValueError, TypeError, NotImplementedError) as exc:
         combo = f"peft.method = {config.peft.method!r}" + (" with quant.method = 'QLORA'" if qlora else "")
         raise TrainError(f"{combo} cannot be applied to {config.model.base!r} with peft.target_modules = "
-                         f"{list(config.peft.target_modules)}: {exc}") from None
+                         f"{peft_config.target_modules}: {exc}") from None
     return model, peft_config
 
 
@@ -224,9 +277,8 @@ def tokenize_examples(tokenizer, examples: list[dict[str, str]]) -> tuple[dict[s
     sequences diverge (normally right after the prompt). ``prefix_mismatches`` counts examples whose
     tokenized prompt is not a prefix of prompt+completion.
     """
-    prompts = [e["prompt"] for e in examples]
-    prompt_ids = tokenizer(prompts)["input_ids"]
-    full_ids = tokenizer([e["prompt"] + e["completion"] for e in examples])["input_ids"]
+    prompt_ids = tokenize_prompts(tokenizer, [e["prompt"] for e in examples])
+    full_ids = tokenize_prompts(tokenizer, [e["prompt"] + e["completion"] for e in examples])
     input_ids, masks, mismatches = [], [], 0
     for alone, full in zip(prompt_ids, full_ids):
         shared = 0
@@ -244,10 +296,9 @@ def tokenize_examples(tokenizer, examples: list[dict[str, str]]) -> tuple[dict[s
 
 
 def build_dataset(ws: Workspace, config: ExperimentConfig, tokenizer, split: str = "train", limit: int = 0):
-    """The tokenized ``datasets.Dataset`` of a split, built with the shared prompt builder."""
+    """The tokenized ``datasets.Dataset`` of a split, built with the shared prompt builder; the statistics
+    carry the ``prompt_format`` (the first item's prompt as its example)."""
     from datasets import Dataset
-
-    from engine.data.prompts import render_example
 
     if split == "train":
         task, items = _load_training_items(ws, config)
@@ -263,7 +314,22 @@ def build_dataset(ws: Workspace, config: ExperimentConfig, tokenizer, split: str
         raise TrainError(f"data.dataset = {config.data.dataset!r}: cannot build prompts ({type(exc).__name__}: "
                          f"{exc})") from None
     columns, stats = tokenize_examples(tokenizer, examples)
+    stats["prompt_format"] = prompt_format(tokenizer, task, items[0]) if items else None
     return Dataset.from_dict(columns), stats
+
+
+def check_trainer_inputs(trainer, tokenizer) -> None:
+    """The sequences the trainer will feed start with at most one BOS (TRL must not have added another; it
+    takes our ``input_ids`` as they are in TRL 1.16, and this keeps it so across versions)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return
+    dataset = trainer.train_dataset
+    sample = dataset.select(range(min(len(dataset), 256)))["input_ids"]  # every row is prepared the same way
+    doubled = sum(1 for row in sample if len(row) > 1 and row[0] == row[1] == bos)
+    if doubled:
+        raise TrainError(f"{doubled} training sequence(s) start with two BOS tokens after the trainer's preparation; "
+                         "the prompt builder and the trainer disagree on special tokens")
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -348,11 +414,18 @@ def save_model(model, tokenizer, config: ExperimentConfig, base_path: str, choic
 
 def build_metadata(config: ExperimentConfig, *, base_path: str, model_type: str, counts: tuple[int, int],
                    trl_args: dict[str, Any] | None, peft_config: Any, quantization_config: Any,
-                   stats: dict[str, Any], hardware: dict[str, Any], data: dict[str, Any] | None) -> dict[str, Any]:
-    """``training_metadata.json``: the legacy scripts' sections (see the model folder contract)."""
+                   stats: dict[str, Any], hardware: dict[str, Any], data: dict[str, Any] | None,
+                   prompt_format: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``training_metadata.json``: the legacy scripts' sections (see the model folder contract), the prompt format the
+    model was trained with, and ``target_modules`` (as the preset asked, and as resolved for this model)."""
     spec = config.quant_spec()
     total, trainable = counts
+    resolved = None if peft_config is None else _plain(peft_config.target_modules)
     return {
+        "prompt_format": prompt_format,
+        "target_modules": None if peft_config is None else {
+            "requested": list(config.peft.target_modules),
+            "resolved": sorted(resolved) if isinstance(resolved, list) else resolved},
         "model_info": {
             "model_name": config.output_name(), "base_model": config.model.base, "base_model_path": base_path,
             "fine_tuning_date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -473,7 +546,7 @@ def _snapshot(ws: Workspace, config: ExperimentConfig, preset_text: str, overwri
         stats["snapshot_runtime_s"] = round(time.time() - started, 3)
         metadata = build_metadata(config, base_path=base_path, model_type="full", counts=(counts[0], 0),
                                   trl_args=None, peft_config=None, quantization_config=None, stats=stats,
-                                  hardware=hardware_info(choice), data=None)
+                                  hardware=hardware_info(choice), data=None, prompt_format=prompt_format(tokenizer))
         _write_extras(tmp, metadata, preset_text)
     events.emit(EventKind.SAVED, path=str(final))
     events.emit(EventKind.DONE, model=config.output_name(), output=str(final), model_type="full", snapshot=True)
@@ -510,6 +583,7 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
         trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                              processing_class=tokenizer, callbacks=[progress_callback(events), stopper])
         trainer.remove_callback(PrinterCallback)
+        check_trainer_inputs(trainer, tokenizer)
         cpu_started = time.process_time()
         output = trainer.train()
         train_cpu_s = time.process_time() - cpu_started
@@ -533,7 +607,9 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
         model_type = save_model(trainer.model, tokenizer, config, base_path, choice, tmp)
         metadata = build_metadata(config, base_path=base_path, model_type=model_type, counts=counts,
                                   trl_args=_plain(_trl_args_dict(args)), peft_config=peft_config,
-                                  quantization_config=bnb, stats=stats, hardware=hardware, data=data_stats)
+                                  quantization_config=bnb, stats=stats, hardware=hardware,
+                                  data={k: v for k, v in data_stats.items() if k != "prompt_format"},
+                                  prompt_format=data_stats["prompt_format"])
         _write_extras(tmp, metadata, preset_text)
     events.emit(EventKind.SAVED, path=str(final))
     events.emit(EventKind.DONE, model=config.output_name(), output=str(final), model_type=model_type,

@@ -17,15 +17,17 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from engine.presets.plan import make_plan
+    from engine.presets.plan import make_plan, model_preview
 
     ws = workspace_from(args, must_exist=False)
     config = load_preset_or_exit(ws, args.preset, args.overrides, json_errors=args.json)
     plan = make_plan(config, ws)
+    model = model_preview(config, ws)
     if args.json:
-        print_json({"valid": True, "config": config.to_dict(), **plan.to_dict()})
+        print_json({"valid": True, "config": config.to_dict(), **plan.to_dict(), "model": model})
         return 0
     console.print(f"[bold]output[/]  {plan.output_name}\n[bold]folder[/]  {plan.output_dir}")
+    _print_model(model)
     steps = Table("#", "step", "target", "what", "after", title="steps", title_justify="left")
     for i, step in enumerate(plan.steps):
         steps.add_row(str(i), step.kind, step.target, step.description, ",".join(map(str, step.after)))
@@ -35,3 +37,21 @@ def run(args) -> int:
     if plan.output_dir and (ws.models_dir / plan.output_name).exists():
         err_console.print(f"[yellow]note:[/] Models/{plan.output_name} exists; training would need --overwrite")
     return 0
+
+
+def _print_model(model: dict) -> None:
+    """Target modules and prompt format as the base model's files give them (or when they are resolved)."""
+    targets = model["target_modules"]
+    if targets is not None:
+        resolved = targets["resolved"]
+        shown = ", ".join(resolved) if isinstance(resolved, list) else resolved
+        arch = f" ({targets['model_type']})" if targets["model_type"] else ""
+        console.print(f"[bold]target modules[/]  {', '.join(targets['requested'])} → {shown}{arch}", highlight=False)
+    prompt_format = model["prompt_format"]
+    if isinstance(prompt_format, dict):
+        fields = ", ".join(f"{k}={v}" for k, v in prompt_format.items() if k not in ("example", "chat_template_sha256"))
+        template = prompt_format["chat_template_sha256"]
+        console.print("[bold]prompt format[/]  ", end="")
+        console.print(f"template {template[:12]}, {fields}", highlight=False, markup=False)
+    else:
+        console.print(f"[bold]prompt format[/]  {prompt_format}", highlight=False)

@@ -11,7 +11,7 @@ from engine.presets.config import ConfigError, ExperimentConfig, load_preset, lo
 def test_defaults_are_the_seeds():
     c = ExperimentConfig()
     assert (c.peft.r, c.peft.alpha, c.peft.dropout) == (256, 16, 0.1)
-    assert c.peft.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert c.peft.target_modules == ["attention"]  # the legacy scripts' q/k/v/o, as whatever attention projections a model has
     assert c.train.learning_rate == 1e-5
     assert (c.train.per_device_train_batch_size, c.train.gradient_accumulation_steps) == (1, 8)
     assert c.train.warmup_ratio == 0.06 and c.train.max_length == 1024
@@ -200,3 +200,9 @@ bits = 3
     del config.ptq[0]
     save_preset(config, path)
     assert "HQQ" not in path.read_text() and load_preset(path).to_dict() == config.to_dict()
+
+
+def test_all_linear_must_stand_alone():
+    with pytest.raises(ConfigError, match="peft.target_modules: 'all-linear' already covers every linear layer"):
+        load_preset_text('[peft]\ntarget_modules = ["all-linear", "q_proj"]\n')
+    assert load_preset_text('[peft]\ntarget_modules = ["all-linear"]\n').peft.target_modules == ["all-linear"]

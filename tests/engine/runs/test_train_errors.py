@@ -69,7 +69,8 @@ def test_existing_output_is_refused_without_overwrite(demo_ws):
 
 def test_target_modules_missing_from_the_model(demo_ws):
     config = _config(demo_ws, ['peft.method="LoRa"', 'peft.target_modules=["attn_qkv"]'])
-    _fails(demo_ws, config, "peft.method = 'LoRa'", "peft.target_modules = ['attn_qkv']")
+    _fails(demo_ws, config, "peft.target_modules = ['attn_qkv']: attn_qkv not in",
+           "its linear modules are down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj")
 
 
 def test_vera_with_qlora_is_refused_up_front(demo_ws):

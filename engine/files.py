@@ -1,8 +1,10 @@
-"""Atomic writes (a temp file or folder beside the target, renamed into place) and the tolerant JSON reader; any process."""
+"""Atomic writes (a temp file or folder beside the target, renamed into place), file hashes and the tolerant
+JSON reader; any process."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -48,6 +50,15 @@ def write_json(path: Path | str, data: Any) -> Path:
 def write_jsonl(path: Path | str, rows: list[dict]) -> Path:
     """Write one JSON object per line atomically."""
     return write_text(path, "".join(json.dumps(row, default=str) + "\n" for row in rows))
+
+
+def file_sha256(path: Path | str) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (hex digest)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

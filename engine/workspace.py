@@ -54,6 +54,11 @@ class Workspace:
         return self.root / "Testing" / "predictions"
 
     @property
+    def lm_eval_dir(self) -> Path:
+        """lm-evaluation-harness output folders (read by engine.results.lmeval)."""
+        return self.root / "Testing" / "lm-eval"
+
+    @property
     def experiments_dir(self) -> Path:
         return self.root / "experiments"
 

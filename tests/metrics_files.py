@@ -8,10 +8,11 @@ metric key names, a Windows-path model name.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from engine.files import write_json, write_jsonl
-from engine.results.scoring import score_item, summarize_dataset
+from engine.results.scoring import extract_boxed, score_item, summarize_dataset
 from engine.workspace import Workspace
 
 KIND_BY_FILE = {
@@ -22,14 +23,35 @@ KIND_BY_FILE = {
 }
 
 
+#: The provenance the evaluator records (extractor version, prompt format, decoding, backend); every
+#: file written by ``write_evaluation`` carries it unless told otherwise, so comparisons are clean.
+PROVENANCE: dict[str, Any] = {
+    "extractor_version": 1,
+    "prompt_format": {"chat_template_sha256": "f" * 64, "system_placement": "system", "date_string": None,
+                      "enable_thinking": False, "bos_in_text": False, "reasoning_block": False,
+                      "example": "System: …"},
+    "eval_config": {"decoding": "greedy", "stop": "EOS or the first closed \\boxed{}",
+                    "max_new_tokens": {file_name: 16 for file_name in KIND_BY_FILE},
+                    "backend": {"name": "hf", "version": "5.24.0", "dtype": "float32", "threads": 1}},
+}
+
+
 def boxed(answer: Any) -> str:
     return f"The answer is \\boxed{{{answer}}}"
 
 
 def write_evaluation(ws: Workspace, model: str, outputs: dict[str, list[str]],
                      golds: dict[str, list[Any]], *, prompts: dict[str, list[str]] | None = None,
-                     write_predictions: bool = True, peak_gb: tuple[float, float] = (2.5, 2.0)) -> None:
-    """Score ``outputs[file][i]`` against ``golds[file][i]`` and write metrics + predictions."""
+                     write_predictions: bool = True, peak_gb: tuple[float, float] = (2.5, 2.0),
+                     provenance: dict[str, Any] | None = None, dataset_sha256: dict[str, str] | None = None) -> None:
+    """Score ``outputs[file][i]`` against ``golds[file][i]`` and write metrics + predictions.
+
+    ``provenance`` replaces the top-level provenance keys (default :data:`PROVENANCE`; ``{}`` writes a
+    legacy file without them) and ``dataset_sha256`` each test set's file hash (default: one per file
+    name, the same for every model)."""
+    provenance = PROVENANCE if provenance is None else provenance
+    if dataset_sha256 is None and provenance:
+        dataset_sha256 = {name: hashlib.sha256(name.encode()).hexdigest() for name in outputs}
     datasets = {}
     for file_name, texts in outputs.items():
         kind = KIND_BY_FILE[file_name]
@@ -39,12 +61,15 @@ def write_evaluation(ws: Workspace, model: str, outputs: dict[str, list[str]],
         if write_predictions:
             item_prompts = (prompts or {}).get(file_name) or [f"{file_name} question {i}" for i in range(len(texts))]
             # The evaluator's row: normalised pred, gold as in the dataset.
-            rows = [{"index": i, "prompt": item_prompts[i], "output": text, "pred": s.pred,
+            rows = [{"index": i, "prompt": item_prompts[i], "output": text, "extracted": extract_boxed(text),
+                     "pred": s.pred,
                      "gold": gold, "correct": s.correct, "has_box": s.has_box,
                      **({"f1": s.f1} if kind == "squad_v2" else {})}
                     for i, (text, s, gold) in enumerate(zip(texts, scores, golds[file_name]))]
             stem = file_name.removesuffix(".parquet")
             write_jsonl(ws.predictions_folder(model) / f"{stem}.jsonl", rows)
+        if dataset_sha256 and file_name in dataset_sha256:
+            datasets[file_name]["dataset_sha256"] = dataset_sha256[file_name]
     total = sum(d["total_samples"] for d in datasets.values())
     correct = sum(d["correct"] for d in datasets.values())
     reserved, allocated = peak_gb
@@ -63,9 +88,10 @@ def write_evaluation(ws: Workspace, model: str, outputs: dict[str, list[str]],
                          "backend": None},
         "hardware": {"peak_vram_reserved_gb": reserved, "peak_vram_allocated_gb": allocated,
                      "per_gpu": [{"gpu": 0, "peak_reserved_gb": reserved, "peak_allocated_gb": allocated}]},
-        "eval_config": {"batch_size": 8},
+        "eval_config": {"batch_size": 8, **provenance.get("eval_config", {})},
         "throughput": {"items_per_s": 100.0},
         "llmtui_version": "0.1.0",
+        **{key: value for key, value in provenance.items() if key != "eval_config"},
     })
 
 

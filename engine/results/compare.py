@@ -5,6 +5,10 @@ model side by side with its delta against the first model. Where both models hav
 predictions of the same items, each delta gets a paired test (:data:`engine.results.item_metrics.PAIRED_TESTS`):
 the exact McNemar test for accuracy-type metrics, a paired bootstrap for F1, EM, MCC, macro-F1….
 Where a test cannot be run the reason is given instead — statistics are never invented.
+
+Beside the statistics, per test set: the flipped items (right for one model, wrong for the other, with
+both outputs), the comparability guard's warnings (:mod:`engine.results.provenance`), and for every
+accuracy-type difference that is not significant the smallest difference the set could have detected.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.results.item_metrics import PAIRED_TESTS, PairedTest, PredictionsError, item_arrays
-from engine.results.metrics_files import (DatasetResult, ResultRecord, metric_direction, model_name_from,
-                            scan_results)
-from engine.results.stats import ALPHA, mcnemar_exact, paired_bootstrap
+from engine.results.item_metrics import PairedTest, PredictionsError, item_arrays, paired_test
+from engine.results.lmeval import read_samples
+from engine.results.metrics_files import (LM_EVAL_KIND, DatasetResult, ResultRecord, metric_direction,
+                                          model_name_from, scan_results)
+from engine.results.provenance import guard_warnings
+from engine.results.stats import ALPHA, POWER, detectable_difference, mcnemar_exact, paired_bootstrap
 from engine.workspace import Workspace
 
 #: Dataset-level numbers compared after the task metrics.
@@ -52,6 +58,11 @@ class PairStat:
     n: int | None = None
     #: The delta recomputed from the predictions (equals ``delta`` up to the files' rounding).
     paired_delta: float | None = None
+    #: McNemar tests that are not significant: the smallest difference this set could have detected
+    #: (power :data:`engine.results.stats.POWER`, the observed discordance (b + c) / n).
+    detectable: float | None = None
+    #: True when the models disagree on too few items for any difference to be detectable.
+    undetectable: bool = False
     unavailable: str | None = None
 
 
@@ -66,6 +77,36 @@ class MetricComparison:
 
 
 @dataclass
+class FlipSide:
+    """One model's answer to a flipped item."""
+
+    extracted: Any
+    pred: Any
+    output: Any
+
+
+@dataclass
+class FlipItem:
+    index: int
+    prompt: Any
+    gold: Any
+    reference: FlipSide
+    model: FlipSide
+
+
+@dataclass
+class Flips:
+    """Items of one test set the reference got right and ``model`` wrong (``reference_only``), and the reverse."""
+
+    dataset: str
+    file: str
+    reference: str
+    model: str
+    reference_only: list[FlipItem]
+    model_only: list[FlipItem]
+
+
+@dataclass
 class DatasetComparison:
     file: str
     name: str
@@ -74,6 +115,8 @@ class DatasetComparison:
     metrics: list[MetricComparison]
     #: Per model (other than the first): why its paired statistics are unavailable on this set.
     unavailable: dict[str, str] = field(default_factory=dict)
+    #: Per model (other than the first): the comparability guard's warnings on this set.
+    guard: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,6 +132,15 @@ class Comparison:
     datasets: list[DatasetComparison]
     skipped_datasets: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: Per test set and compared model: the flipped items (whole prompts and outputs).
+    flips: list[Flips] = field(default_factory=list)
+    power: float = POWER
+
+    @property
+    def guard_warnings(self) -> list[str]:
+        """Every comparability-guard warning, prefixed with its test set and model pair."""
+        return [f"{d.name}: {model} vs {self.baseline}: {message}" for d in self.datasets
+                for model, messages in d.guard.items() for message in messages]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,11 +176,14 @@ def compare(ws: Workspace, names: list[str], *, resamples: int = 1000, seed: int
         if len(holders) < 2:
             result.skipped_datasets[file_name] = f"evaluated only for {baseline.name}"
             continue
-        comparison = _DatasetComparer(ws, file_name, holders, resamples, seed, confidence).run()
+        comparer = _DatasetComparer(ws, file_name, holders, resamples, seed, confidence)
+        comparison = comparer.run()
         result.datasets.append(comparison)
-        result.warnings.extend(f"{file_name}: {model}: {reason}"
-                               for model, reason in comparison.unavailable.items()
-                               if reason.startswith("items differ"))
+        result.flips.extend(comparer.flips)
+        for model, reason in comparison.unavailable.items():
+            if reason.startswith("items differ"):
+                comparison.guard.setdefault(model, []).insert(0, reason)
+    result.warnings.extend(result.guard_warnings)
     return result
 
 
@@ -167,17 +222,21 @@ class _DatasetComparer:
         self.resamples = resamples
         self.seed = seed
         self.confidence = confidence
+        self.flips: list[Flips] = []
 
     def run(self) -> DatasetComparison:
         first = self.results[0]
         arrays: dict[str, dict[str, np.ndarray]] = {}
         unavailable: dict[str, str] = {}
+        guard = {record.name: warnings for record in self.records[1:]
+                 if (warnings := guard_warnings(self.records[0], record, self.file_name))}
         base_rows, base_reason = self.predictions(self.records[0], first)
         for record, dataset in zip(self.records[1:], self.results[1:]):
             rows, reason = self.predictions(record, dataset)
             reason = base_reason or reason or _items_differ(self.records[0].name, base_rows,
                                                             record.name, rows)
             if reason is None:
+                self.flips.append(_flips(first, self.records[0].name, record.name, base_rows, rows))
                 try:
                     if self.records[0].name not in arrays:
                         arrays[self.records[0].name] = item_arrays(self.kind, base_rows)
@@ -189,7 +248,7 @@ class _DatasetComparer:
         metrics = [self.metric(name, arrays, unavailable) for name in self.metric_names()]
         return DatasetComparison(file=self.file_name, name=first.name, kind=self.kind,
                                  models=[r.name for r in self.records], metrics=metrics,
-                                 unavailable=unavailable)
+                                 unavailable=unavailable, guard=guard)
 
     def metric_names(self) -> list[str]:
         names = dict.fromkeys(m for d in self.results for m in d.metrics)
@@ -202,13 +261,18 @@ class _DatasetComparer:
         pairs = []
         for record in self.records[1:]:
             pair = PairStat(model=record.name, delta=_delta(values[record.name], values[base]))
-            test = PAIRED_TESTS.get(self.kind or "", {}).get(name)
-            if test is None:
+            test = paired_test(self.kind, name, arrays.get(base))
+            if record.name in unavailable and (test is not None or self.kind == LM_EVAL_KIND):
+                pair.unavailable = unavailable[record.name]  # lm-eval's tests are known only from samples
+            elif test is None:
                 pair.unavailable = f"no paired test for {name}"
-            elif record.name in unavailable:
-                pair.unavailable = unavailable[record.name]
             else:
                 self.run_test(test, arrays[base], arrays[record.name], pair)
+                if pair.test == "mcnemar" and pair.significant is False and name != "format_success_rate":
+                    # What this set could have detected: power at the observed discordance (b + c) / n.
+                    discordance = (pair.b + pair.c) / pair.n
+                    pair.detectable = detectable_difference(pair.n, discordance) if discordance else None
+                    pair.undetectable = pair.detectable is None
             pairs.append(pair)
         return MetricComparison(metric=name, direction=metric_direction(name), values=values,
                                 pairs=pairs)
@@ -238,6 +302,8 @@ class _DatasetComparer:
     def predictions(self, record: ResultRecord,
                     dataset: DatasetResult) -> tuple[list[dict[str, Any]] | None, str | None]:
         """(rows ordered by index, None) or (None, why they cannot be used)."""
+        if dataset.kind == LM_EVAL_KIND:
+            return self.lm_eval_samples(dataset)
         path = self.predictions_path(record)
         if not path.is_file():
             origin = " (its metrics file was written by the old research scripts)" \
@@ -254,6 +320,19 @@ class _DatasetComparer:
             return None, (f"{self.relative(path)} does not match the metrics file ({len(rows)} items, "
                           f"{correct} correct; the metrics file says {expected[0]} and {expected[1]}); "
                           f"re-run the evaluation")
+        return rows, None
+
+    def lm_eval_samples(self, dataset: DatasetResult) -> tuple[list[dict[str, Any]] | None, str | None]:
+        path = dataset.samples_path
+        if path is None or not path.is_file():
+            return None, f"{dataset.name}: no samples file beside its results (run lm-eval with --log_samples)"
+        try:
+            rows = read_samples(path)
+        except PredictionsError as exc:
+            return None, f"{self.relative(path)}: {exc}"
+        if dataset.total_samples is not None and dataset.total_samples != len(rows):
+            return None, (f"{self.relative(path)} has {len(rows)} documents; its results file says "
+                          f"{dataset.total_samples}")
         return rows, None
 
     def predictions_path(self, record: ResultRecord) -> Path:
@@ -303,14 +382,36 @@ def _items_differ(name_a: str, rows_a: list[dict[str, Any]] | None, name_b: str,
         return (f"items differ: {name_a} has {len(indexes_a)} items and {name_b} {len(indexes_b)} "
                 f"(indexes only in {name_a}: {_few(only_a)}; only in {name_b}: {_few(only_b)}); "
                 f"paired statistics need the same items")
+    # lm-evaluation-harness rows carry the document's hash; llmtui's the exact prompt.
+    fields = ("doc_hash", "gold") if rows_a and "doc_hash" in rows_a[0] else ("prompt", "gold")
     mismatched = [(a["index"], fieldname) for a, b in zip(rows_a, rows_b)
-                  for fieldname in ("prompt", "gold") if a.get(fieldname) != b.get(fieldname)]
+                  for fieldname in fields if a.get(fieldname) != b.get(fieldname)]
     if mismatched:
         index, fieldname = mismatched[0]
         count = len({i for i, _ in mismatched})
         return (f"items differ: item {index} has a different {fieldname} in {name_a} and {name_b} "
                 f"({count} item{'s' if count > 1 else ''} differ); paired statistics need the same items")
     return None
+
+
+def _flips(dataset: DatasetResult, reference: str, model: str, rows_a: list[dict[str, Any]],
+           rows_b: list[dict[str, Any]]) -> Flips:
+    """The items (same indexes, in order) where exactly one of the two models is right."""
+    def side(row: dict[str, Any]) -> FlipSide:
+        return FlipSide(extracted=row.get("extracted"), pred=row.get("pred"), output=row.get("output"))
+
+    flips = Flips(dataset=dataset.name, file=dataset.file, reference=reference, model=model,
+                  reference_only=[], model_only=[])
+    for a, b in zip(rows_a, rows_b):
+        if a.get("correct") is True and b.get("correct") is False:
+            target = flips.reference_only
+        elif a.get("correct") is False and b.get("correct") is True:
+            target = flips.model_only
+        else:
+            continue
+        target.append(FlipItem(index=a["index"], prompt=a.get("prompt"), gold=a.get("gold"),
+                               reference=side(a), model=side(b)))
+    return flips
 
 
 def _few(values: list[int], limit: int = 5) -> str:

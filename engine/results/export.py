@@ -1,4 +1,5 @@
-"""The results table and a comparison as CSV, Markdown (GitHub), LaTeX (booktabs) and JSON text (TUI and CLI processes).
+"""The results table, a comparison and a lineage (degradation) matrix as CSV, Markdown (GitHub), LaTeX
+(booktabs) and JSON text; flipped items as plain text (TUI and CLI processes).
 
 Numbers keep full precision in CSV and JSON; Markdown and LaTeX show 4 decimals and mark the best
 value of each column (higher or lower is better per :func:`engine.results.metrics_files.metric_direction`) in bold.
@@ -11,13 +12,16 @@ import io
 import json
 from typing import Any, Callable
 
-from engine.results.compare import Comparison, PairStat
+from engine.results.compare import Comparison, FlipItem, Flips, PairStat
+from engine.results.lineage import LineageCell, LineageMatrix
 from engine.results.metrics_files import ResultsTable
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                    "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                    "^": r"\textasciicircum{}"}
 MISSING = "–"
+#: Marks a test set whose runs the comparability guard warns about (engine.results.provenance).
+WARNING_MARK = "⚠"
 
 
 def format_cell(value: Any) -> str:
@@ -133,7 +137,12 @@ def format_interval(pair: PairStat) -> str:
     if pair.test == "bootstrap" and pair.ci_low is not None:
         return f"[{pair.ci_low:+.4f}, {pair.ci_high:+.4f}]"
     if pair.test == "mcnemar":
-        return f"b={pair.b}, c={pair.c}"
+        detectable = ""
+        if pair.detectable is not None:
+            detectable = f", detectable ±{pair.detectable:.3f}"
+        elif pair.undetectable:
+            detectable = ", detectable: none"  # too few discordant items for any difference
+        return f"b={pair.b}, c={pair.c}{detectable}"
     return ""
 
 
@@ -152,9 +161,11 @@ def comparison_rows(comparison: Comparison) -> tuple[list[str], list[list[str]],
         headers += [f"{prefix}Δ", f"{prefix}{_interval_title(comparison)}", f"{prefix}p"]
     rows, best = [], []
     for dataset in comparison.datasets:
+        # A visible marker on every row of a test set the comparability guard warns about.
+        shown_name = f"{WARNING_MARK} {dataset.name}" if dataset.guard else dataset.name
         for metric in dataset.metrics:
             values = [metric.values.get(m) for m in comparison.models]
-            row = [dataset.name, metric.metric, *[format_cell(v) or MISSING for v in values]]
+            row = [shown_name, metric.metric, *[format_cell(v) or MISSING for v in values]]
             by_model = {p.model: p for p in metric.pairs}
             for model in others:
                 pair = by_model.get(model)
@@ -170,7 +181,11 @@ def comparison_notes(comparison: Comparison) -> list[str]:
     notes = [f"Δ is each model minus {comparison.baseline}. * p < {comparison.alpha:g}. Accuracy-type "
              f"metrics: exact McNemar test (b = items only {comparison.baseline} got right, c = the "
              f"reverse); others: paired bootstrap, {comparison.resamples} resamples, seed "
-             f"{comparison.seed}, {comparison.confidence:.0%} percentile interval."]
+             f"{comparison.seed}, {comparison.confidence:.0%} percentile interval. detectable: the smallest "
+             f"accuracy difference the test set could detect (power {comparison.power:.0%}, normal "
+             f"approximation to McNemar's test at the observed discordance), shown where p ≥ {comparison.alpha:g}."]
+    if comparison.guard_warnings:
+        notes.append(f"{WARNING_MARK} comparability: " + "; ".join(comparison.guard_warnings))
     for dataset in comparison.datasets:
         notes += [f"{dataset.name}, {model}: statistics unavailable — {reason}"
                   for model, reason in dataset.unavailable.items()]
@@ -230,6 +245,106 @@ def comparison_json(comparison: Comparison) -> str:
     return json.dumps(comparison.to_dict(), indent=2, default=str) + "\n"
 
 
+# --- flipped items --------------------------------------------------------------------------------
+
+def shorten(value: Any, limit: int, *, keep_end: bool = False) -> str:
+    """One line of at most ``limit`` characters (whitespace runs collapsed, the cut marked with …).
+    ``keep_end`` keeps the end instead: a prompt's question comes after its shared system text."""
+    text = " ".join(str(value).split()) if value is not None else MISSING
+    if len(text) <= limit:
+        return text
+    return "…" + text[len(text) - limit + 1:] if keep_end else text[:limit - 1] + "…"
+
+
+def flips_text(comparison: Comparison, limit: int | None = None, width: int = 100) -> str:
+    """Per test set and model: the items only the reference got right, then those only the model got
+    right; prompts and outputs shortened to one line each, at most ``limit`` items per direction."""
+    lines = []
+    for flips in comparison.flips:
+        for title, items in ((f"{flips.reference} right, {flips.model} wrong", flips.reference_only),
+                             (f"{flips.model} right, {flips.reference} wrong", flips.model_only)):
+            shown = items[:limit] if limit is not None else items
+            more = f", first {len(shown)} shown" if len(shown) < len(items) else ""
+            lines.append(f"{flips.dataset}: {title}: {len(items)} item{'s' if len(items) != 1 else ''}{more}")
+            lines += [line for item in shown for line in _flip_lines(flips, item, width)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _flip_lines(flips: Flips, item: FlipItem, width: int) -> list[str]:
+    label = max(len(flips.reference), len(flips.model))
+
+    def side(name: str, answer) -> str:
+        pred = answer.extracted if answer.extracted is not None else answer.pred
+        head = f"    {name:<{label}}  answer {shorten(pred, 24)}  output "
+        return head + shorten(answer.output, max(20, width - len(head)))
+    prompt = shorten(item.prompt, max(20, width - 50), keep_end=True)
+    return [f"  #{item.index}  gold {shorten(item.gold, 30)}  prompt {prompt}",
+            side(flips.reference, item.reference), side(flips.model, item.model)]
+
+
+# --- a lineage (degradation) matrix ----------------------------------------------------------------
+
+def lineage_cell_text(cell: LineageCell, *, star: str = "*") -> str:
+    """``0.8400 (-0.0200, p=0.031*)``: the value, then the delta against the parent and its p-value."""
+    if cell.value is None:
+        return MISSING
+    text = format_cell(cell.value)
+    if cell.delta is None:
+        return text
+    p = ("p<0.001" if cell.p_value < 0.001 else f"p={cell.p_value:.3f}") if cell.p_value is not None else "p n/a"
+    warn = f" {WARNING_MARK}" if cell.warnings else ""
+    return f"{text} ({format_delta(cell.delta)}, {p}{star if cell.significant else ''}){warn}"
+
+
+def lineage_rows(matrix: LineageMatrix) -> tuple[list[str], list[list[str]]]:
+    headers = ["model", "parent", *[f"{name} {metric}" for name, metric in matrix.columns.items()]]
+    rows = [["  " * row.depth + row.model + ("" if row.tested else " (untested)"), row.parent or MISSING,
+             *[lineage_cell_text(row.cells[name]) for name in matrix.columns]] for row in matrix.rows]
+    return headers, rows
+
+
+def lineage_notes(matrix: LineageMatrix) -> list[str]:
+    notes = [f"Each cell: the headline metric, then (Δ against the row's parent, paired p-value); "
+             f"* p < {matrix.alpha:g}; {WARNING_MARK}: the comparability guard warns about the pair."]
+    for row in matrix.rows:
+        for name, cell in row.cells.items():
+            for warning in cell.warnings:
+                notes.append(f"{row.model} vs {row.parent} on {name}: {warning}")
+            if cell.unavailable and cell.delta is not None and cell.p_value is None:
+                notes.append(f"{row.model} vs {row.parent} on {name}: {cell.unavailable}")
+    return notes
+
+
+def lineage_markdown(matrix: LineageMatrix) -> str:
+    headers, rows = lineage_rows(matrix)
+    rows = [[row[0].replace("  ", "&nbsp;&nbsp;"), *row[1:]] for row in rows]
+    table = _markdown([markdown_escape(h) for h in headers], [":---", ":---"] + ["---:"] * (len(headers) - 2),
+                      [[markdown_escape(x) for x in row] for row in rows])
+    return table + "\n" + "".join(f"- {markdown_escape(n)}\n" for n in lineage_notes(matrix))
+
+
+def lineage_latex(matrix: LineageMatrix, *, label: str = "tab:lineage") -> str:
+    headers, rows = lineage_rows(matrix)
+    body = []
+    for row, source in zip(rows, matrix.rows):
+        name = r"\quad " * source.depth + latex_escape(source.model)
+        cells = [latex_escape(lineage_cell_text(source.cells[n], star="STAR")).replace("STAR", "$^{*}$")
+                 .replace(WARNING_MARK, r"$^{\dagger}$") for n in matrix.columns]
+        body.append(" & ".join([name, latex_escape(row[1]), *cells]) + r" \\")
+    caption = (rf"Degradation matrix of {latex_escape(matrix.root)}: headline metric, ($\Delta$ against the "
+               rf"parent, paired p-value); $^{{*}}$ p < {matrix.alpha:g}; $^{{\dagger}}$ comparability warning.")
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{ll{'r' * len(matrix.columns)}}}",
+             r"\toprule", " & ".join(latex_escape(h) for h in headers) + r" \\", r"\midrule", *body,
+             r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}",
+             rf"\label{{{label}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def lineage_json(matrix: LineageMatrix) -> str:
+    return json.dumps(matrix.to_dict(), indent=2, default=str) + "\n"
+
+
 def _interval_title(comparison: Comparison) -> str:
     return f"{comparison.confidence:.0%} CI / b, c"
 
@@ -246,4 +361,7 @@ RESULTS_RENDERERS: dict[str, Callable[[ResultsTable], str]] = {
 }
 COMPARISON_RENDERERS: dict[str, Callable[[Comparison], str]] = {
     "csv": comparison_csv, "markdown": comparison_markdown, "latex": comparison_latex, "json": comparison_json,
+}
+LINEAGE_RENDERERS: dict[str, Callable[[LineageMatrix], str]] = {
+    "markdown": lineage_markdown, "latex": lineage_latex, "json": lineage_json,
 }

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from engine.results.metrics_files import LM_EVAL_KIND
 from engine.results.scoring import BOOL_WORDS, MCQ_LABELS, NO_ANSWER_PHRASES, normalize_squad, parse_number
 from engine.results.stats import BatchMetric
 
@@ -99,11 +100,21 @@ def _math_numeric_fields(row: dict[str, Any], where: str) -> dict[str, Any]:
     return {"abs_diff": abs(pred - gold) if pred is not None else math.nan}
 
 
+def _lm_eval_fields(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """``metric:NAME``: each per-sample metric lm-evaluation-harness logged (NaN where not a number)."""
+    metrics = row.get("metrics")
+    if not isinstance(metrics, dict):
+        raise PredictionsError(f"{where}: no per-sample metrics")
+    return {f"metric:{name}": float(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
+            else math.nan for name, value in metrics.items()}
+
+
 _KIND_FIELDS = {
     "mcq4": _mcq4_fields,
     "boolq": _boolq_fields,
     "squad_v2": _squad_v2_fields,
     "math_numeric": _math_numeric_fields,
+    LM_EVAL_KIND: _lm_eval_fields,
 }
 
 
@@ -247,6 +258,25 @@ PAIRED_TESTS: dict[str, dict[str, PairedTest]] = {
     "math_numeric": {"accuracy": _MCNEMAR, "avg_abs_diff": _bootstrap(math_avg_abs_diff),
                      "format_success_rate": _FORMAT},
 }
+
+
+def paired_test(kind: str | None, metric: str, items: dict[str, np.ndarray] | None) -> PairedTest | None:
+    """The paired test of ``metric`` for a task kind; None when there is none.
+
+    lm-evaluation-harness metrics are known only from the samples: a per-sample 0/1 metric (acc,
+    exact_match…) gets McNemar's test, any other per-sample number a paired bootstrap of its mean.
+    """
+    if kind != LM_EVAL_KIND:
+        return PAIRED_TESTS.get(kind or "", {}).get(metric)
+    key = f"metric:{metric}"
+    if items is None or key not in items:
+        return None
+    values = items[key]
+    if np.isin(values, (0.0, 1.0)).all():
+        return PairedTest("mcnemar", correctness=lambda arrays: (arrays[key] == 1.0, None))
+    if np.isnan(values).any():
+        return None
+    return PairedTest("bootstrap", metric=lambda arrays: arrays[key].mean(axis=-1))
 
 
 # --- value readers ---------------------------------------------------------------------------------

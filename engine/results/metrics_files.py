@@ -31,6 +31,9 @@ from engine.workspace import UnsafeNameError, Workspace
 #: scripts' summary order, boolq added after openmath).
 BUILTIN_TEST_SET_KINDS = {BUILTIN_TASKS[name].file_stem: BUILTIN_TASKS[name].kind
                           for name in ("arc", "openmath", "boolq", "squad")}
+#: The task kind of lm-evaluation-harness results (engine.results.lmeval); their per-sample metrics are
+#: compared with the same paired tests as llmtui's.
+LM_EVAL_KIND = "lm-eval"
 #: Old-script metric keys → llmtui's.
 LEGACY_METRIC_NAMES = {
     "f1_pos": "f1",
@@ -64,6 +67,12 @@ class DatasetResult:
     latency_mean_s: float | None = None
     latency_sum_s: float | None = None
     tokens_mean: float | None = None
+    #: SHA-256 of the test file as evaluated (None in files written before llmtui recorded it).
+    dataset_sha256: str | None = None
+    #: lm-evaluation-harness results: the per-sample file, and what must match for a paired comparison
+    #: (task config hash, few-shot count…; see engine.results.lmeval).
+    samples_path: Path | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float | None:
@@ -87,6 +96,11 @@ class ResultRecord:
     eval_peak_vram_allocated_gb: float | None = None
     quantization: dict[str, Any] = field(default_factory=dict)
     llmtui_version: str | None = None
+    #: The scoring rules' version (engine.results.scoring.EXTRACTOR_VERSION) at evaluation time.
+    extractor_version: int | None = None
+    #: The prompt format record and the evaluation settings as written (for the comparability guard).
+    prompt_format: dict[str, Any] | None = None
+    eval_config: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -134,14 +148,14 @@ def load_metrics_file(path: Path | str) -> ResultRecord:
 
 
 def scan_results(ws: Workspace) -> list[ResultRecord]:
-    """Every ``Testing/metrics/*.json`` of the workspace as records, sorted by model name.
+    """Every ``Testing/metrics/*.json`` of the workspace as records, with the lm-evaluation-harness
+    results of ``Testing/lm-eval`` added (engine.results.lmeval), sorted by model name.
 
     Two files naming the same model are both kept; the second is shown under its file name.
     """
     folder = ws.metrics_dir
-    if not folder.is_dir():
-        return []
-    records = [load_metrics_file(p) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
+    paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    records = [load_metrics_file(p) for p in paths if not p.name.startswith(".")]
     by_name: dict[str, list[ResultRecord]] = {}
     for record in records:
         by_name.setdefault(record.name, []).append(record)
@@ -153,6 +167,9 @@ def scan_results(ws: Workspace) -> list[ResultRecord]:
                 record.warnings.append(f"{record.path.name}: names the same model as {keeper.path.name}; "
                                        f"shown as {record.path.stem}")
                 record.name = record.path.stem
+    from engine.results.lmeval import attach, lm_eval_records  # it builds on this module's records
+
+    records = attach(records, lm_eval_records(ws))
     return sorted(records, key=lambda r: r.name.casefold())
 
 
@@ -375,6 +392,9 @@ class _FileReader:
                 (hardware, "peak_vram_allocated_gb", "hardware"), (summary, "peak_vram_allocated_gb", "summary")),
             quantization=quantization,
             llmtui_version=self.text(data, "llmtui_version", "llmtui_version"),
+            extractor_version=self.count(data, "extractor_version", "extractor_version"),
+            prompt_format=data["prompt_format"] if isinstance(data.get("prompt_format"), dict) else None,
+            eval_config=data["eval_config"] if isinstance(data.get("eval_config"), dict) else None,
         )
         datasets = data.get("datasets")
         if datasets is None:
@@ -406,6 +426,7 @@ class _FileReader:
             latency_sum_s=self.number(latency, "sum", f"{where}.latency_seconds.sum")
             if isinstance(latency, dict) else None,
             tokens_mean=self.number(tokens, "mean", f"{where}.tokens_generated.mean"),
+            dataset_sha256=self.text(entry, "dataset_sha256", f"{where}.dataset_sha256"),
         )
         metrics = entry.get("metrics")
         if metrics is not None and not isinstance(metrics, dict):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.files import read_json_file
+from engine.results.metrics_files import model_name_from
 from engine.results.scoring import HEADLINE_METRICS
 from engine.results.model_folder import TRAINING_METADATA, inspect_folder
 from engine.workspace import Workspace
@@ -35,6 +36,8 @@ class ModelRecord:
     kind: str = "full"  # full | adapter | bnb | gptq | awq | hqq | unknown
     reason: str = ""
     base_model: str = ""
+    #: The model this one was made from: a PTQ variant's source, else a fine-tune's base (a name).
+    parent: str = ""
     dataset: str = ""
     peft: str = ""
     quant_tag: str = ""
@@ -125,6 +128,8 @@ def inspect_model(ws: Workspace, path: Path, metrics_names: set[str] | None = No
         record.peft = str((preset.get("peft") or {}).get("method") or "")
         if record.peft and record.peft != "NoPeft":
             record.peft += str((preset.get("peft") or {}).get("r", ""))
+    source = found.quantization.get("source_model") if found.ptq_output else None
+    record.parent = model_name_from(source) or model_name_from(record.base_model) or ""
     match = NAME_PATTERN.match(name)
     if match:
         record.dataset = record.dataset or match["dataset"]

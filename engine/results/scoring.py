@@ -27,6 +27,11 @@ from typing import Any, Iterable
 
 TASK_KINDS = ("mcq4", "boolq", "squad_v2", "math_numeric")
 
+#: Version of the answer-extraction and scoring rules in this module, recorded in every metrics file
+#: (``extractor_version``). Bump it whenever a change here can change an item's ``pred`` or ``correct``:
+#: ``llmtui compare`` warns when two runs were scored by different versions.
+EXTRACTOR_VERSION = 1
+
 #: The metric keys in ``compute_metrics`` output that result tables show per kind, the main one first.
 TABLE_METRICS = {"mcq4": ("macro_f1", "accuracy"), "boolq": ("accuracy", "mcc"), "squad_v2": ("F1", "EM"),
                  "math_numeric": ("accuracy", "avg_abs_diff")}

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine import __version__
-from engine.files import read_json_file, staged_dir, write_json, write_jsonl
+from engine.files import file_sha256, read_json_file, staged_dir, write_json, write_jsonl
 from engine.data.prompts import format_differences, prompt_format, stop_token_ids, tokenize_prompts
 from engine.data.tasks import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
 from engine.events import EventKind, EventWriter
-from engine.results.scoring import ItemScore, describe, extract_boxed, first_box_closed, score_item, summarize_dataset
+from engine.results.scoring import (EXTRACTOR_VERSION, ItemScore, describe, extract_boxed, first_box_closed,
+                                    score_item, summarize_dataset)
 from engine.results.model_folder import (TRAINING_METADATA, ModelLoadError, ModelNotFoundError, detect_kind, dig,
                                          resolve_model_folder)
 from engine.workspace import Workspace, safe_name
@@ -504,6 +505,8 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     metrics["prompt_format"] = used_format
     if format_warning:
         metrics["prompt_format_warning"] = format_warning
+    for task in tasks:  # provenance: llmtui compare warns when two runs read different files
+        metrics["datasets"][task.test_file]["dataset_sha256"] = file_sha256(ws.datasets_dir / task.test_file)
     with staged_dir(ws.predictions_folder(name), overwrite=True) as folder:
         for run in runs:
             write_jsonl(folder / f"{Path(run.task.test_file).stem}.jsonl", run.rows)
@@ -578,6 +581,7 @@ def build_metrics(name: str, runs: list[DatasetRun], quantization: dict[str, Any
             "wall_seconds": round(wall_s, 4),
         },
         "llmtui_version": __version__,
+        "extractor_version": EXTRACTOR_VERSION,
     }
 
 

@@ -92,7 +92,8 @@ async def test_mark_two_results_and_compare_them_side_by_side(tmp_path, tui_app)
         boolq_accuracy = next(r for r in rows if r[:2] == ["boolq", "accuracy"])
         metric = next(m for d in expected.datasets if d.name == "boolq" for m in d.metrics if m.metric == "accuracy")
         pair = metric.pairs[0]
-        assert boolq_accuracy[4] == f"{pair.delta:+.4f}" and boolq_accuracy[5] == f"b={pair.b}, c={pair.c}"
+        assert boolq_accuracy[4] == f"{pair.delta:+.4f}" and boolq_accuracy[5] == export.format_interval(pair)
+        assert boolq_accuracy[5].startswith(f"b={pair.b}, c={pair.c}")
         await pilot.press("escape")
         assert app.screen is screen
 

@@ -18,6 +18,7 @@ from metrics_files import boxed, write_evaluation
 from tui_workspace import make_model, make_workspace, wait_for
 from tui.screens.compare import CompareScreen
 from fake_gpus import FakeInventory
+from tui.screens.lineage import LineageScreen
 
 GIB = 1 << 30
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
@@ -196,3 +197,47 @@ def test_chat_screen(snap_compare, tmp_path, size, tui_app):
         await pilot.pause()
 
     assert snap_compare(_app(tui_app, ws), terminal_size=size, run_before=chatting)
+
+def test_compare_flips_panel(snap_compare, tmp_path, size, tui_app):
+    app = _app(tui_app, _evaluated_workspace(tmp_path))
+
+    async def flipped(pilot):
+        await pilot.press("4")
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: screen.table_data is not None, what="the results")
+        await pilot.press("space", "down", "space", "c")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, CompareScreen)
+                       and pilot.app.screen.comparison is not None, timeout=20, what="the comparison")
+        await pilot.press("f", "n")
+
+    assert snap_compare(app, terminal_size=size, run_before=flipped)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_lineage_view(snap_compare, tmp_path, size, tui_app):
+    ws = _evaluated_workspace(tmp_path)
+    quantized = ws.model_dir("Qwen3-0.6B-boolq_SFT_LoRa16_HQQ_w4")
+    quantized.mkdir()
+    (quantized / "config.json").write_text('{"model_type": "qwen3"}')
+    (quantized / "quantization_metadata.json").write_text(json.dumps(
+        {"method": "HQQ", "quant_tag": "HQQ_w4", "source_model": "Qwen3-0.6B-boolq_SFT_LoRa16_NoQuant"}))
+    golds = [True, False] * 10
+    write_evaluation(ws, quantized.name, {"test-boolq.parquet": [boxed(not g if i % 2 == 0 else g)
+                                                                 for i, g in enumerate(golds)]},
+                     {"test-boolq.parquet": golds})
+    untested = ws.model_dir("Qwen3-0.6B-boolq_SFT_NoPeft_HQQ_w2")
+    untested.mkdir()
+    (untested / "config.json").write_text('{"model_type": "qwen3"}')
+    (untested / "quantization_metadata.json").write_text(json.dumps(
+        {"method": "HQQ", "quant_tag": "HQQ_w2", "source_model": "Qwen3-0.6B-boolq_SFT_LoRa16_NoQuant"}))
+    app = _app(tui_app, ws)
+
+    async def lineage(pilot):
+        await pilot.press("4")
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: screen.table_data is not None, what="the results")
+        await pilot.press("down", "l")  # Qwen3-0.6B-boolq_SFT_LoRa16_NoQuant: two PTQ variants
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, LineageScreen)
+                       and pilot.app.screen.matrix is not None, timeout=20, what="the lineage")
+
+    assert snap_compare(app, terminal_size=size, run_before=lineage)

@@ -1,4 +1,5 @@
-"""``llmtui results``: the results table of every metrics file, on screen or exported (CLI process)."""
+"""``llmtui results``: the results table of every metrics file (and lm-eval output), on screen or exported
+(CLI process)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from engine.data.tasks import DISPLAY_ORDER, builtin_metric_columns
-from tui.cli.common import add_workspace_arg, console, err_console, workspace_from
+from tui.cli.common import add_workspace_arg, console, err_console, fail, workspace_from
 
 #: What the on-screen table shows unless ``--columns`` asks for more, in priority order: columns
 #: are dropped from the end until the table fits the terminal.
@@ -61,6 +62,9 @@ def register(subparsers) -> None:
                         help=f"only these test sets ({', '.join(DISPLAY_ORDER)}, or a custom name)")
     parser.add_argument("--columns", nargs="+", metavar="PATTERN",
                         help="only the columns matching these patterns (e.g. '*__accuracy' 'boolq__*')")
+    parser.add_argument("--import", dest="import_path", metavar="PATH", type=Path,
+                        help="first copy an lm-evaluation-harness output folder (results_*.json, "
+                             "samples_*.jsonl) into Testing/lm-eval/")
     parser.set_defaults(func=run, format=None)
 
 
@@ -69,6 +73,14 @@ def run(args) -> int:
     from engine.results.metrics_files import results_table
 
     ws = workspace_from(args)
+    if args.import_path is not None:
+        from engine.results.lmeval import LmEvalError, import_output
+
+        try:
+            written = import_output(ws, args.import_path)
+        except (LmEvalError, OSError) as exc:
+            fail(str(exc))
+        err_console.print(f"imported {len(written)} file(s) into {ws.lm_eval_dir}", highlight=False)
     columns = split_list(args.columns)
     table = results_table(ws, models=split_list(args.models), datasets=split_list(args.datasets),
                           columns=columns)
@@ -81,9 +93,16 @@ def run(args) -> int:
         return 0
     hidden = 0
     if not columns:
-        table.columns = [c for c in table.columns if c.key in SCREEN_COLUMNS and
+        from engine.results.lmeval import DATASET_PREFIX
+
+        # llmtui's screen columns, then lm-evaluation-harness tasks' metrics before the model-level ones.
+        lm_eval = [c.key for c in table.columns if (c.dataset or "").startswith(DATASET_PREFIX)
+                   and c.metric.startswith(("acc", "exact_match"))]
+        split = SCREEN_COLUMNS.index("overall_accuracy")
+        order = [*SCREEN_COLUMNS[:split], *lm_eval, *SCREEN_COLUMNS[split:]]
+        table.columns = [c for c in table.columns if c.key in order and
                          (c.key == "model" or any(row.get(c.key) is not None for row in table.rows))]
-        table.columns.sort(key=lambda c: SCREEN_COLUMNS.index(c.key))
+        table.columns.sort(key=lambda c: order.index(c.key))
         hidden = _fit_to_screen(table, console.width)
     console.print(_rich_table(table, ws.metrics_dir))
     if hidden:

@@ -1,6 +1,7 @@
 """The side-by-side comparison (TUI): metrics in rows, one column per model, deltas against the first.
 
-The paired statistics come from :mod:`engine.results.compare`, computed in a worker thread."""
+The paired statistics come from :mod:`engine.results.compare`, computed in a worker thread; rows of a test
+set the comparability guard warns about carry a ⚠; ``f`` opens the flipped-items panel."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from engine.results.compare import Comparison
+from engine.results.compare import Comparison, FlipItem, Flips
 from engine.workspace import Workspace
 from tui.widgets.table_sync import clip
 
@@ -47,7 +48,7 @@ def short_labels(names: list[str], width: int = 24) -> list[str]:
 def comparison_table(comparison: Comparison) -> tuple[list[str], list[list[Text]]]:
     """Headers (models by their short labels) and styled cells: best value per row in bold, deltas
     green when better and red when worse (bold when significant)."""
-    from engine.results.export import comparison_rows
+    from engine.results.export import WARNING_MARK, comparison_rows
 
     _, rows, best = comparison_rows(comparison)
     labels = short_labels(comparison.models)
@@ -67,9 +68,19 @@ def comparison_table(comparison: Comparison) -> tuple[list[str], list[list[Text]
                 style = _delta_style(value, direction, significant)
             elif j >= first_stat and (j - first_stat) % 3 == 2 and value.endswith("*"):
                 style = "bold"
+            elif j == 0 and value.startswith(WARNING_MARK):
+                style = "bold yellow"
             cells.append(Text(value, style=style, justify="left" if j < 2 else "right"))
         styled.append(cells)
     return headers, styled
+
+
+def flip_pages(flips: Flips, labels: dict[str, str] | None = None) -> list[tuple[str, FlipItem]]:
+    """Every flipped item of one test set and model, each with the direction it flipped in (models by
+    their ``labels`` where given)."""
+    ref, model = ((labels or {}).get(name, name) for name in (flips.reference, flips.model))
+    return [(f"{ref} right, {model} wrong", item) for item in flips.reference_only] + \
+        [(f"{model} right, {ref} wrong", item) for item in flips.model_only]
 
 
 class CompareScreen(Screen):
@@ -78,12 +89,19 @@ class CompareScreen(Screen):
     BINDINGS = [
         Binding("escape,q", "close", "Back", id="compare.close"),
         Binding("x", "export", "Export", id="compare.export"),
+        Binding("f", "toggle_flips", "Flipped items", id="compare.flips"),
+        Binding("t", "next_set", "Next set", id="compare.flips_set"),
+        Binding("n,right", "flip(1)", "Next item", id="compare.flips_next"),
+        Binding("p,left", "flip(-1)", "Prev item", id="compare.flips_previous"),
     ]
 
     def __init__(self, models: list[str]) -> None:
         super().__init__()
         self.models = models
         self.comparison: Comparison | None = None
+        self.showing_flips = False
+        self.flip_set = 0  # which entry of comparison.flips (test set × compared model)
+        self.flip_item = 0
 
     @property
     def ws(self) -> Workspace:
@@ -99,9 +117,18 @@ class CompareScreen(Screen):
             table.loading = True
             yield table
             yield Static("", id="compare-notes")
+        with Vertical(id="flips"):
+            yield Static("", id="flips-head")
+            yield Static("", id="flips-item")
+            with Horizontal(id="flips-sides"):
+                with VerticalScroll(id="flips-left", classes="flips-side"):
+                    yield Static("", id="flips-reference")
+                with VerticalScroll(id="flips-right", classes="flips-side"):
+                    yield Static("", id="flips-model")
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one("#flips").display = False
         self.run_compare()
 
     @work(thread=True, exclusive=True, exit_on_error=False)
@@ -138,7 +165,86 @@ class CompareScreen(Screen):
         table.focus()
 
     def action_close(self) -> None:
+        if self.showing_flips:
+            self.action_toggle_flips()
+            return
         self.app.pop_screen()
+
+    # ------------------------------------------------------------------------------ flipped items
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("next_set", "flip"):
+            return self.showing_flips  # hidden from the footer until the panel is open
+        return True
+
+    def action_toggle_flips(self) -> None:
+        if self.comparison is None:
+            self.notify("the comparison is not ready yet", severity="warning")
+            return
+        self.showing_flips = not self.showing_flips
+        self.query_one("#compare-main").display = not self.showing_flips
+        self.query_one("#flips").display = self.showing_flips
+        self.refresh_bindings()
+        if self.showing_flips:
+            self.show_flip()
+        else:
+            self.query_one("#compare", DataTable).focus()
+
+    def action_next_set(self) -> None:
+        if self.comparison and self.comparison.flips:
+            self.flip_set = (self.flip_set + 1) % len(self.comparison.flips)
+            self.flip_item = 0
+            self.show_flip()
+
+    def action_flip(self, step: int) -> None:
+        if not self.comparison or not self.comparison.flips:
+            return
+        pages = flip_pages(self.comparison.flips[self.flip_set])
+        if pages:
+            self.flip_item = (self.flip_item + step) % len(pages)
+            self.show_flip()
+
+    def show_flip(self) -> None:
+        """Render the current flipped item: where it is, the prompt and gold, both outputs side by side."""
+        from engine.results.export import shorten
+
+        assert self.comparison is not None
+        head, item_view = self.query_one("#flips-head", Static), self.query_one("#flips-item", Static)
+        left, right = self.query_one("#flips-reference", Static), self.query_one("#flips-model", Static)
+        if not self.comparison.flips:
+            head.update(Text("No flipped items: no test set has per-item predictions of the same items for "
+                             "two of these models.", style="yellow"))
+            for widget in (item_view, left, right):
+                widget.update("")
+            return
+        flips = self.comparison.flips[self.flip_set]
+        labels = dict(zip(self.comparison.models, short_labels(self.comparison.models)))
+        pages = flip_pages(flips, labels)
+        title = Text(no_wrap=True, overflow="ellipsis")
+        if pages:
+            title.append(f"Flipped {self.flip_item + 1}/{len(pages)} ", style="bold")
+            title.append("(n/p) · ")
+        else:
+            title.append("No flipped items ", style="bold")
+        title.append(flips.dataset, style="bold cyan")
+        title.append(f" {self.flip_set + 1}/{len(self.comparison.flips)} (t) · ")
+        if not pages:
+            head.update(title + Text(f"{labels[flips.model]} and {labels[flips.reference]} got the same items right"))
+            for widget in (item_view, left, right):
+                widget.update("")
+            return
+        direction, item = pages[self.flip_item]
+        title.append(direction, style="magenta")
+        head.update(title)
+        item_view.update(Text.assemble((f"#{item.index}", "bold"), "  gold ", (shorten(item.gold, 40), "bold green"),
+                                       "\n", (shorten(item.prompt, 3 * max(self.size.width - 4, 20), keep_end=True),
+                                              "dim")))
+        for widget, name, side in ((left, flips.reference, item.reference), (right, flips.model, item.model)):
+            answer = side.extracted if side.extracted is not None else side.pred
+            right_answer = item in (flips.reference_only if name == flips.reference else flips.model_only)
+            widget.update(Text.assemble((labels[name], "bold"), " · answer ",
+                                        (str(answer), "bold green" if right_answer else "bold red"),
+                                        "\n\n", str(side.output if side.output is not None else "–")))
 
     def action_export(self) -> None:
         from tui.modals.export import ExportModal

@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
 from engine.data.tasks import builtin_tasks_for_display
+from engine.results.lmeval import DATASET_PREFIX as LM_EVAL_PREFIX
 from engine.results.metrics_files import ResultRecord, ResultsTable, is_rate, metric_direction
 from engine.results.scoring import TABLE_METRICS
 from tui.format import METRIC_TITLES
@@ -37,6 +38,18 @@ MARK = "●"
 #: Row key holding why a metrics file could not be read.
 BROKEN = "_unreadable"
 NAME_MIN, NAME_MAX = 18, 48
+
+
+#: lm-evaluation-harness metrics shown (as ``lm:TASK acc``) beside llmtui's own: acc, acc_norm, exact_match
+#: (with any filter's name appended).
+LM_EVAL_SHOWN = ("acc", "exact_match")
+
+
+def _custom_label(key: str) -> str:
+    dataset, _, metric = key.rpartition("__")
+    if dataset.startswith(LM_EVAL_PREFIX):
+        return f"lm:{dataset[len(LM_EVAL_PREFIX):][:10]} {metric.replace('exact_match', 'em')}"
+    return f"{dataset[:10]} acc"
 
 
 @dataclass
@@ -93,9 +106,10 @@ class ResultsScreen(WorkspaceScreen):
         Binding("s", "cycle_sort", "Sort", id="results.sort"),
         Binding("space", "toggle_mark", "Mark", id="results.mark"),
         Binding("c", "compare", "Compare", id="results.compare"),
+        Binding("l", "lineage", "Lineage", id="results.lineage"),
         Binding("x", "export", "Export", id="results.export"),
         Binding("g", "toggle_chart", "Chart", id="results.chart"),
-        Binding("percent_sign", "toggle_percent", "Units", key_display="%", id="results.percent"),
+        Binding("percent_sign", "toggle_percent", "Units", key_display="%", show=False, id="results.percent"),
         Binding("r", "refresh", "Refresh", show=False, id="results.refresh"),
     ]
     PALETTE = (("Clear marks", "clear_marks", "unmark every row"),)
@@ -169,14 +183,16 @@ class ResultsScreen(WorkspaceScreen):
         """Columns with a value in some row: the shown ones, then custom test sets' accuracy."""
         present = {key for row in self.rows for key, value in row.items() if value is not None}
         custom = sorted(k for k in present if k.endswith("__accuracy") and k not in SHOWN)
-        return [k for k in SHOWN if k in present] + custom
+        lm_eval = sorted(k for k in present if k.startswith(LM_EVAL_PREFIX)
+                         and k.rpartition("__")[2].startswith(LM_EVAL_SHOWN))
+        return [k for k in SHOWN if k in present] + custom + lm_eval
 
     def columns(self) -> list[Column]:
         width = self.size.width or 80
         columns = [Column("mark", " "), Column("model", "model")]
         used = 2 + 3 + NAME_MIN + 2
         for key in self.available_keys():
-            label = SHOWN.get(key) or f"{key.rpartition('__')[0][:10]} acc"
+            label = SHOWN.get(key) or _custom_label(key)
             cost = max(len(label), 6) + 2
             if used + cost > width:
                 break
@@ -314,6 +330,15 @@ class ResultsScreen(WorkspaceScreen):
                         severity="warning")
             return
         self.app.push_screen(CompareScreen(list(self.marked)))
+
+    def action_lineage(self) -> None:
+        from tui.screens.lineage import LineageScreen
+
+        name = self.highlighted_model()
+        if name is None:
+            self.notify("no result highlighted", severity="warning")
+            return
+        self.app.push_screen(LineageScreen(name))
 
     def action_export(self) -> None:
         from tui.modals.export import ExportModal

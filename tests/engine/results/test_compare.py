@@ -291,7 +291,8 @@ def test_comparison_exports(compared_ws):
     comparison = compare(compared_ws, ["base", "tuned"])
     markdown = comparison_markdown(comparison)
     accuracy_line = next(line for line in markdown.splitlines() if line.startswith("| boolq | accuracy |"))
-    assert accuracy_line == "| boolq | accuracy | 0.6500 | **0.9000** | +0.2500 | b=1, c=6 | 0.125 |"
+    # detectable: n = 20, discordance 7/20 (tests/engine/results/test_power.py checks the formula)
+    assert accuracy_line == "| boolq | accuracy | 0.6500 | **0.9000** | +0.2500 | b=1, c=6, detectable ±0.349 | 0.125 |"
     _, mcc = pair_of(comparison, "mcc")
     mcc_cells = next(line for line in markdown.splitlines() if line.startswith("| boolq | mcc |")).split(" | ")
     assert mcc_cells[5] == f"[{mcc.ci_low:+.4f}, {mcc.ci_high:+.4f}]"

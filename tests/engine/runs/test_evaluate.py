@@ -84,6 +84,14 @@ def test_metrics_file_follows_the_legacy_schema_and_predictions_match_it(quick_w
     assert on_disk["summary"]["peak_vram_reserved_gb"] is None  # no GPU here
     assert on_disk["llmtui_version"] and on_disk["throughput"]["items_per_second"] > 0
     assert on_disk["eval_config"]["batch_size_used"]["test-boolq.parquet"] == 3
+    # Provenance for llmtui compare's guard: each test file's SHA-256 and the scoring rules' version.
+    import hashlib
+
+    from engine.results.scoring import EXTRACTOR_VERSION
+
+    for file_name, block in on_disk["datasets"].items():
+        assert block["dataset_sha256"] == hashlib.sha256((quick_ws.datasets_dir / file_name).read_bytes()).hexdigest()
+    assert on_disk["extractor_version"] == EXTRACTOR_VERSION
 
     from engine.runs.loading import load_tokenizer
     from engine.data.prompts import render_prompt

@@ -198,6 +198,8 @@ def test_chat_screen(snap_compare, tmp_path, size, tui_app):
 
     assert snap_compare(_app(tui_app, ws), terminal_size=size, run_before=chatting)
 
+
+@pytest.mark.parametrize("size", SIZES)
 def test_compare_flips_panel(snap_compare, tmp_path, size, tui_app):
     app = _app(tui_app, _evaluated_workspace(tmp_path))
 

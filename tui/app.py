@@ -1,4 +1,4 @@
-"""The llmtui app: four screens (models, experiments, jobs, results) over one workspace (TUI process).
+"""The llmtui app: five screens (models, experiments, jobs, results, chat) over one workspace (TUI process).
 
 The app process never runs anything heavy and never imports torch or transformers: screens read files
 in thread workers, and training, quantization and evaluation run as queued jobs in the workspace's
@@ -8,6 +8,7 @@ its jobs running).
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from functools import partial
@@ -25,15 +26,25 @@ from tui.messages import WorkspaceChanged
 from tui.modals.confirm import ConfirmModal
 from tui.modals.help import HelpModal
 from tui.screens.base import WorkspaceScreen
-from tui.screens.experiments import ExperimentsScreen
-from tui.screens.jobs import JobsScreen
-from tui.screens.models import ModelsScreen
-from tui.screens.results import ResultsScreen
 from tui.workspace_watch import changed_parts, workspace_stamps
 
-MAIN_SCREENS: dict[str, type[WorkspaceScreen]] = {
-    "models": ModelsScreen, "experiments": ExperimentsScreen, "jobs": JobsScreen, "results": ResultsScreen,
+#: Mode → the ``module:Class`` of its screen, imported when the screen is first needed: a start pays
+#: only for the Models screen (the plot and form libraries load with their screens).
+MAIN_SCREENS: dict[str, str] = {
+    "models": "tui.screens.models:ModelsScreen", "experiments": "tui.screens.experiments:ExperimentsScreen",
+    "jobs": "tui.screens.jobs:JobsScreen", "results": "tui.screens.results:ResultsScreen",
+    "chat": "tui.screens.chat:ChatScreen",
 }
+
+
+def screen_class(mode: str) -> type[WorkspaceScreen]:
+    """The screen class of a main mode (imported on first use)."""
+    module, _, name = MAIN_SCREENS[mode].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _new_screen(mode: str) -> WorkspaceScreen:
+    return screen_class(mode)()
 
 
 class ActionsProvider(Provider):
@@ -61,7 +72,7 @@ class LlmTuiApp(App[None]):
 
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so subclasses elsewhere find it too
     TITLE = "llmtui"
-    MODES = MAIN_SCREENS
+    MODES = {mode: partial(_new_screen, mode) for mode in MAIN_SCREENS}
     DEFAULT_MODE = "models"
     COMMANDS = App.COMMANDS | {ActionsProvider}
     BINDINGS = [
@@ -69,6 +80,8 @@ class LlmTuiApp(App[None]):
         Binding("2", "switch_mode('experiments')", "Experiments", show=False, id="app.experiments"),
         Binding("3", "switch_mode('jobs')", "Jobs", show=False, id="app.jobs"),
         Binding("4", "switch_mode('results')", "Results", show=False, id="app.results"),
+        Binding("5", "switch_mode('chat')", "Chat", show=False, id="app.chat"),
+        Binding("D", "demo_pipeline", "Queue the demo's example", show=False, id="app.demo"),
         Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
@@ -90,6 +103,7 @@ class LlmTuiApp(App[None]):
         self.watch_workspace()
         if self.autostart_worker:
             self.resume_queue()
+        self.offer_demo()
 
     def on_unmount(self) -> None:
         self._stop.set()
@@ -161,6 +175,54 @@ class LlmTuiApp(App[None]):
             self.call_from_thread(self.notify, str(exc), title="worker did not start", severity="error",
                                   timeout=15)
 
+    # ------------------------------------------------------------------------------ the demo's first minutes
+
+    @work(thread=True, exclusive=True, group="demo-offer", exit_on_error=False)
+    def offer_demo(self) -> None:
+        """On a demo workspace's first open (nothing queued or evaluated yet), say how to see every screen
+        working: ``D`` queues the example pipeline. Said once per workspace."""
+        from engine.demo_layout import is_demo_workspace
+        from tui.preferences import load_preferences, remember
+
+        if not is_demo_workspace(self.ws) or load_preferences(self.ws)["demo_offer_seen"]:
+            return
+        if self.ws.queue_db.exists() or any(self.ws.metrics_dir.glob("*.json")):
+            return
+        try:
+            remember(self.ws, demo_offer_seen=True)
+        except OSError:
+            return  # a read-only workspace: no offer rather than one on every start
+        self.call_from_thread(
+            self.notify, "Press D to queue its example: evaluate tiny-qwen3, LoRA-train it on synthetic BoolQ "
+            "(a few minutes on a CPU) and evaluate the result. Then watch Jobs (3) for progress and the loss "
+            "plot, Results (4) for the numbers, space + c to compare, and chat with the models (5).",
+            title="This is the demo workspace", timeout=30)
+
+    def action_demo_pipeline(self) -> None:
+        from engine.demo_layout import is_demo_workspace
+
+        if not is_demo_workspace(self.ws):
+            self.notify("D queues the example of a demo workspace (llmtui -w DIR demo builds one)",
+                        severity="warning")
+            return
+        self.queue_demo_pipeline()
+
+    @work(thread=True, exclusive=True, group="demo-offer", exit_on_error=False)
+    def queue_demo_pipeline(self) -> None:
+        import sqlite3
+
+        from engine.jobs.enqueue import enqueue_demo_pipeline
+        from engine.jobs.store import JobError
+
+        try:
+            jobs = enqueue_demo_pipeline(self.ws, inventory=self.gpu_inventory)
+        except (JobError, sqlite3.Error, OSError) as exc:
+            self.call_from_thread(self.notify, str(exc), title="not queued", severity="warning", timeout=10)
+            return
+        self.call_from_thread(self.clear_notifications)  # the offer, answered
+        self.call_from_thread(self.jobs_queued, len(jobs), "the demo's example (evaluate, train, evaluate)")
+        self.call_from_thread(self.switch_mode, "jobs")
+
     # ------------------------------------------------------------------------------ keys and commands
 
     def action_help(self) -> None:
@@ -193,7 +255,8 @@ class LlmTuiApp(App[None]):
     def palette_commands(self) -> list[tuple[str, Callable[[], object], str]]:
         """(title, callback, help) for every action: screen switches, each screen's keys and commands."""
         commands: list[tuple[str, Callable[[], object], str]] = []
-        for mode, screen_cls in MAIN_SCREENS.items():
+        for mode in MAIN_SCREENS:
+            screen_cls = screen_class(mode)
             title = mode.capitalize()
             commands.append((f"Go to {title}", partial(self.switch_mode, mode), f"switch to the {mode} screen"))
             entries = [(b.description, b.action, f"key {b.key_display or b.key}") for b in _bindings(screen_cls)
@@ -202,6 +265,7 @@ class LlmTuiApp(App[None]):
             for description, action, help_text in entries:
                 commands.append((f"{title}: {description}", partial(self.run_on_screen, mode, action), help_text))
         commands.append(("Help: show every key", self.action_help, "key ?"))
+        commands.append(("Demo: queue the example pipeline", self.action_demo_pipeline, "key D (demo workspaces)"))
         return commands
 
     async def run_on_screen(self, mode: str, action: str) -> None:

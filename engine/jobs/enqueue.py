@@ -169,6 +169,33 @@ def enqueue_eval(ws: Workspace, models: Iterable[str], *, datasets: Iterable[str
         return store.enqueue_many(requests)
 
 
+def enqueue_demo_pipeline(ws: Workspace, inventory: GpuInventory | None = None) -> list[Job]:
+    """A demo workspace's example: evaluate its base model, and queue the example preset's pipeline (train →
+    evaluate on the same test sets), so a newcomer sees progress, a loss curve, results and a comparison."""
+    from engine.demo_layout import DEMO_BASE, DEMO_PIPELINE
+    from engine.presets.config import load_preset
+
+    path = ws.experiment_file(DEMO_PIPELINE)
+    try:
+        config = load_preset(path)
+        preset_text = path.read_text(encoding="utf-8")
+    except (ConfigError, OSError) as exc:
+        raise JobError(f"the demo's example preset cannot be used: {exc}") from None
+    from engine.jobs.store import job_status_by_target
+
+    pending = {name for name, status in job_status_by_target(ws).items() if status in ("queued", "running", "done")}
+    jobs = []
+    if not ws.metrics_file(DEMO_BASE).exists() and DEMO_BASE not in pending:
+        jobs += enqueue_eval(ws, [DEMO_BASE], datasets=config.eval.datasets, limit=config.eval.limit,
+                             inventory=inventory)
+    if not ws.model_dir(config.output_name()).exists() and config.output_name() not in pending:
+        jobs += enqueue_pipeline(ws, config, preset_text, inventory=inventory)
+    if not jobs:
+        raise JobError(f"the demo's example is already queued or done (Models/{config.output_name()}, "
+                       f"Testing/metrics/{DEMO_BASE}.json)")
+    return jobs
+
+
 def untested_model_names(ws: Workspace) -> list[str]:
     """Models in ``Models/`` with no ``Testing/metrics/{name}.json`` (broken folders left out)."""
     from engine.results.registry import untested_models

@@ -10,7 +10,7 @@ from engine.events import EventKind
 #: Event kind → the stage it reports progress for.
 PROGRESS_KINDS = {EventKind.TRAIN_STEP: "train", EventKind.EVAL_PROGRESS: "eval",
                   EventKind.QUANTIZE_PROGRESS: "quantize"}
-#: How many loss values the curve keeps (older ones are dropped).
+#: How many points the curve keeps (older ones are dropped).
 MAX_CURVE_POINTS = 1000
 #: Training numbers kept from the latest ``train_step`` event.
 TRAIN_READINGS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "gpu_mem_gb", "epoch")
@@ -18,6 +18,34 @@ TRAIN_READINGS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "gpu_mem
 
 def _json_number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass
+class TrainingCurve:
+    """What a training chart plots: train loss and learning rate per logged step, eval loss at its steps."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    learning_rates: list[float | None] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_losses: list[float] = field(default_factory=list)
+
+    def add_train(self, step: int, loss: float, learning_rate: float | None) -> None:
+        self.steps.append(step)
+        self.losses.append(loss)
+        self.learning_rates.append(learning_rate)
+        for points in (self.steps, self.losses, self.learning_rates):
+            del points[:-MAX_CURVE_POINTS]
+
+    def add_eval(self, step: int, loss: float) -> None:
+        self.eval_steps.append(step)
+        self.eval_losses.append(loss)
+        for points in (self.eval_steps, self.eval_losses):
+            del points[:-MAX_CURVE_POINTS]
+
+    def copy(self) -> "TrainingCurve":
+        return TrainingCurve(list(self.steps), list(self.losses), list(self.learning_rates),
+                             list(self.eval_steps), list(self.eval_losses))
 
 
 @dataclass
@@ -30,7 +58,7 @@ class JobProgress:
     total: int = 0
     started_at: float | None = None  # the ``start`` event's time
     resumed_from_step: int | None = None  # a training that continued from its checkpoint at this step
-    losses: list[float] = field(default_factory=list)
+    curve: TrainingCurve = field(default_factory=TrainingCurve)
     latest: dict[str, float] = field(default_factory=dict)  # loss, learning_rate, tokens_per_s, …
     error: str = ""
     finished: bool = False
@@ -48,6 +76,10 @@ class JobProgress:
                 self.resumed_from_step = int(step) if step is not None else None
             elif kind in PROGRESS_KINDS:
                 self._progress(PROGRESS_KINDS[kind], event, t)
+            elif kind == EventKind.EVAL:
+                step, loss = _json_number(event.get("step")), _json_number(event.get("eval_loss"))
+                if step is not None and loss is not None:
+                    self.curve.add_eval(int(step), loss)
             elif kind == EventKind.ERROR:
                 self.error = str(event.get("message", "error"))
             elif kind == EventKind.DONE:
@@ -60,10 +92,9 @@ class JobProgress:
                 value = _json_number(event.get(key))
                 if value is not None:
                     self.latest[key] = value
-            loss = _json_number(event.get("loss"))
+            loss, step = _json_number(event.get("loss")), _json_number(done)
             if loss is not None:
-                self.losses.append(loss)
-                del self.losses[:-MAX_CURVE_POINTS]
+                self.curve.add_train(int(step or 0), loss, _json_number(event.get("learning_rate")))
         else:
             done, total = event.get("done"), event.get("total")
             part = event.get("dataset") if stage == "eval" else event.get("stage")
@@ -80,6 +111,11 @@ class JobProgress:
         self.stage, self.label, self.done, self.total = stage, label, done, total
         if t is not None:
             self._last = (t, done)
+
+    @property
+    def losses(self) -> list[float]:
+        """The train losses of the curve, oldest first."""
+        return self.curve.losses
 
     @property
     def fraction(self) -> float | None:

@@ -417,8 +417,92 @@ def load_preset_text(text: str, source: str = "<preset>", overrides: list[str] |
     return config_from_dict(data, source, custom_datasets)
 
 
-def save_preset(config: ExperimentConfig, path: Path | str) -> Path:
-    """Write the preset as TOML atomically."""
+def save_preset(config: ExperimentConfig, path: Path | str, base: str | None = None) -> Path:
+    """Write the preset as TOML atomically, as the user wrote it: when there is a ``base`` text (by default
+    the file already at ``path``) only the keys whose value differs from it change, keeping its comments,
+    order and formatting, and no default it did not spell out is added. Without one, :meth:`to_toml`."""
     from engine.files import write_text
 
-    return write_text(path, config.to_toml())
+    path = Path(path)
+    if base is None and path.exists():
+        base = path.read_text(encoding="utf-8")
+    return write_text(path, config.to_toml() if base is None else edit_preset_text(base, config))
+
+
+def edit_preset_text(base: str, config: ExperimentConfig) -> str:
+    """``base`` (valid preset TOML) changed to say ``config``, touching only the keys that differ.
+
+    A key the text has is rewritten only when its value differs; a key it lacks is added only when the
+    config's value is not the default. ``[[ptq]]`` steps keep their tables (and comments) when they move:
+    each step takes the unused table whose values it equals, else the one at its position. New sections
+    and steps go at the end.
+    """
+    import tomlkit
+
+    doc = tomlkit.parse(base)
+    plain = tomllib.loads(base)
+    wanted = config.to_dict()
+    for name, cls in SECTIONS.items():
+        changes = _changed_keys(plain.get(name, {}), wanted[name], cls)
+        if changes and name not in doc:
+            _add_at_end(doc, name, tomlkit.table())
+        _update_table(doc.get(name), changes)
+    _update_ptq(doc, plain.get("ptq", []), wanted.get("ptq", []))
+    text = tomlkit.dumps(doc)
+    return text if text == base else text.rstrip("\n") + "\n"
+
+
+def _changed_keys(had: dict[str, Any], want: dict[str, Any], cls: type) -> dict[str, Any]:
+    defaults = {name: spec["default"] for name, spec in field_specs(cls).items()}
+    return {key: value for key, value in want.items()
+            if (had[key] != value if key in had else value != defaults[key])}
+
+
+def _update_table(table: Any, changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        table[key] = value
+
+
+def _add_at_end(doc: Any, name: str, item: Any) -> None:
+    """Append a table or array of tables after a blank line."""
+    import tomlkit
+
+    if not tomlkit.dumps(doc).endswith("\n\n"):
+        doc.add(tomlkit.nl())
+    doc.add(name, item)
+
+
+def _update_ptq(doc: Any, had: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    import tomlkit
+
+    if not want:
+        if "ptq" in doc:
+            del doc["ptq"]
+        return
+    defaults = {name: spec["default"] for name, spec in field_specs(PtqStep).items()}
+    full = [{**defaults, **step} for step in had]
+    unused = list(range(len(had)))
+    picks: list[int | None] = [None] * len(want)
+    for index, step in enumerate(want):  # unchanged steps keep their tables wherever they moved
+        picks[index] = next((i for i in unused if full[i] == step), None)
+        if picks[index] is not None:
+            unused.remove(picks[index])
+    for index in range(len(want)):  # edited steps take the table at their place, else a free one
+        if picks[index] is None and unused:
+            picks[index] = index if index in unused else unused[0]
+            unused.remove(picks[index])
+    if picks == list(range(len(had))):
+        steps, tables = doc["ptq"], [doc["ptq"][i] for i in range(len(had))]
+    else:  # moved, added or removed: lay the tables out again
+        if "ptq" not in doc:
+            _add_at_end(doc, "ptq", tomlkit.aot())
+        steps = doc["ptq"]
+        tables = [steps[i] if i is not None else tomlkit.table() for i in picks]
+        while len(steps):
+            del steps[0]
+        for table in tables:
+            steps.append(table)
+    for position, (table, pick, step) in enumerate(zip(tables, picks, want)):
+        _update_table(table, _changed_keys(had[pick] if pick is not None else {}, step, PtqStep))
+        if pick is None and position < len(tables) - 1:
+            table.add(tomlkit.nl())  # a blank line before the next step, like the others

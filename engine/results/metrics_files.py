@@ -208,6 +208,22 @@ _UNRANKED = frozenset({"model", "quant_tag", "evaluated_at", "total_samples", "t
 _LOWER_IS_BETTER = ("latency", "vram", "abs_diff")
 
 
+#: Metrics that are rates (fractions in [0, 1]; shown as percentages when asked). MCC is a correlation.
+RATE_METRICS = frozenset({"accuracy", "f1", "macro_f1", "balanced_accuracy", "EM", "F1", "HasAns_EM", "HasAns_F1",
+                          "NoAns_accuracy", "AvNA", "parseable_rate", "format_success_rate", "overall_accuracy"})
+
+
+def is_rate(key: str) -> bool:
+    """Whether a results column (``boolq__accuracy``, ``overall_accuracy``) holds a rate."""
+    return key.rpartition("__")[2] in RATE_METRICS
+
+
+def from_percent(number: float) -> float:
+    """A percentage as a fraction without the division's float noise (24.54 → 0.2454, not
+    0.24539999999999998): 15 significant digits are all a double holds exactly."""
+    return float(f"{number / 100:.15g}")
+
+
 def metric_direction(metric: str) -> str | None:
     """``"lower"`` when a smaller value is better (latency, memory, absolute error), ``"higher"`` for
     scores, None for columns that are not ranked (names, counts, token counts)."""
@@ -427,7 +443,7 @@ class _FileReader:
             metric = LEGACY_METRIC_NAMES.get(key, key) if self.is_legacy else key
             number = self.number(metrics, key, f"{where}.metrics.{key}")
             if number is not None and metric in percent_metrics:
-                number /= 100
+                number = from_percent(number)
             if metric == "accuracy" and result.metrics.get("accuracy") is not None:
                 continue  # the dataset-level value already holds it
             result.metrics[metric] = number
@@ -468,7 +484,7 @@ class _FileReader:
         """A rate as a fraction: the old scripts wrote percentages."""
         number = self.number(data, key, where)
         if number is not None and self.is_legacy:
-            number /= 100
+            number = from_percent(number)
         return number
 
     def first_number(self, *places: tuple[dict[str, Any], str, str]) -> float | None:

@@ -3,18 +3,30 @@
 The Models screen of a 5,000-model workspace refreshes whenever a model or a metrics file appears; a
 full :func:`engine.results.registry.scan_models` each time would re-read every folder. :class:`ModelIndex`
 remembers each folder's and each metrics file's stamp (inode, mtime, size) and re-inspects only the
-models whose stamps moved.
+models whose stamps moved. :meth:`ModelIndex.save` keeps the last scan in ``.llmtui/model_index.json``
+(written atomically; this module is its only reader and writer) so the next start shows the models at
+once and then refreshes. Runs in the TUI process (and anything else that lists models).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
+from engine.files import write_json
 from engine.results.registry import ModelRecord, inspect_model
 from engine.workspace import Workspace
 
 Stamp = tuple[int, int, int]
+#: Bumped when what a record holds or how it is read changes: an index of another format is ignored.
+INDEX_FORMAT = 1
+
+
+def index_path(ws: Workspace) -> Path:
+    """Where the last scan is kept."""
+    return ws.state_dir / "model_index.json"
 
 
 def _stamp(entry: os.DirEntry) -> Stamp | None:
@@ -83,3 +95,31 @@ class ModelIndex:
 
     def get(self, name: str) -> ModelRecord | None:
         return self._records.get(name)
+
+    def save(self) -> None:
+        """Keep this scan for the next start (atomically; OSError when the state folder is not writable)."""
+        write_json(index_path(self.ws), {
+            "format": INDEX_FORMAT, "record_fields": sorted(f.name for f in fields(ModelRecord)),
+            "folders": self._folders, "metrics": self._metrics,
+            "records": [record.to_dict() for record in self._records.values()],
+        })
+
+    @classmethod
+    def load(cls, ws: Workspace) -> "ModelIndex":
+        """The index the last :meth:`save` kept; an empty one when there is none or it cannot be used
+        (unreadable, another format): the next :meth:`refresh` then reads every folder."""
+        try:
+            data = json.loads(index_path(ws).read_text(encoding="utf-8"))
+            if (data.get("format") != INDEX_FORMAT
+                    or data.get("record_fields") != sorted(f.name for f in fields(ModelRecord))):
+                return cls(ws)
+            records = {r["name"]: ModelRecord(**r) for r in data["records"]}
+            folders = {name: _as_stamp(stamp) for name, stamp in data["folders"].items()}
+            metrics = {name: _as_stamp(stamp) for name, stamp in data["metrics"].items()}
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError):
+            return cls(ws)
+        return cls(ws, records, folders, metrics)
+
+
+def _as_stamp(value) -> Stamp | None:
+    return None if value is None else (int(value[0]), int(value[1]), int(value[2]))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.demo_layout import DEMO_BASE
 from engine.files import write_text
 from engine.workspace import Workspace
-
-DEMO_BASE = "tiny-qwen3"
 
 DEMO_PRESETS = {
     "boolq-full": """# Full fine-tuning of the tiny demo model on synthetic BoolQ (learns to ~100 % in a minute or two on 2 CPU cores).

@@ -56,7 +56,7 @@ async def test_the_command_palette_lists_every_action_and_runs_it_on_its_screen(
     titles = [title for title, _, _ in app.palette_commands()]
     for expected in ("Go to Jobs", "Models: Evaluate", "Models: Eval all untested", "Experiments: Save as",
                      "Experiments: Queue", "Experiments: Delete", "Jobs: Cancel job", "Jobs: Retry",
-                     "Results: Compare marked", "Results: Export", "Results: Clear marks", "Help: show every key"):
+                     "Results: Compare", "Results: Export", "Results: Clear marks", "Help: show every key"):
         assert expected in titles
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: app.screen.loaded, what="the models table")
@@ -119,6 +119,10 @@ async def visit_every_screen(root):
         await pilot.press("4")
         await until(pilot, lambda: screen_is(app, "ResultsScreen") and app.screen.table_data is not None,
                     "the results table")
+        await pilot.press("5")  # the chat playground: its model runs in a child process
+        await until(pilot, lambda: screen_is(app, "ChatScreen") and app.screen.tasks, "the chat screen's choices")
+        app.screen.query_one("#chat-model").value = "tiny-qwen3"
+        await until(pilot, lambda: app.screen.server is not None, "the chat server to start")
 
 asyncio.run(visit_every_screen(sys.argv[1]))
 heavy = sorted(m for m in ("torch", "transformers", "peft", "trl", "gptqmodel", "bitsandbytes", "hqq")
@@ -180,3 +184,59 @@ async def test_opening_the_app_starts_a_worker_for_waiting_jobs(tmp_path, tui_ap
         assert worker_pid(ws)  # closing the app leaves the worker running
     finally:
         stop_worker(ws)
+
+
+async def test_the_footer_shows_every_shown_key_whole_at_80_columns(tmp_path, tui_app):
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    ws = make_workspace(tmp_path / "ws")
+    make_model(ws, "some-model")
+    app = tui_app(ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for key in ("1", "2", "3", "4", "5"):
+            await pilot.press(key)
+            await wait_for(pilot, lambda: app.screen.query(Footer), what="the screen")
+            screen = app.screen
+            screen.set_focus(None)  # a focused input adds no keys of its own to the footer anyway
+            footer = screen.query_one(Footer)
+            await pilot.pause()
+            shown = {b.description for _, b, enabled, _ in screen.active_bindings.values()
+                     if b.show and enabled} - {""}
+
+            def keys() -> list[FooterKey]:
+                return [k for k in footer.query(FooterKey) if not k.has_class("-command-palette")]
+
+            await wait_for(pilot, lambda: {k.description for k in keys()} >= shown
+                           and all(k.region.width > 0 for k in footer.query(FooterKey)),
+                           what=f"{type(screen).__name__}'s footer with {sorted(shown)}")
+            palette = footer.query(".-command-palette")
+            limit = palette.first().region.x if palette else footer.region.right
+            assert shown
+            for footer_key in keys():
+                assert footer_key.region.width > 0 and footer_key.region.right <= limit, \
+                    (type(screen).__name__, footer_key.description, footer_key.region, limit)
+
+
+async def test_a_demo_workspace_offers_its_example_once_and_d_queues_it(demo_ws, tui_app):
+    from engine.demo_layout import DEMO_BASE
+
+    app = tui_app(demo_ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: any("Press D" in n.message for n in app._notifications),
+                       what="the demo offer")
+        await pilot.press("D")
+        await wait_for(pilot, lambda: isinstance(app.screen, JobsScreen), what="the Jobs screen")
+        with JobStore(demo_ws) as store:
+            jobs = store.list()
+        name = "tiny-qwen3-boolq_SFT_LoRa16_NoQuant"
+        assert sorted((j.kind, j.target) for j in jobs) == [("eval", DEMO_BASE), ("eval", name), ("train", name)]
+        await pilot.press("D")  # queued already: said, not queued twice
+        await pilot.pause(0.5)
+        with JobStore(demo_ws) as store:
+            assert len(store.list()) == 3
+
+    reopened = tui_app(demo_ws)  # the offer is made once per workspace
+    async with reopened.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.5)
+        assert not any("Press D" in n.message for n in reopened._notifications)

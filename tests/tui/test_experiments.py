@@ -172,3 +172,70 @@ async def test_duplicate_and_delete_with_confirmation(demo_ws, tui_app):
         await wait_for(pilot, lambda: not copy.exists(), what="the deletion")
         await wait_for(pilot, lambda: "boolq-lora-copy" not in [p.name for p in screen.info.presets],
                        what="the list to drop it")
+
+
+async def test_a_preset_with_a_ptq_step_loads_without_a_transient_problem(demo_ws, tui_app):
+    app = tui_app(demo_ws)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await _open(app, pilot)
+        seen: list[list[str]] = []  # the problems every summary shown while loading listed
+        show = screen.update_summary
+
+        def recording(data, unplaced):
+            seen.append([str(p) for p in screen.problems])
+            show(data, unplaced)
+
+        screen.update_summary = recording
+        for _ in range(3):  # the race showed intermittently: load it (and another) a few times
+            await _choose_preset(pilot, screen, "arc-qlora-gptq")
+            await _choose_preset(pilot, screen, "boolq-lora")
+        await _choose_preset(pilot, screen, "arc-qlora-gptq")
+        assert seen and all(problems == [] for problems in seen), [p for p in seen if p]
+        assert "cannot save or queue" not in _summary(screen)
+        assert "GPTQ 4-bit PTQ" in _summary(screen)
+
+
+async def test_ptq_steps_can_be_reordered_and_are_saved_in_that_order(demo_ws, tui_app):
+    app = tui_app(demo_ws)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await _open(app, pilot)
+        await _choose_preset(pilot, screen, "arc-qlora-gptq")
+        await app.run_on_screen("experiments", "add_ptq_step")
+        method = screen.query_one("#f-ptq-1-method", Select)
+        method.value = "HQQ"
+        await _type_into(pilot, screen, "f-ptq-1-bits", "3")  # typed, kept through the move
+        await pilot.pause()
+        assert screen.query(".move-ptq").first().id == "down-ptq-0"
+        screen.query_one("#up-ptq-1").focus()  # keyboard: tab to the button, enter
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.query("#f-ptq-0-method")
+                       and screen.query_one("#f-ptq-0-method", Select).value == "HQQ", what="the move")
+        await pilot.pause()
+        assert screen.query_one("#f-ptq-0-bits", Input).value == "3"
+        assert screen.query_one("#f-ptq-1-method", Select).value == "GPTQ"
+        steps = [(s.method, s.bits) for s in screen.config.ptq]
+        assert steps == [("HQQ", 3), ("GPTQ", 4)]
+        await pilot.press("ctrl+s")
+        path = demo_ws.experiments_dir / "arc-qlora-gptq.toml"
+        await wait_for(pilot, lambda: len(load_preset(path).ptq) == 2, what="the save")
+        assert [(s.method, s.bits) for s in load_preset(path).ptq] == [("HQQ", 3), ("GPTQ", 4)]
+
+
+async def test_saving_from_the_form_keeps_the_file_as_written(demo_ws, tui_app):
+    path = demo_ws.experiments_dir / "arc-qlora-gptq.toml"
+    written = path.read_text()
+    assert written.startswith("# QLoRA on synthetic ARC")
+    app = tui_app(demo_ws)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await _open(app, pilot)
+        await _choose_preset(pilot, screen, "arc-qlora-gptq")
+        await pilot.press("ctrl+s")  # no edits: byte-identical
+        await wait_for(pilot, lambda: any("saved experiments/arc-qlora-gptq.toml" in m for m in _messages(app)),
+                       what="the first save")
+        assert path.read_text() == written
+
+        await _type_into(pilot, screen, "f-train-max_steps", "80")  # one key
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: path.read_text() != written, what="the second save")
+        assert path.read_text() == written.replace("max_steps = 50\n", "max_steps = 80\n")

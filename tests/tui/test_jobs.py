@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from textual.app import App, ComposeResult
-from textual.widgets import Sparkline
+from textual_plotext import PlotextPlot
 
 from fake_gpus import FakeInventory
 from engine.jobs.gpu import GpuReading
@@ -20,6 +20,7 @@ from tui.modals.confirm import ConfirmModal
 from tui.screens.jobs import JobsScreen
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.log_tail import LogTail, split_lines
+from tui.widgets.loss_chart import EVAL_LOSS, LEARNING_RATE, TRAIN_LOSS, LossChart
 
 GIB = 1 << 30
 #: A stand-in for a training command: log lines and train_step events until it is stopped.
@@ -35,6 +36,8 @@ while True:
     step += 1
     print(f"step {step} loss {2.0 / step:.4f}", flush=True)
     emit("train_step", step=step, max_steps=1000, loss=2.0 / step, learning_rate=1e-3, tokens_per_s=1500.0)
+    if step % 2 == 0:
+        emit("eval", step=step, max_steps=1000, eval_loss=2.5 / step)
     time.sleep(0.15)
 """
 
@@ -67,8 +70,15 @@ async def test_running_job_streams_its_log_and_progress_survives_closing_the_app
             view = screen.views[job.id]
             assert view.total == 1000 and view.done >= 3 and view.label == "train"
             assert view.eta_s is not None and view.eta_s > 0
-            sparkline = screen.query_one("#loss-line", Sparkline)
-            assert len(sparkline.data) >= 3 and sparkline.data[0] == 2.0
+            chart = screen.query_one("#loss-chart", LossChart)
+            await wait_for(pilot, lambda: len(chart.curve.eval_steps) >= 2, what="eval losses on the chart")
+            assert chart.curve.steps[:3] == [1, 2, 3] and chart.curve.losses[0] == 2.0
+            assert chart.curve.eval_steps[:2] == [2, 4] and chart.curve.eval_losses[0] == 1.25
+            assert chart.series == [TRAIN_LOSS, EVAL_LOSS, LEARNING_RATE]
+            drawn = str(chart.query_one("#loss-plot", PlotextPlot).render())
+            assert "1.0e-03" in drawn and "2.00┤" in drawn  # the lr axis (right) and the first loss (left)
+            legend = str(chart.query_one("#loss-readout").render())
+            assert all(name in legend for name in (TRAIN_LOSS, EVAL_LOSS, LEARNING_RATE))
             assert "No NVIDIA GPU" in _panel_text(app)  # the inventory is empty: CPU and RAM instead
             assert "CPU" in _panel_text(app) and "RAM" in _panel_text(app)
             await pilot.press("q")

@@ -11,7 +11,7 @@ from metrics_files import boxed, write_evaluation
 from tui_workspace import make_model, make_workspace, wait_for
 from tui.modals.export import ExportModal
 from tui.screens.compare import CompareScreen
-from tui.screens.results import ResultsScreen
+from tui.screens.results import ResultsScreen, display_number
 
 BOOLQ = "test-boolq.parquet"
 ARC = "test-ai2_arc.parquet"
@@ -120,3 +120,46 @@ async def test_export_writes_the_table_in_the_shown_order(tmp_path, tui_app):
         assert isinstance(app.screen, ExportModal)
         assert not (tmp_path / "outside.csv").exists()
         await pilot.press("escape")
+
+
+async def test_percent_toggle_is_remembered_and_the_chart_draws_the_marked_models(tmp_path, tui_app):
+    from textual_plotext import PlotextPlot
+
+    from tui.widgets.metrics_chart import MetricsChart
+
+    ws = _workspace(tmp_path)
+    expected = {row["model"]: row for row in results_table(ws).rows}
+    app = tui_app(ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(app, pilot)
+        table = screen.query_one("#results", DataTable)
+        good = expected["good-model"]["boolq__accuracy"]
+        assert str(table.get_cell("good-model", "boolq__accuracy")) == f"{good:.3f}"
+        await pilot.press("percent_sign")
+        assert str(table.get_cell("good-model", "boolq__accuracy")) == f"{good * 100:.1f}"
+        assert display_number("boolq__mcc", 0.5, True) == "0.500"  # a correlation, never a percentage
+        await wait_for(pilot, lambda: '"results_percent": true' in (ws.state_dir / "tui.json").read_text()
+                       if (ws.state_dir / "tui.json").exists() else False, what="the unit remembered")
+
+        table.move_cursor(row=_models(screen).index("good-model"))
+        await pilot.press("space")
+        table.move_cursor(row=_models(screen).index("weak-model"))
+        await pilot.press("space", "g")
+        chart = screen.query_one("#results-chart", MetricsChart)
+        await pilot.pause()
+        models, sets, values, percent = chart.drawn
+        assert models == ("good-model", "weak-model") and percent
+        assert sets == (("ai2_arc__macro_f1", "arc F1"), ("boolq__accuracy", "boolq acc"))
+        assert dict(values)["weak-model"] == (("ai2_arc__macro_f1", expected["weak-model"]["ai2_arc__macro_f1"]),
+                                              ("boolq__accuracy", expected["weak-model"]["boolq__accuracy"]))
+        drawn = str(chart.query_one("#chart-plot", PlotextPlot).render())
+        assert "arc F1" in drawn and "boolq acc" in drawn and "100" in drawn and "█" in drawn
+        legend = str(chart.query_one("#chart-legend").render())
+        assert "good-model" in legend and "weak-model" in legend
+
+    reopened = tui_app(ws)  # the unit is remembered for this workspace
+    async with reopened.run_test(size=(80, 24)) as pilot:
+        screen = await _open(reopened, pilot)
+        assert screen.percent
+        assert str(screen.query_one("#results", DataTable).get_cell("good-model", "boolq__accuracy")) == \
+            f"{good * 100:.1f}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from textual.widgets import Input, OptionList
+from textual.widgets import Input, OptionList, Select
 
 from engine.jobs.gpu import GpuReading
 from engine.jobs.store import JobStore
@@ -115,6 +115,8 @@ def test_jobs_with_a_log(snap_compare, tmp_path, size, tui_app):
     events += [{"t": started + 2 + 2 * i, "kind": "train_step", "step": 10 * (i + 1), "max_steps": 600,
                 "loss": 2.0 / (i + 1) + 0.1 * (i % 3), "learning_rate": 5e-3, "tokens_per_s": 1840.0,
                 "epoch": 0.05 * (i + 1), "gpu_mem_gb": 30.9} for i in range(30)]
+    events += [{"t": started + 3 + 20 * i, "kind": "eval", "step": 100 * (i + 1), "max_steps": 600,
+                "eval_loss": 0.4 + 0.5 / (i + 1)} for i in range(3)]
     (job_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     app = _app(tui_app, ws, clock=lambda: started + 65.0)
 
@@ -122,7 +124,7 @@ def test_jobs_with_a_log(snap_compare, tmp_path, size, tui_app):
         await pilot.press("3")
         screen = pilot.app.screen
         await wait_for(pilot, lambda: job.id in screen.views, what="the jobs")
-        await pilot.press("down")  # the running job (newest first: the waiting eval is on top)
+        # the running job is highlighted on first look (newest first: the waiting eval is on top)
         await wait_for(pilot, lambda: screen.selected_id == job.id and screen.views[job.id].done == 300
                        and screen.query_one("#job-log").line_count == 30, what="the log and the progress")
         await wait_for(pilot, lambda: f"#{job.id} train" in str(screen.query_one("#gpu-panel").render()),
@@ -142,8 +144,59 @@ def test_compare_view(snap_compare, tmp_path, size, tui_app):
         await pilot.press("space", "down", "space", "c")
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, CompareScreen)
                        and pilot.app.screen.comparison is not None, timeout=20, what="the comparison")
+        pilot.app.clear_notifications()  # the broken-folder notice times out by the clock: flaky in a picture
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=comparing)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_results_chart(snap_compare, tmp_path, size, tui_app):
+    app = _app(tui_app, _evaluated_workspace(tmp_path))
+
+    async def charting(pilot):
+        await pilot.press("4")
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: screen.table_data is not None, what="the results")
+        await pilot.press("space", "down", "space", "percent_sign", "g")
+        await wait_for(pilot, lambda: screen.query_one("#results-chart").drawn, what="the chart")
+        pilot.app.clear_notifications()  # the broken-folder notice from the Models screen hides the chart
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=charting)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_chat_screen(snap_compare, tmp_path, size, tui_app):
+    """The layout of a conversation: no model loads in a snapshot, so the screen is given the chat server's
+    protocol replies (engine.runs.chat) directly, as its reader thread would hand them over."""
+    ws = make_workspace(tmp_path / "ws")
+    make_model(ws, "Qwen3-0.6B-boolq_SFT_LoRa16_NoQuant")
+
+    async def chatting(pilot):
+        await pilot.press("5")
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: screen.tasks, what="the choices")
+        screen.query_one("#chat-task").value = "boolq"
+        screen.model = "Qwen3-0.6B-boolq_SFT_LoRa16_NoQuant"
+        with screen.prevent(Select.Changed):  # shown as chosen, without starting a server
+            screen.query_one("#chat-model").value = screen.model
+        screen.handle_reply({"type": "ready", "model": screen.model, "kind": "full", "device": "cuda:0",
+                             "template": True}, None)
+        screen._add_turn("user", "is the sky blue")
+        screen.answering = 1
+        screen._add_turn("assistant", "")
+        prompt = ("<|im_start|>system\nRead the passage and answer the question with True or False inside "
+                  "\\boxed{}.<|im_end|>\n<|im_start|>user\nis the sky blue<|im_end|>\n<|im_start|>assistant\n")
+        for reply in ({"type": "prompt", "id": 1, "text": prompt}, {"type": "token", "id": 1, "text": "\\boxed{"},
+                      {"type": "token", "id": 1, "text": "True}"},
+                      {"type": "done", "id": 1, "text": "\\boxed{True}", "tokens": 4, "seconds": 0.21, "stopped": False}):
+            screen.handle_reply(reply, None)
+        await pilot.press("ctrl+t")
+        screen.set_focus(None)  # no blinking cursor in the picture
+        await pilot.pause()
+
+    assert snap_compare(_app(tui_app, ws), terminal_size=size, run_before=chatting)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual.screen import Screen
+from textual.widgets import Footer
 
 from engine.workspace import Workspace
 from tui.widgets.screen_tabs import ScreenTabs
@@ -33,6 +34,10 @@ class WorkspaceScreen(Screen):
 
     def tabs(self) -> ScreenTabs:
         return ScreenTabs(self.MODE, self.ws.root.name)
+
+    def footer(self) -> Footer:
+        """The key line: compact, so every shown key fits 80 columns (``?`` lists them all)."""
+        return Footer(compact=True)
 
     def on_mount(self) -> None:
         self.llmtui.register_screen(self)

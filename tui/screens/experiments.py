@@ -13,7 +13,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, OptionList, Static
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
@@ -121,7 +121,7 @@ class ExperimentsScreen(WorkspaceScreen):
                 yield OptionList(id="presets")
             with Vertical(id="editor"):
                 yield Static("", id="plan-summary")
-        yield Footer()
+        yield self.footer()
 
     def on_mount(self) -> None:
         self.query_one("#editor", Vertical).loading = True
@@ -208,7 +208,10 @@ class ExperimentsScreen(WorkspaceScreen):
 
     @on(PresetForm.Edited)
     def revalidate(self) -> None:
-        """Check the form with the engine's rules; show problems inline and the name and steps above."""
+        """Check the form with the engine's rules; show problems inline and the name and steps above.
+        Skipped while the form is still filling (its fill ends with one ``Edited``)."""
+        if self.form.filling:
+            return
         data, problems = self.form.values()
         config = None
         try:
@@ -294,7 +297,7 @@ class ExperimentsScreen(WorkspaceScreen):
             return
         config = self._valid_config("save")
         if config is not None:
-            self.write_preset(config, self.current)
+            self.write_preset(config, self.current, self.current)
 
     def _name_check(self, name: str) -> str:
         try:
@@ -318,20 +321,23 @@ class ExperimentsScreen(WorkspaceScreen):
         if config is None:
             return
         self._ask_name("Save preset as", self.current.stem if self.current else _suggested_stem(config),
-                       lambda path: self.write_preset(config, path))
+                       lambda path: self.write_preset(config, path, self.current))
 
     def action_duplicate(self) -> None:
         config = self._valid_config("duplicate")
         if config is None:
             return
         stem = f"{self.current.stem}-copy" if self.current else _suggested_stem(config)
-        self._ask_name("Duplicate as", stem, lambda path: self.write_preset(config, path))
+        self._ask_name("Duplicate as", stem, lambda path: self.write_preset(config, path, self.current))
 
     @work(thread=True, group="experiments-write", exit_on_error=False)
-    def write_preset(self, config: ExperimentConfig, path: Path) -> None:
+    def write_preset(self, config: ExperimentConfig, path: Path, written_like: Path | None) -> None:
+        """Save ``config`` to ``path`` as an edit of the preset file the form was opened from (its comments,
+        order and formatting kept, only changed keys rewritten); a new preset is written in full."""
         try:
-            save_preset(config, path)
-        except OSError as exc:
+            base = written_like.read_text(encoding="utf-8") if written_like and written_like.exists() else None
+            save_preset(config, path, base)
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             self.app.call_from_thread(self.notify, f"{path}: {exc}", title="not saved", severity="error")
             return
         self.app.call_from_thread(self.saved, path)

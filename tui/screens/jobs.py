@@ -12,12 +12,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, ProgressBar, Static
+from textual.widgets import DataTable, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from engine.events import EventTail
-from engine.jobs.progress import JobProgress
-from engine.jobs.store import Job, JobStore
+from engine.jobs.progress import JobProgress, TrainingCurve
+from engine.jobs.store import STATUSES, Job, JobStore
 from tui.format import human_duration, slurm_state_text, status_style
 from tui.messages import WorkspaceChanged
 from tui.modals.confirm import ConfirmModal
@@ -29,10 +29,12 @@ from tui.widgets.table_sync import Column, TableSync, clip, visible_columns
 
 #: The most recent jobs listed.
 MAX_JOBS = 500
+#: The status column fits the longest status, so no status is ever cut.
+STATUS_WIDTH = max(len(s) for s in (*STATUSES, "cancelling"))
 #: How often the screen asks Slurm about the workspace's Slurm jobs (squeue is not free on a busy cluster).
 SLURM_SYNC_S = 5.0
 COLUMNS = [
-    Column("id", "#"), Column("status", "status"), Column("kind", "kind"), Column("target", "target"),
+    Column("id", "#"), Column("status", "status", width=STATUS_WIDTH), Column("kind", "kind"), Column("target", "target"),
     Column("gpu", "GPU"), Column("elapsed", "elapsed"), Column("eta", "ETA"), Column("what", "description", 150),
 ]
 
@@ -48,7 +50,7 @@ class JobView:
     total: int = 0
     fraction: float | None = None
     eta_s: float | None = None
-    losses: list[float] = field(default_factory=list)
+    curve: TrainingCurve = field(default_factory=TrainingCurve)
     latest: dict[str, float] = field(default_factory=dict)
     event_error: str = ""
 
@@ -66,7 +68,7 @@ def job_view(job: Job, progress: JobProgress | None, now: float) -> JobView:
             view.label += f" (resumed at step {progress.resumed_from_step})"
         view.fraction = progress.fraction
         view.eta_s = progress.eta_s(now) if job.status == "running" else None
-        view.losses, view.latest = list(progress.losses), dict(progress.latest)
+        view.curve, view.latest = progress.curve.copy(), dict(progress.latest)
         view.event_error = progress.error
     return view
 
@@ -105,7 +107,7 @@ class JobsScreen(WorkspaceScreen):
                 yield LossChart(id="loss-chart")
                 yield LogTail(id="job-log")
             yield GpuPanel(self.llmtui.gpu_inventory, id="gpu-panel")
-        yield Footer()
+        yield self.footer()
 
     def on_mount(self) -> None:
         self._sync = TableSync(self.query_one("#jobs", DataTable))
@@ -203,6 +205,8 @@ class JobsScreen(WorkspaceScreen):
             rows.append((str(view.job.id), cached[1]))
         assert self._sync is not None
         self._sync.show(columns, rows)
+        if self.selected_id is None:  # first look: the running job (its progress and loss plot)
+            self._cursor_to_running(views)
         if self.selected_id not in self.views:
             self.select_row()
         self.update_panel()
@@ -228,6 +232,12 @@ class JobsScreen(WorkspaceScreen):
             "what": clip(job.description, 60),
         }
         return tuple(values[c.key] for c in columns)
+
+    def _cursor_to_running(self, views: list[JobView]) -> None:
+        running = next((v.job.id for v in views if v.job.status == "running"), None)
+        table = self.query_one("#jobs", DataTable)
+        if running is not None and str(running) in table.rows:
+            table.move_cursor(row=table.get_row_index(str(running)), animate=False)
 
     def on_resize(self) -> None:
         if self.views:
@@ -279,7 +289,7 @@ class JobsScreen(WorkspaceScreen):
             self.query_one("#job-progress-text", Static).update(f" {view.label} {view.done}/{view.total or '?'}{eta}")
         chart.display = job.kind == "train"
         if job.kind == "train":
-            chart.show(view.losses, view.latest)
+            chart.show(view.curve, view.latest)
         log.follow(self.ws.root / job.log_path if job.log_path else None)
 
     # ------------------------------------------------------------------------------ actions

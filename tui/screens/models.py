@@ -10,7 +10,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 from textual.worker import get_current_worker
 
 from engine.data.tasks import builtin_tasks_for_display
@@ -28,6 +28,8 @@ FIXED_COLUMNS = [
     Column("peft", "peft", 120), Column("quant", "quant", 140), Column("params", "params", 100),
     Column("size", "size", 90), Column("date", "date", 160),
 ]
+#: A long table is filled a part per frame: the first rows show at once, the rest follow in parts.
+FIRST_ROWS, FILL_PART = 100, 1000
 #: Job states that replace the registry's status in the table.
 JOB_STATES_SHOWN = ("queued", "running")
 
@@ -92,6 +94,8 @@ class ModelsScreen(WorkspaceScreen):
         self._cells: dict[str, tuple[ModelRow, tuple]] = {}  # name → (row, its cells), for unchanged rows
         self._cells_layout: tuple = ()
         self._broken_seen: set[str] = set()  # broken folders already reported in a notification
+        self._fill_limit: int | None = None  # rows in the table while it is being filled (None: all)
+        self._fill_scheduled = False
 
     def compose(self) -> ComposeResult:
         yield self.tabs()
@@ -100,13 +104,12 @@ class ModelsScreen(WorkspaceScreen):
         table.loading = True
         yield table
         yield Static("", id="model-bar", classes="status-bar two-lines")
-        yield Footer()
+        yield self.footer()
 
     def on_mount(self) -> None:
-        self.index = ModelIndex(self.ws)
         self._sync = TableSync(self.query_one("#models", DataTable))
         self.query_one("#filter", Input).display = False
-        self.load(force=True)
+        self.load()
 
     # ------------------------------------------------------------------------------ loading
 
@@ -121,19 +124,32 @@ class ModelsScreen(WorkspaceScreen):
     def _load(self) -> None:
         from engine.jobs.store import job_status_by_target
 
-        assert self.index is not None
-        with self._index_lock:
-            (rescan, force), self._pending = self._pending, (False, False)
-            if rescan:
-                self.index.refresh(force=force)
-            records = self.index.records()
         try:
             jobs = job_status_by_target(self.ws)
         except sqlite3.Error as exc:
             jobs = {}
             self.app.call_from_thread(self.notify, f"cannot read the job queue: {exc}", severity="warning")
+        with self._index_lock:
+            (rescan, force), self._pending = self._pending, (False, False)
+            if self.index is None:  # the first load: show the last scan at once, then refresh it
+                self.index = ModelIndex.load(self.ws)
+                if self.index.records():
+                    self.app.call_from_thread(self.show_rows, merge_job_status(self.index.records(), jobs))
+                rescan = True
+            changed = self.index.refresh(force=force) if rescan else set()
+            records = self.index.records()
+            if changed:
+                self._save_index()
         if not get_current_worker().is_cancelled:  # a newer load is on its way
             self.app.call_from_thread(self.show_rows, merge_job_status(records, jobs))
+
+    def _save_index(self) -> None:
+        """Keep the scan for the next start (a read-only workspace only loses that head start)."""
+        assert self.index is not None
+        try:
+            self.index.save()
+        except OSError:
+            pass
 
     def on_workspace_changed(self, message: WorkspaceChanged) -> None:
         if message.parts & {"models", "metrics", "queue"}:
@@ -177,8 +193,24 @@ class ModelsScreen(WorkspaceScreen):
         if layout != self._cells_layout:
             self._cells, self._cells_layout = {}, layout
         assert self._sync is not None
-        self._sync.show(columns, [(row.name, self._row_cells(row, columns, name_width)) for row in shown])
+        table = self.query_one("#models", DataTable)
+        if self._fill_limit is None and len(shown) - table.row_count > FILL_PART:
+            self._fill_limit = FIRST_ROWS  # many rows to add: show the first ones in this frame
+        part = shown if self._fill_limit is None else shown[:self._fill_limit]
+        self._sync.show(columns, [(row.name, self._row_cells(row, columns, name_width)) for row in part])
+        if self._fill_limit is not None:
+            if self._fill_limit >= len(shown):
+                self._fill_limit = None
+            elif not self._fill_scheduled:
+                self._fill_scheduled = True
+                self.call_after_refresh(self._fill_more)
         self.update_bar()
+
+    def _fill_more(self) -> None:
+        self._fill_scheduled = False
+        if self._fill_limit is not None:
+            self._fill_limit += FILL_PART
+            self.redraw()
 
     def _row_cells(self, row: ModelRow, columns: list[Column], name_width: int) -> tuple:
         """The row's cells, reused while its record (the index keeps unchanged ones) and status are the same."""

@@ -1,4 +1,6 @@
-"""Screen 4: one row per metrics file, sortable, with marks for the side-by-side comparison (TUI)."""
+"""Screen 4: one row per metrics file, sortable, with marks for the side-by-side comparison, a bar chart
+of the marked models' headline metric per test set, and rates as fractions or percentages (remembered).
+Runs in the TUI."""
 
 from __future__ import annotations
 
@@ -10,16 +12,18 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
 from engine.data.tasks import builtin_tasks_for_display
 from engine.results.lmeval import DATASET_PREFIX as LM_EVAL_PREFIX
-from engine.results.metrics_files import ResultsTable, metric_direction
+from engine.results.metrics_files import ResultRecord, ResultsTable, is_rate, metric_direction
 from engine.results.scoring import TABLE_METRICS
 from tui.format import METRIC_TITLES
 from tui.messages import WorkspaceChanged
+from tui.preferences import load_preferences, remember
 from tui.screens.base import WorkspaceScreen
+from tui.widgets.metrics_chart import MetricsChart
 from tui.widgets.table_sync import Column, TableSync, clip
 
 #: The table's columns in priority order (the last ones drop first on a narrow terminal): results
@@ -71,12 +75,26 @@ def best_first(key: str) -> bool:
     return metric_direction(key.rpartition("__")[2] if "__" in key else key) == "higher"
 
 
-def _cell(value: Any) -> Text:
+def display_number(key: str, value: Any, percent: bool) -> str:
+    """A cell's text: rates as ``0.245`` or ``24.5`` (percent), other floats rounded, "-" when missing."""
     if value is None:
-        return Text("-", style="dim", justify="right")
+        return "-"
     if isinstance(value, float):
-        return Text(f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}", justify="right")
-    return Text(str(value), justify="right")
+        if percent and is_rate(key):
+            return f"{value * 100:.1f}"
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def headline_columns(records: list[ResultRecord]) -> dict[str, str]:
+    """Test set name → the results column of its headline metric (accuracy for custom kinds)."""
+    from engine.results.scoring import HEADLINE_METRICS
+
+    columns: dict[str, str] = {}
+    for record in records:
+        for result in record.datasets.values():
+            columns.setdefault(result.name, f"{result.name}__{HEADLINE_METRICS.get(result.kind or '', 'accuracy')}")
+    return columns
 
 
 class ResultsScreen(WorkspaceScreen):
@@ -87,9 +105,11 @@ class ResultsScreen(WorkspaceScreen):
     BINDINGS = [
         Binding("s", "cycle_sort", "Sort", id="results.sort"),
         Binding("space", "toggle_mark", "Mark", id="results.mark"),
-        Binding("c", "compare", "Compare marked", id="results.compare"),
+        Binding("c", "compare", "Compare", id="results.compare"),
         Binding("l", "lineage", "Lineage", id="results.lineage"),
         Binding("x", "export", "Export", id="results.export"),
+        Binding("g", "toggle_chart", "Chart", id="results.chart"),
+        Binding("percent_sign", "toggle_percent", "Units", key_display="%", show=False, id="results.percent"),
         Binding("r", "refresh", "Refresh", show=False, id="results.refresh"),
     ]
     PALETTE = (("Clear marks", "clear_marks", "unmark every row"),)
@@ -100,6 +120,8 @@ class ResultsScreen(WorkspaceScreen):
         self.rows: list[dict[str, Any]] = []
         self.marked: list[str] = []  # in marking order: the first is the comparison's reference
         self.order = SortOrder()
+        self.percent = False  # rates as percentages (remembered per workspace in .llmtui/tui.json)
+        self.headlines: dict[str, str] = {}  # test set → its headline column
 
     def compose(self) -> ComposeResult:
         yield self.tabs()
@@ -107,10 +129,12 @@ class ResultsScreen(WorkspaceScreen):
         table.loading = True
         yield table
         yield Static("", id="results-bar", classes="status-bar")
-        yield Footer()
+        yield MetricsChart(id="results-chart")
+        yield self.footer()
 
     def on_mount(self) -> None:
         self._sync = TableSync(self.query_one("#results", DataTable))
+        self.query_one("#results-chart", MetricsChart).display = False
         self.load()
 
     @work(thread=True, exclusive=True, group="results-load", exit_on_error=False)
@@ -118,6 +142,7 @@ class ResultsScreen(WorkspaceScreen):
         """Read every metrics file; an unreadable one becomes a row of its own marked broken."""
         from engine.results.metrics_files import results_table, scan_results
 
+        percent = load_preferences(self.ws)["results_percent"]
         try:
             records = scan_results(self.ws)
             data = results_table(self.ws, records)
@@ -125,8 +150,9 @@ class ResultsScreen(WorkspaceScreen):
             self.app.call_from_thread(self.notify, f"cannot read {self.ws.metrics_dir}: {exc}", severity="error")
             records, data = [], ResultsTable(columns=[], rows=[])
         data.rows += [{"model": r.path.stem, BROKEN: r.error} for r in records if r.error]
+        headlines = headline_columns([r for r in records if not r.error])
         if not get_current_worker().is_cancelled:  # a newer load is on its way
-            self.app.call_from_thread(self.show_table, data)
+            self.app.call_from_thread(self.show_table, data, headlines, percent)
 
     def on_workspace_changed(self, message: WorkspaceChanged) -> None:
         if message.parts & {"metrics", "models"}:
@@ -135,7 +161,11 @@ class ResultsScreen(WorkspaceScreen):
     def action_refresh(self) -> None:
         self.load()
 
-    def show_table(self, data: ResultsTable) -> None:
+    def show_table(self, data: ResultsTable, headlines: dict[str, str] | None = None,
+                   percent: bool | None = None) -> None:
+        if percent is not None and self.table_data is None:  # the remembered unit, on the first load
+            self.percent = percent
+        self.headlines = headlines or {}
         if data.errors and (self.table_data is None or data.errors != self.table_data.errors):
             self.notify("\n".join(data.errors[:5]), title=f"{len(data.errors)} unreadable metrics file(s)",
                         severity="warning", timeout=10)
@@ -186,10 +216,25 @@ class ResultsScreen(WorkspaceScreen):
                     style = "red" if row.get(BROKEN) else "bold" if name in self.marked else ""
                     values.append(Text(clip(("✗ " if row.get(BROKEN) else "") + name, name_width), style=style))
                 else:
-                    values.append(_cell(row.get(column.key)))
+                    number = display_number(column.key, row.get(column.key), self.percent)
+                    values.append(Text(number, style="dim" if number == "-" else "", justify="right"))
             cells.append((name, tuple(values)))
         self._sync.show([Column(c.key, label) for c, label in zip(columns, labels)], cells)
         self.update_bar()
+        self.update_chart()
+
+    def update_chart(self) -> None:
+        chart = self.query_one("#results-chart", MetricsChart)
+        if not chart.display:
+            return
+        rows = {row["model"]: row for row in self.rows if not row.get(BROKEN)}
+        models = [m for m in self.marked if m in rows]
+        order = list(SHOWN)
+        keys = sorted(self.headlines.items(), key=lambda item: (order.index(item[1]) if item[1] in order
+                                                                 else len(order), item[0].casefold()))
+        sets = [(key, SHOWN.get(key) or f"{name[:10]} acc") for name, key in keys
+                if any(rows[m].get(key) is not None for m in models)]
+        chart.show(models, sets, {m: {key: rows[m].get(key) for key, _ in sets} for m in models}, self.percent)
 
     def _header(self, column: Column) -> str:
         if column.key != self.order.key:
@@ -204,6 +249,7 @@ class ResultsScreen(WorkspaceScreen):
     def update_bar(self) -> None:
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"{len(self.rows)} results")
+        text.append(" · rates in %" if self.percent else " · rates as fractions", style="dim")
         if self.table_data and self.table_data.errors:
             text.append(f" · {len(self.table_data.errors)} unreadable", style="red")
         sort_label = SHOWN.get(self.order.key, self.order.key)
@@ -254,6 +300,23 @@ class ResultsScreen(WorkspaceScreen):
         else:
             self.marked.append(name)
         self.redraw()
+
+    def action_toggle_chart(self) -> None:
+        chart = self.query_one("#results-chart", MetricsChart)
+        chart.display = not chart.display
+        self.update_chart()
+
+    def action_toggle_percent(self) -> None:
+        self.percent = not self.percent
+        self.redraw()
+        self.remember_percent(self.percent)
+
+    @work(thread=True, group="results-preferences", exit_on_error=False)
+    def remember_percent(self, percent: bool) -> None:
+        try:
+            remember(self.ws, results_percent=percent)
+        except OSError as exc:
+            self.app.call_from_thread(self.notify, f"{exc}", title="the unit is not remembered", severity="warning")
 
     def action_clear_marks(self) -> None:
         self.marked = []

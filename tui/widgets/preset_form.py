@@ -1,8 +1,10 @@
 """The experiment form: one widget per preset field, built from ``engine.presets.config.field_specs`` (TUI).
 
 Selects for fields with choices (and the dataset), Switches for booleans, Inputs for numbers, text and
-comma-separated lists, and a list of PTQ steps. Each field has an error line under it; the rules are
-the engine's (``config_from_dict``), the same as ``llmtui plan``.
+comma-separated lists, and a list of PTQ steps (added, removed and moved up or down). Each field has an
+error line under it; the rules are the engine's (``config_from_dict``), the same as ``llmtui plan``.
+While :meth:`PresetForm.load` (or a PTQ step change) fills the fields, :attr:`PresetForm.filling` is
+true and no ``Edited`` message is sent: half-filled fields are never validated. Runs in the TUI.
 """
 
 from __future__ import annotations
@@ -98,13 +100,14 @@ class PresetForm(VerticalScroll):
     """Every preset field. :meth:`load` fills it, :meth:`values` reads it, :meth:`show_problems` marks it."""
 
     class Edited(Message):
-        """A field changed (by the user or by :meth:`load`)."""
+        """A field changed (by the user), or :meth:`load` finished filling every field."""
 
     def __init__(self, *, datasets: list[str], local_models: list[str], id: str | None = None) -> None:
         super().__init__(id=id)
         self.datasets = datasets
         self.local_models = local_models
-        self.ptq_count = 0
+        self.ptq_count = 0  # PTQ step rows mounted (updated only once a change of rows is complete)
+        self._filling = 0  # fills in progress (load, PTQ step rows being replaced)
         self._specs = {name: field_specs(cls) for name, cls in SECTIONS.items()}
         self._ptq_specs = field_specs(PtqStep)
         self._choices: dict[str, tuple[Any, ...]] = {}  # Select id → its known choices
@@ -146,14 +149,24 @@ class PresetForm(VerticalScroll):
 
     # ------------------------------------------------------------------------------ filling
 
+    @property
+    def filling(self) -> bool:
+        """True while fields are being filled or PTQ rows replaced: :meth:`values` may be half-read."""
+        return self._filling > 0
+
     async def load(self, data: dict[str, Any]) -> None:
-        """Show raw preset ``data`` (as read from TOML); missing keys show their defaults."""
-        for section, specs in self._specs.items():
-            raw = data.get(section) if isinstance(data.get(section), dict) else {}
-            for key, spec in specs.items():
-                self._set(self.query_one(f"#{field_id(section, key)}"), raw.get(key, spec["default"]), spec)
-        steps = data.get("ptq") if isinstance(data.get("ptq"), list) else []
-        await self.set_ptq_steps([s if isinstance(s, dict) else {} for s in steps])
+        """Show raw preset ``data`` (as read from TOML); missing keys show their defaults. One ``Edited``
+        follows, once every field shows its value."""
+        self._filling += 1
+        try:
+            for section, specs in self._specs.items():
+                raw = data.get(section) if isinstance(data.get(section), dict) else {}
+                for key, spec in specs.items():
+                    self._set(self.query_one(f"#{field_id(section, key)}"), raw.get(key, spec["default"]), spec)
+            steps = data.get("ptq") if isinstance(data.get("ptq"), list) else []
+            await self.set_ptq_steps([s if isinstance(s, dict) else {} for s in steps])
+        finally:
+            self._filling -= 1
         self.post_message(self.Edited())
 
     def _set(self, widget: Widget, value: Any, spec: dict[str, Any]) -> None:
@@ -168,18 +181,27 @@ class PresetForm(VerticalScroll):
 
     async def set_ptq_steps(self, steps: list[dict[str, Any]]) -> None:
         """Replace the PTQ step rows with ``steps`` (raw dicts; missing keys get defaults)."""
-        box = self.query_one("#ptq-steps", Vertical)
-        await box.remove_children()
-        self.ptq_count = len(steps)
-        rows: list[Widget] = []
-        for index, raw in enumerate(steps):
-            rows.append(Horizontal(Static(f"step {index + 1}", classes="ptq-title"),
-                                   Button("remove", id=f"remove-ptq-{index}", compact=True, classes="remove-ptq"),
-                                   classes="ptq-head"))
-            for key, spec in self._ptq_specs.items():
-                rows.append(FieldRow(key, self._widget("ptq", key, spec, raw.get(key, spec["default"]), index),
-                                     spec.get("help") or ""))
-        await box.mount_all(rows)
+        self._filling += 1
+        try:
+            box = self.query_one("#ptq-steps", Vertical)
+            self.ptq_count = 0
+            await box.remove_children()
+            rows: list[Widget] = []
+            for index, raw in enumerate(steps):
+                head = [Static(f"step {index + 1}", classes="ptq-title")]
+                if index > 0:
+                    head.append(Button("↑ up", id=f"up-ptq-{index}", compact=True, classes="move-ptq"))
+                if index < len(steps) - 1:
+                    head.append(Button("↓ down", id=f"down-ptq-{index}", compact=True, classes="move-ptq"))
+                head.append(Button("remove", id=f"remove-ptq-{index}", compact=True, classes="remove-ptq"))
+                rows.append(Horizontal(*head, classes="ptq-head"))
+                for key, spec in self._ptq_specs.items():
+                    rows.append(FieldRow(key, self._widget("ptq", key, spec, raw.get(key, spec["default"]), index),
+                                         spec.get("help") or ""))
+            await box.mount_all(rows)
+            self.ptq_count = len(steps)
+        finally:
+            self._filling -= 1
 
     # ------------------------------------------------------------------------------ reading
 
@@ -232,19 +254,50 @@ class PresetForm(VerticalScroll):
     @on(Switch.Changed)
     def _edited(self, event: Message) -> None:
         event.stop()
+        if not self.filling:  # a fill sends its one Edited when it is complete
+            self.post_message(self.Edited())
+
+    def _steps_as_shown(self) -> list[dict[str, Any]]:
+        """The PTQ steps' raw field texts (kept as typed, even when not valid yet)."""
+        steps = []
+        for index in range(self.ptq_count):
+            step: dict[str, Any] = {}
+            for key in self._ptq_specs:
+                widget = self.query_one(f"#{field_id('ptq', key, index)}")
+                step[key] = widget.value
+            steps.append(step)
+        return steps
+
+    async def _replace_steps(self, steps: list[dict[str, Any]]) -> None:
+        await self.set_ptq_steps(steps)
         self.post_message(self.Edited())
 
     @on(Button.Pressed, "#add-ptq")
     async def add_ptq_step(self) -> None:
-        data, _ = self.values()
-        await self.set_ptq_steps([*data.get("ptq", []), {}])
-        self.post_message(self.Edited())
+        await self._replace_steps([*self._steps_as_shown(), {}])
 
     @on(Button.Pressed, ".remove-ptq")
     async def remove_ptq_step(self, event: Button.Pressed) -> None:
-        index = int((event.button.id or "-0").rsplit("-", 1)[1])
-        data, _ = self.values()
-        steps = data.get("ptq", [])
-        del steps[index]
-        await self.set_ptq_steps(steps)
-        self.post_message(self.Edited())
+        steps = self._steps_as_shown()
+        del steps[_index_of(event.button)]
+        await self._replace_steps(steps)
+
+    @on(Button.Pressed, ".move-ptq")
+    async def _move_pressed(self, event: Button.Pressed) -> None:
+        index = _index_of(event.button)
+        await self.move_ptq_step(index, -1 if (event.button.id or "").startswith("up-") else 1)
+
+    async def move_ptq_step(self, index: int, by: int) -> None:
+        """Move PTQ step ``index`` by ``by`` places (-1 earlier, 1 later); the pipeline runs them in order."""
+        steps = self._steps_as_shown()
+        to = index + by
+        if not (0 <= index < len(steps) and 0 <= to < len(steps)):
+            return
+        steps.insert(to, steps.pop(index))
+        await self._replace_steps(steps)
+        self.query_one(f"#{field_id('ptq', 'method', to)}").focus()
+
+
+def _index_of(button: Button) -> int:
+    """``remove-ptq-2`` → 2."""
+    return int((button.id or "-0").rsplit("-", 1)[1])

@@ -1,4 +1,4 @@
-"""The top line of every screen: the four screens with their keys (clickable), the active one lit (TUI)."""
+"""The top line of every screen: the five screens with their keys (clickable), the active one lit (TUI)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from rich.text import Text
 from textual.widgets import Static
 
 SCREENS = (("1", "models", "Models"), ("2", "experiments", "Experiments"), ("3", "jobs", "Jobs"),
-           ("4", "results", "Results"))
+           ("4", "results", "Results"), ("5", "chat", "Chat"))
 
 
 class ScreenTabs(Static):
-    """``1 Models  2 Experiments  3 Jobs  4 Results`` and the workspace name on the right."""
+    """``1 Models  2 Experiments  3 Jobs  4 Results  5 Chat`` and the workspace name on the right."""
 
     DEFAULT_CSS = """
     ScreenTabs { height: 1; width: 1fr; background: $panel; }

@@ -12,11 +12,13 @@ Cells = tuple[Any, ...]
 
 @dataclass(frozen=True)
 class Column:
-    """A table column: its key, header label, and the narrowest terminal that still shows it."""
+    """A table column: its key, header label, the narrowest terminal that still shows it, and a fixed
+    width (None: as wide as its widest cell)."""
 
     key: str
     label: str
     min_screen_width: int = 0
+    width: int | None = None
 
 
 class TableSync:
@@ -29,23 +31,28 @@ class TableSync:
     def show(self, columns: list[Column], rows: list[tuple[str, Cells]]) -> None:
         """Make the table show ``rows`` ((key, cells) in order) under ``columns``.
 
-        When the columns and the row keys are unchanged only differing cells are updated (rows whose
-        cells are the very same objects as last time are skipped); otherwise the table is rebuilt
-        and the cursor goes back to the row it was on (by key) when that row remains.
+        When the columns are unchanged and the rows shown are the first of ``rows`` (the same keys
+        in the same order) only differing cells are updated (rows whose cells are the very same
+        objects as last time are skipped) and the rest are appended, so a long table can be filled
+        a part at a time; otherwise the table is rebuilt and the cursor goes back to the row it was
+        on (by key) when that row remains.
         """
         table = self.table
         current_columns = [(str(key.value), str(column.label)) for key, column in table.columns.items()]
         wanted_columns = [(c.key, c.label) for c in columns]
         keys = [c.key for c in columns]
         current_keys = [str(row.key.value) for row in table.ordered_rows]
-        if current_columns == wanted_columns and current_keys == [key for key, _ in rows]:
-            for key, cells in rows:
+        if current_columns == wanted_columns and current_keys == [key for key, _ in rows[:len(current_keys)]]:
+            for key, cells in rows[:len(current_keys)]:
                 before = self.shown.get(key)
                 if cells is before:
                     continue
                 for column, value, old in zip(keys, cells, before or (None,) * len(cells)):
-                    if value != old:
-                        table.update_cell(key, column, value)
+                    if value != old:  # a longer value widens its column ("queued" → "running")
+                        table.update_cell(key, column, value, update_width=True)
+                self.shown[key] = cells
+            for key, cells in rows[len(current_keys):]:
+                table.add_row(*cells, key=key)
                 self.shown[key] = cells
             return
         cursor_key = current_keys[table.cursor_row] if 0 <= table.cursor_row < len(current_keys) else None
@@ -53,7 +60,7 @@ class TableSync:
         table.clear(columns=current_columns != wanted_columns)
         if current_columns != wanted_columns:
             for column in columns:
-                table.add_column(column.label, key=column.key)
+                table.add_column(column.label, key=column.key, width=column.width)
         for key, cells in rows:
             table.add_row(*cells, key=key)
         self.shown = dict(rows)

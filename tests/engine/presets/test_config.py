@@ -149,6 +149,59 @@ def test_plan_lists_pipeline_steps(tmp_path):
     assert [s["after"] for s in data["steps"][3:]] == [[0], [1], [2]]
 
 
+def test_saving_an_unchanged_preset_over_itself_is_byte_identical(tmp_path):
+    from engine.runs.demo import DEMO_PRESETS
+
+    for name, text in DEMO_PRESETS.items():
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text)
+        save_preset(load_preset(path), path)
+        assert path.read_text() == text, name
+
+
+def test_saving_changes_only_the_changed_keys_and_keeps_comments_and_layout(tmp_path):
+    text = """# my sweep: keep r small
+[model]
+base = "Models/tiny"   # local copy
+
+[peft]
+method = "LoRa"
+r = 16
+target_modules = ["q_proj",
+                  "v_proj"]
+
+# the GPTQ step first
+[[ptq]]
+method = "GPTQ"  # the one we ship
+
+[[ptq]]
+method = "HQQ"
+bits = 3
+"""
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    config = load_preset(path)
+    config.peft.r = 8
+    config.train.max_steps = 20  # a section the file does not have
+    save_preset(config, path)
+    saved = path.read_text()
+    assert saved == text.replace("r = 16", "r = 8") + "\n[train]\nmax_steps = 20\n"
+    assert load_preset(path).to_dict() == config.to_dict()
+
+    config.ptq.reverse()  # moved steps keep their own tables and comments
+    config.ptq[1].bits = 8
+    save_preset(config, path)
+    saved = path.read_text()
+    assert 'method = "HQQ"\nbits = 3\n' in saved and 'method = "GPTQ"  # the one we ship\nbits = 8\n' in saved
+    assert saved.index('method = "HQQ"') < saved.index('method = "GPTQ"')
+    assert "# my sweep: keep r small" in saved and "alpha" not in saved and "dropout" not in saved
+    assert load_preset(path).to_dict() == config.to_dict()
+
+    del config.ptq[0]
+    save_preset(config, path)
+    assert "HQQ" not in path.read_text() and load_preset(path).to_dict() == config.to_dict()
+
+
 def test_all_linear_must_stand_alone():
     with pytest.raises(ConfigError, match="peft.target_modules: 'all-linear' already covers every linear layer"):
         load_preset_text('[peft]\ntarget_modules = ["all-linear", "q_proj"]\n')

@@ -227,6 +227,16 @@ def test_json_export(mixed_ws):
     assert len(data["rows"]) == 3 and data["errors"] == []
 
 
+def test_percentages_become_fractions_without_float_noise(tmp_path):
+    metrics = legacy_metrics()
+    metrics["datasets"]["test-squad_v2.parquet"]["metrics"]["F1"] = 24.54  # 24.54 / 100 = 0.24539999999999998
+    metrics["datasets"]["test-ai2_arc.parquet"]["accuracy"] = 28.999999999999996
+    ws = Workspace(tmp_path / "ws").init()
+    write_json(ws.metrics_dir / f"{LEGACY_NAME}.json", metrics)
+    text = results_json(results_table(ws))
+    assert '"squad_v2__F1": 0.2454,' in text and '"ai2_arc__accuracy": 0.29,' in text
+
+
 def test_markdown_export_renders_as_a_github_table(mixed_ws):
     table = results_table(mixed_ws, datasets=["arc"])
     lines = results_markdown(table).strip().splitlines()

@@ -56,6 +56,28 @@ def test_index_matches_a_full_scan_and_rereads_only_what_changed(tmp_path, count
     assert len(index.refresh(force=True)) == 4 and len(counted_inspections) == 4
 
 
+def test_a_saved_index_starts_the_next_session_and_only_changes_are_read(tmp_path, counted_inspections):
+    ws = make_workspace(tmp_path / "ws")
+    for name in ("a-model", "b-model"):
+        make_model(ws, name)
+    assert model_index.ModelIndex.load(ws).records() == []  # nothing saved yet
+    first = model_index.ModelIndex(ws)
+    first.refresh()
+    first.save()
+    assert not list(ws.state_dir.glob("*.tmp*"))  # written through a temp name, renamed
+
+    counted_inspections.clear()
+    again = model_index.ModelIndex.load(ws)
+    assert [r.to_dict() for r in again.records()] == [r.to_dict() for r in first.records()]
+    assert counted_inspections == []  # shown without reading a folder
+    make_model(ws, "c-model")
+    assert again.refresh() == {"c-model"} and counted_inspections == ["c-model"]
+
+    model_index.index_path(ws).write_text('{"format": 1, "records": [')  # cut short: a full scan instead
+    broken = model_index.ModelIndex.load(ws)
+    assert broken.records() == [] and broken.refresh() == {"a-model", "b-model", "c-model"}
+
+
 def test_job_progress_rate_eta_and_loss_curve():
     progress = JobProgress()
     progress.update([{"t": 100.0, "kind": "start"}])
@@ -67,6 +89,10 @@ def test_job_progress_rate_eta_and_loss_curve():
     assert progress.eta_s(111.0) == pytest.approx(80 / (20 / 11))
     assert progress.eta_s(115.0) == pytest.approx(80 / (20 / 11) - 4)
     assert progress.losses == [2.0, 1.5] and progress.latest["tokens_per_s"] == 900.0
+    progress.update([{"t": 112.0, "kind": "eval", "step": 20, "max_steps": 100, "eval_loss": 1.75}])
+    curve = progress.curve
+    assert (curve.steps, curve.learning_rates, curve.eval_steps, curve.eval_losses) == ([10, 20], [1e-3, 1e-3],
+                                                                                        [20], [1.75])
 
     progress.update([{"t": 200.0, "kind": "eval_progress", "dataset": "boolq", "done": 10, "total": 50},
                      {"t": 205.0, "kind": "eval_progress", "dataset": "boolq", "done": 20, "total": 50}])

@@ -100,13 +100,13 @@ class ChatSession:
         from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
         from engine.data.prompts import tokenize_prompts
-        from engine.runs.evaluate import _generation_config, _input_device  # evaluation's stop tokens and device
+        from engine.runs.generation import greedy_generation_config, input_device  # evaluation's stop rule
 
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        config = _generation_config(model, tokenizer, settings.max_new_tokens)
+        config = greedy_generation_config(model, tokenizer, settings.max_new_tokens)
         if settings.temperature > 0:
             config.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
-        device = _input_device(model)
+        device = input_device(model)
         input_ids = torch.tensor(tokenize_prompts(tokenizer, [prompt]), dtype=torch.long, device=device)
         pieces: list[str] = []
 

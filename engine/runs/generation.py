@@ -209,7 +209,8 @@ def _stop_criterion(tokenizer: Any, prompt_length: int, batch: int, eos_ids: lis
     return FirstBoxOrEos()
 
 
-def _input_device(model: Any):
+def input_device(model: Any):
+    """The device a model's inputs go to (its first parameter's when it does not say)."""
     import torch
 
     device = getattr(model, "device", None)
@@ -218,14 +219,11 @@ def _input_device(model: Any):
     return torch.device(device)
 
 
-def generate_single(model: Any, tokenizer: Any, token_ids: list[int], max_new_tokens: int,
-                    brace_mask: Any, eos_ids: list[int] | None = None) -> tuple[str, int]:
-    """One prompt through transformers' ``generate`` (greedy, same stop rule): the reference the batched
-    engine must equal, and the path for models whose cache cannot be batched row by row."""
+def greedy_generation_config(model: Any, tokenizer: Any, max_new_tokens: int, eos_ids: list[int] | None = None):
+    """The model's own generation config made greedy, stopping at every end-of-turn token (``stop_token_ids``)."""
     import copy
 
-    import torch
-    from transformers import GenerationConfig, StoppingCriteriaList
+    from transformers import GenerationConfig
 
     eos_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None)) if eos_ids is None else eos_ids
     base = getattr(model, "generation_config", None)
@@ -233,7 +231,19 @@ def generate_single(model: Any, tokenizer: Any, token_ids: list[int], max_new_to
     config.update(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None, min_p=None,
                   max_new_tokens=max_new_tokens, max_length=None, eos_token_id=eos_ids,
                   pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0])
-    device = _input_device(model)
+    return config
+
+
+def generate_single(model: Any, tokenizer: Any, token_ids: list[int], max_new_tokens: int,
+                    brace_mask: Any, eos_ids: list[int] | None = None) -> tuple[str, int]:
+    """One prompt through transformers' ``generate`` (greedy, same stop rule): the reference the batched
+    engine must equal, and the path for models whose cache cannot be batched row by row."""
+    import torch
+    from transformers import StoppingCriteriaList
+
+    eos_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None)) if eos_ids is None else eos_ids
+    config = greedy_generation_config(model, tokenizer, max_new_tokens, eos_ids)
+    device = input_device(model)
     criterion = _stop_criterion(tokenizer, len(token_ids), 1, eos_ids, brace_mask, device)
     with torch.inference_mode():
         output = model.generate(input_ids=torch.tensor([token_ids], device=device),
@@ -344,7 +354,7 @@ class _Engine:
 
         self.model, self.tokenizer, self.token_ids = model, tokenizer, token_ids
         self.max_new_tokens = max_new_tokens
-        self.device = _input_device(model)
+        self.device = input_device(model)
         self.eos = torch.tensor(eos_ids, dtype=torch.long, device=self.device)
         self.brace = brace_mask.to(self.device)
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.eos[0])

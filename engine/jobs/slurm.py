@@ -25,7 +25,6 @@ import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from engine.events import EventKind
 from engine.files import write_text

@@ -14,14 +14,13 @@ accuracy-type difference that is not significant the smallest difference the set
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.results.item_metrics import PairedTest, PredictionsError, item_arrays, paired_test
+from engine.results.item_metrics import PairedTest, PredictionsError, item_arrays, jsonl_objects, paired_test
 from engine.results.lmeval import read_samples
 from engine.results.metrics_files import (LM_EVAL_KIND, DatasetResult, ResultRecord, metric_direction,
                                           model_name_from, scan_results)
@@ -349,20 +348,7 @@ class _DatasetComparer:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows: dict[int, dict[str, Any]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PredictionsError(f"cannot read ({exc})") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            raise PredictionsError(f"line {number} is not valid JSON ({exc})") from exc
-        index = row.get("index") if isinstance(row, dict) else None
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise PredictionsError(f"line {number} has no integer 'index'")
+    for number, row, index in jsonl_objects(path, "index"):
         if index in rows:
             raise PredictionsError(f"item index {index} appears twice (line {number})")
         rows[index] = row

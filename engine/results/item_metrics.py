@@ -12,9 +12,11 @@ per resample; a metric undefined on a resample (no item of a class) is NaN.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -28,6 +30,26 @@ _LETTER_CODES.update({str(code + 1): code for code in range(len(MCQ_LABELS))})
 
 class PredictionsError(ValueError):
     """A predictions row cannot be read for the statistics (names the item and field)."""
+
+
+def jsonl_objects(path: Path, key: str) -> Iterator[tuple[int, dict[str, Any], int]]:
+    """``(line number, object, its integer key)`` for each non-blank line of a JSONL file; PredictionsError
+    names the line that is not JSON or has no integer ``key``."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PredictionsError(f"cannot read ({exc})") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise PredictionsError(f"line {number} is not valid JSON ({exc})") from exc
+        value = row.get(key) if isinstance(row, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PredictionsError(f"line {number} has no integer {key!r}")
+        yield number, row, value
 
 
 @dataclass(frozen=True)

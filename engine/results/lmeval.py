@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.files import write_text
-from engine.results.item_metrics import PredictionsError
+from engine.results.item_metrics import PredictionsError, jsonl_objects
 from engine.results.metrics_files import LM_EVAL_KIND, DatasetResult, ResultRecord, model_name_from
 from engine.workspace import Workspace, safe_name
 
@@ -156,20 +156,7 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     ``prompt``, ``gold``, ``output``, ``pred``, ``correct`` and ``metrics`` (per-sample values, named as
     in the results). Raises PredictionsError naming the line."""
     rows: dict[int, dict[str, Any]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PredictionsError(f"cannot read ({exc})") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            sample = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            raise PredictionsError(f"line {number} is not valid JSON ({exc})") from exc
-        doc_id = sample.get("doc_id") if isinstance(sample, dict) else None
-        if isinstance(doc_id, bool) or not isinstance(doc_id, int):
-            raise PredictionsError(f"line {number} has no integer 'doc_id'")
+    for number, sample, doc_id in jsonl_objects(path, "doc_id"):
         filter_name = str(sample.get("filter") or "none")
         row = rows.get(doc_id)
         if row is None:

@@ -30,7 +30,7 @@ from engine.presets.config import EVAL_BACKENDS
 from engine.results.model_folder import (TRAINING_METADATA, ModelLoadError, ModelNotFoundError, detect_kind, dig,
                                          resolve_model_folder)
 from engine.results.scoring import EXTRACTOR_VERSION, ItemScore, describe, extract_boxed, score_item, summarize_dataset
-from engine.runs.generation import BeforeGenerate, Generation, RowsDone
+from engine.runs.generation import BeforeGenerate, Generation
 from engine.runs.partial_predictions import PartialPredictions, model_fingerprint, partial_path, prompts_hash
 from engine.runs.trackers import chosen, log_evaluation, missing_packages
 from engine.presets.config import TRACKERS

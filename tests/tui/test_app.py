@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from engine.jobs.store import JobStore
-from tui.app import LlmTuiApp
 from tui.cli.main import main
 from tui.cli.app import autostart_enabled
 from tui.modals.help import HelpModal

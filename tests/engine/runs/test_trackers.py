@@ -86,6 +86,11 @@ def test_wandb_offline_run(demo_ws, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     config = load_preset(demo_ws.experiments_dir / "boolq-full.toml", [*SHORT, "train.report_to=['wandb']"])
-    result = train(demo_ws, config)
+    import wandb
+
+    try:
+        result = train(demo_ws, config)
+    finally:
+        wandb.teardown()  # end W&B's background service now, not in an atexit hook after pytest closed its pipes
     identity = result.metadata["trackers"]["wandb"]
     assert list((tmp_path / "wandb").glob(f"offline-run-*-{identity['id']}")), "the offline run folder"

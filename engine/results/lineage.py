@@ -84,7 +84,7 @@ def descendants(parent_of: dict[str, str], root: str) -> list[tuple[str, int]]:
     return order
 
 
-def headline_metric(kind: str | None, metrics: dict[str, Any]) -> str | None:
+def result_headline_metric(kind: str | None, metrics: dict[str, Any]) -> str | None:
     """The metric a test set is summarised by: the kind's headline, lm-eval's ``acc`` (else its first)."""
     if kind == LM_EVAL_KIND:
         return "acc" if "acc" in metrics else next(iter(metrics), None)
@@ -109,7 +109,7 @@ def lineage_matrix(ws: Workspace, root: str, *, resamples: int = 1000, seed: int
     columns: dict[str, str] = {}
     for name, _ in order:
         for dataset in by_name[name].datasets.values() if name in by_name else []:
-            metric = headline_metric(dataset.kind, dataset.metrics)
+            metric = result_headline_metric(dataset.kind, dataset.metrics)
             if metric is not None:
                 columns.setdefault(dataset.name, metric)
     rows = []

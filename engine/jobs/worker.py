@@ -30,6 +30,7 @@ from engine.files import write_text
 from engine.jobs.gpu import GpuInventory, NvmlInventory
 from engine.jobs.resume import job_checkpoint, retry_depth
 from engine.jobs.store import Job, JobStore
+from engine.jobs.study_search import TRIAL_OPTION, advance_after_job
 from engine.jobs.process import (JOB_WRAPPER_MODULE, descendants, kill_all, llmtui_command, process_alive,
                                  process_start_time, python_command, python_env, signal_group)
 from engine.presets.config import slurm_time_problem
@@ -342,7 +343,23 @@ class Worker:
         job_dir = self.ws.job_dir(job_id)
         tail = log_tail(job_dir / "log.txt")
         error = "" if exit_code == 0 else error_summary(exit_code, tail, job_dir / "events.jsonl")
-        return self.store.finish(job_id, exit_code, error=error, log_tail=tail)
+        status = self.store.finish(job_id, exit_code, error=error, log_tail=tail)
+        self._advance_search(job_id)
+        return status
+
+    def _advance_search(self, job_id: int) -> None:
+        """A study search's trial job ended: record its trial and queue the next (no driver process waits)."""
+        job = self.store.get(job_id)
+        if job is None or TRIAL_OPTION not in job.options:
+            return
+        try:
+            result = advance_after_job(self.ws, job)
+        except Exception as exc:  # a broken study file must not stop the queue: say so and go on
+            self.log(f"job {job_id}: its study search could not move on: {exc}")
+            return
+        if result and (result["told"] or result["queued"]):
+            self.log(f"job {job_id}: study search told {result['told']}, asked {result['asked']}, "
+                     f"queued {result['queued']}")
 
     def _handle_cancels(self) -> None:
         if not self.running:

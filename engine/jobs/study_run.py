@@ -195,8 +195,9 @@ def _known_throughput(ws: Workspace, runs: list[StudyRun]) -> float | None:
     rates = []
     for run in runs:
         path = ws.model_dir(run.name) / TRAINING_METADATA
-        if path.is_file():
-            rate = (read_json_file(path) or {}).get("training_stats", {}).get("tokens_per_s")
+        meta = read_json_file(path)[0]
+        if isinstance(meta, dict) and isinstance(meta.get("training_stats"), dict):
+            rate = meta["training_stats"].get("tokens_per_s")
             if isinstance(rate, (int, float)) and rate > 0:
                 rates.append(float(rate))
     return statistics.median(rates) if rates else None

@@ -173,8 +173,8 @@ def load_study(path: Path | str, custom_datasets: tuple[str, ...] = ()) -> Study
     search = _search_spec(spec.get("search"), problems) if "search" in spec else None
     if search is not None and ("axes" in spec or "zip" in spec):
         problems.append("study.search: a search has a [study.search.space], not axes or zip groups")
-    if problems:
-        raise StudyError(source, problems)
+    if any(p.startswith(("study.base", "study.set", "study.search")) for p in problems):
+        raise StudyError(source, problems)  # no runs to expand; other problems are reported with the runs'
     study = Study(path, name, base, [], reference, correction, search, tuple(custom_datasets))
     if search is None:
         study.runs = _expand(study, spec, problems)
@@ -301,13 +301,14 @@ def _matches(values: dict[str, Any], data: dict[str, Any], rule: dict[str, Any])
 
 
 def _expand(study: Study, spec: dict[str, Any], problems: list[str]) -> list[StudyRun]:
+    known = len(problems)
     axes = _axes(spec, problems)
     excludes = _tables(spec, "exclude", problems)
     overrides = _tables(spec, "override", problems)
     for index, rule in enumerate(overrides):
         if not isinstance(rule.get("when"), dict) or not isinstance(rule.get("set"), dict):
             problems.append(f"study.override[{index}]: needs when = {{…}} and set = {{…}} tables")
-    if problems:
+    if len(problems) > known:
         return []
     expanded: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for combination in itertools.product(*axes):

@@ -378,7 +378,8 @@ def study_notes(table: StudyTable) -> list[str]:
     name = {"holm": "Holm", "bh": "Benjamini–Hochberg"}[table.correction]
     notes = [f"Cells: headline metric (delta against the row's reference, paired p-value adjusted across the "
              f"table by {name}); Pareto: S = not dominated on mean headline vs size, L = vs latency."]
-    notes += [f"{row.name}: reference {row.reference}" for row in table.rows if row.reference]
+    notes.append(f"Reference: {table.reference}" if table.reference else "Reference: each row's parent "
+                 "(a fine-tune's base model, a PTQ output's source).")
     if table.trials:
         notes += [f"trial {t['number']}: {t['state']}, {t['params']}, {table.objective} = {t['value']}"
                   for t in table.trials]

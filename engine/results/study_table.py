@@ -66,6 +66,7 @@ class StudyTable:
     columns: dict[str, str]  # test set → headline metric
     rows: list[StudyRow]
     counts: dict[str, int]
+    reference: str | None = None  # the study's named reference (None: each row's parent)
     trials: list[dict[str, Any]] = field(default_factory=list)
     objective: str | None = None
 
@@ -107,7 +108,8 @@ def study_table(ws: Workspace, plan: StudyPlan, *, resamples: int = 1000, seed: 
     _paired_tests(ws, rows, records, columns, resamples, seed)
     _adjust(rows, study.correction)
     _pareto(rows, columns)
-    table = StudyTable(study.name, str(study.path), study.correction, ALPHA, columns, rows, plan.counts())
+    table = StudyTable(study.name, str(study.path), study.correction, ALPHA, columns, rows, plan.counts(),
+                       study.reference)
     if study.search is not None:
         from engine.jobs.study_search import search_trials
 
@@ -143,7 +145,7 @@ def _costs(ws: Workspace, row: StudyRow, record: ResultRecord | None) -> None:
     folder = ws.model_dir(row.name)
     if folder.is_dir():
         row.size_bytes = inspect_model(ws, folder, set()).size_bytes or None
-        meta = read_json_file(folder / TRAINING_METADATA) if (folder / TRAINING_METADATA).is_file() else None
+        meta = read_json_file(folder / TRAINING_METADATA)[0]
         if isinstance(meta, dict):
             info, stats = meta.get("model_info") or {}, meta.get("training_stats") or {}
             row.params_trained = info.get("trainable_params")
@@ -151,7 +153,7 @@ def _costs(ws: Workspace, row: StudyRow, record: ResultRecord | None) -> None:
             row.train_peak_gb = training_peaks(ws, row.name)[0]
     if record is not None:
         row.latency_s = record.latency_mean_s
-        raw = read_json_file(record.path)
+        raw = read_json_file(record.path)[0]
         throughput = raw.get("throughput") if isinstance(raw, dict) else None
         if isinstance(throughput, dict):
             row.eval_tokens_per_s = throughput.get("tokens_per_second")

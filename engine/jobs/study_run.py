@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import math
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from engine.files import read_json_file
 from engine.jobs.enqueue import eval_request, pipeline_requests
@@ -41,7 +42,8 @@ class StudyJob:
     job_id: int | None
     deps: list[str]
     run: str  # the first run that needs it
-    request: JobRequest | None = None
+    #: Builds the job's request (made only when it is queued: rendering every run's preset costs time).
+    request: Callable[[], JobRequest] | None = None
     error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,23 +130,25 @@ def plan_study(ws: Workspace, study: Study, *, inventory: GpuInventory | None = 
     if root is not None and first_eval is not None:
         datasets = list(dict.fromkeys(d for r in runs for d in r.config.eval.datasets)) \
             if all(r.config.eval.datasets for r in runs) else []
-        request = eval_request(ws, root, datasets=datasets, limit=first_eval.limit,
-                               batch_size=first_eval.batch_size, backend=first_eval.backend,
-                               threads=first_eval.threads, gpus=1 if gpu_count else 0)
-        nodes[f"eval:{root}"] = _node(ws, "eval", root, [], root, request, latest)
+        eval_settings = first_eval
+
+        def root_request() -> JobRequest:
+            return eval_request(ws, root, datasets=datasets, limit=eval_settings.limit,
+                                batch_size=eval_settings.batch_size, backend=eval_settings.backend,
+                                threads=eval_settings.threads, gpus=1 if gpu_count else 0)
+
+        nodes[f"eval:{root}"] = _node(ws, "eval", root, [], root, root_request, latest)
         parents[root] = None
     throughput = _known_throughput(ws, runs)
     for run in runs:
         steps = make_plan(run.config, ws).steps
-        requests = pipeline_requests(ws, run.config, run.preset_text, inventory=inventory)
         keys = [f"{'train' if s.kind == 'snapshot' else s.kind}:{s.target}" for s in steps]
         trial = run.values.get("trial") if study.search is not None else None
-        for step, request, key in zip(steps, requests, keys):
-            if key in nodes:
-                continue
-            if trial is not None:
-                request.options[TRIAL_OPTION] = {"study": str(study.path), "trial": trial}
-            nodes[key] = _node(ws, request.kind, step.target, [keys[i] for i in step.after], run.name, request, latest)
+        built = _RunRequests(ws, run, inventory, {"study": str(study.path), "trial": trial} if trial is not None else None)
+        for index, (step, key) in enumerate(zip(steps, keys)):
+            if key not in nodes:
+                nodes[key] = _node(ws, key.split(":", 1)[0], step.target, [keys[i] for i in step.after], run.name,
+                                   functools.partial(built.request, index), latest)
         outputs = [s.target for s in steps if s.kind in ("train", "snapshot", "quantize")]
         for step in steps:
             if step.kind == "quantize":
@@ -160,6 +164,22 @@ def plan_study(ws: Workspace, study: Study, *, inventory: GpuInventory | None = 
     return StudyPlan(study, root, planned, nodes, parents)
 
 
+class _RunRequests:
+    """A run's pipeline requests (:func:`engine.jobs.enqueue.pipeline_requests`), built on first use."""
+
+    def __init__(self, ws: Workspace, run: StudyRun, inventory: GpuInventory, trial: dict[str, Any] | None):
+        self.ws, self.run, self.inventory, self.trial = ws, run, inventory, trial
+        self.requests: list[JobRequest] | None = None
+
+    def request(self, index: int) -> JobRequest:
+        if self.requests is None:
+            self.requests = pipeline_requests(self.ws, self.run.config, self.run.preset_text, inventory=self.inventory)
+            for request in self.requests:
+                if self.trial is not None:
+                    request.options[TRIAL_OPTION] = self.trial
+        return self.requests[index]
+
+
 def _latest_jobs(ws: Workspace, jobs: list[Job] | None) -> dict[tuple[str, str], Job]:
     if jobs is None:
         if not ws.queue_db.exists():
@@ -169,7 +189,7 @@ def _latest_jobs(ws: Workspace, jobs: list[Job] | None) -> dict[tuple[str, str],
     return {(job.kind, job.target): job for job in jobs}  # id order: the latest wins
 
 
-def _node(ws: Workspace, kind: str, target: str, deps: list[str], run: str, request: JobRequest,
+def _node(ws: Workspace, kind: str, target: str, deps: list[str], run: str, request: Callable[[], JobRequest],
           latest: dict[tuple[str, str], Job]) -> StudyJob:
     job = latest.get((kind, target))
     if job is not None and job.status in ("queued", "running"):
@@ -252,7 +272,7 @@ def enqueue_missing(ws: Workspace, plan: StudyPlan) -> tuple[list[Job], list[str
         waits = [plan.jobs[d].job_id for d in node.deps if plan.jobs[d].status in ("queued", "running")]
         steps = [index[d] for d in node.deps if d in index]
         index[key] = len(batch)
-        batch.append(replace(node.request, after=tuple(j for j in waits if j is not None), after_steps=tuple(steps)))
+        batch.append(replace(node.request(), after=tuple(j for j in waits if j is not None), after_steps=tuple(steps)))
     jobs: list[Job] = []
     if batch:
         with JobStore(ws) as store:
@@ -262,12 +282,19 @@ def enqueue_missing(ws: Workspace, plan: StudyPlan) -> tuple[list[Job], list[str
 
 
 def run_study(ws: Workspace, study: Study, *, inventory: GpuInventory | None = None) -> dict[str, Any]:
-    """Queue what the study still needs: ``{"queued": [job ids], "skipped": [run names]}``. A search first
+    """Queue what the study still needs: ``{"queued": [job ids], "skipped": [run names], "pending": n}`` (n: its
+    jobs now queued or running, which the caller hands to the worker or Slurm). A search first
     records finished trials and asks Optuna for the next ones (:func:`engine.jobs.study_search.advance`)."""
     if study.search is not None:
         from engine.jobs.study_search import advance
 
         return advance(ws, study, inventory=inventory)
     with study_lock(ws, study):
-        jobs, skipped = enqueue_missing(ws, plan_study(ws, study, inventory=inventory))
-    return {"queued": [job.id for job in jobs], "skipped": skipped}
+        plan = plan_study(ws, study, inventory=inventory)
+        jobs, skipped = enqueue_missing(ws, plan)
+    return {"queued": [job.id for job in jobs], "skipped": skipped, "pending": pending_jobs(plan, jobs)}
+
+
+def pending_jobs(plan: StudyPlan, queued: list[Job]) -> int:
+    """How many of the study's jobs wait for the worker (or Slurm): queued now, or already queued or running."""
+    return len(queued) + sum(1 for job in plan.jobs.values() if job.status in ("queued", "running"))

@@ -94,8 +94,9 @@ def _distribution(optuna, dimension):
 
 def advance(ws: Workspace, study: Study, *, inventory: GpuInventory | None = None) -> dict[str, Any]:
     """Record finished trials, ask for the next ones and queue what the open trials still need:
-    ``{"queued": [job ids], "skipped": [run names], "told": {trial: value | "failed"}, "asked": [trials]}``."""
-    from engine.jobs.study_run import plan_study, enqueue_missing, study_lock
+    ``{"queued": [job ids], "skipped": [run names], "pending": n, "told": {trial: value | "failed"},
+    "asked": [trials]}``."""
+    from engine.jobs.study_run import enqueue_missing, pending_jobs, plan_study, study_lock
 
     optuna = _optuna()
     search = study.search
@@ -146,7 +147,8 @@ def advance(ws: Workspace, study: Study, *, inventory: GpuInventory | None = Non
         if told or asked:
             plan = plan_study(ws, study, inventory=inventory)
         jobs, skipped = enqueue_missing(ws, plan)
-    return {"queued": [job.id for job in jobs], "skipped": skipped, "told": told, "asked": asked}
+    return {"queued": [job.id for job in jobs], "skipped": skipped, "pending": pending_jobs(plan, jobs),
+            "told": told, "asked": asked}
 
 
 def advance_after_job(ws: Workspace, job: Job) -> dict[str, Any] | None:

@@ -12,10 +12,12 @@ least as high and a size (mean latency) at most as large, one of the two strictl
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.files import read_json_file
+from engine.files import read_json_file, write_json
 from engine.jobs.study_run import STATUS_ORDER, StudyPlan
 from engine.results.compare import CompareError, compare
 from engine.results.lineage import result_headline_metric
@@ -105,7 +107,7 @@ def study_table(ws: Workspace, plan: StudyPlan, *, resamples: int = 1000, seed: 
                 cell.reason = "not evaluated on this test set"
             row.cells[name] = cell
         _costs(ws, row, record)
-    _paired_tests(ws, rows, records, columns, resamples, seed)
+    _paired_tests(ws, study.name, rows, records, columns, resamples, seed)
     _adjust(rows, study.correction)
     _pareto(rows, columns)
     table = StudyTable(study.name, str(study.path), study.correction, ALPHA, columns, rows, plan.counts(),
@@ -159,12 +161,21 @@ def _costs(ws: Workspace, row: StudyRow, record: ResultRecord | None) -> None:
             row.eval_tokens_per_s = throughput.get("tokens_per_second")
 
 
-def _paired_tests(ws: Workspace, rows: list[StudyRow], records: dict[str, ResultRecord], columns: dict[str, str],
-                  resamples: int, seed: int) -> None:
+def _paired_tests(ws: Workspace, study_name: str, rows: list[StudyRow], records: dict[str, ResultRecord],
+                  columns: dict[str, str], resamples: int, seed: int) -> None:
+    """Fill each cell's delta and p from :func:`compare`, per reference with all its rows at once. Results are
+    kept in ``.llmtui/studies/{name}.pairs.json`` under the pair's file signatures (size and mtime of both
+    metrics files and predictions folders), so only pairs whose files changed are compared again."""
+    cache_path = ws.state_dir / "studies" / f"{study_name}.pairs.json"
+    cached = read_json_file(cache_path)[0]
+    cached = cached if isinstance(cached, dict) and cached.get("version") == _CACHE_VERSION else {}
+    pairs: dict[str, Any] = {}
+    changed = False
     by_reference: dict[str, list[StudyRow]] = {}
     for row in rows:
         if row.reference and row.name in records:
             by_reference.setdefault(row.reference, []).append(row)
+    signatures = {name: _signature(ws, record) for name, record in records.items()}
     for reference, group in by_reference.items():
         if reference not in records:
             for row in group:
@@ -172,26 +183,61 @@ def _paired_tests(ws: Workspace, rows: list[StudyRow], records: dict[str, Result
                     if cell.value is not None:
                         cell.reason = f"{reference} (the reference) is not evaluated"
             continue
+        keys = {row.name: json.dumps([reference, row.name, signatures[reference], signatures[row.name],
+                                      sorted(columns.items()), resamples, seed]) for row in group}
+        stale = [row for row in group if keys[row.name] not in cached.get("pairs", {})]
+        changed = changed or bool(stale)
+        if stale:
+            fresh = _compare_group(ws, reference, stale, records, columns, resamples, seed)
+            for row in stale:
+                cached.setdefault("pairs", {})[keys[row.name]] = fresh[row.name]
+        for row in group:
+            pairs[keys[row.name]] = found = cached["pairs"][keys[row.name]]
+            for dataset, (delta, p, reason) in found.items():
+                cell = row.cells.get(dataset)
+                if cell is not None:
+                    cell.delta, cell.p = delta, p
+                    cell.reason = reason if p is None and reason else cell.reason
+    if changed or len(pairs) != len(cached.get("pairs", {})):
         try:
-            comparison = compare(ws, [reference, *(r.name for r in group)], resamples=resamples, seed=seed,
-                                 records=[records[reference], *(records[r.name] for r in group)])
-        except CompareError as exc:
-            for row in group:
-                for cell in row.cells.values():
-                    cell.reason = str(exc)
-            continue
-        for dataset in comparison.datasets:
-            metric = next((m for m in dataset.metrics if m.metric == columns.get(dataset.name)), None)
-            if metric is None:
-                continue
-            for pair in metric.pairs:
-                row = next(r for r in group if r.name == pair.model)
-                cell = row.cells.get(dataset.name)
-                if cell is None:
-                    continue
-                cell.delta, cell.p = pair.delta, pair.p_value
-                if pair.p_value is None and pair.unavailable:
-                    cell.reason = pair.unavailable
+            write_json(cache_path, {"version": _CACHE_VERSION, "pairs": pairs})
+        except OSError:  # a read-only workspace still gets its table, computed each time
+            pass
+
+
+_CACHE_VERSION = 1
+
+
+def _signature(ws: Workspace, record: ResultRecord) -> list[Any]:
+    """What the pair's statistics depend on: the metrics file and the predictions folder's files."""
+    stats = []
+    try:
+        info = record.path.stat()
+        stats.append([record.path.name, info.st_size, info.st_mtime_ns])
+        with os.scandir(ws.predictions_dir / record.path.stem) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                info = entry.stat()
+                stats.append([entry.name, info.st_size, info.st_mtime_ns])
+    except OSError:
+        pass
+    return stats
+
+
+def _compare_group(ws: Workspace, reference: str, group: list[StudyRow], records: dict[str, ResultRecord],
+                   columns: dict[str, str], resamples: int, seed: int) -> dict[str, dict[str, list[Any]]]:
+    """Row name → test set → [delta, p, why p is missing]."""
+    out: dict[str, dict[str, list[Any]]] = {row.name: {} for row in group}
+    try:
+        comparison = compare(ws, [reference, *(r.name for r in group)], resamples=resamples, seed=seed,
+                             records=[records[reference], *(records[r.name] for r in group)],
+                             only_metrics=set(columns.values()))
+    except CompareError as exc:
+        return {row.name: {name: [None, None, str(exc)] for name in columns} for row in group}
+    for dataset in comparison.datasets:
+        metric = next((m for m in dataset.metrics if m.metric == columns.get(dataset.name)), None)
+        for pair in metric.pairs if metric is not None else []:
+            out[pair.model][dataset.name] = [pair.delta, pair.p_value, pair.unavailable]
+    return out
 
 
 def _adjust(rows: list[StudyRow], correction: str) -> None:

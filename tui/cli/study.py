@@ -93,7 +93,7 @@ def run_run(args) -> int:
     except JobError as exc:
         fail(str(exc))
     started = None
-    if result["queued"] and not args.no_start:
+    if result["pending"] and not args.no_start:  # also after a worker died: its jobs wait for a new one
         try:
             started = run_queued(ws)
         except WorkerError as exc:

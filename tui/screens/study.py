@@ -121,6 +121,9 @@ class StudyScreen(Screen):
         except (StudyError, DatasetError, OSError) as exc:
             self.app.call_from_thread(self.failed, str(exc))
             return
+        except Exception as exc:  # anything else must not leave the view loading forever: say what broke
+            self.app.call_from_thread(self.failed, f"cannot read the study: {type(exc).__name__}: {exc}")
+            return
         self.app.call_from_thread(self.show, table)
 
     def failed(self, message: str) -> None:

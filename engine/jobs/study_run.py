@@ -27,7 +27,8 @@ from engine.jobs.study_search import TRIAL_OPTION
 from engine.jobs.store import RETRYABLE, Job, JobRequest, JobStore
 from engine.presets.plan import make_plan
 from engine.presets.study import Study, StudyRun
-from engine.results.model_folder import QUANTIZATION_METADATA, TRAINING_METADATA, ModelNotFoundError, resolve_model_ref
+from engine.models.folder import QUANTIZATION_METADATA, TRAINING_METADATA
+from engine.models.resolve import ModelNotFoundError, resolve_model_ref
 from engine.workspace import Workspace
 
 STATUS_ORDER = ("failed", "running", "queued", "missing", "done")

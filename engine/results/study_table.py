@@ -22,8 +22,8 @@ from engine.jobs.study_run import STATUS_ORDER, StudyPlan
 from engine.results.compare import CompareError, compare
 from engine.results.lineage import result_headline_metric
 from engine.results.metrics_files import ResultRecord, load_metrics_file, training_peaks
-from engine.results.model_folder import TRAINING_METADATA
-from engine.results.registry import inspect_model
+from engine.models.folder import TRAINING_METADATA
+from engine.models.scan import inspect_model
 from engine.results.stats import ALPHA, CORRECTIONS
 from engine.workspace import Workspace
 

@@ -85,7 +85,8 @@ def run_plan(args) -> int:
 def run_run(args) -> int:
     from engine.jobs.store import JobError
     from engine.jobs.study_run import run_study
-    from engine.jobs.worker import WorkerError, run_queued
+    from engine.jobs.control import run_queued
+    from engine.jobs.settings import WorkerError
 
     ws, study = _load(args)
     try:

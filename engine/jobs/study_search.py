@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engine.data.tasks import DatasetError, get_task
 from engine.jobs.gpu import GpuInventory
 from engine.jobs.store import Job
 from engine.presets.study import SearchSpec, Study, StudyError, StudyRun, load_study
@@ -78,6 +79,11 @@ def objective_value(ws: Workspace, run_name: str, search: SearchSpec) -> tuple[f
     record = load_metrics_file(path)
     dataset_name, metric = search.objective_parts
     dataset = record.dataset(dataset_name) if not record.error else None
+    if dataset is None and not record.error:  # a custom test set is recorded under its test file's name
+        try:
+            dataset = record.dataset(get_task(dataset_name, ws.datasets_dir).test_file)
+        except DatasetError:
+            dataset = None
     value = dataset.metrics.get(metric) if dataset is not None else None
     if value is None:
         return None, f"{path.name} has no {search.objective}" + (f" ({record.error})" if record.error else "")

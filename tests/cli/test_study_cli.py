@@ -167,13 +167,13 @@ def test_show_json_has_every_cell_holm_adjusted_p_and_brute_force_pareto_flags(g
     cells = []
     for name, row in rows.items():
         assert row["status"] == "done" and row["size_bytes"] > 0
-        assert set(row["cells"]) == {"quick"}
-        cell = row["cells"]["quick"]
+        assert set(row["cells"]) == {"boolq"}  # the quick set is BoolQ's test file: recorded as boolq
+        cell = row["cells"]["boolq"]
         assert cell["metric"] == "accuracy" and 0.0 <= cell["value"] <= 1.0
         if row["parent"] is None:
             assert cell["delta"] is None and cell["p"] is None and cell["p_adjusted"] is None
         else:
-            parent_value = rows[row["parent"]]["cells"]["quick"]["value"]
+            parent_value = rows[row["parent"]]["cells"]["boolq"]["value"]
             assert cell["delta"] == pytest.approx(cell["value"] - parent_value, abs=1e-9)
             assert 0.0 < cell["p"] <= 1.0
             cells.append(cell)
@@ -182,9 +182,9 @@ def test_show_json_has_every_cell_holm_adjusted_p_and_brute_force_pareto_flags(g
         assert cell["p_adjusted"] == pytest.approx(adjusted, abs=1e-12)
     for flag, cost in (("pareto_size", "size_bytes"), ("pareto_latency", "latency_s")):
         for name, row in rows.items():
-            score, price = row["cells"]["quick"]["value"], row[cost]
-            dominated = any(other["cells"]["quick"]["value"] >= score and other[cost] <= price
-                            and (other["cells"]["quick"]["value"] > score or other[cost] < price)
+            score, price = row["cells"]["boolq"]["value"], row[cost]
+            dominated = any(other["cells"]["boolq"]["value"] >= score and other[cost] <= price
+                            and (other["cells"]["boolq"]["value"] > score or other[cost] < price)
                             for other in rows.values())
             assert row[flag] is (not dominated), (flag, name)
     assert any(row["pareto_size"] for row in rows.values())
@@ -193,11 +193,11 @@ def test_show_json_has_every_cell_holm_adjusted_p_and_brute_force_pareto_flags(g
 def test_show_renders_markdown_latex_and_csv(grid_ws):
     ws = grid_ws[0]
     markdown = _llmtui(ws, "study", "show", "grid", "--markdown").stdout
-    assert markdown.startswith("| model | status | quick | size |") and markdown.count("tiny-qwen3") >= 7
+    assert markdown.startswith("| model | status | boolq | size |") and markdown.count("tiny-qwen3") >= 7
     latex = _llmtui(ws, "study", "show", "grid", "--latex").stdout
     assert r"\begin{tabular}" in latex and r"\_HQQ\_w8" in latex
     csv_text = _llmtui(ws, "study", "show", "grid", "--csv").stdout
-    assert csv_text.splitlines()[0].startswith("model,parent,reference,status,quick__value,quick__delta,quick__p,")
+    assert csv_text.splitlines()[0].startswith("model,parent,reference,status,boolq__value,boolq__delta,boolq__p,")
     assert len(csv_text.splitlines()) == 8
 
 
@@ -241,7 +241,7 @@ def test_a_search_finishes_its_trials_through_the_worker_and_records_each_value(
     for trial in complete:
         name = trial.user_attrs["run"]
         assert name == f"tiny-qwen3-trial{trial.number}-boolq_SFT_LoRa16_NoQuant"
-        assert shown[trial.number]["value"] == trial.value == rows[name]["cells"]["quick"]["value"]
+        assert shown[trial.number]["value"] == trial.value == rows[name]["cells"]["boolq"]["value"]
         metrics = json.loads(ws.metrics_file(name).read_text())
         assert metrics["model_name"] == name
     jobs = _jobs(ws)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
+from tui.cli.common import add_workspace_arg, console, exit_invalid, fail, print_json, workspace_from
 
 
 def register(subparsers) -> None:
@@ -45,14 +45,8 @@ def _load(args):
     try:
         study = load_study(path, tuple(custom_tasks(ws.datasets_dir)))
     except (StudyError, DatasetError) as exc:
-        problems = exc.problems if isinstance(exc, StudyError) else [str(exc)]
-        if getattr(args, "json", False):
-            print_json({"valid": False, "file": str(path), "problems": problems})
-        else:
-            err_console.print(f"[bold red]invalid study[/] {path}", highlight=False)
-            for problem in problems:
-                err_console.print(f"  • {problem}", highlight=False, markup=False)
-        raise SystemExit(2) from None
+        exit_invalid("study", path, exc.problems if isinstance(exc, StudyError) else [str(exc)],
+                     json_errors=args.json)
     return ws, study
 
 

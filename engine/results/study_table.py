@@ -17,11 +17,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from engine.data.tasks import DatasetError, get_task
 from engine.files import read_json_file, write_json
 from engine.jobs.study_run import STATUS_ORDER, StudyPlan
 from engine.results.compare import CompareError, compare
 from engine.results.lineage import result_headline_metric
-from engine.results.metrics_files import ResultRecord, load_metrics_file, training_peaks
+from engine.results.metrics_files import ResultRecord, dataset_name_from_file, load_metrics_file, training_peaks
 from engine.models.folder import TRAINING_METADATA
 from engine.models.scan import inspect_model
 from engine.results.stats import ALPHA, CORRECTIONS
@@ -96,6 +97,8 @@ def study_table(ws: Workspace, plan: StudyPlan, *, resamples: int = 1000, seed: 
             metric = result_headline_metric(dataset.kind, dataset.metrics)
             if metric is not None:
                 columns.setdefault(dataset.name, metric)
+    for name, metric in _planned_columns(ws, plan).items():  # sets no row has results on yet
+        columns.setdefault(name, metric)
     for row in rows:
         record = records.get(row.name)
         for name, metric in columns.items():
@@ -117,6 +120,21 @@ def study_table(ws: Workspace, plan: StudyPlan, *, resamples: int = 1000, seed: 
 
         table.trials, table.objective = search_trials(ws, study), study.search.objective
     return table
+
+
+def _planned_columns(ws: Workspace, plan: StudyPlan) -> dict[str, str]:
+    """The test sets the runs' evaluations name, as metrics files will record them, with their headline metric."""
+    columns: dict[str, str] = {}
+    names = dict.fromkeys(name for run in plan.study.runs if run.config.eval.after for name in run.config.eval.datasets)
+    for name in names:
+        try:
+            task = get_task(name, ws.datasets_dir)
+        except DatasetError:
+            continue
+        metric = result_headline_metric(task.kind, {})
+        if metric is not None:
+            columns[dataset_name_from_file(task.test_file)] = metric
+    return columns
 
 
 def _rows(plan: StudyPlan) -> list[StudyRow]:

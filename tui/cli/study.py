@@ -63,8 +63,10 @@ def run_plan(args) -> int:
                   title_justify="left")
     for run in plan.runs:
         work = run.work
-        table.add_row(run.name, run.label, run.status, str(len(run.jobs)), _num(work.get("steps")),
-                      _num(work.get("tokens")))
+        statuses = [plan.jobs[key].status for key in run.jobs]
+        jobs = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "running", "queued", "failed", "missing")
+                         if s in statuses)
+        table.add_row(run.name, run.label, run.status, jobs, _num(work.get("steps")), _num(work.get("tokens")))
     console.print(table)
     counts = ", ".join(f"{n} {s}" for s, n in data["counts"].items() if n)
     hours = data["work"]["hours"]

@@ -119,13 +119,13 @@ after = true
 
 #: Study files (``llmtui study plan|run|show``), written beside the presets.
 DEMO_STUDIES = {
-    "demo-study": """# A study: LoRA and DoRA on synthetic BoolQ, each followed by HQQ 4- and 8-bit PTQ, every model evaluated
-# (the base model too). `llmtui study run demo-study`, then `llmtui study show demo-study`.
+    "demo-study": """# A study: LoRA and DoRA on synthetic BoolQ (boolq-lora's 800 steps), each followed by HQQ 4- and 8-bit PTQ,
+# every model evaluated on 100 items (the base model too). `llmtui study run demo-study`, then `llmtui study show
+# demo-study` (about 15 minutes on 2 busy CPU cores).
 [study]
 base = "boolq-lora.toml"
 
 [study.set]
-"train.max_steps" = 200
 "eval.limit" = 100
 ptq = [{ method = "HQQ", bits = 4, group_size = 64 }, { method = "HQQ", bits = 8, group_size = 64 }]
 

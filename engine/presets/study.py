@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.presets.config import ConfigError, ExperimentConfig, Problem, config_from_dict
+from engine.presets.config import ConfigError, ExperimentConfig, config_from_dict
+from engine.results.stats import CORRECTIONS
 
-CORRECTIONS = ("holm", "bh")
 DIRECTIONS = ("maximize", "minimize")
 _STUDY_KEYS = ("name", "base", "reference", "correction", "set", "axes", "zip", "exclude", "override", "search")
 _SEARCH_KEYS = ("n_trials", "objective", "direction", "space", "seed", "parallel")

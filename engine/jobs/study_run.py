@@ -46,10 +46,14 @@ class StudyJob:
     #: Builds the job's request (made only when it is queued: rendering every run's preset costs time).
     request: Callable[[], JobRequest] | None = None
     error: str = ""
+    #: A done training whose recorded preset differs from the study's run now (``key: was → now``): the
+    #: study was edited after it ran. It is not trained again (that needs ``llmtui train --overwrite``).
+    stale: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "kind": self.kind, "target": self.target, "status": self.status,
-                "job_id": self.job_id, "after": self.deps, "run": self.run, "error": self.error}
+                "job_id": self.job_id, "after": self.deps, "run": self.run, "error": self.error,
+                "stale": self.stale}
 
 
 @dataclass
@@ -150,6 +154,8 @@ def plan_study(ws: Workspace, study: Study, *, inventory: GpuInventory | None = 
             if key not in nodes:
                 nodes[key] = _node(ws, key.split(":", 1)[0], step.target, [keys[i] for i in step.after], run.name,
                                    functools.partial(built.request, index), latest)
+                if nodes[key].kind == "train" and nodes[key].status == "done":
+                    nodes[key].stale = _stale_training(ws, run)
         outputs = [s.target for s in steps if s.kind in ("train", "snapshot", "quantize")]
         for step in steps:
             if step.kind == "quantize":
@@ -209,6 +215,21 @@ def _output_done(ws: Workspace, kind: str, target: str) -> bool:
     if kind == "eval":
         return ws.metrics_file(target).is_file()
     return (ws.model_dir(target) / (TRAINING_METADATA if kind == "train" else QUANTIZATION_METADATA)).is_file()
+
+
+def _stale_training(ws: Workspace, run: StudyRun) -> list[str]:
+    """``section.key: was → now`` for each training setting the model folder's metadata records differently."""
+    meta = read_json_file(ws.model_dir(run.name) / TRAINING_METADATA)[0]
+    recorded = meta.get("training_parameters", {}).get("preset") if isinstance(meta, dict) else None
+    if not isinstance(recorded, dict):
+        return []
+    now = run.config.to_dict()
+    changes = []
+    for section in ("model", "data", "peft", "quant", "train"):
+        was = recorded.get(section) if isinstance(recorded.get(section), dict) else {}
+        changes += [f"{section}.{key}: {was[key]!r} → {value!r}" for key, value in now[section].items()
+                    if key in was and was[key] != value]
+    return changes
 
 
 def _known_throughput(ws: Workspace, runs: list[StudyRun]) -> float | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from tui.cli.common import add_workspace_arg, console, exit_invalid, fail, print_json, workspace_from
+from tui.cli.common import add_workspace_arg, console, err_console, exit_invalid, fail, print_json, workspace_from
 
 
 def register(subparsers) -> None:
@@ -72,6 +72,11 @@ def run_plan(args) -> int:
     hours = data["work"]["hours"]
     console.print(f"{data['total_jobs']} jobs ({counts}); estimated work {data['work']['tokens']:,} tokens"
                   + (f", about {hours:g} h at this machine's measured speed" if hours else ""), highlight=False)
+    for job in plan.jobs.values():
+        if job.stale:
+            err_console.print(f"[yellow]note:[/] Models/{job.target} was trained with other settings than the "
+                              f"study's now ({'; '.join(job.stale)}); it counts as done (train it again with "
+                              "llmtui train --overwrite)", highlight=False)
     if study.search is not None:
         console.print(f"search: {len(plan.runs)} of {study.search.n_trials} trials asked so far "
                       f"(objective {study.search.objective}, {study.search.direction})", highlight=False)

@@ -117,13 +117,12 @@ def study_runs(ws: Workspace, study: Study) -> list[StudyRun]:
     return trial_runs(ws, study)
 
 
-def plan_study(ws: Workspace, study: Study, *, inventory: GpuInventory | None = None,
-               jobs: list[Job] | None = None) -> StudyPlan:
+def plan_study(ws: Workspace, study: Study, *, inventory: GpuInventory | None = None) -> StudyPlan:
     """Every run's jobs with their status (nothing is queued)."""
     runs = study_runs(ws, study)
     if study.search is not None:
         study = replace(study, runs=runs)
-    latest = _latest_jobs(ws, jobs)
+    latest = _latest_jobs(ws)
     root = study_root(ws, study)
     planned: list[PlannedRun] = []
     nodes: dict[str, StudyJob] = {}
@@ -187,12 +186,11 @@ class _RunRequests:
         return self.requests[index]
 
 
-def _latest_jobs(ws: Workspace, jobs: list[Job] | None) -> dict[tuple[str, str], Job]:
-    if jobs is None:
-        if not ws.queue_db.exists():
-            return {}
-        with JobStore(ws) as store:
-            jobs = store.list()
+def _latest_jobs(ws: Workspace) -> dict[tuple[str, str], Job]:
+    if not ws.queue_db.exists():
+        return {}
+    with JobStore(ws) as store:
+        jobs = store.list()
     return {(job.kind, job.target): job for job in jobs}  # id order: the latest wins
 
 

@@ -7,23 +7,11 @@ from engine.jobs.store import JobStore
 from engine.jobs.study_run import plan_study, run_study
 from engine.presets.study import load_study
 from fake_gpus import FakeInventory
+from study_files import study_text
 from tui_workspace import make_workspace
 
-STUDY = """[model]
-base = "Models/tiny"
-[data]
-dataset = "boolq"
-[peft]
-r = 16
-[eval]
-after = true
-datasets = ["boolq"]
-
-[study]
-[study.axes]
-"peft.method" = ["LoRa", "DoRa"]
-ptq = [[{ method = "HQQ", bits = 4 }], [{ method = "HQQ", bits = 8 }]]
-"""
+STUDY = study_text("tiny", '"peft.method" = ["LoRa", "DoRa"]\n'
+                   'ptq = [[{ method = "HQQ", bits = 4 }], [{ method = "HQQ", bits = 8 }]]\n')
 LORA = "tiny-boolq_SFT_LoRa16_NoQuant"
 
 

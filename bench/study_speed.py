@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from engine.presets.study import load_study  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
-from metrics_files import boxed, write_evaluation  # noqa: E402
+from metrics_fixtures import boxed, write_evaluation  # noqa: E402
 from study_files import study_text  # noqa: E402
 
 

@@ -23,15 +23,17 @@ from typing import Any, Callable, Iterator
 from engine.files import read_json_file
 from engine.jobs.enqueue import eval_request, pipeline_requests
 from engine.jobs.gpu import GpuInventory, NvmlInventory, visible_gpu_count
-from engine.jobs.study_search import TRIAL_OPTION
 from engine.jobs.store import RETRYABLE, Job, JobRequest, JobStore
 from engine.presets.plan import make_plan
+from engine.presets.requests import EvalRequest
 from engine.presets.study import Study, StudyRun
 from engine.models.folder import QUANTIZATION_METADATA, TRAINING_METADATA
 from engine.models.resolve import ModelNotFoundError, resolve_model_ref
 from engine.workspace import Workspace
 
 STATUS_ORDER = ("failed", "running", "queued", "missing", "done")
+#: Options key a search trial's jobs carry, so the worker can move the search on when one ends.
+TRIAL_OPTION = "study_trial"
 
 
 @dataclass
@@ -108,20 +110,10 @@ def study_root(ws: Workspace, study: Study) -> str | None:
     return folder.name if folder.parent.resolve() == ws.models_dir.resolve() else None
 
 
-def study_runs(ws: Workspace, study: Study) -> list[StudyRun]:
-    """A grid's runs, or a search's trials asked so far (from its Optuna storage)."""
-    if study.search is None:
-        return study.runs
-    from engine.jobs.study_search import trial_runs
-
-    return trial_runs(ws, study)
-
-
-def plan_study(ws: Workspace, study: Study, *, inventory: GpuInventory | None = None) -> StudyPlan:
-    """Every run's jobs with their status (nothing is queued)."""
-    runs = study_runs(ws, study)
-    if study.search is not None:
-        study = replace(study, runs=runs)
+def plan_runs(ws: Workspace, study: Study, *, inventory: GpuInventory | None = None) -> StudyPlan:
+    """Every run's jobs with their status (nothing is queued); a search's ``study.runs`` are its trials so far
+    (engine.jobs.study.plan_study fills them in)."""
+    runs = study.runs
     latest = _latest_jobs(ws)
     root = study_root(ws, study)
     planned: list[PlannedRun] = []
@@ -137,9 +129,9 @@ def plan_study(ws: Workspace, study: Study, *, inventory: GpuInventory | None = 
         eval_settings = first_eval
 
         def root_request() -> JobRequest:
-            return eval_request(ws, root, datasets=datasets, limit=eval_settings.limit,
-                                batch_size=eval_settings.batch_size, backend=eval_settings.backend,
-                                threads=eval_settings.threads, gpus=1 if gpu_count else 0)
+            request = EvalRequest(datasets=datasets, limit=eval_settings.limit, batch_size=eval_settings.batch_size,
+                                  backend=eval_settings.backend, threads=eval_settings.threads)
+            return eval_request(ws, root, request, gpus=1 if gpu_count else 0)
 
         nodes[f"eval:{root}"] = _node(ws, "eval", root, [], root, root_request, latest)
         parents[root] = None
@@ -299,20 +291,6 @@ def enqueue_missing(ws: Workspace, plan: StudyPlan) -> tuple[list[Job], list[str
             jobs = store.enqueue_many(batch)
     skipped = [run.name for run in plan.runs if not any(k in index for k in run.jobs)]
     return jobs, skipped
-
-
-def run_study(ws: Workspace, study: Study, *, inventory: GpuInventory | None = None) -> dict[str, Any]:
-    """Queue what the study still needs: ``{"queued": [job ids], "skipped": [run names], "pending": n}`` (n: its
-    jobs now queued or running, which the caller hands to the worker or Slurm). A search first
-    records finished trials and asks Optuna for the next ones (:func:`engine.jobs.study_search.advance`)."""
-    if study.search is not None:
-        from engine.jobs.study_search import advance
-
-        return advance(ws, study, inventory=inventory)
-    with study_lock(ws, study):
-        plan = plan_study(ws, study, inventory=inventory)
-        jobs, skipped = enqueue_missing(ws, plan)
-    return {"queued": [job.id for job in jobs], "skipped": skipped, "pending": pending_jobs(plan, jobs)}
 
 
 def pending_jobs(plan: StudyPlan, queued: list[Job]) -> int:

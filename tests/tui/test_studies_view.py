@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable, OptionList, Static
 
-from metrics_files import boxed, write_evaluation
+from metrics_fixtures import boxed, write_evaluation
 from study_files import study_text
 from tui_workspace import make_model, make_workspace, wait_for
 from tui.screens.compare import CompareScreen

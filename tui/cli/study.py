@@ -51,7 +51,7 @@ def _load(args):
 
 
 def run_plan(args) -> int:
-    from engine.jobs.study_run import plan_study
+    from engine.jobs.study import plan_study
 
     ws, study = _load(args)
     plan = plan_study(ws, study)
@@ -85,7 +85,7 @@ def run_plan(args) -> int:
 
 def run_run(args) -> int:
     from engine.jobs.store import JobError
-    from engine.jobs.study_run import run_study
+    from engine.jobs.study import run_study
     from engine.jobs.control import run_queued
     from engine.jobs.settings import WorkerError
 
@@ -111,9 +111,8 @@ def run_run(args) -> int:
 
 
 def run_show(args) -> int:
-    from engine.jobs.study_run import plan_study
-    from engine.results.export import STUDY_RENDERERS, study_rows, study_notes
-    from engine.results.study_table import study_table
+    from engine.jobs.study import plan_study
+    from engine.jobs.study_table import STUDY_RENDERERS, study_notes, study_rows, study_table
 
     ws, study = _load(args)
     table = study_table(ws, plan_study(ws, study))

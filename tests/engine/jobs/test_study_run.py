@@ -4,7 +4,7 @@ prerequisites (real queue database; nothing started)."""
 from __future__ import annotations
 
 from engine.jobs.store import JobStore
-from engine.jobs.study_run import plan_study, run_study
+from engine.jobs.study import plan_study, run_study
 from engine.presets.study import load_study
 from fake_gpus import FakeInventory
 from study_files import study_text

@@ -1,6 +1,6 @@
 """Screen 5: a chat playground. Pick any model folder and optionally a task (its system prompt), type a
 message, watch the answer stream in; ``ctrl+t`` shows the exact prompt the one prompt builder rendered
-(what evaluation would send). Generation runs in a ``llmtui chat-server`` child process
+(what evaluation would send); ``ctrl+o`` opens the Arena (:mod:`tui.screens.arena`), models side by side. Generation runs in a ``llmtui chat-server`` child process
 (:mod:`tui.chat_process`); switching model or leaving the screen ends it. Runs in the TUI process."""
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class ChatScreen(WorkspaceScreen):
     BINDINGS = [
         Binding("ctrl+t", "toggle_prompt", "Prompt", id="chat.prompt"),
         Binding("ctrl+l", "clear", "Clear", id="chat.clear"),
+        Binding("ctrl+o", "arena", "Arena", id="chat.arena"),
         Binding("escape", "stop", "Stop / leave box", id="chat.stop"),
     ]
 
@@ -287,6 +288,12 @@ class ChatScreen(WorkspaceScreen):
             turn.widget.remove()
         self.turns, self.prompt_text = [], ""
         self.show_prompt()
+
+    def action_arena(self) -> None:
+        """Open the Arena (side by side) with this chat's model as its first."""
+        from tui.screens.arena import ArenaScreen
+
+        self.app.push_screen(ArenaScreen([self.model] if self.model else []))
 
     def action_stop(self) -> None:
         """Stop the answer being generated; otherwise leave the message box (so 1–5 switch screens)."""

@@ -83,9 +83,10 @@ class ArenaScreen(Screen):
                     column.can_focus = False  # tab goes from the settings to the message box
                     with column:
                         yield Static("", id=f"arena-head-{i}", classes="arena-head")
-                        yield Static("", id=f"arena-prompt-{i}", classes="arena-prompt")
                         yield Static("", id=f"arena-body-{i}", classes="arena-body")
                         yield Static("", id=f"arena-foot-{i}", classes="arena-foot")
+                        # below the answer and its numbers, so they stay in sight at 80×24
+                        yield Static("", id=f"arena-prompt-{i}", classes="arena-prompt")
             yield Input(placeholder="pick two or three models, then type once and press enter", id="arena-input")
         yield Footer(compact=True)
 
@@ -162,9 +163,7 @@ class ArenaScreen(Screen):
 
         self.stop_servers()
         models = self.chosen_models()
-        self.columns = [ArenaColumn(model) for model in models] if len(models) >= MIN_MODELS else []
-        for i in range(MAX_MODELS):
-            self.query_one(f"#arena-column-{i}").display = i < len(self.columns)
+        self.show_columns([ArenaColumn(model) for model in models] if len(models) >= MIN_MODELS else [])
         if not self.columns:
             return
         inventory = self.app.gpu_inventory  # type: ignore[attr-defined]
@@ -178,6 +177,11 @@ class ArenaScreen(Screen):
             self.ask_item()
         for i in range(len(self.columns)):
             self.draw(i)
+
+    def show_columns(self, columns: list[ArenaColumn]) -> None:
+        self.columns = columns
+        for i in range(MAX_MODELS):
+            self.query_one(f"#arena-column-{i}").display = i < len(self.columns)
 
     def stop_servers(self, *, wait: bool = False) -> None:
         servers, self.servers = self.servers, None

@@ -253,7 +253,7 @@ class CompareScreen(Screen):
         title.append(direction, style="magenta")
         head.update(title)
         item_view.update(Text.assemble((f"#{item.index}", "bold"), "  gold ", (shorten(item.gold, 40), "bold green"),
-                                       "\n", (shorten(item.prompt, 3 * max(self.size.width - 4, 20), keep_end=True),
+                                       ("  · a: ask both again, side by side (Arena)", "dim"), "\n", (shorten(item.prompt, 3 * max(self.size.width - 4, 20), keep_end=True),
                                               "dim")))
         for widget, name, side in ((left, flips.reference, item.reference), (right, flips.model, item.model)):
             answer = side.extracted if side.extracted is not None else side.pred

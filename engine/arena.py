@@ -234,7 +234,7 @@ def held_gpus(ws: Workspace) -> list[int]:
 def workspace_placements(ws: Workspace, count: int, inventory: Any) -> list[Placement]:
     """:func:`placements` for this workspace: the inventory's GPUs (a :class:`engine.jobs.gpu.GpuInventory`),
     its running jobs' GPUs, the worker's busy threshold, this machine's cores."""
-    from engine.jobs.worker import WorkerError, WorkerSettings, load_worker_settings
+    from engine.jobs.settings import WorkerError, WorkerSettings, load_worker_settings
 
     try:
         busy = load_worker_settings(ws).busy_gpu_memory_fraction

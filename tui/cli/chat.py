@@ -102,7 +102,7 @@ def run_arena(args) -> int:
     from engine.arena import ArenaError, ArenaItem, column_json, load_arena_item, workspace_placements
     from engine.data.tasks import DatasetError, TaskSpec, get_task
     from engine.jobs.gpu import NvmlInventory
-    from engine.results.model_folder import ModelNotFoundError, resolve_model_folder
+    from engine.models.resolve import ModelNotFoundError, resolve_model_folder
     from engine.runs.chat import ChatRequestError, ChatSettings
     from tui.arena_servers import answer_once
 

@@ -12,10 +12,9 @@ import pytest
 from textual.widgets import Input, Static
 
 from engine.files import write_jsonl
-from tui_workspace import wait_for
+from tui_workspace import open_compare, wait_for
 from tui.screens.arena import ArenaScreen
 from tui.screens.chat import ChatScreen
-from tui.screens.compare import CompareScreen
 
 #: Loading torch and a model in each of two children on a busy 2-core machine.
 LOAD_TIMEOUT_S = 240
@@ -151,13 +150,7 @@ async def test_a_flipped_item_opens_in_the_arena_with_its_prompt_and_recorded_pr
 
     app = tui_app(arena_ws, gpus=0)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("4")
-        results = app.screen
-        await wait_for(pilot, lambda: results.table_data is not None, what="the results")
-        await pilot.press("space", "down", "space", "c")
-        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.comparison is not None,
-                       timeout=30, what="the comparison")
-        compare = app.screen
+        compare = await open_compare(app, pilot, timeout=30)
         await pilot.press("f")
         assert text_of(compare, "#flips-item").startswith("#3")
         await pilot.press("a")

@@ -62,6 +62,14 @@ def _evaluated_workspace(tmp_path):
     return ws
 
 
+async def _open_form(pilot):
+    """The Experiments screen once the preset fills its form."""
+    await pilot.press("2")
+    screen = pilot.app.screen
+    await wait_for(pilot, lambda: screen.saved_values is not None, what="the preset in the form")
+    return screen
+
+
 def _app(tui_app, ws, clock=lambda: 1_800_000_000.0):
     return tui_app(ws, gpu_inventory=_inventory(), clock=clock)
 
@@ -82,9 +90,7 @@ def test_form_with_an_error(snap_compare, tmp_path, size, tui_app):
     (ws.experiments_dir / "boolq-lora.toml").write_text(PRESET)
 
     async def type_r_zero(pilot):
-        await pilot.press("2")
-        screen = pilot.app.screen
-        await wait_for(pilot, lambda: screen.saved_values is not None, what="the preset in the form")
+        screen = await _open_form(pilot)
         r = screen.query_one("#f-peft-r", Input)
         r.focus()
         await pilot.press("end", "ctrl+u", "0")
@@ -297,9 +303,7 @@ def test_escape_leaves_a_form_field(snap_compare, tmp_path, tui_app):
     (ws.experiments_dir / "boolq-lora.toml").write_text(PRESET)
 
     async def typed_then_escape(pilot):
-        await pilot.press("2")
-        screen = pilot.app.screen
-        await wait_for(pilot, lambda: screen.saved_values is not None, what="the preset in the form")
+        screen = await _open_form(pilot)
         r = screen.query_one("#f-peft-r", Input)
         for _ in range(60):
             if screen.focused is r:

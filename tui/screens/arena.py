@@ -22,7 +22,7 @@ from engine.arena import MAX_MODELS, MIN_MODELS, ArenaColumn, ArenaError, ArenaI
 from engine.results.export import shorten
 from engine.workspace import Workspace
 from tui.chat_process import Reply
-from tui.screens.chat import NO_TASK
+from tui.screens.chat import NO_TASK, model_folder_names, read_settings
 from tui.widgets.screen_tabs import ScreenTabs
 
 #: The third model picker's value for "two models only".
@@ -104,11 +104,7 @@ class ArenaScreen(Screen):
         from engine.arena import load_arena_item
         from engine.data.tasks import DatasetError, task_registry
 
-        try:
-            models = sorted((p.name for p in self.ws.models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                            key=str.lower)
-        except OSError:
-            models = []
+        models = model_folder_names(self.ws)
         try:
             tasks = list(task_registry(self.ws.datasets_dir))
         except DatasetError:
@@ -212,15 +208,7 @@ class ArenaScreen(Screen):
     # ------------------------------------------------------------------------------ asking
 
     def settings(self) -> dict[str, Any] | None:
-        values: dict[str, Any] = {}
-        for wid, (key, kind, default) in SETTINGS.items():
-            text = self.query_one(f"#{wid}", Input).value.strip() or default
-            try:
-                values[key] = kind(text)
-            except ValueError:
-                self.notify(f"{key}: {text!r} is not a number", title="cannot send", severity="error")
-                return None
-        return values
+        return read_settings(self, SETTINGS)
 
     def task_name(self) -> str | None:
         task = self.query_one("#arena-task", Select).value

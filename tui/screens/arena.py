@@ -145,6 +145,11 @@ class ArenaScreen(Screen):
             self.item = None  # the recorded predictions were those of the models the item came with
             self.start_servers()
 
+    @on(Select.Changed, "#arena-task")
+    def task_chosen(self) -> None:
+        for index in range(len(self.columns)):  # the extracted answers are the task's scorer's
+            self.draw(index)
+
     def chosen_models(self) -> list[str]:
         values = [self.query_one(f"#arena-model-{i}", Select).value for i in range(MAX_MODELS)]
         chosen = [v for v in values if isinstance(v, str) and v != NO_MODEL]
@@ -166,6 +171,8 @@ class ArenaScreen(Screen):
         placed = workspace_placements(self.ws, len(models), inventory)
         self.servers = ArenaServers(self.ws, models, placed, self._reply_from_thread)
         self.servers.start()
+        if self.item is None:
+            self.query_one("#arena-input", Input).placeholder = "type once, enter asks every model (ctrl+t: prompts)"
         where = ", ".join(dict.fromkeys(p.env.get("CUDA_VISIBLE_DEVICES", "") and f"GPU {p.env['CUDA_VISIBLE_DEVICES']}"
                                         or f"cpu ×{p.threads} threads" for p in placed))
         self.set_state(f"loading {len(models)} models at once ({where})…")

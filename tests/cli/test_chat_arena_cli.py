@@ -75,3 +75,20 @@ def test_bad_arena_input_is_one_line_and_exit_2(demo_ws, capsys):
         assert exit_info.value.code == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
+
+
+@pytest.mark.slow
+def test_side_by_side_in_a_plain_terminal_with_a_model_that_does_not_load(two_models, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    from tui.cli.common import console
+
+    monkeypatch.setattr(console, "_width", 240)  # three columns of stats, each on one line
+    (two_models.models_dir / "broken").mkdir()
+    (two_models.models_dir / "broken" / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    assert main(["-w", str(two_models.root), "chat", "tiny-qwen3", "broken", OTHER, "-m", "hello", "--task", "arc",
+                 "--max-tokens", "4"]) == 0  # one model answered
+    out = capsys.readouterr().out
+    for name in ("tiny-qwen3", "broken", OTHER):
+        assert name in out
+    assert out.count("· 4 tokens") == 2 and out.count("no boxed answer ✗") == 0  # a message, not an item: no gold
+    assert out.count("no boxed answer") == 2 and "did not load" in out and "no answer" in out

@@ -136,11 +136,11 @@ def run_arena(args) -> int:
     if args.json:
         print_json(results)
     else:
-        print_side_by_side(results, item is not None)
+        print_side_by_side(results, task is not None, item is not None)
     return 0 if any("error" not in result for result in results) else 1
 
 
-def print_side_by_side(results: list[dict], with_item: bool) -> None:
+def print_side_by_side(results: list[dict], with_task: bool, with_item: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -152,9 +152,9 @@ def print_side_by_side(results: list[dict], with_item: bool) -> None:
     for r in results:
         line = [f"first token {r['first_token_s']} s · {r['tokens_per_s']} tok/s · {r['tokens']} tokens"
                 if r["tokens"] is not None else "no answer"]
-        if r["extracted"] is not None:
-            line.append(f"answer {r['extracted']}" + ("" if r.get("correct") is None else
-                                                      " ✓ right" if r["correct"] else " ✗ wrong"))
+        if with_task and r["tokens"] is not None:
+            line.append(("no boxed answer" if r["extracted"] is None else f"answer {r['extracted']}")
+                        + ("" if r.get("correct") is None else " ✓ right" if r["correct"] else " ✗ wrong"))
         if with_item:
             line.append("recorded: " + ("none" if r["recorded"] is None else
                                         "reproduced" if r["reproduces_recorded"] else

@@ -322,8 +322,11 @@ class ArenaScreen(Screen):
             foot.append(f"first token {column.first_token_s} s · {column.tokens_per_s} tok/s · "
                         f"{column.tokens} tokens" + (" · stopped" if column.stopped else ""), style="dim")
         if task is not None and column.state == "done":
-            foot.append("\nanswer ")
-            foot.append(str(outcome.extracted), style="bold")
+            if outcome.extracted is None:
+                foot.append("\nno boxed answer", style="yellow")
+            else:
+                foot.append("\nanswer ")
+                foot.append(outcome.extracted, style="bold")
             if outcome.correct is not None:
                 foot.append(" ✓ right" if outcome.correct else " ✗ wrong", style="green" if outcome.correct else "red")
         if self.item is not None:

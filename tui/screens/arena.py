@@ -173,9 +173,10 @@ class ArenaScreen(Screen):
         self.servers.start()
         if self.item is None:
             self.query_one("#arena-input", Input).placeholder = "type once, enter asks every model (ctrl+t: prompts)"
-        where = ", ".join(dict.fromkeys(p.env.get("CUDA_VISIBLE_DEVICES", "") and f"GPU {p.env['CUDA_VISIBLE_DEVICES']}"
-                                        or f"cpu ×{p.threads} threads" for p in placed))
+        where = ", ".join(dict.fromkeys(f"GPU {p.env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in p.env
+                                        else f"CPU, {p.threads} thread(s) each" for p in placed))
         self.set_state(f"loading {len(models)} models at once ({where})…")
+        self.request = None  # new servers answer what is asked next, not what the previous ones were asked
         if self.item is not None:
             self.ask_item()
         for i in range(len(self.columns)):

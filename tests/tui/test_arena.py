@@ -130,7 +130,7 @@ async def test_a_flipped_item_opens_in_the_arena_with_its_prompt_and_recorded_pr
     from engine.arena import load_arena_item
     from engine.data.prompts import render_prompt
     from engine.runs.chat import ChatSession, ChatSettings
-    from metrics_files import boxed, write_evaluation
+    from metrics_fixtures import boxed, write_evaluation
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     item = load_arena_item(arena_ws, "boolq:3", [])

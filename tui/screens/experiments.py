@@ -104,6 +104,7 @@ class ExperimentsScreen(WorkspaceScreen):
         Binding("ctrl+d", "duplicate", "Duplicate", priority=True, id="experiments.duplicate"),
         Binding("delete", "delete", "Delete", id="experiments.delete"),
         Binding("ctrl+r", "queue", "Queue", id="experiments.queue"),
+        Binding("escape", "leave_field", "Leave the field", show=False, id="experiments.leave_field"),
     ]
     PALETTE = (("Add a PTQ step", "add_ptq_step", "append a post-training quantization step to the form"),)
 
@@ -128,6 +129,11 @@ class ExperimentsScreen(WorkspaceScreen):
     def on_mount(self) -> None:
         self.query_one("#editor", Vertical).loading = True
         self.load_info()
+
+    def action_leave_field(self) -> None:
+        """Escape leaves a form field for the presets list, so 1–5 switch screens again instead of being typed
+        (a field's open list, such as a Select's, takes the first Escape itself)."""
+        self.query_one("#presets", OptionList).focus()
 
     @property
     def form(self) -> PresetForm:

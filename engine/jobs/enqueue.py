@@ -43,9 +43,11 @@ def _option_problems(exc: ConfigError) -> str:
 
 def _quantize_request(ws: Workspace, source: str, target: str, step: PtqStep, *, gpus: int, description: str,
                       preset: str | None = None, after: tuple[int, ...] = (),
-                      after_steps: tuple[int, ...] = ()) -> JobRequest:
+                      after_steps: tuple[int, ...] = (), trust_remote_code: bool = False) -> JobRequest:
     args = ["quantize", str(ws.model_dir(source)), "--method", step.method.lower(), "--bits", str(step.bits),
             "--group-size", str(step.group_size), "--samples", str(step.samples), "--out", target]
+    if trust_remote_code:
+        args.append("--trust-remote-code")
     if step.calibration:
         args += ["--calibration", step.calibration]
     options = {"source": source, "method": step.method.lower(), "bits": step.bits, "group_size": step.group_size,
@@ -57,8 +59,11 @@ def _quantize_request(ws: Workspace, source: str, target: str, step: PtqStep, *,
 def _eval_request(ws: Workspace, model: str, *, datasets: list[str], limit: int, batch_size: int, gpus: int,
                   force: bool = False, backend: str = "auto", threads: int = 0, description: str = "",
                   preset: str | None = None, after: tuple[int, ...] = (),
-                  after_steps: tuple[int, ...] = (), report_to: list[str] | None = None) -> JobRequest:
+                  after_steps: tuple[int, ...] = (), report_to: list[str] | None = None,
+                  trust_remote_code: bool = False) -> JobRequest:
     args = ["eval", str(ws.model_dir(model))]
+    if trust_remote_code:
+        args.append("--trust-remote-code")
     if datasets:
         args += ["--datasets", ",".join(datasets)]
     if limit:
@@ -110,14 +115,15 @@ def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, 
         elif step.kind == "quantize":
             requests.append(_quantize_request(ws, step.options["source"], step.target, next(ptq_steps),
                                               gpus=step_gpus, description=step.description, preset=preset_text,
-                                              after_steps=after_steps))
+                                              after_steps=after_steps,
+                                              trust_remote_code=config.model.trust_remote_code))
         elif step.kind == "eval":
             requests.append(_eval_request(ws, step.target, datasets=step.options["datasets"],
                                           limit=step.options["limit"], batch_size=step.options["batch_size"],
                                           backend=step.options["backend"], threads=step.options["threads"],
                                           report_to=step.options.get("report_to"),
                                           gpus=step_gpus, description=step.description, preset=preset_text,
-                                          after_steps=after_steps))
+                                          after_steps=after_steps, trust_remote_code=config.model.trust_remote_code))
         else:
             raise JobError(f"the plan has a step of unknown kind {step.kind!r}")
     with JobStore(ws) as store:
@@ -126,7 +132,7 @@ def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, 
 
 def enqueue_quantize(ws: Workspace, model: str, *, method: str, bits: int, group_size: int, calibration: str = "",
                      samples: int = 128, out: str | None = None, after: Iterable[int] = (),
-                     inventory: GpuInventory | None = None) -> Job:
+                     inventory: GpuInventory | None = None, trust_remote_code: bool = False) -> Job:
     """Queue one PTQ run of ``model`` (which must exist unless the job waits for others)."""
     after = tuple(after)
     source = model_name_arg(ws, model, must_exist=not after)
@@ -140,15 +146,15 @@ def enqueue_quantize(ws: Workspace, model: str, *, method: str, bits: int, group
     target = model_name_arg(ws, out, must_exist=False) if out else ptq_output_name(source, spec)
     description = f"{spec.method} {spec.weights_bits}-bit PTQ of {source} → Models/{target}"
     request = _quantize_request(ws, source, target, step, gpus=1 if visible_gpu_count(inventory) else 0,
-                                description=description, after=after)
+                                description=description, after=after, trust_remote_code=trust_remote_code)
     with JobStore(ws) as store:
         return store.enqueue_many([request])[0]
 
 
 def enqueue_eval(ws: Workspace, models: Iterable[str], *, datasets: Iterable[str] = (), limit: int = 0,
                  batch_size: int = 0, force: bool = False, backend: str = "auto", threads: int = 0,
-                 after: Iterable[int] = (),
-                 custom_datasets: tuple[str, ...] = (), inventory: GpuInventory | None = None) -> list[Job]:
+                 after: Iterable[int] = (), custom_datasets: tuple[str, ...] = (),
+                 inventory: GpuInventory | None = None, trust_remote_code: bool = False) -> list[Job]:
     """Queue one evaluation job per model (the models must exist unless the jobs wait for others);
     ``force`` evaluates again models that already have a metrics file."""
     after, datasets = tuple(after), list(datasets)
@@ -164,7 +170,7 @@ def enqueue_eval(ws: Workspace, models: Iterable[str], *, datasets: Iterable[str
     gpus = 1 if visible_gpu_count(inventory) else 0
     requests = [_eval_request(ws, name, datasets=datasets, limit=limit, batch_size=batch_size, gpus=gpus,
                               backend=backend, threads=threads,
-                              force=force, after=after) for name in names]
+                              force=force, after=after, trust_remote_code=trust_remote_code) for name in names]
     with JobStore(ws) as store:
         return store.enqueue_many(requests)
 

@@ -75,11 +75,11 @@ def conversation(messages: Iterable[dict[str, Any]], system: str | None) -> list
 class ChatSession:
     """One loaded model (any kind :func:`engine.runs.loading.load_for_inference` loads)."""
 
-    def __init__(self, model_dir: Path | str, *, device: str | None = None) -> None:
+    def __init__(self, model_dir: Path | str, *, device: str | None = None, trust_remote_code: bool = False) -> None:
         from engine.runs.loading import load_for_inference
 
         self.model_dir = Path(model_dir)
-        self.loaded = load_for_inference(self.model_dir, device=device)
+        self.loaded = load_for_inference(self.model_dir, device=device, trust_remote_code=trust_remote_code)
 
     @property
     def has_template(self) -> bool:
@@ -146,7 +146,8 @@ def _requests(stream, inbox: queue.Queue, stop: threading.Event) -> None:
     inbox.put(None)
 
 
-def serve(model_dir: Path | str, *, device: str | None = None, requests=None, replies=None) -> int:
+def serve(model_dir: Path | str, *, device: str | None = None, requests=None, replies=None,
+          trust_remote_code: bool = False) -> int:
     """Load ``model_dir`` and answer requests until the input ends (see the module docstring)."""
     if replies is None:  # keep fd 1 for the protocol: what libraries print goes to stderr
         replies = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
@@ -158,7 +159,7 @@ def serve(model_dir: Path | str, *, device: str | None = None, requests=None, re
         replies.flush()
 
     try:
-        session = ChatSession(model_dir, device=device)
+        session = ChatSession(model_dir, device=device, trust_remote_code=trust_remote_code)
     except Exception as exc:  # any load failure is reported to the screen, which shows it
         send("error", fatal=True, message=f"{type(exc).__name__}: {exc}")
         return 1

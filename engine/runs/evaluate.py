@@ -65,6 +65,7 @@ class EvalOptions:
     backend: str = "auto"
     threads: int = 0
     report_to: list[str] = field(default_factory=list)  # trackers of the model's training run to log to
+    trust_remote_code: bool = False  # the user's --trust-remote-code / preset key, never the folder's metadata
 
 
 # ------------------------------------------------------------------------------------------- datasets
@@ -295,7 +296,7 @@ def _start_backend(ws: Workspace, model_dir: Path, found: Any, options: EvalOpti
             if options.backend == "vllm":
                 raise EvalError(str(exc)) from None
             record["reason"] = f"auto: vLLM failed, the built-in engine was used ({exc})"
-    loaded = load_for_inference(model_dir, device=device)
+    loaded = load_for_inference(model_dir, device=device, trust_remote_code=found.trust_remote_code)
     backend = HFBackend(loaded, batch_size=start_batch_size(options.batch_size, device),
                         host_memory_cap=options.batch_size == "auto" and device == "cpu", threads=threads,
                         before_generate=before_generate)
@@ -327,7 +328,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     test_sets = test_sets or load_test_sets(ws, options)
     tasks, items = test_sets.tasks, test_sets.items
     _check_trackers(options.report_to)
-    found = detect_kind(model_dir)
+    found = detect_kind(model_dir, trust_remote_code=options.trust_remote_code)
     device = resolve_device(options.device)
     start_batch_size(options.batch_size, device)  # a bad batch size fails before anything loads
     events.emit(EventKind.START, model=name, model_dir=str(model_dir), model_kind=found.kind,

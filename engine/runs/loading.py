@@ -116,10 +116,14 @@ def _load_adapter(model_dir: Path, found: ModelKind, device: str, *, quantized_b
         raise ModelLoadError(f"{model_dir}: cannot apply the adapter to {base} ({type(exc).__name__}: {exc})") from exc
 
 
-def load_for_inference(model_dir: Path | str, *, device: str | None = None) -> LoadedModel:
-    """Load a model folder of any kind for generation, in eval mode, with a left-padding tokenizer."""
+def load_for_inference(model_dir: Path | str, *, device: str | None = None,
+                       trust_remote_code: bool = False) -> LoadedModel:
+    """Load a model folder of any kind for generation, in eval mode, with a left-padding tokenizer.
+
+    ``trust_remote_code`` is the user's choice (flag or preset key), never the folder's own metadata.
+    """
     model_dir = Path(model_dir)
-    found = detect_kind(model_dir)
+    found = detect_kind(model_dir, trust_remote_code=trust_remote_code)
     device = resolve_device(device)
     tokenizer_fallback = found.base_model_path if found.kind == "adapter" else None
     tokenizer = load_tokenizer(model_dir, trust_remote_code=found.trust_remote_code, fallback=tokenizer_fallback)
@@ -131,7 +135,7 @@ def load_for_inference(model_dir: Path | str, *, device: str | None = None) -> L
         os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
         from engine.runs.quantize import load_quantized
 
-        model = load_quantized(model_dir, found.quantization, device)
+        model = load_quantized(model_dir, found.quantization, device, trust_remote_code=found.trust_remote_code)
     elif found.kind == "bnb":
         model = _from_pretrained(str(model_dir), device=device, trust_remote_code=found.trust_remote_code)
     else:
@@ -143,7 +147,8 @@ def load_for_inference(model_dir: Path | str, *, device: str | None = None) -> L
     return LoadedModel(model=model, tokenizer=tokenizer, kind=found.kind, info=info)
 
 
-def load_full_precision(model_dir: Path | str, *, device: str = "cpu", dtype: Any = "auto"):
+def load_full_precision(model_dir: Path | str, *, device: str = "cpu", dtype: Any = "auto",
+                        trust_remote_code: bool = False):
     """``(model, tokenizer)`` in full precision; an adapter is merged into its (unquantized) base.
 
     For PTQ of a training output. Quantized folders raise ModelLoadError: they cannot be quantized again.
@@ -151,7 +156,7 @@ def load_full_precision(model_dir: Path | str, *, device: str = "cpu", dtype: An
     from peft import PeftModel
 
     model_dir = Path(model_dir)
-    found = detect_kind(model_dir)
+    found = detect_kind(model_dir, trust_remote_code=trust_remote_code)
     if found.kind not in ("full", "adapter"):
         raise ModelLoadError(f"{model_dir}: already quantized ({found.kind}); quantize its full-precision source")
     tokenizer = load_tokenizer(model_dir, trust_remote_code=found.trust_remote_code,

@@ -33,7 +33,7 @@ from engine.presets.config import GROUPED_PTQ_METHODS, PTQ_BITS, PTQ_GROUP_SIZES
 from engine.events import EventKind, EventWriter
 from engine.presets.naming import PTQ_METHODS, QuantizationSpec, ptq_output_name, ptq_spec
 from engine.results.model_folder import (PRESET_COPY, QUANTIZATION_METADATA, TRAINING_METADATA, ModelLoadError, ModelNotFoundError,
-                                         detect_kind, read_trust_remote_code, resolve_model_folder)
+                                         detect_kind, resolve_model_folder)
 from engine.workspace import UnsafeNameError, Workspace, safe_name
 
 METHODS = tuple(m.lower() for m in PTQ_METHODS)
@@ -82,10 +82,10 @@ def resolve_source(ws: Workspace, ref: str | Path) -> Path:
         raise QuantizeError(f"source model {exc}") from None
 
 
-def check_source(source: Path):
+def check_source(source: Path, trust_remote_code: bool = False):
     """How to read ``source`` (an ``engine.runs.loading.ModelKind``); refuses folders that are already quantized."""
     try:
-        found = detect_kind(source)
+        found = detect_kind(source, trust_remote_code=trust_remote_code)
     except ModelLoadError as exc:
         raise QuantizeError(str(exc)) from None
     if found.kind not in ("full", "adapter"):
@@ -275,7 +275,7 @@ def _full_precision_folder(ws: Workspace, source: Path, found: Any):
     folder = Path(tempfile.mkdtemp(prefix="merge-", dir=scratch))
     try:
         try:
-            model, _ = load_full_precision(source, device="cpu")
+            model, _ = load_full_precision(source, device="cpu", trust_remote_code=found.trust_remote_code)
         except ModelLoadError as exc:
             raise QuantizeError(f"cannot merge the adapter {source} into its base: {exc}") from None
         model.save_pretrained(str(folder))
@@ -294,7 +294,7 @@ def _resolve_device(device: str | None) -> str:
 def quantize_model(ws: Workspace, source_dir: str | Path, method: str, bits: int | None = None,
                    group_size: int | None = None, calibration: str | None = None, samples: int = DEFAULT_SAMPLES,
                    out_name: str | None = None, events: EventWriter | None = None, *, overwrite: bool = False,
-                   device: str | None = None) -> dict[str, Any]:
+                   device: str | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
     """Quantize ``source_dir`` (a folder or a model name in ``Models/``) with ``method`` into ``Models/``.
 
     ``calibration`` (GPTQ/AWQ only): a text file, a dataset name, or empty for the source's training
@@ -326,7 +326,7 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
     if spec.method not in CALIBRATED and (calibration_choice or "").strip():
         raise QuantizeError(f"{spec.method} is data-free and takes no calibration ({calibration_choice!r})")
     source = resolve_source(ws, source_dir)
-    found = check_source(source)
+    found = check_source(source, trust_remote_code)
     try:
         name = safe_name(out_name) if out_name else ptq_output_name(source.name, spec)
     except UnsafeNameError as exc:
@@ -412,7 +412,8 @@ def _restore_generation_config(model: Any, model_dir: Path) -> None:
         model.generation_config = GenerationConfig.from_pretrained(str(model_dir))
 
 
-def load_quantized(model_dir: Path | str, metadata: dict[str, Any], device: str | None = None) -> Any:
+def load_quantized(model_dir: Path | str, metadata: dict[str, Any], device: str | None = None, *,
+                   trust_remote_code: bool = False) -> Any:
     """Load a PTQ output folder for inference and return the transformers model (tokenizer: load it yourself).
 
     ``metadata`` is its ``quantization_metadata.json`` (or a ``quantization_config`` with ``method``).
@@ -422,7 +423,7 @@ def load_quantized(model_dir: Path | str, metadata: dict[str, Any], device: str 
     model_dir = Path(model_dir)
     method = str((metadata or {}).get("method", "")).upper()
     device = _resolve_device(device)
-    trust = read_trust_remote_code(model_dir)
+    trust = trust_remote_code  # the user's choice, never the folder's metadata
     bits = (metadata or {}).get("weights_bits", (metadata or {}).get("bits", 4))
     loaders: dict[str, Callable[[], Any]] = {
         "GPTQ": lambda: _load_gptqmodel(model_dir, method, bits, device, trust),

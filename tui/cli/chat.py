@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from tui.cli.common import add_workspace_arg, err_console, fail, workspace_from
+from tui.cli.common import add_trust_arg, add_workspace_arg, err_console, fail, workspace_from
 
 
 def register(subparsers) -> None:
@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     parser.add_argument("-m", "--message", action="append", default=[],
                         help="send this message (repeatable) instead of reading from the terminal")
     parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
+    add_trust_arg(parser)
     parser.set_defaults(func=run)
 
 
@@ -45,7 +46,7 @@ def run(args) -> int:
         fail(str(exc))
     err_console.print(f"loading {model_dir.name}…", highlight=False)
     try:
-        session = ChatSession(model_dir, device=args.device)
+        session = ChatSession(model_dir, device=args.device, trust_remote_code=args.trust_remote_code)
     except (ModelLoadError, OSError, ValueError) as exc:
         fail(f"cannot load {model_dir}: {exc}", code=1)
     err_console.print(f"[bold]{model_dir.name}[/] ({session.loaded.kind}, {session.loaded.info.get('device')}) — "

@@ -10,7 +10,7 @@ from rich.markup import escape
 from engine.data.tasks import DISPLAY_ORDER
 from engine.events import EventKind
 from engine.presets.config import EVAL_BACKENDS
-from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
+from tui.cli.common import add_trust_arg, add_workspace_arg, console, err_console, fail, print_json, workspace_from
 
 
 def _batch_size(value: str) -> int | str:
@@ -58,6 +58,7 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=_limit, default=0, metavar="N",
                         help="torch CPU threads of the built-in engine (0 = as many as cores are free)")
     parser.add_argument("--force", action="store_true", help="evaluate again even if a metrics file exists")
+    add_trust_arg(parser)
     parser.add_argument("--report-to", metavar="LIST", default="",
                         help="also log the metrics to the tracker runs the model's training used "
                              "(comma-separated: tensorboard,wandb,mlflow)")
@@ -100,7 +101,8 @@ def run(args) -> int:
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
     report_to = [t.strip() for t in args.report_to.split(",") if t.strip()]
     options = EvalOptions(datasets=datasets, limit=args.limit, batch_size=args.batch_size, force=args.force,
-                          device=args.device, backend=args.backend, threads=args.threads, report_to=report_to)
+                          device=args.device, backend=args.backend, threads=args.threads, report_to=report_to,
+                          trust_remote_code=args.trust_remote_code)
     signal.signal(signal.SIGTERM, _terminate)
     broken = []
     if args.untested:

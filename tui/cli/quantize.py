@@ -11,7 +11,7 @@ from rich.markup import escape
 from engine.jobs.process import stdout_to_stderr
 from engine.presets.naming import PTQ_METHODS
 
-from tui.cli.common import add_workspace_arg, console, fail, print_json, workspace_from
+from tui.cli.common import add_trust_arg, add_workspace_arg, console, fail, print_json, workspace_from
 from tui.format import human_duration, human_size
 
 
@@ -45,6 +45,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", metavar="NAME", default=None,
                         help="output folder name in Models/ (default: the source name with the PTQ tag)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_trust_arg(parser)
     parser.add_argument("--device", metavar="DEV", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     parser.add_argument("--events", metavar="FILE", default=None,
                         help="append JSONL progress events here (default: $LLMTUI_EVENTS)")
@@ -66,7 +67,8 @@ def run(args) -> int:
     try:
         with EventWriter(args.events or events_path_from_env()) as events, stdout_to_stderr():
             result = quantize_model(ws, args.model, args.method, args.bits, args.group_size, args.calibration,
-                                    args.samples, args.out, events, overwrite=args.overwrite, device=args.device)
+                                    args.samples, args.out, events, overwrite=args.overwrite, device=args.device,
+                                    trust_remote_code=args.trust_remote_code)
     except QuantizeError as exc:
         fail(str(exc), 1)
     except KeyboardInterrupt:

@@ -8,12 +8,13 @@ from datetime import datetime
 
 from rich import box
 from rich.table import Table
+from rich.markup import escape
 from rich.text import Text
 
 from engine.jobs.store import Job, JobError, JobStore
 from engine.presets.config import EVAL_BACKENDS
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
-from tui.cli.common import add_preset_args
+from tui.cli.common import add_preset_args, add_trust_arg
 from tui.format import human_duration, slurm_state_text, status_style
 
 
@@ -45,6 +46,8 @@ def register(subparsers) -> None:
                           help="auto = vLLM when configured and it can load the model, else the built-in engine")
     evaluate.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = the cores free)")
     evaluate.add_argument("--force", action="store_true", help="evaluate again models that have a metrics file")
+    for sub in (quantize, evaluate):
+        add_trust_arg(sub)
     for sub in (train, quantize, evaluate):
         add_workspace_arg(sub)
         sub.add_argument("--after", type=int, action="append", default=[], metavar="ID",
@@ -101,11 +104,20 @@ def _add(ws, args) -> int:
     elif args.kind == "quantize":
         jobs = [enqueue.enqueue_quantize(ws, args.model, method=args.method, bits=args.bits,
                                          group_size=args.group_size, calibration=args.calibration,
-                                         samples=args.samples, out=args.out, after=args.after)]
+                                         samples=args.samples, out=args.out, after=args.after,
+                                         trust_remote_code=args.trust_remote_code)]
     else:
         if args.untested == bool(args.models):
             fail("name the models to evaluate, or give --untested (not both)")
-        models = enqueue.untested_model_names(ws) if args.untested else args.models
+        models = args.models
+        if args.untested:
+            from engine.results.registry import untested_and_broken
+
+            untested, broken = untested_and_broken(ws)
+            models = [record.name for record in untested]
+            for record in broken:
+                err_console.print(f"[bold red]broken, not queued:[/] {escape(record.name)}: {escape(record.reason)}",
+                                  highlight=False)
         if not models:
             console.print("every model in Models/ is tested; nothing to queue")
             return 0
@@ -116,7 +128,7 @@ def _add(ws, args) -> int:
         datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
         jobs = enqueue.enqueue_eval(ws, models, datasets=datasets, limit=args.limit, batch_size=args.batch_size,
                                     force=args.force, backend=args.backend, threads=args.threads, after=args.after,
-                                    custom_datasets=custom)
+                                    custom_datasets=custom, trust_remote_code=args.trust_remote_code)
     how = _start_worker(ws)
     if args.json:
         with JobStore(ws) as store:

@@ -24,12 +24,35 @@ def read_json_file(path: Path) -> tuple[Any, str]:
         return None, f"{Path(path).name}: {exc}"
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``; a set-and-restore elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def umask_mode(base: int) -> int:
+    """``base`` (0o666 for files, 0o777 for folders) less the umask: what ``open``/``mkdir`` would give.
+
+    ``mkstemp``/``mkdtemp`` create 0600/0700 whatever the umask; outputs colleagues share must not.
+    """
+    return base & ~current_umask()
+
+
 def write_text(path: Path | str, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (readers see the old file or the new one, never half)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, umask_mode(0o666))
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -73,6 +96,7 @@ def staged_dir(final: Path | str, *, overwrite: bool = False) -> Iterator[Path]:
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} already exists (use --overwrite to replace it)")
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    os.chmod(tmp, umask_mode(0o777))
     try:
         yield tmp
     except BaseException:

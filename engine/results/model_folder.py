@@ -23,6 +23,8 @@ QUANTIZATION_METADATA = "quantization_metadata.json"
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
+#: Files a tokenizer is loaded from (any one is enough); without them transformers builds an empty tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
 #: The preset a training run used, copied beside its weights (and carried into PTQ outputs).
 PRESET_COPY = "preset.toml"
 #: Kinds whose checkpoints the PTQ backends load (``engine.runs.quantize.load_quantized``).
@@ -162,10 +164,13 @@ def inspect_folder(model_dir: Path | str, present: Iterable[str] | None = None) 
                             f"is not supported (bitsandbytes, gptq, awq, hqq)")
         found.quantization = {"method": method.upper(), **config_quant}
     try:
-        weights = sorted(n for n in (names if names is not None else os.listdir(model_dir)) if n.endswith(".safetensors"))
+        listed = names if names is not None else set(os.listdir(model_dir))
     except OSError:
-        weights = []
-    for weight in weights:
+        listed = set()
+    if found.kind != "adapter" and listed and not listed & set(TOKENIZER_FILES):
+        problems.append(f"{model_dir}: no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); copy the "
+                        f"tokenizer of the model it was made from into the folder")
+    for weight in sorted(n for n in listed if n.endswith(".safetensors")):
         try:
             found.params = (found.params or 0) + parameter_count(read_header(model_dir / weight))
         except SafetensorsError as exc:

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.results.model_folder import BACKEND_KINDS, ModelKind, ModelLoadError, detect_kind, looks_like_local_path
+from engine.runs.hub import HubUnavailableError, require_model
+from engine.results.model_folder import (BACKEND_KINDS, TOKENIZER_FILES, ModelKind, ModelLoadError, detect_kind,
+                                         looks_like_local_path)
 
 
 @dataclass
@@ -63,12 +65,20 @@ def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False, fallbac
     """
     from transformers import AutoTokenizer
 
-    sources = [str(path)] + ([fallback] if fallback else [])
+    local = Path(path).expanduser()
+    # A folder without tokenizer files would load as an empty tokenizer (vocabulary 1) and fail much later.
+    own = not local.is_dir() or any((local / name).is_file() for name in TOKENIZER_FILES)
+    if not own and not fallback:
+        raise ModelLoadError(f"{path}: no tokenizer files (none of {', '.join(TOKENIZER_FILES)})")
+    sources = ([str(path)] if own else []) + ([fallback] if fallback else [])
     last_error: Exception | None = None
     for source in sources:
         try:
+            require_model(source)
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
             break
+        except HubUnavailableError:
+            raise
         except (OSError, ValueError) as exc:
             last_error = exc
     else:
@@ -83,6 +93,7 @@ def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False, fallbac
 def _from_pretrained(source: str, *, device: str, trust_remote_code: bool, **kwargs):
     from transformers import AutoModelForCausalLM
 
+    require_model(source)
     try:
         return AutoModelForCausalLM.from_pretrained(source, device_map={"": device},
                                                     trust_remote_code=trust_remote_code, **kwargs)

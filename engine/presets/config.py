@@ -14,6 +14,7 @@ from typing import Any
 
 import tomli_w
 
+from engine.checked import number_problem
 from engine.data.tasks import BUILTIN_TASKS
 from engine.presets.targets import keyword_problem
 from engine.presets.naming import PTQ_METHODS, TRAIN_QUANT_METHODS, QuantizationSpec, model_name, ptq_spec, qlora_spec
@@ -228,7 +229,7 @@ def _type_problem(value: Any, type_name: str) -> str | None:
     if type_name == "int":
         return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
     if type_name == "float":
-        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "must be a number"
+        return (f"{value!r} " + why) if (why := number_problem(value)) else None
     if type_name == "str":
         return None if isinstance(value, str) else "must be a string"
     if type_name == "list[str]":
@@ -384,6 +385,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 node = node[int(part)]
             else:
                 node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ValueError(f"--set {text!r}: {'.'.join(path[:path.index(part) + 1])} is a value, not a section")
         if isinstance(node, list):
             raise ValueError(f"--set {text!r}: name a key inside the step (ptq.0.bits=8)")
         node[path[-1]] = value

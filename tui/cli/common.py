@@ -31,8 +31,8 @@ def workspace_from(args: Any, *, must_exist: bool = True) -> Workspace:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``message`` as an error and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    """Print ``message`` (plain text: a name with ``[`` is not markup) as an error and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise SystemExit(code)
 
 
@@ -87,7 +87,7 @@ def preset_path(ws: Workspace, name: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    fail(escape(preset_not_found(name, candidates)))
+    fail(preset_not_found(name, candidates))
 
 
 def preset_not_found(name: str, candidates: list[Path]) -> str:

@@ -55,8 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         from tui.cli.app import run_app
 
         return run_app(args)
+    from engine.checked import BadInputError
+
     try:
         return int(args.func(args) or 0)
+    except BadInputError as exc:  # a value read from a file: one line naming file, field and value
+        from tui.cli.common import fail
+
+        fail(str(exc))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

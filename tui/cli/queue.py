@@ -214,6 +214,7 @@ def _jobs_table(jobs: list[Job], title: str) -> Table:
         row[2] = f"[{status_style(job.status)}]{row[2]}[/]"
         for index in (3, len(row) - 1):  # the column may shrink, but its cells stay on one line
             row[index] = Text(row[index], no_wrap=True, overflow="ellipsis")
+        row = [Text(cell) if isinstance(cell, str) and index != 2 else cell for index, cell in enumerate(row)]
         table.add_row(*row)
     return table
 
@@ -267,7 +268,7 @@ def _show(ws, args) -> int:
             ("log", str(ws.root / job.log_path)), ("events", str(ws.root / job.events_path)),
             ("retry of", f"#{job.retry_of}" if job.retry_of else "-")]
     for key, value in rows:
-        table.add_row(f"[bold]{key}[/]", value)
+        table.add_row(f"[bold]{key}[/]", Text(value))
     console.print(table)
     console.print("[bold]command[/]")
     console.print(" ".join(job.command), markup=False, highlight=False)

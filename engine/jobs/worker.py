@@ -149,7 +149,7 @@ def load_worker_settings(ws: Workspace) -> WorkerSettings:
             values[key] = value
             continue
         wanted = int if known[key].type == "int" else float
-        limits = {"above": 0} if key == "poll_interval_s" else {"min": 0}
+        limits = {"poll_interval_s": {"above": 0}, "busy_gpu_memory_fraction": {"min": 0, "max": 1}}.get(key, {"min": 0})
         if why := number_problem(value, integer=wanted is int, **limits):
             raise WorkerError(f"{path}: {key} = {value!r} {why}")
         values[key] = wanted(value)

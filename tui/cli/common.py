@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.markup import escape
 
+from engine.checked import one_line
 from engine.data.tasks import DatasetError, custom_tasks
 from engine.presets.config import ConfigError, ExperimentConfig, load_preset
 from engine.workspace import UnsafeNameError, Workspace, resolve_workspace
@@ -94,6 +95,13 @@ def preset_not_found(name: str, candidates: list[Path]) -> str:
     return f"preset {name} not found (looked in {', '.join(str(c) for c in candidates)})"
 
 
+def print_preset_problems(path: Path, problems: list[str]) -> None:
+    """One line per problem, each naming the file and the field (``error: invalid preset FILE: field: why``)."""
+    for problem in problems:
+        err_console.print(f"[bold red]error:[/] invalid preset {escape(one_line(f'{path}: {problem}'))}",
+                          highlight=False)
+
+
 def load_preset_or_exit(ws: Workspace, name: str, overrides: list[str], *, json_errors: bool = False) -> ExperimentConfig:
     """Load and validate a preset, or print every problem and exit 2."""
     if json_errors and not any(c.is_file() for c in preset_candidates(ws, name)):
@@ -108,7 +116,5 @@ def load_preset_or_exit(ws: Workspace, name: str, overrides: list[str], *, json_
         if json_errors:
             print_json({"valid": False, "file": str(path), "problems": problems})
         else:
-            err_console.print(f"[bold red]invalid preset[/] {path}", highlight=False)
-            for problem in problems:
-                err_console.print(f"  • {problem}", highlight=False, markup=False)
+            print_preset_problems(path, problems)
         raise SystemExit(2) from None

@@ -30,7 +30,7 @@ def run(args) -> int:
     from engine.data.tasks import DatasetError, custom_tasks
     from engine.jobs.requeue import REQUEUE_EXIT_CODE, install_stop_handler
     from engine.runs.train import TrainError, TrainStopped, in_data_parallel_child, preflight, rank, train
-    from tui.cli.common import preset_path
+    from tui.cli.common import preset_path, print_preset_problems
 
     ws = workspace_from(args)
     events_path = args.events or events_path_from_env()
@@ -41,9 +41,7 @@ def run(args) -> int:
     except (ConfigError, DatasetError) as exc:
         problems = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else [str(exc)]
         _error_event(events_path, f"invalid preset {path}: " + "; ".join(problems))
-        err_console.print(f"[bold red]invalid preset[/] {path}", highlight=False)
-        for problem in problems:
-            err_console.print(f"  • {problem}", highlight=False, markup=False)
+        print_preset_problems(path, problems)
         return 2
     if args.overrides:
         preset_text = (f"# {path} with --set {' --set '.join(args.overrides)}; the resolved values:\n"

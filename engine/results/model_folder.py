@@ -167,7 +167,8 @@ def inspect_folder(model_dir: Path | str, present: Iterable[str] | None = None) 
         listed = names if names is not None else set(os.listdir(model_dir))
     except OSError:
         listed = set()
-    if found.kind != "adapter" and listed and not listed & set(TOKENIZER_FILES):
+    has_weights = any(n.endswith((".safetensors", ".bin")) for n in listed)
+    if found.kind != "adapter" and has_weights and not listed & set(TOKENIZER_FILES):
         problems.append(f"{model_dir}: no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); copy the "
                         f"tokenizer of the model it was made from into the folder")
     for weight in sorted(n for n in listed if n.endswith(".safetensors")):

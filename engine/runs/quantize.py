@@ -305,7 +305,7 @@ def quantize_model(ws: Workspace, source_dir: str | Path, method: str, bits: int
     events = events or EventWriter(None)
     try:
         return _quantize(ws, source_dir, method, bits, group_size, calibration, samples, out_name, events,
-                         overwrite=overwrite, device=device)
+                         overwrite=overwrite, device=device, trust_remote_code=trust_remote_code)
     except QuantizeError as exc:
         events.emit(EventKind.ERROR, message=str(exc))
         raise
@@ -319,7 +319,7 @@ def quantize_model(ws: Workspace, source_dir: str | Path, method: str, bits: int
 
 def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | None, group_size: int | None,
               calibration_choice: str | None, samples: int, out_name: str | None, events: EventWriter, *,
-              overwrite: bool, device: str | None) -> dict[str, Any]:
+              overwrite: bool, device: str | None, trust_remote_code: bool) -> dict[str, Any]:
     spec = quantization_spec(method, bits, group_size)
     if spec.method in CALIBRATED and samples < 1:
         raise QuantizeError(f"--samples must be at least 1, not {samples}")

@@ -297,7 +297,7 @@ def check_packages(facts: Facts) -> list[Check]:
 def check_vllm(facts: Facts) -> list[Check]:
     """vLLM in this environment (if present) and the separate vLLM interpreter (LLMTUI_VLLM_PYTHON or
     vllm_python in .llmtui/worker.toml)."""
-    from engine.jobs.worker import VLLM_PYTHON_ENV, WorkerError, configured_vllm_python
+    from engine.jobs.settings import VLLM_PYTHON_ENV, WorkerError, configured_vllm_python
 
     here = _distribution_version(*VLLM_DISTRIBUTIONS)
     checks = [Check("vllm", OK, f"{here[0]} {here[1]} is installed in this environment") if here else
@@ -402,7 +402,7 @@ def check_gpus(facts: Facts) -> list[Check]:
         return [Check("gpus", WARNING, f"NVML (driver {facts.driver.driver_version}) lists no GPU",
                       "check nvidia-smi; in a container, pass the GPUs in (docker --gpus all)")]
     try:
-        from engine.jobs.worker import load_worker_settings
+        from engine.jobs.settings import load_worker_settings
 
         busy = load_worker_settings(facts.ws).busy_gpu_memory_fraction
     except Exception:  # a bad worker.toml is reported by the worker check
@@ -647,7 +647,7 @@ def check_state_folder(facts: Facts) -> Check:
 
 
 def check_model_folders(facts: Facts) -> Check:
-    from engine.results.registry import scan_models
+    from engine.models.scan import scan_models
 
     name = "model folders"
     if not facts.ws.models_dir.is_dir():
@@ -663,9 +663,11 @@ def check_model_folders(facts: Facts) -> Check:
 
 def check_jobs(facts: Facts) -> list[Check]:
     """Jobs the queue says run whose local process is gone, and whether a worker (or Slurm) serves the queue."""
+    from engine.jobs.job_folder import JobStatus
     from engine.jobs.process import process_alive
+    from engine.jobs.settings import WorkerError, load_worker_settings
     from engine.jobs.store import JobStore
-    from engine.jobs.worker import WorkerError, load_worker_settings, worker_pid
+    from engine.jobs.worker import worker_pid
 
     ws = facts.ws
     try:
@@ -679,8 +681,8 @@ def check_jobs(facts: Facts) -> list[Check]:
             Check("worker", OK, "no queue yet (the worker starts when a job is queued)")
         return [Check("stale jobs", SKIPPED, "no queue yet (.llmtui/queue.db)"), worker]
     with JobStore(ws) as store:
-        running = store.list(statuses=["running"])
-        queued = store.counts().get("queued", 0)
+        running = store.list(statuses=[JobStatus.RUNNING])
+        queued = store.counts().get(JobStatus.QUEUED, 0)
     now = time.time()
     # A Slurm job has no local process: Slurm tracks it (llmtui queue list shows its state).
     stale = [job for job in running if job.executor != "slurm" and not process_alive(job.pid, job.pid_created)

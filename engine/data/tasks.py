@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.checked import number_problem, one_line
-from engine.results.scoring import TABLE_METRICS, TASK_KINDS
+from engine.data.kinds import TABLE_METRICS, TASK_KINDS
 
 CUSTOM_REGISTRY_FILE = "datasets.toml"
 

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from engine.results.model_folder import ModelLoadError
+from engine.models.folder import ModelLoadError
 
 REACH_TIMEOUT_S = 5.0
 

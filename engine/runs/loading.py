@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.runs.hub import HubUnavailableError, require_model
-from engine.results.model_folder import (BACKEND_KINDS, TOKENIZER_FILES, ModelKind, ModelLoadError, detect_kind,
-                                         looks_like_local_path)
+from engine.models.folder import BACKEND_KINDS, TOKENIZER_FILES, ModelKind, ModelLoadError, detect_kind
+from engine.models.resolve import looks_like_local_path
 
 
 @dataclass

@@ -4,6 +4,7 @@ JSON reader; any process."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -11,6 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from engine.fault_points import pause_point
 
 
 def read_json_file(path: Path) -> tuple[Any, str]:
@@ -106,12 +109,42 @@ def staged_dir(final: Path | str, *, overwrite: bool = False) -> Iterator[Path]:
 
 
 def promote_dir(tmp: Path | str, final: Path | str) -> None:
-    """Rename the finished folder ``tmp`` to ``final`` (same parent), replacing an existing ``final``."""
+    """Rename the finished folder ``tmp`` to ``final`` (same parent), replacing an existing ``final``.
+
+    An existing ``final`` is swapped with ``tmp`` in one step (``renameat2(RENAME_EXCHANGE)``), so a kill at
+    any moment leaves ``final`` whole, old or new; the old one is then removed from ``tmp``'s name. Two
+    renames (old away, new in) left no ``final`` at all when killed between them.
+    """
     tmp, final = Path(tmp), Path(final)
-    if final.exists():
-        trash = final.with_name(f".tmp-old-{final.name}-{os.getpid()}")
-        os.replace(final, trash)
+    if not final.exists():
         os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+        return
+    if _exchange(tmp, final):
+        pause_point("promote-after-exchange")
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    trash = final.with_name(f".tmp-old-{final.name}-{os.getpid()}")  # a file system without the exchange
+    os.replace(final, trash)
+    os.replace(tmp, final)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where the system or file system cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), str(b))

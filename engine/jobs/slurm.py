@@ -28,7 +28,7 @@ from datetime import datetime
 
 from engine.events import EventKind
 from engine.files import write_text
-from engine.jobs.process import JOB_ENTRY_MODULE, JOB_WRAPPER_MODULE, python_command
+from engine.jobs.process import JOB_ENTRY_MODULE, JOB_WRAPPER_MODULE, is_job_command, python_command
 from engine.jobs.requeue import REQUEUE_EXIT_CODE, STOP_SIGNAL
 from engine.jobs.job_folder import (EVENTS_FILE, EXIT_FILE, FINISHED, LOG_HEADER, SLURM_SCRIPT_FILE, JobStatus,
                                     error_summary, job_log_tail, prepare_job_dir, read_exit_code)
@@ -112,8 +112,7 @@ def _rank_command(job: Job, resources: Resources) -> str:
     torchrun ends itself on most signals, so it starts with SIGUSR1 ignored; the ranks install their own
     handler (:mod:`engine.jobs.requeue`), so the stop request reaches them and not the launcher.
     """
-    prefix = python_command(JOB_ENTRY_MODULE)
-    if job.command[:len(prefix)] != prefix:
+    if not is_job_command(job.command):
         raise JobError(f"job #{job.id}: its command does not run {JOB_ENTRY_MODULE}; cannot start it as ranks")
     launcher = [*python_command("torch.distributed.run"), f"--nnodes={resources.nodes}",
                 f"--nproc_per_node={resources.processes}", "--rdzv_backend=c10d", "--rdzv_id=$SLURM_JOB_ID",

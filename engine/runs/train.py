@@ -617,7 +617,7 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
         train_cpu_s = time.process_time() - cpu_started
         if stopper.stopped:
             raise TrainStopped(f"stopped on request at step {trainer.state.global_step} of "
-                               f"{trainer.state.max_steps} (time limit or preemption near); run it again to go on")
+                               f"{trainer.state.max_steps} (a cancel, a time limit or a preemption); run it again to go on")
         state = trainer.state
         runtime = float(output.metrics.get("train_runtime", 0.0))
         steps_run = state.global_step - (resumed_step or 0)  # this attempt's steps (the runtime is this attempt's)

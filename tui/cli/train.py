@@ -46,7 +46,7 @@ def run(args) -> int:
     if args.overrides:
         preset_text = (f"# {path} with --set {' --set '.join(args.overrides)}; the resolved values:\n"
                        + config.to_toml())
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _stop_then_interrupt)
     install_stop_handler()
     try:
         if config.train.gpus > 1 and config.data.dataset != "none" and not in_data_parallel_child():
@@ -77,9 +77,14 @@ def run(args) -> int:
     return 0
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM (the queue cancelling a job) unwinds like Ctrl-C, so the temp output folder is removed."""
-    raise KeyboardInterrupt
+def _stop_then_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (the queue cancelling a job): the first asks the training to save a checkpoint at the end of the
+    current step and stop (``queue retry`` resumes there); a second unwinds at once like Ctrl-C."""
+    from engine.jobs.requeue import request_stop, stop_requested
+
+    if stop_requested():
+        raise KeyboardInterrupt
+    request_stop()
 
 
 def _error_event(events_path, message: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -76,6 +77,26 @@ def write_json(path: Path | str, data: Any) -> Path:
 def write_jsonl(path: Path | str, rows: list[dict]) -> Path:
     """Write one JSON object per line atomically."""
     return write_text(path, "".join(json.dumps(row, default=str) + "\n" for row in rows))
+
+
+@contextlib.contextmanager
+def held_lock(path: Path | str, *, wait: bool) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed); yields False when another process holds it
+    and ``wait`` is False, or when its folder was removed meanwhile."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def file_sha256(path: Path | str) -> str:

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from engine.data.prompts import tokenize_prompts
 from engine.files import staged_dir, write_json
+from engine.results.retire import retire_results
 from engine.runs.calibration import Calibration, CalibrationError, load_calibration
 from engine.presets.config import GROUPED_PTQ_METHODS, PTQ_BITS, PTQ_GROUP_SIZES, ptq_problems
 from engine.events import EventKind, EventWriter
@@ -362,6 +363,7 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
                 raise QuantizeError(str(exc)) from None
             spec = replace(spec, calibration=calibration.source)
         size_before = folder_size(fp_dir)
+        replaced = final.exists()
         with staged_dir(final, overwrite=overwrite) as tmp:
             progress("quantize")
             try:
@@ -392,6 +394,8 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
                 "size_after_bytes": folder_size(tmp),
             }
             write_json(tmp / QUANTIZATION_METADATA, metadata)
+    if replaced:
+        retire_results(ws, name)
     events.emit(EventKind.QUANTIZE_PROGRESS, stage="done", done=total, total=total)
     events.emit(EventKind.SAVED, path=str(final))
     result = {"model_name": name, "output_dir": str(final), "method": spec.method, "quant_tag": spec.tag,

@@ -15,7 +15,6 @@ appended). :func:`launch_data_parallel` re-runs a command under ``accelerate lau
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from engine.files import promote_dir, staged_dir, write_json, write_text
+from engine.files import held_lock, promote_dir, staged_dir, write_json, write_text
 from engine.presets.config import ExperimentConfig, cross_check
 from engine.data.prompts import prompt_format, render_example, tokenize_prompts
 from engine.data.tasks import DatasetError, get_task, load_items, task_registry
@@ -40,6 +39,7 @@ from engine.runs.trackers import continue_runs, identity_callback, missing_packa
 from engine.runs.train_progress import ProgressEvents, Reporter, progress_callback, stop_callback
 from engine.models.folder import PRESET_COPY, TRAINING_METADATA
 from engine.models.resolve import ModelNotFoundError, resolve_model_ref
+from engine.results.retire import retire_results
 from engine.staging import (CHECKPOINT_PREFIX, TENSORBOARD_DIR, checkpoints, latest_checkpoint,
                             mark_complete, other_runs, remove_checkpoints, run_key, staging_dir)
 from engine.workspace import Workspace
@@ -562,6 +562,7 @@ def _snapshot(ws: Workspace, config: ExperimentConfig, preset_text: str, overwri
         return TrainResult(config.output_name(), None, "full")
     stats = {"total_steps": 0, "epochs_completed": 0.0, "final_loss": None, "train_runtime_s": 0.0,
              "tokens_per_s": None, "snapshot_runtime_s": None}
+    replaced = final.exists()
     with staged_dir(final, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -570,6 +571,8 @@ def _snapshot(ws: Workspace, config: ExperimentConfig, preset_text: str, overwri
                                   trl_args=None, peft_config=None, quantization_config=None, stats=stats,
                                   hardware=hardware_info(choice), data=None, prompt_format=prompt_format(tokenizer))
         _write_extras(tmp, metadata, preset_text)
+    if replaced:
+        retire_results(ws, final.name)
     events.emit(EventKind.SAVED, path=str(final))
     events.emit(EventKind.DONE, model=config.output_name(), output=str(final), model_type="full", snapshot=True)
     return TrainResult(config.output_name(), final, "full", metadata)
@@ -641,7 +644,10 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
                                   prompt_format=data_stats["prompt_format"])
         metadata["trackers"] = _read_trackers(staging)
         _write_extras(staging, metadata, preset_text)
+        replaced = final.exists()
         _promote_run(staging, final, overwrite=overwrite, keep_checkpoints=config.train.keep_checkpoints)
+    if replaced:
+        retire_results(ws, final.name)
     events.emit(EventKind.SAVED, path=str(final))
     events.emit(EventKind.DONE, model=config.output_name(), output=str(final), model_type=model_type,
                 steps=stats["total_steps"], final_loss=stats["final_loss"], runtime_s=stats["train_runtime_s"],
@@ -668,14 +674,11 @@ def run_staging(ws: Workspace, config: ExperimentConfig):
         latest = latest_checkpoint(folder) if config.train.resume == "auto" else None
         yield folder, latest
         return
-    for old in other_runs(ws.models_dir, name, key):
-        with _lock(old, wait=False) as held:
-            if held:
-                shutil.rmtree(old, ignore_errors=True)
-                log.warning("removed %s: an unfinished run of %s with other settings (its checkpoints cannot be "
-                            "resumed by this one)", old.name, name)
+    for old in other_runs(ws.models_dir, name, key):  # kept: the name does not tell their settings apart
+        log.warning("kept %s: an unfinished run of %s with other settings (say, another learning rate); its "
+                    "preset resumes it, deleting the folder frees its space", old.name, name)
     folder.mkdir(parents=True, exist_ok=True)
-    with _lock(folder, wait=False) as held:
+    with held_lock(folder / RUN_LOCK, wait=False) as held:
         if not held:
             raise TrainError(f"another process is training this run in {folder}; wait for it to end or cancel it")
         found = checkpoints(folder)
@@ -701,25 +704,6 @@ def run_staging(ws: Workspace, config: ExperimentConfig):
                 log.warning("kept the checkpoint at step %d in %s: the next attempt of this run resumes from it",
                             kept.step, folder)
             raise
-
-
-@contextlib.contextmanager
-def _lock(folder: Path, *, wait: bool):
-    """Hold ``folder``'s run lock; yields False when another process holds it and ``wait`` is False."""
-    try:
-        fd = os.open(folder / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    except FileNotFoundError:  # removed meanwhile
-        yield False
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
 
 
 def checkpoint_callback(save_steps: int) -> Any:

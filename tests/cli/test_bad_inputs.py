@@ -231,3 +231,28 @@ def test_results_import_of_non_utf8_samples_copies_nothing(demo_ws):
     done = _run(demo_ws.root, case.args, cwd=demo_ws.root)
     assert done.returncode == 2
     assert not (demo_ws.root / "Testing" / "lm-eval").exists() or not any((demo_ws.root / "Testing" / "lm-eval").rglob("*.json"))
+
+
+def test_corrupt_weights_are_listed_as_broken_by_every_command(demo_ws):
+    """Before: one such folder crashed ``models``, ``eval --untested``, ``queue add eval --untested`` and ``doctor``
+    with OverflowError / AttributeError / MemoryError; now each lists it as broken and goes on with the rest."""
+    names = {"safetensors-lfs-pointer": "lfs", "safetensors-2-to-63": "huge", "safetensors-json-list": "list",
+             "safetensors-truncated": "trunc", "safetensors-random": "rand"}
+    for case_name, model in names.items():
+        case = CASES[case_name]
+        shutil.copytree(demo_ws.root / "Models" / "tiny-qwen3", demo_ws.root / "Models" / model)
+        for relative, data in case.files.items():
+            (demo_ws.root / relative).write_bytes(data)
+    evaluated = _run(demo_ws.root, ["eval", "--untested", "--limit", "1", "--datasets", "boolq", "--json"],
+                     cwd=demo_ws.root)
+    assert "Traceback" not in evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["evaluated"] == ["tiny-qwen3"] and {b["model"] for b in report["broken"]} == set(names.values())
+    queued = _run(demo_ws.root, ["queue", "add", "eval", "--untested", "--force", "--json"], cwd=demo_ws.root)
+    assert "Traceback" not in queued.stderr and queued.returncode == 0
+    assert all(f"broken, not queued: {model}" in queued.stderr for model in names.values())
+    _run(demo_ws.root, ["worker", "stop"], cwd=demo_ws.root)
+    doctor = _run(demo_ws.root, ["doctor", "--json"], cwd=demo_ws.root)
+    assert "Traceback" not in doctor.stderr
+    row = next(c for c in json.loads(doctor.stdout) if c["name"] == "model folders")
+    assert row["status"] == "warning" and "5 of 6" in row["detail"]

@@ -64,6 +64,15 @@ def paused_worker(ws: Workspace, points: str, pause: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+def _one_pass(ws: Workspace) -> None:
+    """One scheduling pass of a worker in this process."""
+    worker = Worker(ws)
+    try:
+        worker.tick()
+    finally:
+        worker.close()
+
+
 def _job(ws: Workspace, job_id: int):
     with JobStore(ws) as store:
         return store.require(job_id)
@@ -124,11 +133,7 @@ def test_an_error_after_the_claim_fails_the_job_with_the_reason(ws):
         job = store.enqueue("eval", py("print('never')"))
     ws.jobs_dir.mkdir(parents=True, exist_ok=True)
     ws.job_dir(job.id).write_text("a file where the job's folder should be")
-    worker = Worker(ws)
-    try:
-        worker.tick()
-    finally:
-        worker.close()
+    _one_pass(ws)
     failed = _job(ws, job.id)
     assert failed.status == JobStatus.FAILED and failed.error.startswith("could not start:")
     assert "FileExistsError" in failed.error or "NotADirectoryError" in failed.error
@@ -228,10 +233,6 @@ def test_the_worker_runs_only_llmtuis_job_entry(ws, tmp_path, monkeypatch):
     marker = tmp_path / "ran"
     with JobStore(ws) as store:
         job = store.enqueue("eval", ["/bin/sh", "-c", f"touch {marker}"])
-    worker = Worker(ws)
-    try:
-        worker.tick()
-    finally:
-        worker.close()
+    _one_pass(ws)
     refused = _job(ws, job.id)
     assert refused.status == JobStatus.FAILED and refused.error.startswith("refused:") and not marker.exists()

@@ -27,5 +27,6 @@ def run(args) -> int:
     root = shlex.quote(str(ws.root))  # a path with a space or `[` stays one argument and is not markup
     console.print(f"demo workspace ready at [bold]{escape(str(ws.root))}[/]\n"
                   f"  open it:   llmtui -w {escape(root)}\n"
-                  f"  try:       llmtui -w {escape(root)} plan experiments/boolq-full.toml", highlight=False)
+                  f"  try:       llmtui -w {escape(root)} plan experiments/boolq-full.toml", highlight=False,
+                  soft_wrap=True)  # a long path stays on its line: the hint is meant to be copied
     return 0

@@ -3,7 +3,7 @@
 On a tiny model built on the fly (:mod:`engine.runs.tiny`, no download) in a scratch workspace, each step
 calls the code a user's run calls — :func:`engine.runs.train.train`, :func:`engine.runs.quantize.quantize_model`,
 :func:`engine.runs.loading.load_for_inference`, and the job queue's worker running ``llmtui eval`` and
-``llmtui train`` as job processes — and reports a :class:`engine.doctor.Check` (pass / fail / skipped)
+``llmtui train`` as job processes — and reports a :class:`engine.doctor.check.Check` (pass / fail / skipped)
 with its seconds. Without a CUDA device the CUDA-only rows say ``skipped: no CUDA device`` and the CPU
 paths run. The in-process steps run on the first GPU of ``gpus`` (all NVML GPUs by default), the queue rows
 on all of them, and NVML is read while a job runs.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from engine.doctor import FAIL, PASS, SKIPPED, Check
+from engine.doctor.check import FAIL, PASS, SKIPPED, Check
 from engine.jobs.gpu import GpuInventory, NvmlInventory, SelectedGpus
 from engine.jobs.job_folder import JobStatus
 from engine.models.folder import TRAINING_METADATA

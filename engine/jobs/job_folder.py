@@ -89,8 +89,15 @@ def read_launcher(job_dir: Path) -> dict | None:
 
 def record_launcher(job_dir: Path, pid: int, start_ticks: int | None) -> bool:
     """The launcher's claim, made before it starts the command: False when a recovery gave the launch up
-    first (then the launcher must not start it)."""
-    return _create_once(job_dir / LAUNCHER_FILE, {"pid": pid, "start_ticks": start_ticks})
+    first (then the launcher must not start it). An earlier attempt's record (a Slurm requeue runs the same
+    job folder again) is replaced."""
+    record = {"pid": pid, "start_ticks": start_ticks}
+    if _create_once(job_dir / LAUNCHER_FILE, record):
+        return True
+    if "given_up" in (read_launcher(job_dir) or {"given_up": "unreadable"}):
+        return False
+    write_text(job_dir / LAUNCHER_FILE, json.dumps(record) + "\n")
+    return True
 
 
 def give_up_launch(job_dir: Path, reason: str) -> dict | None:

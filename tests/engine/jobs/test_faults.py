@@ -236,3 +236,17 @@ def test_the_worker_runs_only_llmtuis_job_entry(ws, tmp_path, monkeypatch):
     _one_pass(ws)
     refused = _job(ws, job.id)
     assert refused.status == JobStatus.FAILED and refused.error.startswith("refused:") and not marker.exists()
+
+
+def test_a_requeued_launcher_replaces_its_earlier_record_but_never_a_given_up_one(tmp_path):
+    """A Slurm requeue runs the same job folder again: the old launcher record must not stop it; a launch a
+    recovery gave up must stay given up."""
+    from engine.jobs.job_folder import give_up_launch, read_launcher, record_launcher
+
+    assert record_launcher(tmp_path, 111, 5) and read_launcher(tmp_path)["pid"] == 111
+    assert record_launcher(tmp_path, 222, 6) and read_launcher(tmp_path)["pid"] == 222
+    assert give_up_launch(tmp_path, "test") == {"pid": 222, "start_ticks": 6}  # a launcher won: adopt it
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert give_up_launch(fresh, "never started") is None
+    assert not record_launcher(fresh, 333, 7)

@@ -26,7 +26,7 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
 #: The preset a training run used, copied beside its weights (and carried into PTQ outputs).
 PRESET_COPY = "preset.toml"
-#: Kinds whose checkpoints the PTQ backends load (``engine.runs.quantize.load_quantized``).
+#: Kinds whose checkpoints the PTQ backends load (``engine.runs.ptq_backends.load_quantized``).
 BACKEND_KINDS = ("gptq", "awq", "hqq")
 #: PTQ methods that bitsandbytes implements (stored as a ``quantization_config`` transformers reads).
 BNB_METHODS = ("INT8", "NF4")
@@ -48,7 +48,7 @@ class ModelKind:
     #: Parameters counted from the ``.safetensors`` headers (None when there are none).
     params: int | None = None
     qlora: bool = False
-    ptq_output: bool = False  # has quantization_metadata.json: loaded by engine.runs.quantize.load_quantized
+    ptq_output: bool = False  # has quantization_metadata.json: loaded by engine.runs.ptq_backends.load_quantized
     base_model_path: str | None = None
     quantization: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)

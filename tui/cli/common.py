@@ -58,15 +58,6 @@ def add_trust_arg(parser: argparse.ArgumentParser) -> None:
                         help="allow the model folder's own Python code (config.json auto_map) to run")
 
 
-def add_preset_args(parser, *, overwrite: bool = False) -> None:
-    """The preset argument and ``--set SECTION.KEY=VALUE`` (and ``--overwrite`` where a model is written)."""
-    parser.add_argument("preset", help="preset TOML file, or a preset name in the workspace's experiments/")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a preset value (repeatable), e.g. --set train.max_steps=50")
-    if overwrite:
-        parser.add_argument("--overwrite", action="store_true", help="replace the model folder if it exists")
-
-
 def preset_candidates(ws: Workspace, name: str) -> list[Path]:
     """Where a preset argument may be, in the order looked in: the path as given (from the current folder),
     the same relative path in the workspace (``-w``), then a preset name in the workspace's ``experiments/``."""

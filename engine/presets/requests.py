@@ -207,6 +207,9 @@ class EvalRequest(Request):
                                 help="also log the metrics to the tracker runs the model's training used "
                                      "(tensorboard, wandb, mlflow)")
     force: bool = knob(False, preset=False, help="evaluate again models that already have a metrics file")
+    trust_remote_code: bool = knob(False, preset=False,
+                                   help="allow the model folder's own Python code (config.json auto_map) to run; "
+                                        "never switched on by the folder's metadata")
 
     def __post_init__(self) -> None:
         if self.batch_size == 0:  # presets written before "auto" was the one spelling
@@ -238,6 +241,9 @@ class QuantizeRequest(Request):
     calibration: str = knob("", help="gptq/awq calibration: a text file (one sample per line) or a dataset name "
                                      "('' = the source model's training dataset)")
     samples: int = knob(128, min=1, max=100000, always=True, help="calibration samples")
+    trust_remote_code: bool = knob(False, preset=False,
+                                   help="allow the model folder's own Python code (config.json auto_map) to run; "
+                                        "never switched on by the folder's metadata")
 
     def resolved_bits(self) -> int:
         return self.bits or default_bits(self.method)

@@ -237,3 +237,31 @@ def slurm_cluster(tmp_path_factory):
         else:
             os.environ["SLURM_CONF"] = previous
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_two_node_cluster(tmp_path_factory):
+    """A real two-node Slurm cluster with accounting: each ``slurmd`` in its own network namespace, with
+    ``slurmctld`` and ``slurmdbd`` backed by a private MariaDB (``tests/slurm_cluster.py``); stopped and its
+    namespaces removed after the session. Use it through ``two_nodes`` (which points ``SLURM_CONF`` at it)."""
+    from slurm_cluster import ClusterError, missing_commands, start_two_node_cluster
+
+    missing = missing_commands(accounting=True)
+    if missing:
+        pytest.skip(f"Slurm's accounting is not installed ({', '.join(missing)} missing; apt-get install "
+                    "slurmctld slurmd slurm-client slurmdbd munge mariadb-server)")
+    try:
+        cluster = start_two_node_cluster(tmp_path_factory.mktemp("slurm2"))
+    except ClusterError as exc:
+        pytest.fail(f"the two-node test Slurm cluster did not start: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def two_nodes(slurm_two_node_cluster, monkeypatch):
+    """The two-node cluster, with ``SLURM_CONF`` pointing at it for this test (and the processes it starts)."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_two_node_cluster.conf))
+    return slurm_two_node_cluster

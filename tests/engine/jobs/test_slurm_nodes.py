@@ -1,0 +1,101 @@
+"""The queue on a real two-node Slurm cluster with accounting (fixture ``two_nodes``: two ``slurmd`` in their
+own network namespaces, ``slurmdbd`` on a private MariaDB): a training across both nodes, a rank killed,
+finished jobs read from ``sacct``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.jobs.slurm import read_sacct
+from engine.jobs.store import JobStore
+from test_slurm import TINY_TRAIN, cli, events_of, python_job, use_slurm, wait_status
+
+pytestmark = pytest.mark.slow
+
+ENDED = ("done", "failed", "cancelled", "interrupted")
+#: Same data, same global batch (4): one process with 4 per step, or one rank per node with 2 each.
+NODES_TRAIN = TINY_TRAIN.replace("per_device_train_batch_size = 4", "per_device_train_batch_size = {batch}") + \
+    "nodes = {nodes}\nseed = 7\n"
+#: Relative difference allowed between the per-step losses of the two-node and the single-process runs
+#: (same examples per step; the two ranks add their gradients in another order and pad their halves apart).
+LOSS_TOLERANCE = 0.02
+
+
+def _losses(ws, job) -> list[float]:
+    return [event["loss"] for event in events_of(ws, job) if event["kind"] == "train_step"]
+
+
+def test_training_across_two_nodes_matches_one_process_with_the_same_global_batch(demo_ws, two_nodes):
+    ws = demo_ws
+    use_slurm(ws)
+    (ws.experiments_dir / "two-nodes.toml").write_text(NODES_TRAIN.format(steps=3, gpus=1, batch=2, nodes=2))
+    # The same base model under another name, so that the two runs write different model folders.
+    shutil.copytree(ws.root / "Models" / "tiny-qwen3", ws.root / "Models" / "tiny-single")
+    (ws.experiments_dir / "one-process.toml").write_text(NODES_TRAIN.format(steps=3, gpus=1, batch=4, nodes=1)
+                                                         .replace("Models/tiny-qwen3", "Models/tiny-single"))
+    multi = json.loads(cli(ws, "queue", "add", "train", "two-nodes", "--json").stdout)[0]["id"]
+    single = json.loads(cli(ws, "queue", "add", "train", "one-process", "--json").stdout)[0]["id"]
+    script = (ws.job_dir(multi) / "slurm.sh").read_text()
+    assert "#SBATCH --nodes=2" in script and "srun --nodes=2 --ntasks-per-node=1" in script
+    assert "--nnodes=2" in script and "--nproc_per_node=1" in script
+    jobs = {job_id: wait_status(ws, job_id, ENDED, timeout_s=400) for job_id in (multi, single)}
+    for job in jobs.values():
+        assert job.status == "done", (job.error, job.log_tail)
+    # Both nodes ran a rank (accounting's node list), rank 0 wrote one start event for a world of two.
+    assert jobs[multi].node == "node[1-2]", jobs[multi].node
+    starts = [event for event in events_of(ws, jobs[multi]) if event["kind"] == "start"]
+    assert [event["world_size"] for event in starts] == [2]
+    # The model folder was written once (by rank 0): one folder, one "done" event.
+    assert [event["kind"] for event in events_of(ws, jobs[multi])].count("done") == 1
+    assert (ws.root / "Models" / starts[0]["model"] / "training_metadata.json").is_file()
+    multi_losses, single_losses = _losses(ws, jobs[multi]), _losses(ws, jobs[single])
+    assert len(multi_losses) == len(single_losses) == 3
+    for step, (a, b) in enumerate(zip(multi_losses, single_losses), start=1):
+        assert abs(a - b) <= LOSS_TOLERANCE * abs(b), (step, multi_losses, single_losses)
+
+
+def _rank_pid(job_id: int, node: str) -> int | None:
+    """The training rank of llmtui job ``job_id`` that Slurm started on ``node`` (from its environment)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = dict(item.split("=", 1) for item in (entry / "environ").read_bytes().decode(
+                errors="replace").split("\0") if "=" in item)
+        except OSError:
+            continue
+        if (environ.get("LLMTUI_JOB_ID") == str(job_id) and environ.get("SLURMD_NODENAME") == node
+                and "LOCAL_RANK" in environ):
+            return int(entry.name)
+    return None
+
+
+def test_a_rank_killed_on_one_node_fails_the_job_and_its_dependent_naming_the_node(demo_ws, two_nodes):
+    ws = demo_ws
+    use_slurm(ws)
+    (ws.experiments_dir / "long-two-nodes.toml").write_text(NODES_TRAIN.format(steps=5000, gpus=1, batch=2, nodes=2))
+    train = json.loads(cli(ws, "queue", "add", "train", "long-two-nodes", "--json").stdout)[0]
+    with JobStore(ws) as store:
+        dependent = store.enqueue_many([python_job("print('must not run')", after=(train["id"],))])[0]
+    job = wait_status(ws, train["id"], ("running",), timeout_s=120)
+    deadline = time.monotonic() + 240
+    while not any(event["kind"] == "train_step" for event in events_of(ws, job)):
+        assert time.monotonic() < deadline, (ws.root / job.log_path).read_text(errors="replace")
+        time.sleep(0.5)
+    pid = _rank_pid(train["id"], "node2")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    failed = wait_status(ws, train["id"], ENDED, timeout_s=180)
+    assert failed.status == "failed", (failed.status, failed.error)
+    assert "node2" in failed.error, failed.error
+    after = wait_status(ws, dependent.id, ENDED, timeout_s=60)
+    assert after.status == "failed" and after.error == f"not run: dependency #{train['id']} failed"
+    assert not (ws.job_dir(dependent.id) / "exit_code").exists()
+    assert read_sacct([failed.slurm_job_id])[failed.slurm_job_id].state == "FAILED"

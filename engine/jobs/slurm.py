@@ -24,15 +24,15 @@ import shlex
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 from engine.events import EventKind
 from engine.files import write_text
 from engine.jobs.process import JOB_ENTRY_MODULE, JOB_WRAPPER_MODULE, python_command
 from engine.jobs.requeue import REQUEUE_EXIT_CODE, STOP_SIGNAL
+from engine.jobs.slurm_accounting import SACCT_FORMAT, SQUEUE_FORMAT, Reading, sacct_readings, squeue_readings
 from engine.jobs.store import FINISHED, Job, JobError, JobStore
-from engine.jobs.worker import (EXIT_FILE, LOG_HEADER, PRESET_FILE, SlurmSettings, error_summary, log_tail,
-                                read_exit_file)
+from engine.jobs.worker import (EXIT_FILE, LOG_HEADER, PRESET_FILE, SlurmSettings, tail_text, error_summary,
+                                log_tail, read_exit_file)
 from engine.workspace import Workspace
 
 SCRIPT_FILE = "slurm.sh"
@@ -267,77 +267,38 @@ def submit_queued(ws: Workspace, store: JobStore, settings: SlurmSettings) -> in
 # ------------------------------------------------------------------------------------------ sync
 
 
-@dataclass(frozen=True)
-class Reading:
-    """One Slurm job as ``squeue`` or ``sacct`` reported it."""
-
-    state: str
-    reason: str = ""
-    node: str = ""
-    elapsed_s: float | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-
-
-def _seconds(text: str) -> float | None:
-    """Slurm's ``[days-]hours:minutes:seconds`` / ``minutes:seconds`` → seconds."""
-    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", text.strip())
-    if not match:
-        return None
-    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
-
-
-def _timestamp(text: str) -> float | None:
-    try:
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:  # "N/A", "Unknown", "None"
-        return None
-
-
-def _none(text: str) -> str:
-    return "" if text.strip() in ("None", "(null)", "N/A") else text.strip()
-
-
 def read_squeue(slurm_ids: list[str]) -> dict[str, Reading]:
     """What ``squeue`` knows of these jobs (recently ended ones too, until Slurm forgets them)."""
     if not slurm_ids:
         return {}
-    result = slurm_command("squeue", "--noheader", "--states=all", f"--jobs={','.join(slurm_ids)}",
-                           "--format=%i|%T|%r|%N|%M|%S|%e", check=False)
+    result = slurm_command("squeue", "--noheader", "--array", "--states=all", f"--jobs={','.join(slurm_ids)}",
+                           f"--format={SQUEUE_FORMAT}", check=False)
     if result.returncode != 0:
         if "Invalid job id" in result.stderr:
             return {}  # none of them is known any more
         raise SlurmError(f"squeue failed (exit code {result.returncode}): {result.stderr.strip()}")
-    readings = {}
-    for line in result.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) != 7:
-            continue
-        slurm_id, state, reason, node, elapsed, start, end = parts
-        readings[slurm_id.strip()] = Reading(state.strip(), _none(reason), _none(node), _seconds(elapsed),
-                                             _timestamp(start), _timestamp(end))
-    return readings
+    return squeue_readings(result.stdout)
 
 
 def read_sacct(slurm_ids: list[str]) -> dict[str, Reading]:
     """What Slurm's accounting knows of these jobs; empty where accounting is disabled."""
     if not slurm_ids:
         return {}
-    result = slurm_command("sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(slurm_ids)}",
-                           "--format=JobIDRaw,State,Reason,NodeList,ElapsedRaw,Start,End", check=False)
+    result = slurm_command("sacct", "--noheader", "--parsable2", f"--jobs={','.join(slurm_ids)}",
+                           f"--format={SACCT_FORMAT}", check=False)
     if result.returncode != 0:
         return {}  # "accounting storage is disabled" (no slurmdbd): the exit file is the record
-    readings = {}
-    for line in result.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) != 7:
-            continue
-        slurm_id, state, reason, node, elapsed, start, end = parts
-        readings[slurm_id] = Reading(state.split()[0] if state else "", _none(reason), _none(node),
-                                     float(elapsed) if elapsed.isdigit() else None, _timestamp(start),
-                                     _timestamp(end))
-    return readings
+    return sacct_readings(result.stdout)
+
+
+#: How srun reports the first rank that ended badly: "srun: error: node2: task 1: Exited with exit code 1".
+_SRUN_TASK_ERROR = re.compile(r"^srun: error: (\S+): tasks? ([\d,\-]+): (.+)$", re.MULTILINE)
+
+
+def failed_rank(log_text: str) -> str:
+    """Which node's rank ended first, from srun's report in a multi-node job's log ('' when none)."""
+    match = _SRUN_TASK_ERROR.search(log_text)
+    return f"the rank on {match.group(1)} (task {match.group(2)}) ended first: {match.group(3)}" if match else ""
 
 
 def _record(ws: Workspace, store: JobStore, job: Job, reading: Reading | None) -> str:
@@ -350,6 +311,8 @@ def _record(ws: Workspace, store: JobStore, job: Job, reading: Reading | None) -
         return store.record_slurm(job.id, status="running", slurm_state=reading.state, reason=reading.reason,
                                   node=reading.node, elapsed_s=reading.elapsed_s, started_at=reading.started_at)
     exit_code = read_exit_file(job_dir / EXIT_FILE)
+    if exit_code is None and reading is not None:
+        exit_code = reading.exit_code  # accounting's record, where the exit file is missing
     tail = log_tail(job_dir / "log.txt")
     state = reading.state if reading is not None else ""
     if state == "COMPLETED" or (reading is None and exit_code == 0):
@@ -369,6 +332,8 @@ def _record(ws: Workspace, store: JobStore, job: Job, reading: Reading | None) -
         error = error_summary(exit_code, tail, job_dir / "events.jsonl")
         if state == "OUT_OF_MEMORY":
             error = f"out of memory (Slurm state OUT_OF_MEMORY); {error}"
+        if rank := failed_rank(tail_text(job_dir / "log.txt")):
+            error = f"{rank}; {error}"
     elif reading is None:
         status = "interrupted"
         error = "interrupted: Slurm no longer knows the job and it left no exit status"
@@ -379,7 +344,7 @@ def _record(ws: Workspace, store: JobStore, job: Job, reading: Reading | None) -
                               elapsed_s=reading.elapsed_s if reading else None,
                               started_at=reading.started_at if reading else None,
                               ended_at=reading.ended_at if reading else None, exit_code=exit_code, error=error,
-                              log_tail=tail)
+                              log_tail=tail, max_rss_bytes=reading.max_rss_bytes if reading else None)
 
 
 def _active(state: str) -> bool:
@@ -407,7 +372,9 @@ def sync(ws: Workspace, settings: SlurmSettings | None = None) -> None:
         tracked = store.slurm_jobs(WAITING_STATES + RUNNING_STATES)  # in id order: dependencies first
         ids = [job.slurm_job_id for job in tracked if job.slurm_job_id]
         readings = read_squeue(ids)
-        readings.update(read_sacct([slurm_id for slurm_id in ids if slurm_id not in readings]))
+        # Ended or forgotten jobs: accounting has the full record (exit code, peak memory) where it is kept.
+        readings.update(read_sacct([slurm_id for slurm_id in ids
+                                    if slurm_id not in readings or not _active(readings[slurm_id].state)]))
         for job in tracked:
             if not job.finished:
                 _record(ws, store, job, readings.get(job.slurm_job_id or ""))

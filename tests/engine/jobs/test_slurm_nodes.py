@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.jobs.slurm import read_sacct
+from engine.jobs.slurm import read_sacct, sync
 from engine.jobs.store import JobStore
 from test_slurm import TINY_TRAIN, cli, events_of, python_job, use_slurm, wait_status
 
@@ -23,9 +23,9 @@ ENDED = ("done", "failed", "cancelled", "interrupted")
 #: Same data, same global batch (4): one process with 4 per step, or one rank per node with 2 each.
 NODES_TRAIN = TINY_TRAIN.replace("per_device_train_batch_size = 4", "per_device_train_batch_size = {batch}") + \
     "nodes = {nodes}\nseed = 7\n"
-#: Relative difference allowed between the per-step losses of the two-node and the single-process runs
-#: (same examples per step; the two ranks add their gradients in another order and pad their halves apart).
-LOSS_TOLERANCE = 0.02
+#: Relative difference allowed between the per-step losses of the two-node and the single-process runs (same
+#: examples per step; the ranks sum their gradients in another order). Measured: about 1e-7 (float32 rounding).
+LOSS_TOLERANCE = 1e-4
 
 
 def _losses(ws, job) -> list[float]:
@@ -99,3 +99,40 @@ def test_a_rank_killed_on_one_node_fails_the_job_and_its_dependent_naming_the_no
     assert after.status == "failed" and after.error == f"not run: dependency #{train['id']} failed"
     assert not (ws.job_dir(dependent.id) / "exit_code").exists()
     assert read_sacct([failed.slurm_job_id])[failed.slurm_job_id].state == "FAILED"
+
+
+def test_finished_jobs_are_read_from_accounting_with_exit_code_peak_memory_and_node(demo_ws, two_nodes):
+    ws = demo_ws
+    use_slurm(ws)
+    with JobStore(ws) as store:
+        fails, works = store.enqueue_many([
+            python_job("import sys, time; block = bytearray(150 << 20); time.sleep(3); sys.exit(3)"),
+            python_job("print('fine')"),
+        ])
+    sync(ws)
+    with JobStore(ws) as store:
+        slurm_ids = {job_id: store.require(job_id).slurm_job_id for job_id in (fails.id, works.id)}
+    deadline = time.monotonic() + 120
+    readings = {}
+    while not all(readings.get(i) and readings[i].state in ("FAILED", "COMPLETED") for i in slurm_ids.values()):
+        assert time.monotonic() < deadline, readings
+        time.sleep(1)
+        readings = read_sacct(list(slurm_ids.values()))
+    failed = readings[slurm_ids[fails.id]]
+    assert failed.from_accounting and failed.exit_code == 3 and failed.node in two_nodes.nodes
+    assert failed.max_rss_bytes and failed.max_rss_bytes > 150 << 20, failed
+    assert failed.elapsed_s is not None and failed.elapsed_s >= 3 and failed.ended_at > failed.started_at
+    # The record is accounting's, not the exit file's: remove the exit files before llmtui looks.
+    for job_id in slurm_ids:
+        (ws.job_dir(job_id) / "exit_code").unlink()
+    sync(ws)
+    with JobStore(ws) as store:
+        failed_job, done_job = store.require(fails.id), store.require(works.id)
+    assert (failed_job.status, failed_job.exit_code, failed_job.slurm_state) == ("failed", 3, "FAILED")
+    assert failed_job.max_rss_bytes == failed.max_rss_bytes and failed_job.node == failed.node
+    assert failed_job.elapsed_s == failed.elapsed_s
+    assert (done_job.status, done_job.exit_code) == ("done", 0)
+    shown = cli(ws, "queue", "show", str(fails.id)).stdout
+    assert f"FAILED on {failed.node}, exit 3, peak" in shown, shown
+    shown = json.loads(cli(ws, "queue", "show", str(fails.id), "--json").stdout)
+    assert shown["max_rss_bytes"] == failed.max_rss_bytes and shown["exit_code"] == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.jobs.slurm import Resources, _record, batch_script
-from engine.jobs.store import JobRequest, JobStore
+from engine.jobs.store import SCHEMA_VERSION, JobRequest, JobStore
 from engine.jobs.worker import WorkerError, load_worker_settings
 from engine.presets.config import ConfigError, load_preset_text
 from engine.workspace import Workspace
@@ -111,12 +111,12 @@ def test_a_queue_db_from_before_slurm_gains_the_slurm_columns(tmp_path):
     conn.close()
     with JobStore(ws) as store:
         old = store.require(1)
-        assert (old.status, old.executor, old.slurm_job_id, old.slurm_state, old.elapsed_s) == \
-            ("done", "local", None, "", None)
+        assert (old.status, old.executor, old.slurm_job_id, old.slurm_state, old.elapsed_s, old.max_rss_bytes) == \
+            ("done", "local", None, "", None, None)
         new = store.enqueue("eval", ["true"])
         assert store.mark_submitted(new.id, "42", 1)
         assert store.require(new.id).slurm_job_id == "42"
-        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_no_local_worker_runs_a_slurm_workspace(tmp_path):

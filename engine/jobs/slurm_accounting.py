@@ -47,7 +47,7 @@ def _seconds(text: str) -> float | None:
     return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
-def _timestamp(text: str) -> float | None:
+def timestamp(text: str) -> float | None:
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:  # "N/A", "Unknown", "None"
@@ -78,7 +78,7 @@ def _bytes(text: str) -> int | None:
 
 _CONVERT: dict[str, Callable[[str], object]] = {
     "id": str, "state": lambda text: text.split()[0] if text else "",  # "CANCELLED by 0" → "CANCELLED"
-    "reason": _text, "node": _text, "elapsed": _seconds, "start": _timestamp, "end": _timestamp,
+    "reason": _text, "node": _text, "elapsed": _seconds, "start": timestamp, "end": timestamp,
     "exit": _exit_code, "max_rss": _bytes}
 _FIELD = {"id": "slurm_id", "elapsed": "elapsed_s", "start": "started_at", "end": "ended_at", "exit": "exit_code",
           "max_rss": "max_rss_bytes"}

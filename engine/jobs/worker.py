@@ -64,6 +64,7 @@ class SlurmSettings:
     sbatch_args: list[str] = field(default_factory=list)
     setup: list[str] = field(default_factory=list)  # shell lines run before the job's command
     signal_before_s: int = 300  # SIGUSR1 this long before the time limit: checkpoint and requeue (0 = none)
+    max_parallel: int = 0  # at most this many elements of a job array (evaluations queued together) at once
 
 
 @dataclass

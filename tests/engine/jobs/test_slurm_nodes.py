@@ -8,12 +8,14 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from engine.jobs.slurm import read_sacct, sync
+from engine.jobs.slurm import array_job_name, read_sacct, slurm_job_name, sync
 from engine.jobs.store import JobStore
 from test_slurm import TINY_TRAIN, cli, events_of, python_job, use_slurm, wait_status
 
@@ -136,3 +138,105 @@ def test_finished_jobs_are_read_from_accounting_with_exit_code_peak_memory_and_n
     assert f"FAILED on {failed.node}, exit 3, peak" in shown, shown
     shown = json.loads(cli(ws, "queue", "show", str(fails.id), "--json").stdout)
     assert shown["max_rss_bytes"] == failed.max_rss_bytes and shown["exit_code"] == 3
+
+
+def _max_at_once(readings) -> int:
+    """The most jobs that ran at the same time, from accounting's start and end times (1 s resolution: a job
+    that started in the second another ended is counted as after it)."""
+    edges = sorted([(r.started_at, 1) for r in readings] + [(r.ended_at, -1) for r in readings])
+    running = peak = 0
+    for _, change in edges:  # at equal times the -1 sorts first
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def test_untested_evaluations_go_as_one_array_with_at_most_k_at_once(demo_ws, two_nodes):
+    ws = demo_ws
+    use_slurm(ws, max_parallel=4)
+    for index in range(19):  # with tiny-qwen3 itself: 20 untested models
+        shutil.copytree(ws.root / "Models" / "tiny-qwen3", ws.root / "Models" / f"tiny-copy-{index:02d}")
+    jobs = json.loads(cli(ws, "queue", "add", "eval", "--untested", "--datasets", "boolq", "--limit", "1",
+                          "--json").stdout)
+    assert len(jobs) == 20 and {job["kind"] for job in jobs} == {"eval"}
+    array_id = jobs[0]["slurm_job_id"].split("_")[0]
+    # One array; element i is job i (its model).
+    assert [job["slurm_job_id"] for job in jobs] == [f"{array_id}_{index}" for index in range(20)]
+    script = (ws.job_dir(jobs[0]["id"]) / "slurm-array.sh").read_text()
+    assert "#SBATCH --array=0-19%4" in script
+    for index, job in enumerate(jobs):
+        assert f"{index}) exec /bin/bash {ws.job_dir(job['id']) / 'slurm.sh'}" in script
+        assert f"Models/{job['target']}" in (ws.job_dir(job["id"]) / "slurm.sh").read_text()
+    shown = two_nodes.run("scontrol", "show", "job", array_id).stdout
+    assert "ArrayTaskThrottle=4" in shown, shown
+    for job in jobs:
+        ended = wait_status(ws, job["id"], ENDED, timeout_s=900)
+        assert ended.status == "done", (job["target"], ended.error, ended.log_tail)
+        assert json.loads((ws.root / "Testing" / "metrics" / f"{job['target']}.json").read_text())
+    readings = read_sacct([job["slurm_job_id"] for job in jobs])
+    assert len(readings) == 20 and {r.state for r in readings.values()} == {"COMPLETED"}
+    at_once = _max_at_once(readings.values())
+    assert 2 <= at_once <= 4, at_once
+    assert {r.node for r in readings.values()} <= set(two_nodes.nodes)
+
+
+def test_cancel_and_retry_one_element_of_an_array(demo_ws, two_nodes, tmp_path):
+    ws = demo_ws
+    use_slurm(ws, max_parallel=2)
+    flag = tmp_path / "may-finish"
+    waits = f"import os, time\nwhile not os.path.exists({str(flag)!r}): time.sleep(0.5)\nprint('finished')"
+    with JobStore(ws) as store:
+        first, stuck, last = store.enqueue_many([python_job("print('one')"), python_job(waits),
+                                                 python_job("print('three')")])
+    sync(ws)
+    with JobStore(ws) as store:
+        ids = [store.require(job.id).slurm_job_id for job in (first, stuck, last)]
+    array_id = ids[0].split("_")[0]
+    assert ids == [f"{array_id}_0", f"{array_id}_1", f"{array_id}_2"]
+    wait_status(ws, stuck.id, ("running",), timeout_s=120)
+    assert cli(ws, "queue", "cancel", str(stuck.id)).returncode == 0
+    for job in (first, last):
+        assert wait_status(ws, job.id, ENDED, timeout_s=120).status == "done"
+    cancelled = wait_status(ws, stuck.id, ENDED, timeout_s=60)
+    assert cancelled.status == "cancelled" and cancelled.slurm_state == "CANCELLED"
+    flag.touch()
+    retried = cli(ws, "queue", "retry", str(stuck.id)).stdout
+    assert "submitted to Slurm" in retried
+    with JobStore(ws) as store:
+        copy = store.list()[-1]
+    assert copy.retry_of == stuck.id and "_" not in copy.slurm_job_id  # a job of its own, not an element
+    assert wait_status(ws, copy.id, ENDED, timeout_s=120).status == "done"
+
+
+@pytest.mark.parametrize("shape", ["job", "array"])
+def test_a_sync_killed_between_sbatch_and_recording_does_not_submit_twice(demo_ws, two_nodes, shape):
+    """Before, the next sync found the job still unsubmitted in the queue and ran sbatch again: two Slurm jobs
+    for one llmtui job. Now the sync looks the job up by its Slurm name first and records that one."""
+    ws = demo_ws
+    use_slurm(ws)
+    count = 1 if shape == "job" else 3
+    with JobStore(ws) as store:
+        jobs = store.enqueue_many([python_job(f"print('ran once {index}')") for index in range(count)])
+    pause = "after-sbatch"
+    syncer = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from engine.jobs.slurm import sync; from engine.workspace import "
+         "Workspace; from pathlib import Path; sync(Workspace(Path(sys.argv[1])))", str(ws.root)], env=dict(os.environ, LLMTUI_TEST_PAUSE_AT=pause))
+    marker = ws.state_dir / f"paused-at-{pause}"
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert syncer.poll() is None and time.monotonic() < deadline, "the sync did not reach the pause point"
+        time.sleep(0.1)
+    os.kill(syncer.pid, signal.SIGKILL)  # sbatch has answered; the answer is not recorded
+    syncer.wait()
+    with JobStore(ws) as store:
+        assert all(store.require(job.id).slurm_job_id is None for job in jobs)
+    for job in jobs:
+        assert wait_status(ws, job.id, ENDED, timeout_s=120).status == "done"
+    with JobStore(ws) as store:
+        recorded = [store.require(job.id).slurm_job_id for job in jobs]
+    names = [slurm_job_name(ws, job) for job in jobs] if shape == "job" else [array_job_name(ws, jobs)]
+    in_slurm = two_nodes.run("squeue", "--noheader", "--states=all", "--array", f"--name={','.join(names)}",
+                             "--format=%i").stdout.split()
+    assert sorted(in_slurm) == sorted(recorded), (in_slurm, recorded)  # one submission, the one recorded
+    for index, job in enumerate(jobs):
+        assert (ws.root / job.log_path).read_text().splitlines().count(f"ran once {index}") == 1

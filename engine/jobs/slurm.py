@@ -246,12 +246,11 @@ def _pause_point(ws: Workspace, name: str) -> None:
             time.sleep(60)
 
 
-def submitted_earlier(ws: Workspace, jobs: list[Job]) -> dict[str, str]:
+def submitted_earlier(ws: Workspace, jobs: list[Job], names: list[str]) -> dict[str, str]:
     """Slurm job name → Slurm job id of these jobs' names that Slurm already has, submitted since the first
     of them was queued: a sync killed between ``sbatch`` and recording its answer submitted them, and they
-    must not be submitted again. Asks ``squeue`` and, where accounting is kept, ``sacct`` (names as given by
-    :func:`slurm_job_name` / :func:`array_job_name`; an array's id is its array job id)."""
-    names = sorted({slurm_job_name(ws, job) for job in jobs} | {array_job_name(ws, [job]) for job in jobs})
+    must not be submitted again. Asks ``squeue`` and, where accounting is kept, ``sacct`` (``names`` as given
+    by :func:`slurm_job_name` / :func:`array_job_name`; an array's id is its array job id)."""
     since = min(job.created_at for job in jobs) - 1
     found: dict[str, str] = {}
     queued = slurm_command("squeue", "--noheader", "--states=all", f"--name={','.join(names)}", "--format=%F|%j|%V",
@@ -375,9 +374,11 @@ def submit_queued(ws: Workspace, store: JobStore, settings: SlurmSettings) -> in
     deps = {dep for job in waiting for dep in job.depends_on}
     known = store.get_many(deps)
     slurm_ids = {job_id: job.slurm_job_id for job_id, job in known.items() if job.slurm_job_id}
-    earlier = submitted_earlier(ws, waiting)
     groups = _array_groups(waiting)
     in_group = {job.id for group in groups.values() for job in group[1:]}
+    names = [array_job_name(ws, groups[job.id]) if job.id in groups else slurm_job_name(ws, job)
+             for job in waiting if job.id not in in_group]
+    earlier = submitted_earlier(ws, waiting, names)
     submitted = 0
     for job in waiting:
         if job.id in in_group:

@@ -708,6 +708,30 @@ def check_jobs(facts: Facts) -> list[Check]:
     return [stale_check, worker]
 
 
+def check_slurm(facts: Facts) -> list[Check]:
+    """With ``[slurm] enabled``: whether the partition's GPUs (``sinfo -o %G``) match what jobs will ask for."""
+    from engine.jobs.slurm import GPU_FLAG_AUTO, SlurmError, partition_gres
+    from engine.jobs.worker import WorkerError, load_worker_settings
+
+    try:
+        settings = load_worker_settings(facts.ws).slurm
+    except WorkerError:
+        return []  # check_jobs reports the broken settings
+    if not settings.enabled:
+        return []
+    try:
+        partition, gres = partition_gres(settings)
+    except SlurmError as exc:
+        return [Check("slurm gpus", ERROR, str(exc), "check SLURM_CONF, the Slurm client commands and [slurm] partition")]
+    if "gpu" in gres:
+        return [Check("slurm gpus", OK, f"partition {partition}: {gres}")]
+    if settings.gpu_flag and settings.gpu_flag != GPU_FLAG_AUTO:
+        return [Check("slurm gpus", ERROR, f"partition {partition} has no GPUs (sinfo %G: {gres or 'none'}) but "
+                      f"gpu_flag = {settings.gpu_flag!r} asks for them: sbatch would refuse every job",
+                      'set gpu_flag = "" (or "auto") under [slurm] in .llmtui/worker.toml')]
+    return [Check("slurm gpus", OK, f"partition {partition} has no GPUs; jobs ask for none and run on CPUs")]
+
+
 # ------------------------------------------------------------------------------------------ the report
 
 
@@ -715,6 +739,7 @@ CHECKS: tuple[Callable[[Facts], Check | list[Check]], ...] = (
     check_python, check_llmtui, check_packages, check_vllm, check_driver, check_cuda_runtime, check_gpus,
     check_torch_cuda, check_bf16, check_bitsandbytes, check_gptqmodel_kernels, check_flash_attention,
     check_disk_models, check_hf_cache, check_workspace, check_state_folder, check_model_folders, check_jobs,
+    check_slurm,
 )
 
 

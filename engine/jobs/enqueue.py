@@ -17,7 +17,14 @@ from engine.presets.plan import make_plan
 from engine.jobs.store import JOB_DIR_PLACEHOLDER, Job, JobError, JobRequest, JobStore
 from engine.workspace import UnsafeNameError, Workspace, safe_name
 from engine.jobs.process import llmtui_command
-from engine.jobs.worker import PRESET_FILE
+from engine.jobs.worker import PRESET_FILE, WorkerError, load_worker_settings
+
+
+def _on_slurm(ws: Workspace) -> bool:
+    try:
+        return load_worker_settings(ws).slurm.enabled
+    except WorkerError:
+        return False  # the worker's start reports the broken settings
 
 
 def model_name_arg(ws: Workspace, text: str, *, must_exist: bool = True) -> str:
@@ -90,6 +97,10 @@ def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, 
     train command as ``--set`` (and ``overwrite`` as ``--overwrite``, replacing an existing model folder);
     ``after`` are job ids the first step waits for.
     """
+    if _on_slurm(ws):
+        from engine.jobs.prefetch import fetch_for_cluster
+
+        fetch_for_cluster(ws, config)  # the nodes run offline
     gpu_count = visible_gpu_count(inventory)
     train_gpus = config.train.gpus if gpu_count else 0
     if train_gpus > gpu_count > 0:

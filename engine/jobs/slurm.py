@@ -24,7 +24,7 @@ import re
 import shlex
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.events import EventKind
@@ -95,6 +95,34 @@ class Resources:
     time: str = ""
 
 
+#: What ``gpu_flag = "auto"`` (the default) asks for where the partition has GPUs.
+GPU_FLAG_AUTO, GPU_FLAG_WITH_GPUS = "auto", "--gpus-per-node={n}"
+
+
+def partition_gres(settings: SlurmSettings) -> tuple[str, str]:
+    """(partition, its nodes' generic resources as ``sinfo -o %G`` lists them, '' for none) of
+    ``[slurm] partition`` or the cluster's default partition. Raises :class:`SlurmError`."""
+    rows = [line.split("|", 1) for line in slurm_command("sinfo", "--noheader", "--format=%P|%G").stdout.splitlines()
+            if "|" in line]
+    wanted = [row for row in rows if row[0].rstrip("*") == settings.partition] if settings.partition else \
+        [row for row in rows if row[0].endswith("*")]
+    if not wanted:
+        raise SlurmError(f"sinfo lists no partition {settings.partition or '(default)'!r}")
+    gres = sorted({item for _, value in wanted for item in value.strip().split(",") if item not in ("", "(null)")})
+    return wanted[0][0].rstrip("*"), ",".join(gres)
+
+
+def effective_gpu_flag(settings: SlurmSettings) -> str:
+    """``[slurm] gpu_flag`` as given, or for ``auto``: ask for GPUs only where the partition has GPU resources."""
+    if settings.gpu_flag != GPU_FLAG_AUTO:
+        return settings.gpu_flag
+    try:
+        _, gres = partition_gres(settings)
+    except SlurmError:
+        return GPU_FLAG_WITH_GPUS  # sbatch will say what is wrong
+    return GPU_FLAG_WITH_GPUS if "gpu" in gres else ""
+
+
 def job_resources(ws: Workspace, job: Job, settings: SlurmSettings) -> Resources:
     """A training asks for ``[train] gpus`` per node on ``[train] nodes``; quantization and evaluation for
     one GPU. On a cluster without GPUs (``gpu_flag = ""``) jobs ask for none (ranks then run on CPUs)."""
@@ -162,7 +190,8 @@ def _sbatch_options(ws: Workspace, job: Job, settings: SlurmSettings, resources:
     if resources.nodes > 1:
         options += [f"--nodes={resources.nodes}", "--ntasks-per-node=1"]
     if resources.gpus and settings.gpu_flag:
-        options += shlex.split(settings.gpu_flag.replace("{n}", str(resources.gpus)))
+        flag = GPU_FLAG_WITH_GPUS if settings.gpu_flag == GPU_FLAG_AUTO else settings.gpu_flag  # not resolved: GPUs
+        options += shlex.split(flag.replace("{n}", str(resources.gpus)))
     return options
 
 
@@ -290,8 +319,12 @@ def _sbatch(ws: Workspace, store: JobStore, jobs: list[Job], argv: list[str], ea
     try:
         output = slurm_command(*argv).stdout.strip()
     except SlurmError as exc:
+        why = f"not submitted to Slurm: {exc}"
+        if "Invalid generic resource" in str(exc):
+            why = (f"not submitted to Slurm: the partition has no GPUs for this request ({exc}); on a cluster "
+                   f"without GPUs set gpu_flag = \"\" (or \"{GPU_FLAG_AUTO}\") under [slurm] in .llmtui/worker.toml")
         for job in jobs:
-            store.fail_waiting(job.id, f"not submitted to Slurm: {exc}")
+            store.fail_waiting(job.id, why, executor="slurm")
         return None
     _pause_point(ws, "after-sbatch")
     return output.split(";")[0]  # "ID" or "ID;cluster"
@@ -371,6 +404,7 @@ def submit_queued(ws: Workspace, store: JobStore, settings: SlurmSettings) -> in
     waiting = [job for job in store.list(statuses=["queued"]) if job.slurm_job_id is None]
     if not waiting:
         return 0
+    settings = replace(settings, gpu_flag=effective_gpu_flag(settings))
     deps = {dep for job in waiting for dep in job.depends_on}
     known = store.get_many(deps)
     slurm_ids = {job_id: job.slurm_job_id for job_id, job in known.items() if job.slurm_job_id}

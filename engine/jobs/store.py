@@ -368,12 +368,14 @@ class JobStore:
             if cursor.rowcount:
                 _fail_dependents(conn, job_id, "interrupted")
 
-    def fail_waiting(self, job_id: int, reason: str, dependency: int | None = None) -> None:
-        """Fail a queued job that can never run: its ``dependency`` ended badly, or it needs more GPUs
-        than exist."""
+    def fail_waiting(self, job_id: int, reason: str, dependency: int | None = None,
+                     executor: str | None = None) -> None:
+        """Fail a queued job that can never run: its ``dependency`` ended badly, it needs more GPUs than
+        exist, or ``executor`` (recorded) refused it."""
         with self._write() as conn:
-            cursor = conn.execute("UPDATE jobs SET status = 'failed', error = ?, failed_dependency = ?, ended_at = ? "
-                                  "WHERE id = ? AND status = 'queued'", (reason, dependency, time.time(), job_id))
+            cursor = conn.execute("UPDATE jobs SET status = 'failed', error = ?, failed_dependency = ?, ended_at = ?, "
+                                  "executor = COALESCE(?, executor) WHERE id = ? AND status = 'queued'",
+                                  (reason, dependency, time.time(), executor, job_id))
             if cursor.rowcount:
                 _fail_dependents(conn, job_id, "failed")
 

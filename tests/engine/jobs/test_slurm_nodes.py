@@ -4,6 +4,7 @@ finished jobs read from ``sacct``."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import pytest
 
 from engine.jobs.slurm import array_job_name, read_sacct, slurm_job_name, sync
 from engine.jobs.store import JobStore
-from test_slurm import TINY_TRAIN, cli, events_of, python_job, use_slurm, wait_status
+from test_slurm import CLI, TINY_TRAIN, cli, events_of, python_job, use_slurm, wait_status
 
 pytestmark = pytest.mark.slow
 
@@ -240,3 +241,63 @@ def test_a_sync_killed_between_sbatch_and_recording_does_not_submit_twice(demo_w
     assert sorted(in_slurm) == sorted(recorded), (in_slurm, recorded)  # one submission, the one recorded
     for index, job in enumerate(jobs):
         assert (ws.root / job.log_path).read_text().splitlines().count(f"ran once {index}") == 1
+
+
+def test_a_cluster_without_gpus_gpu_flag_auto_asks_for_none_and_an_explicit_flag_fails_with_the_fix(demo_ws,
+                                                                                                     two_nodes):
+    from engine.doctor import ERROR, OK, Facts, check_slurm
+
+    ws = demo_ws
+    # The default gpu_flag ("auto"): the partition has no GPU resources (sinfo %G), so jobs ask for none.
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    (ws.state_dir / "worker.toml").write_text("[slurm]\nenabled = true\n")
+    facts = Facts(ws, None, None)
+    [check] = check_slurm(facts)
+    assert check.status == OK and "partition debug has no GPUs" in check.detail, check
+    with JobStore(ws) as store:
+        job = store.enqueue_many([python_job("print('on a CPU')")])[0]
+    sync(ws)
+    assert "gpus" not in (ws.job_dir(job.id) / "slurm.sh").read_text()
+    assert wait_status(ws, job.id, ENDED, timeout_s=120).status == "done"
+    # An explicit GPU flag on this cluster: sbatch refuses; the job says what to set and that Slurm was tried.
+    (ws.state_dir / "worker.toml").write_text('[slurm]\nenabled = true\ngpu_flag = "--gpus-per-node={n}"\n')
+    [check] = check_slurm(facts)
+    assert check.status == ERROR and "partition debug has no GPUs" in check.detail and 'gpu_flag = ""' in check.fix
+    with JobStore(ws) as store:
+        job = store.enqueue_many([python_job("print('wants a GPU')")])[0]
+    sync(ws)
+    with JobStore(ws) as store:
+        refused = store.require(job.id)
+    assert refused.status == "failed" and refused.executor == "slurm"
+    assert "Invalid generic resource" in refused.error and 'set gpu_flag = ""' in refused.error, refused.error
+
+
+def test_batch_jobs_run_with_the_hub_offline_and_a_model_that_cannot_be_fetched_fails_at_enqueue(
+        demo_ws, two_nodes, monkeypatch):
+    ws = demo_ws
+    use_slurm(ws)
+    probe = ("import os, socket\n"
+             "print('offline', os.environ.get('HF_HUB_OFFLINE'), os.environ.get('HF_DATASETS_OFFLINE'))\n"
+             "try:\n    socket.create_connection(('192.0.2.1', 443), timeout=3)\n"  # TEST-NET-1: never routed
+             "except OSError as exc:\n    print('no route:', exc.errno)\n")
+    with JobStore(ws) as store:
+        job = store.enqueue_many([python_job(probe)])[0]
+    sync(ws)
+    assert wait_status(ws, job.id, ENDED, timeout_s=120).status == "done"
+    lines = (ws.root / job.log_path).read_text().splitlines()
+    assert "offline 1 1" in lines
+    assert f"no route: {errno.ENETUNREACH}" in lines  # the node's namespace has no route off the bridge
+    # Queuing a training from a hub id that is not cached, with the hub unreachable from this machine too
+    # (a local port nothing listens on: no traffic leaves): refused now, naming the model and the way out.
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HUB_CACHE", str(ws.root / "empty-hub-cache"))
+    (ws.experiments_dir / "from-hub.toml").write_text(TINY_TRAIN.format(steps=1, gpus=1).replace(
+        "Models/tiny-qwen3", "nobody/not-cached-anywhere"))
+    result = subprocess.run([*CLI, "-w", str(ws.root), "queue", "add", "train", "from-hub"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "model.base = 'nobody/not-cached-anywhere' is not in the Hugging Face cache and cannot be fetched" \
+        in result.stderr and "huggingface-cli download nobody/not-cached-anywhere" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    with JobStore(ws) as store:
+        assert len(store.list()) == 1  # nothing queued

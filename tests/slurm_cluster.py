@@ -265,7 +265,7 @@ def _network(cluster: SlurmCluster, tag: str, subnet: str) -> dict[str, str]:
     _ip("addr", "add", f"{subnet}.1/24", "dev", bridge)
     _ip("link", "set", bridge, "up")
     controller = socket.gethostname().split(".")[0]
-    hosts = [f"127.0.0.1 localhost", f"{subnet}.1 {controller}"]
+    hosts = ["127.0.0.1 localhost", f"{subnet}.1 {controller}"]
     hosts += [f"{subnet}.{index + 2} {name}" for index, name in enumerate(NODE_NAMES)]
     namespaces = {}
     for index, name in enumerate(NODE_NAMES):

@@ -31,14 +31,15 @@ from engine.events import EventKind
 from engine.files import write_text
 from engine.jobs.process import JOB_ENTRY_MODULE, JOB_WRAPPER_MODULE, python_command
 from engine.jobs.requeue import REQUEUE_EXIT_CODE, STOP_SIGNAL
+from engine.jobs.job_folder import (EVENTS_FILE, EXIT_FILE, FINISHED, LOG_FILE, LOG_HEADER, SLURM_SCRIPT_FILE,
+                                    JobStatus, error_summary, job_log_tail, prepare_job_dir, read_exit_code,
+                                    tail_text)
+from engine.jobs.settings import SlurmSettings, load_worker_settings
 from engine.jobs.slurm_accounting import (SACCT_FORMAT, SQUEUE_FORMAT, Reading, sacct_readings, squeue_readings,
                                           timestamp)
-from engine.jobs.store import FINISHED, Job, JobError, JobStore
-from engine.jobs.worker import (EXIT_FILE, LOG_HEADER, PRESET_FILE, SlurmSettings, tail_text, error_summary,
-                                log_tail, read_exit_file)
+from engine.jobs.store import Job, JobError, JobStore
 from engine.workspace import Workspace
 
-SCRIPT_FILE = "slurm.sh"
 ARRAY_SCRIPT_FILE = "slurm-array.sh"  # in the folder of an array's first job
 LOCK_FILE = "slurm.lock"
 COMMAND_TIMEOUT_S = 60.0
@@ -302,10 +303,8 @@ def _prepare(ws: Workspace, job: Job, settings: SlurmSettings) -> tuple[Resource
     """Write the job's frozen preset and batch script into its folder."""
     resources = job_resources(ws, job, settings)
     job_dir = ws.job_dir(job.id)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    if job.preset is not None:
-        write_text(job_dir / PRESET_FILE, job.preset)
-    script = job_dir / SCRIPT_FILE
+    prepare_job_dir(job_dir, job.preset)
+    script = job_dir / SLURM_SCRIPT_FILE
     write_text(script, batch_script(ws, job, settings, resources))
     return resources, script
 
@@ -365,7 +364,7 @@ def array_script(ws: Workspace, jobs: list[Job], settings: SlurmSettings, resour
     lines += [f"#SBATCH {option}" for option in options]
     lines += ['case "$SLURM_ARRAY_TASK_ID" in']
     for index, job in enumerate(jobs):
-        script, log = shlex.quote(str(ws.job_dir(job.id) / SCRIPT_FILE)), shlex.quote(str(ws.root / job.log_path))
+        script, log = shlex.quote(str(ws.job_dir(job.id) / SLURM_SCRIPT_FILE)), shlex.quote(str(ws.root / job.log_path))
         lines.append(f"    {index}) exec /bin/bash {script} >> {log} 2>&1 ;;")
     lines += ['    *) echo "llmtui: no job for array element $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;', "esac"]
     return "\n".join(lines) + "\n"
@@ -401,7 +400,7 @@ def submit_queued(ws: Workspace, store: JobStore, settings: SlurmSettings) -> in
     queued together become one job array. A job whose dependency still waits for the local worker is left
     for a later sync; one that Slurm already has (a sync killed after ``sbatch``) is recorded, not submitted
     again. Returns how many jobs were submitted."""
-    waiting = [job for job in store.list(statuses=["queued"]) if job.slurm_job_id is None]
+    waiting = [job for job in store.list(statuses=[JobStatus.QUEUED]) if job.slurm_job_id is None]
     if not waiting:
         return 0
     settings = replace(settings, gpu_flag=effective_gpu_flag(settings))
@@ -420,7 +419,7 @@ def submit_queued(ws: Workspace, store: JobStore, settings: SlurmSettings) -> in
         blocked = False
         for dep in job.depends_on:
             dep_job = known.get(dep)
-            if dep_job is None or dep_job.status == "done" or dep in slurm_ids:
+            if dep_job is None or dep_job.status == JobStatus.DONE or dep in slurm_ids:
                 continue  # cleared from the queue (it finished), done, or a Slurm job to wait for
             if dep_job.status in FINISHED:
                 for member in groups.get(job.id, [job]):
@@ -482,40 +481,41 @@ def _record(ws: Workspace, store: JobStore, job: Job, reading: Reading | None) -
     """Map one Slurm reading (None: Slurm has forgotten the job) onto the job's llmtui status."""
     job_dir = ws.job_dir(job.id)
     if reading is not None and reading.state in WAITING_STATES:
-        return store.record_slurm(job.id, status="queued", slurm_state=reading.state, reason=reading.reason,
+        return store.record_slurm(job.id, status=JobStatus.QUEUED, slurm_state=reading.state, reason=reading.reason,
                                   node=reading.node, elapsed_s=reading.elapsed_s)
     if reading is not None and reading.state in RUNNING_STATES:
-        return store.record_slurm(job.id, status="running", slurm_state=reading.state, reason=reading.reason,
+        return store.record_slurm(job.id, status=JobStatus.RUNNING, slurm_state=reading.state, reason=reading.reason,
                                   node=reading.node, elapsed_s=reading.elapsed_s, started_at=reading.started_at)
-    exit_code = read_exit_file(job_dir / EXIT_FILE)
+    exit_code = read_exit_code(job_dir)
     if exit_code is None and reading is not None:
         exit_code = reading.exit_code  # accounting's record, where the exit file is missing
-    tail = log_tail(job_dir / "log.txt")
+    tail = job_log_tail(job_dir)
     state = reading.state if reading is not None else ""
     if state == "COMPLETED" or (reading is None and exit_code == 0):
-        status, error = "done", ""
+        status, error = JobStatus.DONE, ""
     elif state in INTERRUPTED_STATES:
-        status, error = "interrupted", f"interrupted: {INTERRUPTED_STATES[state]} (Slurm state {state})"
+        status, error = JobStatus.INTERRUPTED, f"interrupted: {INTERRUPTED_STATES[state]} (Slurm state {state})"
     elif state == "CANCELLED":
         if reading is not None and reading.reason == "DependencyNeverSatisfied":
-            failed = [dep for dep in job.depends_on if store.statuses([dep]).get(dep, "done") != "done"]
-            status = "failed"
+            failed = [dep for dep in job.depends_on
+                      if store.statuses([dep]).get(dep, JobStatus.DONE) != JobStatus.DONE]
+            status = JobStatus.FAILED
             error = (f"not run: dependency #{failed[0]} did not finish" if failed
                      else "not run: Slurm says its dependency was never satisfied")
         else:
-            status, error = "cancelled", "cancelled in Slurm (scancel)"
+            status, error = JobStatus.CANCELLED, "cancelled in Slurm (scancel)"
     elif state in FAILED_STATES or (reading is None and exit_code is not None):
-        status = "failed"
-        error = error_summary(exit_code, tail, job_dir / "events.jsonl")
+        status = JobStatus.FAILED
+        error = error_summary(exit_code, tail, job_dir / EVENTS_FILE)
         if state == "OUT_OF_MEMORY":
             error = f"out of memory (Slurm state OUT_OF_MEMORY); {error}"
-        if rank := failed_rank(tail_text(job_dir / "log.txt")):
+        if rank := failed_rank(tail_text(job_dir / LOG_FILE)):
             error = f"{rank}; {error}"
     elif reading is None:
-        status = "interrupted"
+        status = JobStatus.INTERRUPTED
         error = "interrupted: Slurm no longer knows the job and it left no exit status"
     else:
-        status, error = "failed", f"unknown Slurm state {state!r}"
+        status, error = JobStatus.FAILED, f"unknown Slurm state {state!r}"
     return store.record_slurm(job.id, status=status, slurm_state=state or "GONE",
                               reason=reading.reason if reading else "", node=reading.node if reading else "",
                               elapsed_s=reading.elapsed_s if reading else None,
@@ -534,8 +534,6 @@ def sync(ws: Workspace, settings: SlurmSettings | None = None) -> None:
     Also cancels in Slurm the jobs llmtui has finished meanwhile (a dependent failed because its
     dependency did), so nothing waits there forever. Safe to call from several processes at once.
     """
-    from engine.jobs.worker import load_worker_settings
-
     settings = settings or load_worker_settings(ws).slurm
     if not settings.enabled:
         if not ws.queue_db.exists():
@@ -576,12 +574,12 @@ def cancel(ws: Workspace, job_id: int, *, wait_s: float = 30.0) -> str:
             if result.returncode != 0 and not any(gone in result.stderr for gone in (
                     "already completing or completed", "Invalid job id")):  # ended meanwhile: nothing to stop
                 raise SlurmError(f"scancel {job.slurm_job_id} failed: {result.stderr.strip()}")
-        if outcome == "cancelled":
-            return "cancelled"
+        if outcome == JobStatus.CANCELLED:
+            return JobStatus.CANCELLED
         deadline = time.monotonic() + wait_s
         while True:
             sync(ws)
             status = store.require(job_id).status
-            if status != "running" or time.monotonic() > deadline:
+            if status != JobStatus.RUNNING or time.monotonic() > deadline:
                 return status
             time.sleep(0.5)

@@ -245,7 +245,9 @@ def test_a_sync_killed_between_sbatch_and_recording_does_not_submit_twice(demo_w
 
 def test_a_cluster_without_gpus_gpu_flag_auto_asks_for_none_and_an_explicit_flag_fails_with_the_fix(demo_ws,
                                                                                                      two_nodes):
-    from engine.doctor import ERROR, OK, Facts, check_slurm
+    from engine.doctor.check import ERROR, OK
+    from engine.doctor.facts import Facts
+    from engine.doctor.slurm import check_slurm
 
     ws = demo_ws
     # The default gpu_flag ("auto"): the partition has no GPU resources (sinfo %G), so jobs ask for none.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from engine.jobs.store import JobError
 from engine.presets.config import ExperimentConfig
-from engine.results.model_folder import resolve_model_ref
+from engine.models.resolve import resolve_model_ref
 from engine.workspace import Workspace
 
 

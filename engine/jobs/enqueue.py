@@ -62,7 +62,7 @@ def _quantize_request(ws: Workspace, source: str, target: str, step: PtqStep, *,
                       options=options, gpus=gpus, after=after, after_steps=after_steps)
 
 
-def _eval_request(ws: Workspace, model: str, *, datasets: list[str], limit: int, batch_size: int, gpus: int,
+def eval_request(ws: Workspace, model: str, *, datasets: list[str], limit: int, batch_size: int, gpus: int,
                   force: bool = False, backend: str = "auto", threads: int = 0, description: str = "",
                   preset: str | None = None, after: tuple[int, ...] = (),
                   after_steps: tuple[int, ...] = (), report_to: list[str] | None = None) -> JobRequest:
@@ -98,10 +98,22 @@ def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, 
     train command as ``--set`` (and ``overwrite`` as ``--overwrite``, replacing an existing model folder);
     ``after`` are job ids the first step waits for.
     """
+    requests = pipeline_requests(ws, config, preset_text, overrides=overrides, overwrite=overwrite, after=after,
+                                 inventory=inventory)
+    with JobStore(ws) as store:
+        return store.enqueue_many(requests)
+
+
+def pipeline_requests(ws: Workspace, config: ExperimentConfig, preset_text: str, *, overrides: Iterable[str] = (),
+                      overwrite: bool = False, after: Iterable[int] = (),
+                      inventory: GpuInventory | None = None) -> list[JobRequest]:
+    """The job requests of a preset's pipeline, one per step of :func:`engine.presets.plan.make_plan` (same
+    order; ``after_steps`` index this list), for :func:`enqueue_pipeline` and studies. On Slurm, a hub model
+    it starts from is fetched now (the nodes run offline)."""
     if _on_slurm(ws):
         from engine.jobs.prefetch import fetch_for_cluster
 
-        fetch_for_cluster(ws, config)  # the nodes run offline
+        fetch_for_cluster(ws, config)
     gpu_count = visible_gpu_count(inventory)
     train_gpus = config.train.gpus if gpu_count else 0
     if train_gpus > gpu_count > 0:
@@ -124,16 +136,15 @@ def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, 
                                               gpus=step_gpus, description=step.description, preset=preset_text,
                                               after_steps=after_steps))
         elif step.kind == "eval":
-            requests.append(_eval_request(ws, step.target, datasets=step.options["datasets"],
-                                          limit=step.options["limit"], batch_size=step.options["batch_size"],
-                                          backend=step.options["backend"], threads=step.options["threads"],
-                                          report_to=step.options.get("report_to"),
-                                          gpus=step_gpus, description=step.description, preset=preset_text,
-                                          after_steps=after_steps))
+            requests.append(eval_request(ws, step.target, datasets=step.options["datasets"],
+                                         limit=step.options["limit"], batch_size=step.options["batch_size"],
+                                         backend=step.options["backend"], threads=step.options["threads"],
+                                         report_to=step.options.get("report_to"),
+                                         gpus=step_gpus, description=step.description, preset=preset_text,
+                                         after_steps=after_steps))
         else:
             raise JobError(f"the plan has a step of unknown kind {step.kind!r}")
-    with JobStore(ws) as store:
-        return store.enqueue_many(requests)
+    return requests
 
 
 def enqueue_quantize(ws: Workspace, model: str, *, method: str, bits: int, group_size: int, calibration: str = "",
@@ -174,7 +185,7 @@ def enqueue_eval(ws: Workspace, models: Iterable[str], *, datasets: Iterable[str
     except ConfigError as exc:
         raise JobError(_option_problems(exc)) from None
     gpus = 1 if visible_gpu_count(inventory) else 0
-    requests = [_eval_request(ws, name, datasets=datasets, limit=limit, batch_size=batch_size, gpus=gpus,
+    requests = [eval_request(ws, name, datasets=datasets, limit=limit, batch_size=batch_size, gpus=gpus,
                               backend=backend, threads=threads,
                               force=force, after=after) for name in names]
     with JobStore(ws) as store:

@@ -16,7 +16,7 @@ from tui.cli.common import add_workspace_arg
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES = (
     "init", "demo", "plan", "models", "data", "train", "quantize", "eval", "queue", "worker",
-    "results", "compare", "power", "chat", "chat_server", "doctor",
+    "results", "compare", "study", "power", "chat", "chat_server", "doctor",
 )
 
 

@@ -95,9 +95,11 @@ class CompareScreen(Screen):
         Binding("p,left", "flip(-1)", "Prev item", id="compare.flips_previous"),
     ]
 
-    def __init__(self, models: list[str]) -> None:
+    def __init__(self, models: list[str], flips_of: str | None = None) -> None:
+        """``flips_of``: a test set whose flipped items open first (the Studies view's ``enter`` on a cell)."""
         super().__init__()
         self.models = models
+        self.flips_of = flips_of
         self.comparison: Comparison | None = None
         self.showing_flips = False
         self.flip_set = 0  # which entry of comparison.flips (test set × compared model)
@@ -163,6 +165,10 @@ class CompareScreen(Screen):
         notes = legend + comparison_notes(comparison) + comparison.warnings
         self.query_one("#compare-notes", Static).update(Text("\n".join(notes), style="dim"))
         table.focus()
+        wanted = [i for i, f in enumerate(comparison.flips) if self.flips_of in (f.dataset, f.file)]
+        if wanted:
+            self.flip_set = wanted[0]
+            self.action_toggle_flips()
 
     def action_close(self) -> None:
         if self.showing_flips:

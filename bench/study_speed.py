@@ -27,24 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from engine.presets.study import load_study  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
-from metrics_files import boxed, write_evaluation  # noqa: E402
+from metrics_fixtures import boxed, write_evaluation  # noqa: E402
+from study_files import study_text  # noqa: E402
 
-STUDY = """[model]
-base = "Models/bench-base"
-[data]
-dataset = "boolq"
-[peft]
-r = 16
-[eval]
-after = true
-datasets = ["boolq"]
-
-[study]
-[study.axes]
-"peft.method" = ["LoRa", "DoRa"]
-"train.learning_rate" = [{rates}]
-"train.seed" = [1, 2, 3, 4, 5]
-"""
 
 
 def main() -> None:
@@ -78,7 +63,8 @@ def run(ws: Workspace, items: int) -> None:
     (base / "config.json").write_text('{"model_type": "qwen3"}')
     rates = ", ".join(f"{1e-4 * (i + 1):.4g}" for i in range(20))
     path = ws.experiments_dir / "bench-study.toml"
-    path.write_text(STUDY.format(rates=rates))
+    path.write_text(study_text("bench-base", f'"peft.method" = ["LoRa", "DoRa"]\n"train.learning_rate" = [{rates}]\n'
+                                             '"train.seed" = [1, 2, 3, 4, 5]\n'))
     study = load_study(path)
     golds = {"test-boolq.parquet": [rng.random() < 0.6 for _ in range(items)]}
     names = ["bench-base", *(run.name for run in study.runs)]

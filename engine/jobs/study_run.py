@@ -23,15 +23,17 @@ from typing import Any, Callable, Iterator
 from engine.files import read_json_file
 from engine.jobs.enqueue import eval_request, pipeline_requests
 from engine.jobs.gpu import GpuInventory, NvmlInventory, visible_gpu_count
-from engine.jobs.study_search import TRIAL_OPTION
 from engine.jobs.store import RETRYABLE, Job, JobRequest, JobStore
 from engine.presets.plan import make_plan
+from engine.presets.requests import EvalRequest
 from engine.presets.study import Study, StudyRun
 from engine.models.folder import QUANTIZATION_METADATA, TRAINING_METADATA
 from engine.models.resolve import ModelNotFoundError, resolve_model_ref
 from engine.workspace import Workspace
 
 STATUS_ORDER = ("failed", "running", "queued", "missing", "done")
+#: Options key a search trial's jobs carry, so the worker can move the search on when one ends.
+TRIAL_OPTION = "study_trial"
 
 
 @dataclass
@@ -46,10 +48,14 @@ class StudyJob:
     #: Builds the job's request (made only when it is queued: rendering every run's preset costs time).
     request: Callable[[], JobRequest] | None = None
     error: str = ""
+    #: A done training whose recorded preset differs from the study's run now (``key: was → now``): the
+    #: study was edited after it ran. It is not trained again (that needs ``llmtui train --overwrite``).
+    stale: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "kind": self.kind, "target": self.target, "status": self.status,
-                "job_id": self.job_id, "after": self.deps, "run": self.run, "error": self.error}
+                "job_id": self.job_id, "after": self.deps, "run": self.run, "error": self.error,
+                "stale": self.stale}
 
 
 @dataclass
@@ -104,22 +110,11 @@ def study_root(ws: Workspace, study: Study) -> str | None:
     return folder.name if folder.parent.resolve() == ws.models_dir.resolve() else None
 
 
-def study_runs(ws: Workspace, study: Study) -> list[StudyRun]:
-    """A grid's runs, or a search's trials asked so far (from its Optuna storage)."""
-    if study.search is None:
-        return study.runs
-    from engine.jobs.study_search import trial_runs
-
-    return trial_runs(ws, study)
-
-
-def plan_study(ws: Workspace, study: Study, *, inventory: GpuInventory | None = None,
-               jobs: list[Job] | None = None) -> StudyPlan:
-    """Every run's jobs with their status (nothing is queued)."""
-    runs = study_runs(ws, study)
-    if study.search is not None:
-        study = replace(study, runs=runs)
-    latest = _latest_jobs(ws, jobs)
+def plan_runs(ws: Workspace, study: Study, *, inventory: GpuInventory | None = None) -> StudyPlan:
+    """Every run's jobs with their status (nothing is queued); a search's ``study.runs`` are its trials so far
+    (engine.jobs.study.plan_study fills them in)."""
+    runs = study.runs
+    latest = _latest_jobs(ws)
     root = study_root(ws, study)
     planned: list[PlannedRun] = []
     nodes: dict[str, StudyJob] = {}
@@ -134,9 +129,9 @@ def plan_study(ws: Workspace, study: Study, *, inventory: GpuInventory | None = 
         eval_settings = first_eval
 
         def root_request() -> JobRequest:
-            return eval_request(ws, root, datasets=datasets, limit=eval_settings.limit,
-                                batch_size=eval_settings.batch_size, backend=eval_settings.backend,
-                                threads=eval_settings.threads, gpus=1 if gpu_count else 0)
+            request = EvalRequest(datasets=datasets, limit=eval_settings.limit, batch_size=eval_settings.batch_size,
+                                  backend=eval_settings.backend, threads=eval_settings.threads)
+            return eval_request(ws, root, request, gpus=1 if gpu_count else 0)
 
         nodes[f"eval:{root}"] = _node(ws, "eval", root, [], root, root_request, latest)
         parents[root] = None
@@ -150,6 +145,8 @@ def plan_study(ws: Workspace, study: Study, *, inventory: GpuInventory | None = 
             if key not in nodes:
                 nodes[key] = _node(ws, key.split(":", 1)[0], step.target, [keys[i] for i in step.after], run.name,
                                    functools.partial(built.request, index), latest)
+                if nodes[key].kind == "train" and nodes[key].status == "done":
+                    nodes[key].stale = _stale_training(ws, run)
         outputs = [s.target for s in steps if s.kind in ("train", "snapshot", "quantize")]
         for step in steps:
             if step.kind == "quantize":
@@ -181,12 +178,11 @@ class _RunRequests:
         return self.requests[index]
 
 
-def _latest_jobs(ws: Workspace, jobs: list[Job] | None) -> dict[tuple[str, str], Job]:
-    if jobs is None:
-        if not ws.queue_db.exists():
-            return {}
-        with JobStore(ws) as store:
-            jobs = store.list()
+def _latest_jobs(ws: Workspace) -> dict[tuple[str, str], Job]:
+    if not ws.queue_db.exists():
+        return {}
+    with JobStore(ws) as store:
+        jobs = store.list()
     return {(job.kind, job.target): job for job in jobs}  # id order: the latest wins
 
 
@@ -209,6 +205,21 @@ def _output_done(ws: Workspace, kind: str, target: str) -> bool:
     if kind == "eval":
         return ws.metrics_file(target).is_file()
     return (ws.model_dir(target) / (TRAINING_METADATA if kind == "train" else QUANTIZATION_METADATA)).is_file()
+
+
+def _stale_training(ws: Workspace, run: StudyRun) -> list[str]:
+    """``section.key: was → now`` for each training setting the model folder's metadata records differently."""
+    meta = read_json_file(ws.model_dir(run.name) / TRAINING_METADATA)[0]
+    recorded = meta.get("training_parameters", {}).get("preset") if isinstance(meta, dict) else None
+    if not isinstance(recorded, dict):
+        return []
+    now = run.config.to_dict()
+    changes = []
+    for section in ("model", "data", "peft", "quant", "train"):
+        was = recorded.get(section) if isinstance(recorded.get(section), dict) else {}
+        changes += [f"{section}.{key}: {was[key]!r} → {value!r}" for key, value in now[section].items()
+                    if key in was and was[key] != value]
+    return changes
 
 
 def _known_throughput(ws: Workspace, runs: list[StudyRun]) -> float | None:
@@ -280,20 +291,6 @@ def enqueue_missing(ws: Workspace, plan: StudyPlan) -> tuple[list[Job], list[str
             jobs = store.enqueue_many(batch)
     skipped = [run.name for run in plan.runs if not any(k in index for k in run.jobs)]
     return jobs, skipped
-
-
-def run_study(ws: Workspace, study: Study, *, inventory: GpuInventory | None = None) -> dict[str, Any]:
-    """Queue what the study still needs: ``{"queued": [job ids], "skipped": [run names], "pending": n}`` (n: its
-    jobs now queued or running, which the caller hands to the worker or Slurm). A search first
-    records finished trials and asks Optuna for the next ones (:func:`engine.jobs.study_search.advance`)."""
-    if study.search is not None:
-        from engine.jobs.study_search import advance
-
-        return advance(ws, study, inventory=inventory)
-    with study_lock(ws, study):
-        plan = plan_study(ws, study, inventory=inventory)
-        jobs, skipped = enqueue_missing(ws, plan)
-    return {"queued": [job.id for job in jobs], "skipped": skipped, "pending": pending_jobs(plan, jobs)}
 
 
 def pending_jobs(plan: StudyPlan, queued: list[Job]) -> int:

@@ -10,18 +10,17 @@ sampled values and run name are kept in its user attributes, so any process can 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from engine.data.tasks import DatasetError, get_task
 from engine.jobs.gpu import GpuInventory
 from engine.jobs.store import Job
+from engine.jobs.study_run import TRIAL_OPTION, enqueue_missing, pending_jobs, plan_runs, study_lock
 from engine.presets.study import SearchSpec, Study, StudyError, StudyRun, load_study
 from engine.results.metrics_files import load_metrics_file
 from engine.workspace import Workspace
-
-#: Options key a search trial's jobs carry, so the worker can move the search on when one ends.
-TRIAL_OPTION = "study_trial"
 
 
 def storage_path(ws: Workspace, study: Study) -> Path:
@@ -102,15 +101,13 @@ def advance(ws: Workspace, study: Study, *, inventory: GpuInventory | None = Non
     """Record finished trials, ask for the next ones and queue what the open trials still need:
     ``{"queued": [job ids], "skipped": [run names], "pending": n, "told": {trial: value | "failed"},
     "asked": [trials]}``."""
-    from engine.jobs.study_run import enqueue_missing, pending_jobs, plan_study, study_lock
-
     optuna = _optuna()
     search = study.search
     assert search is not None
     told: dict[int, Any] = {}
     asked: list[int] = []
     with study_lock(ws, study):
-        plan = plan_study(ws, study, inventory=inventory)
+        plan = plan_runs(ws, replace(study, runs=trial_runs(ws, study)), inventory=inventory)
         status = {run.name: run.status for run in plan.runs}
         stored = open_search(ws, study)
         trials = stored.get_trials(deepcopy=False)
@@ -151,7 +148,7 @@ def advance(ws: Workspace, study: Study, *, inventory: GpuInventory | None = Non
                 asked.append(trial.number)
                 running += 1
         if told or asked:
-            plan = plan_study(ws, study, inventory=inventory)
+            plan = plan_runs(ws, replace(study, runs=trial_runs(ws, study)), inventory=inventory)
         jobs, skipped = enqueue_missing(ws, plan)
     return {"queued": [job.id for job in jobs], "skipped": skipped, "pending": pending_jobs(plan, jobs),
             "told": told, "asked": asked}

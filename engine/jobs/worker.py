@@ -32,7 +32,8 @@ from engine.jobs.resume import job_checkpoint, retry_depth
 from engine.jobs.scheduler import Waiting, default_max_parallel, free_gpus, plan_starts
 from engine.jobs.settings import SETTINGS_FILE, WorkerError, WorkerSettings, load_worker_settings
 from engine.jobs.store import Job, JobStore
-from engine.jobs.study_search import TRIAL_OPTION, advance_after_job
+from engine.jobs.study_run import TRIAL_OPTION
+from engine.jobs.study_search import advance_after_job
 from engine.workspace import Workspace
 
 LOCK_FILE = "worker.lock"

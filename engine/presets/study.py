@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.presets.config import ConfigError, ExperimentConfig, config_from_dict
-from engine.results.stats import CORRECTIONS
 
+#: Multiple-comparison corrections a study may name (engine.results.stats adjusts by these names).
+CORRECTIONS = ("holm", "bh")
 DIRECTIONS = ("maximize", "minimize")
 _STUDY_KEYS = ("name", "base", "reference", "correction", "set", "axes", "zip", "exclude", "override", "search")
 _SEARCH_KEYS = ("n_trials", "objective", "direction", "space", "seed", "parallel")

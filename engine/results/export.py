@@ -15,7 +15,6 @@ from typing import Any, Callable
 from engine.results.compare import Comparison, FlipItem, Flips, PairStat
 from engine.results.lineage import LineageCell, LineageMatrix
 from engine.results.metrics_files import ResultsTable
-from engine.results.study_table import StudyCell, StudyRow, StudyTable
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                    "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
@@ -93,7 +92,7 @@ def results_markdown(table: ResultsTable) -> str:
     rows = [[f"**{markdown_escape(x)}**" if (i, j) in best else markdown_escape(x)
              for j, x in enumerate(row)] for i, row in enumerate(cells)]
     aligns = [":---" if _text_column(c.key) else "---:" for c in table.columns]
-    return _markdown([markdown_escape(c.key) for c in table.columns], aligns, rows)
+    return markdown_table([markdown_escape(c.key) for c in table.columns], aligns, rows)
 
 
 def results_latex(table: ResultsTable, *, caption: str = "Evaluation results.",
@@ -200,7 +199,7 @@ def comparison_markdown(comparison: Comparison) -> str:
         for j in positions:
             row[j] = f"**{row[j]}**"
     aligns = [":---", ":---"] + ["---:"] * (len(headers) - 2)
-    table = _markdown([markdown_escape(h) for h in headers], aligns,
+    table = markdown_table([markdown_escape(h) for h in headers], aligns,
                       [[markdown_escape(x) for x in row] for row in rows])
     return table + "\n" + "".join(f"- {markdown_escape(n)}\n" for n in comparison_notes(comparison))
 
@@ -320,7 +319,7 @@ def lineage_notes(matrix: LineageMatrix) -> list[str]:
 def lineage_markdown(matrix: LineageMatrix) -> str:
     headers, rows = lineage_rows(matrix)
     rows = [[row[0].replace("  ", "&nbsp;&nbsp;"), *row[1:]] for row in rows]
-    table = _markdown([markdown_escape(h) for h in headers], [":---", ":---"] + ["---:"] * (len(headers) - 2),
+    table = markdown_table([markdown_escape(h) for h in headers], [":---", ":---"] + ["---:"] * (len(headers) - 2),
                       [[markdown_escape(x) for x in row] for row in rows])
     return table + "\n" + "".join(f"- {markdown_escape(n)}\n" for n in lineage_notes(matrix))
 
@@ -346,92 +345,11 @@ def lineage_json(matrix: LineageMatrix) -> str:
     return json.dumps(matrix.to_dict(), indent=2, default=str) + "\n"
 
 
-def study_cell_text(cell: StudyCell) -> str:
-    """``0.8125 (+0.0625, p=0.031)``: the value, its delta against the row's reference and the adjusted p."""
-    if cell.value is None:
-        return cell.reason or ""
-    if cell.delta is None:
-        return f"{cell.value:.4f}"
-    p = f", p={cell.p_adjusted:.3g}" if cell.p_adjusted is not None else ""
-    return f"{cell.value:.4f} ({format_delta(cell.delta)}{p})"
-
-
-def _size(value: int | None) -> str:
-    return f"{value / 1e6:.1f} MB" if value else ""
-
-
-def _pareto_mark(row: StudyRow) -> str:
-    return "".join(mark for flag, mark in ((row.pareto_size, "S"), (row.pareto_latency, "L")) if flag)
-
-
-def study_rows(table: StudyTable) -> tuple[list[str], list[list[str]]]:
-    headers = ["model", "status", *table.columns, "size", "trained params", "train s", "tokens/s", "Pareto"]
-    rows = [[row.name, row.status, *(study_cell_text(row.cells[c]) for c in table.columns), _size(row.size_bytes),
-             "" if row.params_trained is None else f"{row.params_trained:,}",
-             "" if row.train_time_s is None else f"{row.train_time_s:.1f}",
-             "" if row.eval_tokens_per_s is None else f"{row.eval_tokens_per_s:.1f}", _pareto_mark(row)]
-            for row in table.rows]
-    return headers, rows
-
-
-def study_notes(table: StudyTable) -> list[str]:
-    name = {"holm": "Holm", "bh": "Benjamini–Hochberg"}[table.correction]
-    notes = [f"Cells: headline metric (delta against the row's reference, paired p-value adjusted across the "
-             f"table by {name}); Pareto: S = not dominated on mean headline vs size, L = vs latency."]
-    notes.append(f"Reference: {table.reference}" if table.reference else "Reference: each row's parent "
-                 "(a fine-tune's base model, a PTQ output's source).")
-    if table.trials:
-        notes += [f"trial {t['number']}: {t['state']}, {t['params']}, {table.objective} = {t['value']}"
-                  for t in table.trials]
-    return notes
-
-
-def study_markdown(table: StudyTable) -> str:
-    headers, rows = study_rows(table)
-    body = _markdown([markdown_escape(h) for h in headers], [":---", ":---"] + ["---:"] * (len(headers) - 2),
-                     [[markdown_escape(x) for x in row] for row in rows])
-    return body + "\n" + "".join(f"- {markdown_escape(n)}\n" for n in study_notes(table))
-
-
-def study_latex(table: StudyTable, *, label: str = "tab:study") -> str:
-    headers, rows = study_rows(table)
-    name = {"holm": "Holm", "bh": "Benjamini--Hochberg"}[table.correction]
-    caption = (rf"Study {latex_escape(table.study)}: headline metric ($\Delta$ against the reference, paired "
-               rf"p-value adjusted by {name}); Pareto S: vs size, L: vs latency.")
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{ll{'r' * (len(headers) - 2)}}}",
-             r"\toprule", " & ".join(latex_escape(h) for h in headers) + r" \\", r"\midrule",
-             *(" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows),
-             r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def study_csv(table: StudyTable) -> str:
-    """One line per row; per test set its value, delta, p and adjusted p at full precision."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["model", "parent", "reference", "status",
-                     *(f"{c}__{k}" for c in table.columns for k in ("value", "delta", "p", "p_adjusted")),
-                     "size_bytes", "params_trained", "train_time_s", "train_peak_gb", "eval_tokens_per_s",
-                     "latency_s", "pareto_size", "pareto_latency"])
-    for row in table.rows:
-        writer.writerow([row.name, row.parent or "", row.reference or "", row.status,
-                         *(format_csv(getattr(row.cells[c], k)) for c in table.columns
-                           for k in ("value", "delta", "p", "p_adjusted")),
-                         *(format_csv(v) for v in (row.size_bytes, row.params_trained, row.train_time_s,
-                                                   row.train_peak_gb, row.eval_tokens_per_s, row.latency_s)),
-                         row.pareto_size, row.pareto_latency])
-    return out.getvalue()
-
-
-def format_csv(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
 def _interval_title(comparison: Comparison) -> str:
     return f"{comparison.confidence:.0%} CI / b, c"
 
 
-def _markdown(headers: list[str], aligns: list[str], rows: list[list[str]]) -> str:
+def markdown_table(headers: list[str], aligns: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(aligns) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -443,9 +361,6 @@ RESULTS_RENDERERS: dict[str, Callable[[ResultsTable], str]] = {
 }
 COMPARISON_RENDERERS: dict[str, Callable[[Comparison], str]] = {
     "csv": comparison_csv, "markdown": comparison_markdown, "latex": comparison_latex, "json": comparison_json,
-}
-STUDY_RENDERERS: dict[str, Callable[[StudyTable], str]] = {
-    "csv": study_csv, "markdown": study_markdown, "latex": study_latex,
 }
 LINEAGE_RENDERERS: dict[str, Callable[[LineageMatrix], str]] = {
     "markdown": lineage_markdown, "latex": lineage_latex, "json": lineage_json,

@@ -239,5 +239,5 @@ def bh_adjust(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-#: Multiple-comparison corrections by the name study files use.
+#: Multiple-comparison corrections by the names study files use (engine.presets.study.CORRECTIONS).
 CORRECTIONS = {"holm": holm_adjust, "bh": bh_adjust}

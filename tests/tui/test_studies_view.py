@@ -5,27 +5,15 @@ from __future__ import annotations
 
 from textual.widgets import DataTable, OptionList, Static
 
-from metrics_files import boxed, write_evaluation
+from metrics_fixtures import boxed, write_evaluation
+from study_files import study_text
 from tui_workspace import make_model, make_workspace, wait_for
 from tui.screens.compare import CompareScreen
 from tui.screens.study import PARETO_MARK, StudyScreen, frontier_points
 
 BOOLQ = "test-boolq.parquet"
 GOLDS = [i % 2 == 0 for i in range(40)]
-STUDY = """[model]
-base = "Models/tiny-base"
-[data]
-dataset = "boolq"
-[peft]
-r = 16
-[eval]
-after = true
-datasets = ["boolq"]
-
-[study]
-[study.axes]
-"peft.method" = ["LoRa", "DoRa", "VeRa"]
-"""
+STUDY = study_text("tiny-base", '"peft.method" = ["LoRa", "DoRa", "VeRa"]\n')
 LORA, DORA, VERA = (f"tiny-base-boolq_SFT_{m}16_NoQuant" for m in ("LoRa", "DoRa", "VeRa"))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from tui.cli.common import add_workspace_arg, console, exit_invalid, fail, print_json, workspace_from
+from tui.cli.common import add_workspace_arg, console, err_console, exit_invalid, fail, print_json, workspace_from
 
 
 def register(subparsers) -> None:
@@ -51,7 +51,7 @@ def _load(args):
 
 
 def run_plan(args) -> int:
-    from engine.jobs.study_run import plan_study
+    from engine.jobs.study import plan_study
 
     ws, study = _load(args)
     plan = plan_study(ws, study)
@@ -72,6 +72,11 @@ def run_plan(args) -> int:
     hours = data["work"]["hours"]
     console.print(f"{data['total_jobs']} jobs ({counts}); estimated work {data['work']['tokens']:,} tokens"
                   + (f", about {hours:g} h at this machine's measured speed" if hours else ""), highlight=False)
+    for job in plan.jobs.values():
+        if job.stale:
+            err_console.print(f"[yellow]note:[/] Models/{job.target} was trained with other settings than the "
+                              f"study's now ({'; '.join(job.stale)}); it counts as done (train it again with "
+                              "llmtui train --overwrite)", highlight=False)
     if study.search is not None:
         console.print(f"search: {len(plan.runs)} of {study.search.n_trials} trials asked so far "
                       f"(objective {study.search.objective}, {study.search.direction})", highlight=False)
@@ -80,7 +85,7 @@ def run_plan(args) -> int:
 
 def run_run(args) -> int:
     from engine.jobs.store import JobError
-    from engine.jobs.study_run import run_study
+    from engine.jobs.study import run_study
     from engine.jobs.control import run_queued
     from engine.jobs.settings import WorkerError
 
@@ -106,9 +111,8 @@ def run_run(args) -> int:
 
 
 def run_show(args) -> int:
-    from engine.jobs.study_run import plan_study
-    from engine.results.export import STUDY_RENDERERS, study_rows, study_notes
-    from engine.results.study_table import study_table
+    from engine.jobs.study import plan_study
+    from engine.jobs.study_table import STUDY_RENDERERS, study_notes, study_rows, study_table
 
     ws, study = _load(args)
     table = study_table(ws, plan_study(ws, study))

@@ -1,7 +1,7 @@
 """The Studies view (TUI process): a study's progress, its table (headline metric, Δ and adjusted p against each row's
 reference, size, Pareto rows marked ★) and the accuracy-vs-size frontier; pushed from Experiments on a study file.
 
-The table comes from :mod:`engine.results.study_table` in a worker thread and is read again every few
+The table comes from :mod:`engine.jobs.study_table` in a worker thread and is read again every few
 seconds while jobs are under way; ``enter`` on a metric cell opens the paired comparison of that row with
 its reference, on the flipped items of that test set.
 """
@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual_plotext import PlotextPlot
 
-from engine.results.study_table import StudyTable
+from engine.jobs.study_table import StudyTable
 from engine.workspace import Workspace
 from tui.widgets.table_sync import clip
 
@@ -38,7 +38,7 @@ def study_progress(counts: dict[str, int]) -> str:
 
 def study_cells(table: StudyTable, width: int = 80) -> tuple[list[str], list[list[Text]]]:
     """Headers and styled cells: ★ on Pareto rows (size or latency), significant adjusted p in bold colour."""
-    from engine.results.export import study_cell_text
+    from engine.jobs.study_table import study_cell_text
 
     headers = ["", "model", "status", *(f"{name} {metric}" for name, metric in table.columns.items()), "size MB"]
     name_width = max(20, min(48, width - 26 * len(table.columns) - 24))
@@ -111,9 +111,9 @@ class StudyScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False)
     def load(self) -> None:
         from engine.data.tasks import DatasetError, custom_tasks
-        from engine.jobs.study_run import plan_study
+        from engine.jobs.study import plan_study
         from engine.presets.study import StudyError, load_study
-        from engine.results.study_table import study_table
+        from engine.jobs.study_table import study_table
 
         try:
             study = load_study(self.path, tuple(custom_tasks(self.ws.datasets_dir)))
@@ -131,7 +131,7 @@ class StudyScreen(Screen):
         self.query_one("#study-notes", Static).update(Text(message, style="red"))
 
     def show(self, table: StudyTable) -> None:
-        from engine.results.export import study_notes
+        from engine.jobs.study_table import study_notes
 
         self.table = table
         title = Text.assemble(("Study ", "bold"), (table.study, "bold cyan"), "  ", study_progress(table.counts))

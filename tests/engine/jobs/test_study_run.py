@@ -4,26 +4,14 @@ prerequisites (real queue database; nothing started)."""
 from __future__ import annotations
 
 from engine.jobs.store import JobStore
-from engine.jobs.study_run import plan_study, run_study
+from engine.jobs.study import plan_study, run_study
 from engine.presets.study import load_study
 from fake_gpus import FakeInventory
+from study_files import study_text
 from tui_workspace import make_workspace
 
-STUDY = """[model]
-base = "Models/tiny"
-[data]
-dataset = "boolq"
-[peft]
-r = 16
-[eval]
-after = true
-datasets = ["boolq"]
-
-[study]
-[study.axes]
-"peft.method" = ["LoRa", "DoRa"]
-ptq = [[{ method = "HQQ", bits = 4 }], [{ method = "HQQ", bits = 8 }]]
-"""
+STUDY = study_text("tiny", '"peft.method" = ["LoRa", "DoRa"]\n'
+                   'ptq = [[{ method = "HQQ", bits = 4 }], [{ method = "HQQ", bits = 8 }]]\n')
 LORA = "tiny-boolq_SFT_LoRa16_NoQuant"
 
 
@@ -72,3 +60,18 @@ def test_a_failed_job_is_queued_again_and_what_waits_on_it_follows_the_new_one(t
         latest = {(j.kind, j.target): j for j in store.list()}
     assert latest[("train", LORA)].id in again["queued"]
     assert latest[("eval", LORA)].depends_on == [latest[("train", LORA)].id]
+
+
+def test_a_training_done_with_other_settings_counts_as_done_and_says_what_changed(tmp_path):
+    import json
+
+    ws, study = _study(tmp_path)
+    run = study.runs[0]
+    preset = run.config.to_dict()
+    preset["train"]["learning_rate"] = 0.5
+    ws.model_dir(run.name).mkdir()
+    (ws.model_dir(run.name) / "training_metadata.json").write_text(json.dumps({"training_parameters": {"preset": preset}}))
+    plan = plan_study(ws, study, inventory=FakeInventory.with_gpus(0))
+    train = plan.jobs[f"train:{run.name}"]
+    assert train.status == "done" and train.stale == [f"train.learning_rate: 0.5 → {run.config.train.learning_rate!r}"]
+    assert plan.jobs[f"train:{study.runs[1].name}"].stale == []

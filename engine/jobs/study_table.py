@@ -1,4 +1,4 @@
-"""A study as one table: a row per variant (PTQ follow-ups included), each test set's headline metric with its delta
+"""A study as one table (in jobs/: it reads the study's plan, its queue statuses and its search): a row per variant (PTQ follow-ups included), each test set's headline metric with its delta
 against the row's reference and the paired p-value adjusted across the whole table, cost columns, Pareto flags
 (CLI and TUI processes).
 
@@ -15,16 +15,20 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
+import csv
+import io
+from typing import Any, Callable
 
+from engine.data.kinds import headline_metric
 from engine.data.tasks import DatasetError, get_task
 from engine.files import read_json_file, write_json
 from engine.jobs.study_run import STATUS_ORDER, StudyPlan
+from engine.jobs.study_search import search_trials
 from engine.results.compare import CompareError, compare
-from engine.results.lineage import result_headline_metric
 from engine.results.metrics_files import ResultRecord, dataset_name_from_file, load_metrics_file, training_peaks
 from engine.models.folder import TRAINING_METADATA
 from engine.models.scan import inspect_model
+from engine.results.export import format_delta, latex_escape, markdown_escape, markdown_table
 from engine.results.stats import ALPHA, CORRECTIONS
 from engine.workspace import Workspace
 
@@ -94,7 +98,7 @@ def study_table(ws: Workspace, plan: StudyPlan, *, resamples: int = 1000, seed: 
     columns: dict[str, str] = {}
     for row in rows:
         for dataset in records[row.name].datasets.values() if row.name in records else []:
-            metric = result_headline_metric(dataset.kind, dataset.metrics)
+            metric = headline_metric(dataset.kind, dataset.metrics)
             if metric is not None:
                 columns.setdefault(dataset.name, metric)
     for name, metric in _planned_columns(ws, plan).items():  # sets no row has results on yet
@@ -116,8 +120,6 @@ def study_table(ws: Workspace, plan: StudyPlan, *, resamples: int = 1000, seed: 
     table = StudyTable(study.name, str(study.path), study.correction, ALPHA, columns, rows, plan.counts(),
                        study.reference)
     if study.search is not None:
-        from engine.jobs.study_search import search_trials
-
         table.trials, table.objective = search_trials(ws, study), study.search.objective
     return table
 
@@ -131,7 +133,7 @@ def _planned_columns(ws: Workspace, plan: StudyPlan) -> dict[str, str]:
             task = get_task(name, ws.datasets_dir)
         except DatasetError:
             continue
-        metric = result_headline_metric(task.kind, {})
+        metric = headline_metric(task.kind)
         if metric is not None:
             columns[dataset_name_from_file(task.test_file)] = metric
     return columns
@@ -286,3 +288,93 @@ def _pareto(rows: list[StudyRow], columns: dict[str, str]) -> None:
         row.pareto_size = flag
     for flag, row in zip(pareto_flags([(s, r.latency_s) for s, r in zip(scores, rows)]), rows):
         row.pareto_latency = flag
+
+
+# ------------------------------------------------------------------------------------- text formats
+
+
+def study_cell_text(cell: StudyCell) -> str:
+    """``0.8125 (+0.0625, p=0.031)``: the value, its delta against the row's reference and the adjusted p."""
+    if cell.value is None:
+        return cell.reason or ""
+    if cell.delta is None:
+        return f"{cell.value:.4f}"
+    p = f", p={cell.p_adjusted:.3g}" if cell.p_adjusted is not None else ""
+    return f"{cell.value:.4f} ({format_delta(cell.delta)}{p})"
+
+
+def _size(value: int | None) -> str:
+    return f"{value / 1e6:.1f} MB" if value else ""
+
+
+def _pareto_mark(row: StudyRow) -> str:
+    return "".join(mark for flag, mark in ((row.pareto_size, "S"), (row.pareto_latency, "L")) if flag)
+
+
+def study_rows(table: StudyTable) -> tuple[list[str], list[list[str]]]:
+    headers = ["model", "status", *table.columns, "size", "trained params", "train s", "tokens/s", "Pareto"]
+    rows = [[row.name, row.status, *(study_cell_text(row.cells[c]) for c in table.columns), _size(row.size_bytes),
+             "" if row.params_trained is None else f"{row.params_trained:,}",
+             "" if row.train_time_s is None else f"{row.train_time_s:.1f}",
+             "" if row.eval_tokens_per_s is None else f"{row.eval_tokens_per_s:.1f}", _pareto_mark(row)]
+            for row in table.rows]
+    return headers, rows
+
+
+def study_notes(table: StudyTable) -> list[str]:
+    name = {"holm": "Holm", "bh": "Benjamini–Hochberg"}[table.correction]
+    notes = [f"Cells: headline metric (delta against the row's reference, paired p-value adjusted across the "
+             f"table by {name}); Pareto: S = not dominated on mean headline vs size, L = vs latency."]
+    notes.append(f"Reference: {table.reference}" if table.reference else "Reference: each row's parent "
+                 "(a fine-tune's base model, a PTQ output's source).")
+    if table.trials:
+        notes += [f"trial {t['number']}: {t['state']}, {t['params']}, {table.objective} = {t['value']}"
+                  for t in table.trials]
+    return notes
+
+
+def study_markdown(table: StudyTable) -> str:
+    headers, rows = study_rows(table)
+    body = markdown_table([markdown_escape(h) for h in headers], [":---", ":---"] + ["---:"] * (len(headers) - 2),
+                     [[markdown_escape(x) for x in row] for row in rows])
+    return body + "\n" + "".join(f"- {markdown_escape(n)}\n" for n in study_notes(table))
+
+
+def study_latex(table: StudyTable, *, label: str = "tab:study") -> str:
+    headers, rows = study_rows(table)
+    name = {"holm": "Holm", "bh": "Benjamini--Hochberg"}[table.correction]
+    caption = (rf"Study {latex_escape(table.study)}: headline metric ($\Delta$ against the reference, paired "
+               rf"p-value adjusted by {name}); Pareto S: vs size, L: vs latency.")
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{ll{'r' * (len(headers) - 2)}}}",
+             r"\toprule", " & ".join(latex_escape(h) for h in headers) + r" \\", r"\midrule",
+             *(" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows),
+             r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def study_csv(table: StudyTable) -> str:
+    """One line per row; per test set its value, delta, p and adjusted p at full precision."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["model", "parent", "reference", "status",
+                     *(f"{c}__{k}" for c in table.columns for k in ("value", "delta", "p", "p_adjusted")),
+                     "size_bytes", "params_trained", "train_time_s", "train_peak_gb", "eval_tokens_per_s",
+                     "latency_s", "pareto_size", "pareto_latency"])
+    for row in table.rows:
+        writer.writerow([row.name, row.parent or "", row.reference or "", row.status,
+                         *(format_csv(getattr(row.cells[c], k)) for c in table.columns
+                           for k in ("value", "delta", "p", "p_adjusted")),
+                         *(format_csv(v) for v in (row.size_bytes, row.params_trained, row.train_time_s,
+                                                   row.train_peak_gb, row.eval_tokens_per_s, row.latency_s)),
+                         row.pareto_size, row.pareto_latency])
+    return out.getvalue()
+
+
+def format_csv(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+#: Export format name → renderer.
+STUDY_RENDERERS: dict[str, Callable[[StudyTable], str]] = {
+    "csv": study_csv, "markdown": study_markdown, "latex": study_latex,
+}

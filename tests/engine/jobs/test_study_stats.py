@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.results.stats import bh_adjust, holm_adjust
-from engine.results.study_table import pareto_flags
+from engine.jobs.study_table import pareto_flags
 
 
 def test_holm_and_benjamini_hochberg_match_their_definitions():

@@ -20,7 +20,8 @@ def check_slurm(facts: Facts) -> list[Check]:
     try:
         partition, gres = partition_gres(settings)
     except SlurmError as exc:
-        return [Check("slurm gpus", ERROR, str(exc), "check SLURM_CONF, the Slurm client commands and [slurm] partition")]
+        return [Check("slurm gpus", ERROR, str(exc),
+                      "check SLURM_CONF, the Slurm client commands and [slurm] partition")]
     if "gpu" in gres:
         return [Check("slurm gpus", OK, f"partition {partition}: {gres}")]
     if settings.gpu_flag and settings.gpu_flag != GPU_FLAG_AUTO:

@@ -221,7 +221,8 @@ def test_a_sync_killed_between_sbatch_and_recording_does_not_submit_twice(demo_w
     pause = "after-sbatch"
     syncer = subprocess.Popen(
         [sys.executable, "-c", "import sys; from engine.jobs.slurm import sync; from engine.workspace import "
-         "Workspace; from pathlib import Path; sync(Workspace(Path(sys.argv[1])))", str(ws.root)], env=dict(os.environ, LLMTUI_TEST_PAUSE_AT=pause))
+         "Workspace; from pathlib import Path; sync(Workspace(Path(sys.argv[1])))", str(ws.root)],
+        env=dict(os.environ, LLMTUI_TEST_PAUSE_AT=pause))
     marker = ws.state_dir / f"paused-at-{pause}"
     deadline = time.monotonic() + 60
     while not marker.exists():
@@ -304,3 +305,28 @@ def test_batch_jobs_run_with_the_hub_offline_and_a_model_that_cannot_be_fetched_
     assert "Traceback" not in result.stderr
     with JobStore(ws) as store:
         assert len(store.list()) == 1  # nothing queued
+
+
+async def test_jobs_screen_shows_what_accounting_recorded_at_80x24(tmp_path, two_nodes, tui_app):
+    from textual.widgets import Static
+
+    from tui.screens.jobs import JobsScreen
+    from tui_workspace import make_workspace, wait_for
+
+    ws = make_workspace(tmp_path / "ws")
+    use_slurm(ws)
+    with JobStore(ws) as store:
+        job = store.enqueue_many([python_job("import sys; block = bytearray(80 << 20); sys.exit(4)",
+                                             target="hungry-model")])[0]
+    ended = wait_status(ws, job.id, ENDED, timeout_s=120)
+    assert ended.status == "failed" and ended.max_rss_bytes and ended.max_rss_bytes > 80 << 20, ended
+    app = tui_app(ws, gpus=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        screen = app.screen
+        assert isinstance(screen, JobsScreen)
+        await wait_for(pilot, lambda: job.id in screen.views, timeout=30, what="the job's row")
+        screen.selected_id = job.id
+        screen.update_panel()
+        title = str(screen.query_one("#job-title", Static).render())
+        assert f"FAILED on {ended.node}, exit 4, peak" in " ".join(title.split()), title

@@ -316,8 +316,15 @@ async def test_jobs_screen_shows_what_accounting_recorded_at_80x24(tmp_path, two
     ws = make_workspace(tmp_path / "ws")
     use_slurm(ws)
     with JobStore(ws) as store:
-        job = store.enqueue_many([python_job("import sys; block = bytearray(80 << 20); sys.exit(4)",
-                                             target="hungry-model")])[0]
+        job = store.enqueue_many([python_job("import sys, time; block = bytearray(80 << 20); time.sleep(3); "
+                                             "sys.exit(4)", target="hungry-model")])[0]
+    sync(ws)
+    with JobStore(ws) as store:
+        slurm_id = store.require(job.id).slurm_job_id
+    deadline = time.monotonic() + 120
+    while not (reading := read_sacct([slurm_id]).get(slurm_id)) or not reading.max_rss_bytes:
+        assert time.monotonic() < deadline, reading
+        time.sleep(1)
     ended = wait_status(ws, job.id, ENDED, timeout_s=120)
     assert ended.status == "failed" and ended.max_rss_bytes and ended.max_rss_bytes > 80 << 20, ended
     app = tui_app(ws, gpus=0)

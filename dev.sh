@@ -24,16 +24,17 @@ setup() {
     fi
 }
 
-# The Slurm tests start a real one-node cluster from Debian's packages (tests/slurm_cluster.py); without
+# The Slurm tests start real clusters from Debian's packages (tests/slurm_cluster.py): one node, and two
+# nodes in network namespaces with accounting (slurmdbd on a private MariaDB); without
 # them those tests are skipped, and pytest's -rs says so.
 setup_slurm() {
     if command -v sbatch >/dev/null && command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
-            && command -v munged >/dev/null; then
+            && command -v munged >/dev/null && command -v slurmdbd >/dev/null && command -v mariadbd >/dev/null; then
         return
     fi
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-            slurmctld slurmd slurm-client munge >/dev/null) \
+            slurmctld slurmd slurm-client slurmdbd munge mariadb-server iproute2 util-linux >/dev/null) \
             || echo "warning: could not install Slurm; its tests will be skipped" >&2
     else
         echo "warning: Slurm is not installed and cannot be (needs root and apt-get); its tests will be skipped" >&2

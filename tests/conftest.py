@@ -215,21 +215,27 @@ def tui_app():
     return make
 
 
+def _start_test_cluster(start, root, *, accounting: bool):
+    """``start(root)``; skipped, saying what is missing, where the packages are not installed."""
+    from slurm_cluster import PACKAGES, ClusterError, missing_commands
+
+    missing = missing_commands(accounting=accounting)
+    if missing:
+        pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing; apt-get install {' '.join(PACKAGES)})")
+    try:
+        return start(root)
+    except ClusterError as exc:
+        pytest.fail(f"the test Slurm cluster did not start: {exc}")
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """A real one-node Slurm cluster (munged, slurmctld, slurmd from Debian's packages) on private ports,
     with ``SLURM_CONF`` pointing at its config for the whole test process; stopped after the session.
     Skipped, with the reason, only where the packages are not installed (``.ci/run`` installs them)."""
-    from slurm_cluster import ClusterError, missing_commands, start_cluster
+    from slurm_cluster import start_cluster
 
-    missing = missing_commands()
-    if missing:
-        pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing; apt-get install slurmctld slurmd "
-                    "slurm-client munge)")
-    try:
-        cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
-    except ClusterError as exc:
-        pytest.fail(f"the test Slurm cluster did not start: {exc}")
+    cluster = _start_test_cluster(start_cluster, tmp_path_factory.mktemp("slurm"), accounting=False)
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(cluster.conf)
     try:
@@ -240,3 +246,24 @@ def slurm_cluster(tmp_path_factory):
         else:
             os.environ["SLURM_CONF"] = previous
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_two_node_cluster(tmp_path_factory):
+    """A real two-node Slurm cluster with accounting: each ``slurmd`` in its own network namespace, with
+    ``slurmctld`` and ``slurmdbd`` backed by a private MariaDB (``tests/slurm_cluster.py``); stopped and its
+    namespaces removed after the session. Use it through ``two_nodes`` (which points ``SLURM_CONF`` at it)."""
+    from slurm_cluster import start_two_node_cluster
+
+    cluster = _start_test_cluster(start_two_node_cluster, tmp_path_factory.mktemp("slurm2"), accounting=True)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def two_nodes(slurm_two_node_cluster, monkeypatch):
+    """The two-node cluster, with ``SLURM_CONF`` pointing at it for this test (and the processes it starts)."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_two_node_cluster.conf))
+    return slurm_two_node_cluster

@@ -53,9 +53,15 @@ def human_duration(seconds: float | None) -> str:
 
 
 def slurm_state_text(job) -> str:
-    """A Slurm job's state as one short string: ``PENDING (Resources)``, ``RUNNING on node3``; ``-`` for a
-    local job."""
+    """A Slurm job's state as one short string: ``PENDING (Resources)``, ``RUNNING on node3``, and for an
+    ended one what accounting recorded: ``FAILED on node[1-2], exit 1, peak 1.2 GiB``; ``-`` for a local job."""
     if not job.slurm_job_id:
         return "-"
-    detail = f" ({job.pending_reason})" if job.pending_reason else (f" on {job.node}" if job.node else "")
+    ended = job.finished
+    detail = f" ({job.pending_reason})" if job.pending_reason and not ended else (
+        f" on {job.node}" if job.node else "")
+    if ended and job.exit_code is not None:
+        detail += f", exit {job.exit_code}"
+    if job.max_rss_bytes:
+        detail += f", peak {human_size(job.max_rss_bytes)}"
     return f"{job.slurm_state or '?'}{detail}"

@@ -21,6 +21,14 @@ from engine.presets.naming import ptq_output_name, ptq_spec
 from engine.presets.plan import make_plan
 from engine.presets.requests import EvalRequest, QuantizeRequest, TrainRequest, flag_problems
 from engine.workspace import UnsafeNameError, Workspace, safe_name
+from engine.jobs.settings import WorkerError, load_worker_settings
+
+
+def _on_slurm(ws: Workspace) -> bool:
+    try:
+        return load_worker_settings(ws).slurm.enabled
+    except WorkerError:
+        return False  # the worker's start reports the broken settings
 
 
 def model_name_arg(ws: Workspace, text: str, *, must_exist: bool = True) -> str:
@@ -76,7 +84,12 @@ def pipeline_requests(ws: Workspace, config: ExperimentConfig, preset_text: str,
                       overwrite: bool = False, after: Iterable[int] = (),
                       inventory: GpuInventory | None = None) -> list[JobRequest]:
     """The job requests of a preset's pipeline, one per step of :func:`engine.presets.plan.make_plan` (same
-    order; ``after_steps`` index this list), for :func:`enqueue_pipeline` and studies."""
+    order; ``after_steps`` index this list), for :func:`enqueue_pipeline` and studies. On Slurm, a hub model
+    it starts from is fetched now (the nodes run offline)."""
+    if _on_slurm(ws):
+        from engine.jobs.prefetch import fetch_for_cluster
+
+        fetch_for_cluster(ws, config)
     gpu_count = visible_gpu_count(inventory)
     train_gpus = config.train.gpus if gpu_count else 0
     if train_gpus > gpu_count > 0:

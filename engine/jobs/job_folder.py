@@ -121,7 +121,7 @@ def read_exit_code(job_dir: Path) -> int | None:
     return read_exit_file(job_dir / EXIT_FILE)
 
 
-def _tail_text(path: Path, max_bytes: int = 64 << 10) -> str:
+def tail_text(path: Path, max_bytes: int = 64 << 10) -> str:
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -133,7 +133,7 @@ def _tail_text(path: Path, max_bytes: int = 64 << 10) -> str:
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     """The last ``lines`` non-blank lines a job wrote to its log (empty when there are none)."""
-    text = _tail_text(path).replace("\r", "\n")
+    text = tail_text(path).replace("\r", "\n")
     kept = [line for line in text.splitlines() if line.strip() and not line.startswith(LOG_HEADER)]
     return "\n".join(kept[-lines:])
 
@@ -145,7 +145,7 @@ def job_log_tail(job_dir: Path) -> str:
 
 def last_error_event(events_path: Path) -> str:
     """The message of the last ``error`` event near the end of an events file ('' when none)."""
-    for line in reversed(_tail_text(events_path).splitlines()):
+    for line in reversed(tail_text(events_path).splitlines()):
         try:
             event = json.loads(line)
         except ValueError:

@@ -33,10 +33,13 @@ class SlurmSettings:
     time: str = ""  # per-job limit; a training's [train] slurm_time overrides it
     cpus_per_task: int = 0  # 0 = the cluster's default
     mem: str = ""
-    gpu_flag: str = "--gpus-per-node={n}"  # {n} = GPUs per node; "" on a cluster without GPUs (jobs ask for none)
+    # {n} = GPUs per node; "" on a cluster without GPUs (jobs ask for none); "auto": --gpus-per-node={n} where
+    # the partition's nodes have GPU resources (sinfo's %G), none where they have not
+    gpu_flag: str = "auto"
     sbatch_args: list[str] = field(default_factory=list)
     setup: list[str] = field(default_factory=list)  # shell lines run before the job's command
     signal_before_s: int = 300  # SIGUSR1 this long before the time limit: checkpoint and requeue (0 = none)
+    max_parallel: int = 0  # at most this many elements of a job array (evaluations queued together) at once
 
 
 @dataclass
@@ -75,9 +78,10 @@ def _slurm_settings(path: Path, table: object) -> SlurmSettings:
     settings = SlurmSettings(**values)
     if why := slurm_time_problem(settings.time):
         raise WorkerError(f"{path}: slurm.time = {why}")
-    if settings.gpu_flag and "{n}" not in settings.gpu_flag:
+    if settings.gpu_flag and settings.gpu_flag != "auto" and "{n}" not in settings.gpu_flag:
         raise WorkerError(f"{path}: slurm.gpu_flag = {settings.gpu_flag!r} must contain {{n}} (the GPU count), "
-                          "e.g. \"--gpus-per-node={n}\" or \"--gres=gpu:{n}\"; \"\" on a cluster without GPUs")
+                          "e.g. \"--gpus-per-node={n}\" or \"--gres=gpu:{n}\"; \"\" on a cluster without GPUs; "
+                          "\"auto\" to ask only where the partition has GPUs")
     if any(single_line_problem(line) for line in settings.setup):
         raise WorkerError(f"{path}: slurm.setup lines must not contain line breaks (one list item per line)")
     return settings

@@ -18,24 +18,29 @@ the script runs ``scontrol requeue`` so the same job runs again (training resume
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import shlex
 import subprocess
 import time
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from engine.events import EventKind
 from engine.files import write_text
 from engine.jobs.process import JOB_ENTRY_MODULE, JOB_WRAPPER_MODULE, is_job_command, python_command
 from engine.jobs.requeue import REQUEUE_EXIT_CODE, STOP_SIGNAL
-from engine.jobs.job_folder import (EVENTS_FILE, EXIT_FILE, FINISHED, LOG_HEADER, SLURM_SCRIPT_FILE, JobStatus,
-                                    error_summary, job_log_tail, prepare_job_dir, read_exit_code)
+from engine.jobs.job_folder import (EVENTS_FILE, EXIT_FILE, FINISHED, LOG_FILE, LOG_HEADER, SLURM_SCRIPT_FILE,
+                                    JobStatus, error_summary, job_log_tail, prepare_job_dir, read_exit_code,
+                                    tail_text)
 from engine.jobs.settings import SlurmSettings, load_worker_settings
+from engine.jobs.slurm_accounting import (SACCT_FORMAT, SQUEUE_FORMAT, Reading, sacct_readings, squeue_readings,
+                                          timestamp)
 from engine.jobs.store import Job, JobError, JobStore
 from engine.workspace import Workspace
 
+ARRAY_SCRIPT_FILE = "slurm-array.sh"  # in the folder of an array's first job
 LOCK_FILE = "slurm.lock"
 COMMAND_TIMEOUT_S = 60.0
 #: Slurm job states in which the job still waits (→ ``queued``) or runs (→ ``running``).
@@ -51,6 +56,11 @@ FAILED_STATES = ("FAILED", "OUT_OF_MEMORY")
 RENDEZVOUS_PORT_BASE = 20000
 #: How a ``stopped`` event line looks in the events file (``json.dumps`` spacing), quoted for the shell.
 STOPPED_PATTERN = shlex.quote(f'"kind": "{EventKind.STOPPED}"')
+#: Batch jobs run with the Hugging Face hub offline: compute nodes usually cannot reach it.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+#: Fault-injection tests set this to a point's name (``after-sbatch``): the process stops there (it writes
+#: ``.llmtui/paused-at-NAME`` with its pid and waits to be killed).
+PAUSE_ENV = "LLMTUI_TEST_PAUSE_AT"
 
 
 class SlurmError(RuntimeError):
@@ -84,6 +94,34 @@ class Resources:
     nodes: int = 1
     processes: int = 1  # data-parallel ranks per node
     time: str = ""
+
+
+#: What ``gpu_flag = "auto"`` (the default) asks for where the partition has GPUs.
+GPU_FLAG_AUTO, GPU_FLAG_WITH_GPUS = "auto", "--gpus-per-node={n}"
+
+
+def partition_gres(settings: SlurmSettings) -> tuple[str, str]:
+    """(partition, its nodes' generic resources as ``sinfo -o %G`` lists them, '' for none) of
+    ``[slurm] partition`` or the cluster's default partition. Raises :class:`SlurmError`."""
+    rows = [line.split("|", 1) for line in slurm_command("sinfo", "--noheader", "--format=%P|%G").stdout.splitlines()
+            if "|" in line]
+    wanted = [row for row in rows if row[0].rstrip("*") == settings.partition] if settings.partition else \
+        [row for row in rows if row[0].endswith("*")]
+    if not wanted:
+        raise SlurmError(f"sinfo lists no partition {settings.partition or '(default)'!r}")
+    gres = sorted({item for _, value in wanted for item in value.strip().split(",") if item not in ("", "(null)")})
+    return wanted[0][0].rstrip("*"), ",".join(gres)
+
+
+def effective_gpu_flag(settings: SlurmSettings) -> str:
+    """``[slurm] gpu_flag`` as given, or for ``auto``: ask for GPUs only where the partition has GPU resources."""
+    if settings.gpu_flag != GPU_FLAG_AUTO:
+        return settings.gpu_flag
+    try:
+        _, gres = partition_gres(settings)
+    except SlurmError:
+        return GPU_FLAG_WITH_GPUS  # sbatch will say what is wrong
+    return GPU_FLAG_WITH_GPUS if "gpu" in gres else ""
 
 
 def job_resources(ws: Workspace, job: Job, settings: SlurmSettings) -> Resources:
@@ -134,13 +172,22 @@ def sbatch_quoted(value: str) -> str:
     return f'"{value}"'
 
 
-def batch_script(ws: Workspace, job: Job, settings: SlurmSettings, resources: Resources) -> str:
-    """The ``sbatch`` script of one job: its resources as ``#SBATCH`` lines, then the ``[slurm] setup``
-    lines, then the job's command under :mod:`engine.jobs.jobrun`, with the stop signal passed on and a
-    requeue when the job stopped for it."""
-    job_dir = ws.job_dir(job.id)
-    exit_file = job_dir / EXIT_FILE
-    options = [f"--job-name=llmtui-{job.id}-{job.kind}",
+def workspace_tag(ws: Workspace) -> str:
+    """A short tag of the workspace in its jobs' Slurm names, so that a name finds this workspace's job."""
+    return hashlib.sha1(str(ws.root.resolve()).encode()).hexdigest()[:8]
+
+
+def slurm_job_name(ws: Workspace, job: Job) -> str:
+    """The Slurm job name of one llmtui job: how a sync finds a job it submitted but did not record."""
+    return f"llmtui-{workspace_tag(ws)}-{job.id}-{job.kind}"
+
+
+def array_job_name(ws: Workspace, jobs: list[Job]) -> str:
+    return f"llmtui-{workspace_tag(ws)}-{jobs[0].id}-{jobs[-1].id}-{jobs[0].kind}-array"
+
+
+def _sbatch_options(ws: Workspace, job: Job, settings: SlurmSettings, resources: Resources) -> list[str]:
+    options = [f"--job-name={slurm_job_name(ws, job)}",
                f"--output={sbatch_quoted(str(ws.root / job.log_path).replace('%', '%%'))}", "--open-mode=append",
                f"--chdir={sbatch_quoted(str(ws.root))}", "--requeue"]
     if settings.signal_before_s:
@@ -154,10 +201,22 @@ def batch_script(ws: Workspace, job: Job, settings: SlurmSettings, resources: Re
     if resources.nodes > 1:
         options += [f"--nodes={resources.nodes}", "--ntasks-per-node=1"]
     if resources.gpus and settings.gpu_flag:
-        options += shlex.split(settings.gpu_flag.replace("{n}", str(resources.gpus)))
+        flag = GPU_FLAG_WITH_GPUS if settings.gpu_flag == GPU_FLAG_AUTO else settings.gpu_flag  # not resolved: GPUs
+        options += shlex.split(flag.replace("{n}", str(resources.gpus)))
+    return options
+
+
+def batch_script(ws: Workspace, job: Job, settings: SlurmSettings, resources: Resources) -> str:
+    """The ``sbatch`` script of one job: its resources as ``#SBATCH`` lines, then the ``[slurm] setup``
+    lines, then the job's command under :mod:`engine.jobs.jobrun`, with the stop signal passed on and a
+    requeue when the job stopped for it. Compute nodes usually have no network: the hub is offline there
+    (what a job needs from it was fetched into the shared cache when it was queued)."""
+    job_dir = ws.job_dir(job.id)
+    exit_file = job_dir / EXIT_FILE
+    options = _sbatch_options(ws, job, settings, resources)
     ranks = job.kind == "train" and resources.nodes * resources.processes > 1
     env = {"LLMTUI_JOB_ID": str(job.id), "LLMTUI_WORKSPACE": str(ws.root),
-           "LLMTUI_EVENTS": str(ws.root / job.events_path), "PYTHONUNBUFFERED": "1"}
+           "LLMTUI_EVENTS": str(ws.root / job.events_path), "PYTHONUNBUFFERED": "1", **OFFLINE_ENV}
     wrapper = shlex.join(python_command(JOB_WRAPPER_MODULE, str(exit_file), "--"))
     if ranks:
         run = f"{wrapper} {_rank_command(job, resources)}"
@@ -220,138 +279,212 @@ class _Lock:
         os.close(self.fd)
 
 
-def _submit(ws: Workspace, store: JobStore, job: Job, settings: SlurmSettings, slurm_ids: dict[int, str]) -> None:
+def _pause_point(ws: Workspace, name: str) -> None:
+    if os.environ.get(PAUSE_ENV) == name:
+        write_text(ws.state_dir / f"paused-at-{name}", f"{os.getpid()}\n")
+        while True:
+            time.sleep(60)
+
+
+def submitted_earlier(ws: Workspace, jobs: list[Job], names: list[str]) -> dict[str, str]:
+    """Slurm job name → Slurm job id of these jobs' names that Slurm already has, submitted since the first
+    of them was queued: a sync killed between ``sbatch`` and recording its answer submitted them, and they
+    must not be submitted again. Asks ``squeue`` and, where accounting is kept, ``sacct`` (``names`` as given
+    by :func:`slurm_job_name` / :func:`array_job_name`; an array's id is its array job id)."""
+    since = min(job.created_at for job in jobs) - 1
+    found: dict[str, str] = {}
+    queued = slurm_command("squeue", "--noheader", "--states=all", f"--name={','.join(names)}", "--format=%F|%j|%V",
+                           check=False)
+    for line in queued.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3 and (timestamp(parts[2]) or 0) >= since:
+            found[parts[1]] = parts[0]
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since))
+    accounted = slurm_command("sacct", "--noheader", "--parsable2", "--allocations", f"--name={','.join(names)}",
+                              f"--starttime={start}", "--format=JobID,JobName,Submit", check=False)
+    for line in accounted.stdout.splitlines() if accounted.returncode == 0 else ():
+        parts = line.split("|")
+        if len(parts) == 3 and (timestamp(parts[2]) or 0) >= since:
+            found.setdefault(parts[1], parts[0].split("_")[0])
+    return found
+
+
+def _prepare(ws: Workspace, job: Job, settings: SlurmSettings) -> tuple[Resources, Path]:
+    """Write the job's frozen preset and batch script into its folder."""
     resources = job_resources(ws, job, settings)
     job_dir = ws.job_dir(job.id)
     prepare_job_dir(job_dir, job.preset)
     script = job_dir / SLURM_SCRIPT_FILE
     write_text(script, batch_script(ws, job, settings, resources))
-    argv = ["sbatch", "--parsable"]
-    after = [slurm_ids[dep] for dep in job.depends_on if dep in slurm_ids]
-    if after:
-        argv += [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"]
-    argv += [*settings.sbatch_args, str(script)]
+    return resources, script
+
+
+def _sbatch(ws: Workspace, store: JobStore, jobs: list[Job], argv: list[str], earlier: dict[str, str],
+            name: str) -> str | None:
+    """Submit (or adopt the submission a killed sync made) and return the Slurm job id; None when sbatch
+    failed (the jobs are failed with its message)."""
+    if name in earlier:
+        return earlier[name]
     try:
         output = slurm_command(*argv).stdout.strip()
     except SlurmError as exc:
-        store.fail_waiting(job.id, f"not submitted to Slurm: {exc}")
-        return
-    slurm_id = output.split(";")[0]  # "ID" or "ID;cluster"
-    if store.mark_submitted(job.id, slurm_id, resources.gpus * resources.nodes):
+        why = f"not submitted to Slurm: {exc}"
+        if "Invalid generic resource" in str(exc):
+            why = (f"not submitted to Slurm: the partition has no GPUs for this request ({exc}); on a cluster "
+                   f"without GPUs set gpu_flag = \"\" (or \"{GPU_FLAG_AUTO}\") under [slurm] in .llmtui/worker.toml")
+        for job in jobs:
+            store.fail_waiting(job.id, why, executor="slurm")
+        return None
+    _pause_point(ws, "after-sbatch")
+    return output.split(";")[0]  # "ID" or "ID;cluster"
+
+
+def _after(job: Job, slurm_ids: dict[int, str]) -> list[str]:
+    after = [slurm_ids[dep] for dep in job.depends_on if dep in slurm_ids]
+    return [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"] if after else []
+
+
+def _record_submitted(store: JobStore, job: Job, slurm_id: str, gpus: int, slurm_ids: dict[int, str]) -> None:
+    if store.mark_submitted(job.id, slurm_id, gpus):
         slurm_ids[job.id] = slurm_id
     else:  # cancelled while sbatch ran: take it back
         slurm_command("scancel", slurm_id, check=False)
 
 
+def _submit(ws: Workspace, store: JobStore, job: Job, settings: SlurmSettings, slurm_ids: dict[int, str],
+            earlier: dict[str, str]) -> None:
+    resources, script = _prepare(ws, job, settings)
+    argv = ["sbatch", "--parsable", *_after(job, slurm_ids), *settings.sbatch_args, str(script)]
+    slurm_id = _sbatch(ws, store, [job], argv, earlier, slurm_job_name(ws, job))
+    if slurm_id is not None:
+        _record_submitted(store, job, slurm_id, resources.gpus * resources.nodes, slurm_ids)
+
+
+def array_script(ws: Workspace, jobs: list[Job], settings: SlurmSettings, resources: Resources) -> str:
+    """One ``sbatch --array`` script for several jobs of the same kind and resources: element ``i`` runs
+    the ``i``-th job's own batch script (written beside it), with that job's log as its output. At most
+    ``[slurm] max_parallel`` elements run at once (``%K``; 0 = as many as Slurm allows)."""
+    first = jobs[0]
+    options = [option for option in _sbatch_options(ws, first, settings, resources)
+               if not option.startswith(("--job-name=", "--output="))]
+    limit = f"%{settings.max_parallel}" if settings.max_parallel else ""
+    options += [f"--job-name={array_job_name(ws, jobs)}", f"--array=0-{len(jobs) - 1}{limit}",
+                f"--output={sbatch_quoted(str(ws.job_dir(first.id)).replace('%', '%%') + '/array-%a.out')}"]
+    lines = ["#!/bin/bash", f"# llmtui jobs {', '.join(f'#{job.id}' for job in jobs)}: one array"]
+    lines += [f"#SBATCH {option}" for option in options]
+    lines += ['case "$SLURM_ARRAY_TASK_ID" in']
+    for index, job in enumerate(jobs):
+        script, log = shlex.quote(str(ws.job_dir(job.id) / SLURM_SCRIPT_FILE)), shlex.quote(str(ws.root / job.log_path))
+        lines.append(f"    {index}) exec /bin/bash {script} >> {log} 2>&1 ;;")
+    lines += ['    *) echo "llmtui: no job for array element $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;', "esac"]
+    return "\n".join(lines) + "\n"
+
+
+def _submit_array(ws: Workspace, store: JobStore, jobs: list[Job], settings: SlurmSettings,
+                  slurm_ids: dict[int, str], earlier: dict[str, str]) -> None:
+    resources = None
+    for job in jobs:
+        resources, _ = _prepare(ws, job, settings)
+    assert resources is not None
+    script = ws.job_dir(jobs[0].id) / ARRAY_SCRIPT_FILE
+    write_text(script, array_script(ws, jobs, settings, resources))
+    argv = ["sbatch", "--parsable", *_after(jobs[0], slurm_ids), *settings.sbatch_args, str(script)]
+    array_id = _sbatch(ws, store, jobs, argv, earlier, array_job_name(ws, jobs))
+    if array_id is not None:
+        for index, job in enumerate(jobs):
+            _record_submitted(store, job, f"{array_id}_{index}", resources.gpus * resources.nodes, slurm_ids)
+
+
+def _array_groups(jobs: list[Job]) -> dict[int, list[Job]]:
+    """Evaluations queued together (one request: ``eval --untested``, a study's fan-out) with the same
+    dependencies → one array each, keyed by the first job's id."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        if job.kind == "eval":
+            groups.setdefault((job.created_at, tuple(job.depends_on)), []).append(job)
+    return {group[0].id: group for group in groups.values() if len(group) > 1}
+
+
 def submit_queued(ws: Workspace, store: JobStore, settings: SlurmSettings) -> int:
-    """Submit every queued job not yet handed to Slurm (in id order, so dependencies go first). A job whose
-    dependency still waits for the local worker is left for a later sync. Returns how many were submitted."""
+    """Submit every queued job not yet handed to Slurm (in id order, so dependencies go first); evaluations
+    queued together become one job array. A job whose dependency still waits for the local worker is left
+    for a later sync; one that Slurm already has (a sync killed after ``sbatch``) is recorded, not submitted
+    again. Returns how many jobs were submitted."""
     waiting = [job for job in store.list(statuses=[JobStatus.QUEUED]) if job.slurm_job_id is None]
     if not waiting:
         return 0
+    settings = replace(settings, gpu_flag=effective_gpu_flag(settings))
     deps = {dep for job in waiting for dep in job.depends_on}
     known = store.get_many(deps)
     slurm_ids = {job_id: job.slurm_job_id for job_id, job in known.items() if job.slurm_job_id}
+    groups = _array_groups(waiting)
+    in_group = {job.id for group in groups.values() for job in group[1:]}
+    names = [array_job_name(ws, groups[job.id]) if job.id in groups else slurm_job_name(ws, job)
+             for job in waiting if job.id not in in_group]
+    earlier = submitted_earlier(ws, waiting, names)
     submitted = 0
     for job in waiting:
+        if job.id in in_group:
+            continue  # submitted with the first of its array
         blocked = False
         for dep in job.depends_on:
             dep_job = known.get(dep)
             if dep_job is None or dep_job.status == JobStatus.DONE or dep in slurm_ids:
                 continue  # cleared from the queue (it finished), done, or a Slurm job to wait for
             if dep_job.status in FINISHED:
-                store.fail_waiting(job.id, f"not run: dependency #{dep} {dep_job.status}", dep)
+                for member in groups.get(job.id, [job]):
+                    store.fail_waiting(member.id, f"not run: dependency #{dep} {dep_job.status}", dep)
             blocked = True
             break
         if blocked:
             continue
-        _submit(ws, store, job, settings, slurm_ids)
-        submitted += 1
-        if job.id in deps:
-            known[job.id] = store.require(job.id)
+        group = groups.get(job.id, [job])
+        if len(group) > 1:
+            _submit_array(ws, store, group, settings, slurm_ids, earlier)
+        else:
+            _submit(ws, store, job, settings, slurm_ids, earlier)
+        submitted += len(group)
+        for member in group:
+            if member.id in deps:
+                known[member.id] = store.require(member.id)
     return submitted
 
 
 # ------------------------------------------------------------------------------------------ sync
 
 
-@dataclass(frozen=True)
-class Reading:
-    """One Slurm job as ``squeue`` or ``sacct`` reported it."""
-
-    state: str
-    reason: str = ""
-    node: str = ""
-    elapsed_s: float | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-
-
-def _elapsed(text: str) -> float | None:
-    """Seconds from sacct's ``ElapsedRaw`` (whole seconds) or squeue's ``[days-]hours:minutes:seconds`` /
-    ``minutes:seconds``."""
-    text = text.strip()
-    if text.isdigit():
-        return float(text)
-    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", text)
-    if not match:
-        return None
-    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
-
-
-def _timestamp(text: str) -> float | None:
-    try:
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:  # "N/A", "Unknown", "None"
-        return None
-
-
-def _none(text: str) -> str:
-    return "" if text.strip() in ("None", "(null)", "N/A") else text.strip()
-
-
-#: The fields both readers ask for, in this order, ``|``-separated: id, state, reason, nodes, elapsed, start, end.
-_SQUEUE_FORMAT = "%i|%T|%r|%N|%M|%S|%e"
-_SACCT_FORMAT = "JobIDRaw,State,Reason,NodeList,ElapsedRaw,Start,End"
-
-
-def parse_readings(output: str) -> dict[str, Reading]:
-    """THE row parser of ``squeue`` and ``sacct`` output in the fields above (sacct's state may carry a
-    suffix: ``CANCELLED by 1000``); a row of another shape is skipped."""
-    readings = {}
-    for line in output.splitlines():
-        parts = line.split("|")
-        if len(parts) != 7:
-            continue
-        slurm_id, state, reason, node, elapsed, start, end = parts
-        readings[slurm_id.strip()] = Reading(state.split()[0] if state.strip() else "", _none(reason), _none(node),
-                                             _elapsed(elapsed), _timestamp(start), _timestamp(end))
-    return readings
-
-
 def read_squeue(slurm_ids: list[str]) -> dict[str, Reading]:
     """What ``squeue`` knows of these jobs (recently ended ones too, until Slurm forgets them)."""
     if not slurm_ids:
         return {}
-    result = slurm_command("squeue", "--noheader", "--states=all", f"--jobs={','.join(slurm_ids)}",
-                           f"--format={_SQUEUE_FORMAT}", check=False)
+    result = slurm_command("squeue", "--noheader", "--array", "--states=all", f"--jobs={','.join(slurm_ids)}",
+                           f"--format={SQUEUE_FORMAT}", check=False)
     if result.returncode != 0:
         if "Invalid job id" in result.stderr:
             return {}  # none of them is known any more
         raise SlurmError(f"squeue failed (exit code {result.returncode}): {result.stderr.strip()}")
-    return parse_readings(result.stdout)
+    return squeue_readings(result.stdout)
 
 
 def read_sacct(slurm_ids: list[str]) -> dict[str, Reading]:
     """What Slurm's accounting knows of these jobs; empty where accounting is disabled."""
     if not slurm_ids:
         return {}
-    result = slurm_command("sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(slurm_ids)}",
-                           f"--format={_SACCT_FORMAT}", check=False)
+    result = slurm_command("sacct", "--noheader", "--parsable2", f"--jobs={','.join(slurm_ids)}",
+                           f"--format={SACCT_FORMAT}", check=False)
     if result.returncode != 0:
         return {}  # "accounting storage is disabled" (no slurmdbd): the exit file is the record
-    return parse_readings(result.stdout)
+    return sacct_readings(result.stdout)
+
+
+#: How srun reports the first rank that ended badly: "srun: error: node2: task 1: Exited with exit code 1".
+_SRUN_TASK_ERROR = re.compile(r"^srun: error: (\S+): tasks? ([\d,\-]+): (.+)$", re.MULTILINE)
+
+
+def failed_rank(log_text: str) -> str:
+    """Which node's rank ended first, from srun's report in a multi-node job's log ('' when none)."""
+    match = _SRUN_TASK_ERROR.search(log_text)
+    return f"the rank on {match.group(1)} (task {match.group(2)}) ended first: {match.group(3)}" if match else ""
 
 
 def _record(ws: Workspace, store: JobStore, job: Job, reading: Reading | None) -> str:
@@ -364,6 +497,8 @@ def _record(ws: Workspace, store: JobStore, job: Job, reading: Reading | None) -
         return store.record_slurm(job.id, status=JobStatus.RUNNING, slurm_state=reading.state, reason=reading.reason,
                                   node=reading.node, elapsed_s=reading.elapsed_s, started_at=reading.started_at)
     exit_code = read_exit_code(job_dir)
+    if exit_code is None and reading is not None:
+        exit_code = reading.exit_code  # accounting's record, where the exit file is missing
     tail = job_log_tail(job_dir)
     state = reading.state if reading is not None else ""
     if state == "COMPLETED" or (reading is None and exit_code == 0):
@@ -384,6 +519,8 @@ def _record(ws: Workspace, store: JobStore, job: Job, reading: Reading | None) -
         error = error_summary(exit_code, tail, job_dir / EVENTS_FILE)
         if state == "OUT_OF_MEMORY":
             error = f"out of memory (Slurm state OUT_OF_MEMORY); {error}"
+        if rank := failed_rank(tail_text(job_dir / LOG_FILE)):
+            error = f"{rank}; {error}"
     elif reading is None:
         status = JobStatus.INTERRUPTED
         error = "interrupted: Slurm no longer knows the job and it left no exit status"
@@ -394,7 +531,7 @@ def _record(ws: Workspace, store: JobStore, job: Job, reading: Reading | None) -
                               elapsed_s=reading.elapsed_s if reading else None,
                               started_at=reading.started_at if reading else None,
                               ended_at=reading.ended_at if reading else None, exit_code=exit_code, error=error,
-                              log_tail=tail)
+                              log_tail=tail, max_rss_bytes=reading.max_rss_bytes if reading else None)
 
 
 def _active(state: str) -> bool:
@@ -420,7 +557,9 @@ def sync(ws: Workspace, settings: SlurmSettings | None = None) -> None:
         tracked = store.slurm_jobs(WAITING_STATES + RUNNING_STATES)  # in id order: dependencies first
         ids = [job.slurm_job_id for job in tracked if job.slurm_job_id]
         readings = read_squeue(ids)
-        readings.update(read_sacct([slurm_id for slurm_id in ids if slurm_id not in readings]))
+        # Ended or forgotten jobs: accounting has the full record (exit code, peak memory) where it is kept.
+        readings.update(read_sacct([slurm_id for slurm_id in ids
+                                    if slurm_id not in readings or not _active(readings[slurm_id].state)]))
         for job in tracked:
             if not job.finished:
                 _record(ws, store, job, readings.get(job.slurm_job_id or ""))

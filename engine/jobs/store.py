@@ -26,7 +26,7 @@ from engine.workspace import Workspace
 
 KINDS = ("train", "quantize", "eval")
 EXECUTORS = ("local", "slurm")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     node TEXT NOT NULL DEFAULT '',
     slurm_state TEXT NOT NULL DEFAULT '',
     pending_reason TEXT NOT NULL DEFAULT '',
-    elapsed_s REAL
+    elapsed_s REAL,
+    max_rss_bytes INTEGER
 );
 CREATE TABLE IF NOT EXISTS job_deps (
     job_id INTEGER NOT NULL,
@@ -73,6 +74,7 @@ CREATE INDEX IF NOT EXISTS deps_by_dependency ON job_deps(depends_on);
 _ADDED_COLUMNS = {
     "executor": "TEXT NOT NULL DEFAULT 'local'", "slurm_job_id": "TEXT", "node": "TEXT NOT NULL DEFAULT ''",
     "slurm_state": "TEXT NOT NULL DEFAULT ''", "pending_reason": "TEXT NOT NULL DEFAULT ''", "elapsed_s": "REAL",
+    "max_rss_bytes": "INTEGER",
 }
 
 
@@ -130,6 +132,7 @@ class Job:
     slurm_state: str = ""
     pending_reason: str = ""
     elapsed_s: float | None = None
+    max_rss_bytes: int | None = None  # peak memory, from Slurm's accounting
 
     @property
     def finished(self) -> bool:
@@ -222,7 +225,8 @@ class JobStore:
             events_path=row["events_path"], retry_of=row["retry_of"],
             cancel_requested_at=row["cancel_requested_at"], failed_dependency=row["failed_dependency"],
             executor=row["executor"], slurm_job_id=row["slurm_job_id"], node=row["node"],
-            slurm_state=row["slurm_state"], pending_reason=row["pending_reason"], elapsed_s=row["elapsed_s"])
+            slurm_state=row["slurm_state"], pending_reason=row["pending_reason"], elapsed_s=row["elapsed_s"],
+            max_rss_bytes=row["max_rss_bytes"])
 
     def get(self, job_id: int) -> Job | None:
         jobs = self._jobs("WHERE id = ?", (job_id,))
@@ -361,12 +365,14 @@ class JobStore:
             if cursor.rowcount:
                 _fail_dependents(conn, job_id, JobStatus.INTERRUPTED)
 
-    def fail_waiting(self, job_id: int, reason: str, dependency: int | None = None) -> None:
-        """Fail a queued job that can never run: its ``dependency`` ended badly, or it needs more GPUs
-        than exist."""
+    def fail_waiting(self, job_id: int, reason: str, dependency: int | None = None,
+                     executor: str | None = None) -> None:
+        """Fail a queued job that can never run: its ``dependency`` ended badly, it needs more GPUs than
+        exist, or ``executor`` (recorded) refused it."""
         with self._write() as conn:
-            cursor = conn.execute(f"UPDATE jobs SET status = '{JobStatus.FAILED}', error = ?, failed_dependency = ?, ended_at = ? "
-                                  f"WHERE id = ? AND status = '{JobStatus.QUEUED}'", (reason, dependency, time.time(), job_id))
+            cursor = conn.execute(f"UPDATE jobs SET status = '{JobStatus.FAILED}', error = ?, failed_dependency = ?, "
+                                  f"ended_at = ?, executor = COALESCE(?, executor) WHERE id = ? AND status = "
+                                  f"'{JobStatus.QUEUED}'", (reason, dependency, time.time(), executor, job_id))
             if cursor.rowcount:
                 _fail_dependents(conn, job_id, JobStatus.FAILED)
 
@@ -382,7 +388,7 @@ class JobStore:
     def record_slurm(self, job_id: int, *, status: str, slurm_state: str, reason: str = "", node: str = "",
                      elapsed_s: float | None = None, started_at: float | None = None,
                      ended_at: float | None = None, exit_code: int | None = None, error: str = "",
-                     log_tail: str = "") -> str:
+                     log_tail: str = "", max_rss_bytes: int | None = None) -> str:
         """Record what Slurm says of a submitted job: its state, reason, node and elapsed time, and the
         llmtui status they map to. A job already finished here (cancelled by the user, failed because of a
         dependency) keeps its status. Dependents of a job that ends badly fail with the reason. Returns the
@@ -395,8 +401,9 @@ class JobStore:
             if row is None:
                 return "missing"
             conn.execute("UPDATE jobs SET slurm_state = ?, pending_reason = ?, node = COALESCE(NULLIF(?, ''), node), "
-                         "elapsed_s = COALESCE(?, elapsed_s), started_at = COALESCE(?, started_at) WHERE id = ?",
-                         (slurm_state, reason, node, elapsed_s, started_at, job_id))
+                         "elapsed_s = COALESCE(?, elapsed_s), started_at = COALESCE(?, started_at), "
+                         "max_rss_bytes = COALESCE(?, max_rss_bytes) WHERE id = ?",
+                         (slurm_state, reason, node, elapsed_s, started_at, max_rss_bytes, job_id))
             if row["status"] in FINISHED:
                 return JobStatus(row["status"])
             if status not in FINISHED:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from engine.jobs.settings import WorkerError, load_worker_settings
-from engine.jobs.slurm import Reading, Resources, _record, batch_script, parse_readings
-from engine.jobs.store import JobRequest, JobStore
+from engine.jobs.slurm import Resources, _record, batch_script
+from engine.jobs.slurm_accounting import Reading, sacct_readings, squeue_readings
+from engine.jobs.store import SCHEMA_VERSION, JobRequest, JobStore
 from engine.presets.config import ConfigError, load_preset_text
 from engine.workspace import Workspace
 
@@ -111,12 +112,12 @@ def test_a_queue_db_from_before_slurm_gains_the_slurm_columns(tmp_path):
     conn.close()
     with JobStore(ws) as store:
         old = store.require(1)
-        assert (old.status, old.executor, old.slurm_job_id, old.slurm_state, old.elapsed_s) == \
-            ("done", "local", None, "", None)
+        assert (old.status, old.executor, old.slurm_job_id, old.slurm_state, old.elapsed_s, old.max_rss_bytes) == \
+            ("done", "local", None, "", None, None)
         new = store.enqueue("eval", ["true"])
         assert store.mark_submitted(new.id, "42", 1)
         assert store.require(new.id).slurm_job_id == "42"
-        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_no_local_worker_runs_a_slurm_workspace(tmp_path):
@@ -129,14 +130,22 @@ def test_no_local_worker_runs_a_slurm_workspace(tmp_path):
 
 
 def test_one_parser_reads_squeue_and_sacct_rows():
-    """squeue's ``%i|%T|%r|%N|%M|%S|%e`` and sacct's ``--parsable2`` rows of the same fields, as Slurm prints them."""
+    """squeue's and sacct's rows of the same fields, as Slurm 22.05 prints them; sacct's peak memory is on the
+    job's steps (``.batch``, ``.0``), its exit code ``code:signal``."""
     squeue = ("41|RUNNING|None|node1|1-02:03:04|2026-12-02T03:00:00|2026-12-03T03:00:00\n"
-              "42|PENDING|Dependency|(null)|0:00|N/A|N/A\n")
-    sacct = "43|CANCELLED by 1000|None|node2|65|2026-12-02T03:00:00|2026-12-02T03:01:05\nnot a row\n"
-    readings = parse_readings(squeue) | parse_readings(sacct)
-    assert set(readings) == {"41", "42", "43"}
+              "42_3|PENDING|JobArrayTaskLimit|(null)|0:00|N/A|N/A\n")
+    sacct = ("43|CANCELLED by 1000|None|node2|00:01:05|2026-12-02T03:00:00|2026-12-02T03:01:05|0:15|\n"
+             "43.batch|CANCELLED||node2|00:01:05|2026-12-02T03:00:00|2026-12-02T03:01:05|0:15|63732K\n"
+             "44|FAILED|None|node[1-2]|00:00:09|2026-12-02T03:00:00|2026-12-02T03:00:09|3:0|\n"
+             "44.batch|FAILED||node1|00:00:09|2026-12-02T03:00:00|2026-12-02T03:00:09|3:0|1.5G\n"
+             "44.0|FAILED||node[1-2]|00:00:08|2026-12-02T03:00:01|2026-12-02T03:00:09|1:0|2000M\nnot a row\n")
+    readings = squeue_readings(squeue) | sacct_readings(sacct)
+    assert set(readings) == {"41", "42_3", "43", "44"}
     assert readings["41"].state == "RUNNING" and readings["41"].node == "node1"
-    assert readings["41"].elapsed_s == ((1 * 24 + 2) * 60 + 3) * 60 + 4
-    assert readings["42"] == Reading("PENDING", "Dependency", "", 0.0, None, None)
+    assert readings["41"].elapsed_s == ((1 * 24 + 2) * 60 + 3) * 60 + 4 and not readings["41"].from_accounting
+    assert readings["42_3"] == Reading("42_3", "PENDING", "JobArrayTaskLimit", "", 0.0, None, None)
     assert readings["43"].state == "CANCELLED" and readings["43"].elapsed_s == 65.0
     assert readings["43"].ended_at - readings["43"].started_at == 65.0
+    assert readings["43"].exit_code == -15 and readings["43"].max_rss_bytes == 63732 << 10
+    assert readings["44"].exit_code == 3 and readings["44"].node == "node[1-2]"
+    assert readings["44"].max_rss_bytes == 2000 << 20 and readings["44"].from_accounting  # the larger step

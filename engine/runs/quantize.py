@@ -32,8 +32,8 @@ from engine.runs.calibration import Calibration, CalibrationError, load_calibrat
 from engine.presets.config import GROUPED_PTQ_METHODS, PTQ_BITS, PTQ_GROUP_SIZES, ptq_problems
 from engine.events import EventKind, EventWriter
 from engine.presets.naming import PTQ_METHODS, QuantizationSpec, ptq_output_name, ptq_spec
-from engine.results.model_folder import (PRESET_COPY, QUANTIZATION_METADATA, TRAINING_METADATA, ModelLoadError, ModelNotFoundError,
-                                         detect_kind, read_trust_remote_code, resolve_model_folder)
+from engine.models.folder import PRESET_COPY, QUANTIZATION_METADATA, TRAINING_METADATA, ModelLoadError, detect_kind, read_trust_remote_code
+from engine.models.resolve import ModelNotFoundError, resolve_model_folder
 from engine.workspace import UnsafeNameError, Workspace, safe_name
 
 METHODS = tuple(m.lower() for m in PTQ_METHODS)
@@ -207,12 +207,13 @@ def _quantize_bnb(fp_dir: Path, out: Path, spec: QuantizationSpec, device: str,
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    from engine.runs.bnb import nf4_config
+
     if spec.method == "INT8":
         config = BitsAndBytesConfig(load_in_8bit=True)
         extras = {"llm_int8_threshold": config.llm_int8_threshold}
     else:
-        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False,
-                                    bnb_4bit_compute_dtype=torch.float16)
+        config = nf4_config(torch.float16, double_quant=False)
         extras = {"quant_type": "nf4", "double_quant": False, "compute_dtype": "float16", "blocksize": 64}
     model = AutoModelForCausalLM.from_pretrained(str(fp_dir), quantization_config=config, dtype=torch.float16,
                                                  device_map={"": device}, trust_remote_code=trust_remote_code)

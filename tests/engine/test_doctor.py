@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.doctor import (CHECKS, ERROR, OK, SKIPPED, WARNING, exit_code, run_report, torch_build_info)
+from engine.doctor.check import ERROR, OK, SKIPPED, WARNING, exit_code
+from engine.doctor.facts import torch_build_info
+from engine.doctor.report import CHECKS, run_report
 from engine.jobs.gpu import DriverInfo, GpuProcess, GpuReading, NvmlInventory, SelectedGpus
 from engine.jobs.store import JobStore
 from engine.workspace import Workspace
@@ -25,7 +27,7 @@ GIB = 1 << 30
 NAMES_WITHOUT_GPU = ["python", "llmtui", "torch", "transformers", "peft", "trl", "accelerate", "datasets",
                      "bitsandbytes", "gptqmodel", "hqq", "textual", "other requirements", "vllm", "vllm python",
                      "nvidia driver", "cuda runtime", "gpus", "torch cuda", "bf16", "bitsandbytes native",
-                     "gptqmodel kernels", "flash attention", "disk models", "disk hf cache", "hf cache", "workspace",
+                     "gptqmodel kernels", "flash attention", "liger kernel", "disk models", "disk hf cache", "hf cache", "workspace",
                      "state folder", "model folders", "stale jobs", "worker"]
 NO_GPU_HERE = not NvmlInventory().gpus()
 
@@ -61,7 +63,7 @@ def test_report_on_this_machine_has_every_check_with_a_sensible_status(ws):
     assert found["nvidia driver"].status == WARNING and "NVML" in found["nvidia driver"].detail
     assert found["nvidia driver"].fix
     for name in ("cuda runtime", "gpus", "torch cuda", "bf16", "gptqmodel kernels", "flash attention", "vllm python",
-                 "stale jobs"):
+                 "stale jobs", "liger kernel"):
         assert found[name].status == SKIPPED, found[name]
     assert "no CUDA device" in found["bf16"].detail
     assert found["state folder"].detail.endswith("mode 700, writable")
@@ -74,7 +76,7 @@ def test_report_on_this_machine_has_every_check_with_a_sensible_status(ws):
 def test_report_is_fast_and_imports_no_ml_library(ws):
     """A fresh interpreter makes the whole report in well under 5 s without importing torch or its kin."""
     code = ("import sys, time; from pathlib import Path; started = time.perf_counter()\n"
-            "from engine.doctor import run_report; from engine.workspace import Workspace\n"
+            "from engine.doctor.report import run_report; from engine.workspace import Workspace\n"
             f"checks = run_report(Workspace(Path({str(ws.root)!r})))\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'transformers', 'peft', 'trl', 'bitsandbytes', 'gptqmodel', 'hqq', 'accelerate'))\n"
@@ -189,6 +191,25 @@ def test_gpu_lines_from_the_inventory(ws, monkeypatch):
     assert found["gptqmodel kernels"].status in (OK, WARNING) and "nvcc" in found["gptqmodel kernels"].detail
 
 
+@pytest.mark.parametrize("loads,status", [(True, OK), (False, WARNING)])
+def test_liger_kernel_line_from_the_probe(ws, monkeypatch, loads, status):
+    """liger-kernel cannot load without CUDA here: the package's presence and the probe's answer stand in (the
+    GPU rows' fakes); without the package the line says it is optional and which loss is used instead."""
+    import engine.doctor.gpu as gpu
+
+    real = gpu.distribution_version
+    checks = run_report(ws, fake_gpus(), probe=lambda: probe_answer(liger={"loads": loads, "detail": "no triton"}))
+    if real("liger-kernel", "liger_kernel") is None:
+        found = by_name(checks)["liger kernel"]
+        assert found.status == SKIPPED and "llmtui[liger]" in found.detail and "chunked loss" in found.detail
+    monkeypatch.setattr(gpu, "distribution_version",
+                        lambda *names: ("liger-kernel", "0.8.5") if "liger-kernel" in names else real(*names))
+    found = by_name(run_report(ws, fake_gpus(), probe=lambda: probe_answer(
+        liger={"loads": loads, "detail": "no triton"})))["liger kernel"]
+    assert found.status == status and "liger-kernel 0.8.5" in found.detail
+    assert ("no triton" in found.detail and found.fix) if not loads else "fused linear cross-entropy" in found.detail
+
+
 def test_cuda_runtime_against_the_driver(ws):
     cuda_build = torch_build_info()["cuda"]
     newer = by_name(run_report(ws, fake_gpus((99, 0)), probe=probe_answer))["cuda runtime"]
@@ -221,7 +242,7 @@ def test_selected_gpus_keep_only_the_chosen_indexes():
 
 def test_cuda_probe_runs_and_answers_json():
     """The probe itself is a real child process here too: it says torch sees no CUDA device."""
-    from engine.doctor import run_cuda_probe
+    from engine.doctor.facts import run_cuda_probe
 
     answer = run_cuda_probe()
     assert "probe_error" not in answer, answer
@@ -230,6 +251,7 @@ def test_cuda_probe_runs_and_answers_json():
         assert answer["cuda_available"] is False and answer["devices"] == []
         assert answer["bitsandbytes"]["error"] == "" and answer["bitsandbytes"]["library"].endswith(
             "libbitsandbytes_cpu.so")
+        assert answer["liger"]["loads"] is False and answer["liger"]["detail"]
 
 
 def test_a_job_running_on_slurm_is_not_stale_and_needs_no_local_worker(ws):

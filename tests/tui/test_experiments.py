@@ -239,3 +239,22 @@ async def test_saving_from_the_form_keeps_the_file_as_written(demo_ws, tui_app):
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: path.read_text() != written, what="the second save")
         assert path.read_text() == written.replace("max_steps = 50\n", "max_steps = 80\n")
+
+
+async def test_padding_free_and_loss_chunk_are_in_the_form_and_saved(demo_ws, tui_app):
+    from textual.widgets import Switch
+
+    path = demo_ws.experiments_dir / "arc-qlora-gptq.toml"
+    app = tui_app(demo_ws)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await _open(app, pilot)
+        await _choose_preset(pilot, screen, "arc-qlora-gptq")
+        switch = screen.query_one("#f-train-padding_free", Switch)
+        assert switch.value is True and screen.query_one("#f-train-loss_chunk_tokens", Input).value == "256"
+        switch.value = False
+        await _type_into(pilot, screen, "f-train-loss_chunk_tokens", "0")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "loss_chunk_tokens = 0" in path.read_text(), what="the save")
+    train = load_preset(path).train
+    assert train.padding_free is False and train.loss_chunk_tokens == 0

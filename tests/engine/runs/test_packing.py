@@ -39,7 +39,7 @@ def _examples(ws, tokenizer, task_name: str, count: int) -> list[dict]:
     """Real prompt/completion pairs tokenized as training tokenizes them, with TRL's completion-only labels."""
     from engine.data.prompts import render_example
     from engine.data.tasks import get_task, load_items
-    from engine.runs.train import tokenize_examples
+    from engine.runs.train_data import tokenize_examples
 
     task = get_task(task_name, ws.datasets_dir)
     items = load_items(ws.datasets_dir, task, "train", count)
@@ -90,7 +90,8 @@ def test_packed_logits_equal_each_example_run_alone(family_ws, arch, attention):
 def test_completion_only_labels_equal_the_padded_batch_token_for_token(family_ws, arch, tmp_path):
     from engine.runs.device import choose_device
     from engine.runs.efficiency import choose, make_trainer
-    from engine.runs.train import build_dataset, sft_args
+    from engine.runs.train_args import sft_args
+    from engine.runs.train_data import build_dataset
 
     ws, base = family_ws
     config = _config(base(arch), "varied", ["train.per_device_train_batch_size=6"])  # questions of varied length

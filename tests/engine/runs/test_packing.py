@@ -27,12 +27,7 @@ WEIGHTS_ATOL = 5e-5
 ARCHS = ("qwen3", "llama3", "gemma2")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models gain nothing from threads, and they thrash on a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _examples(ws, tokenizer, task_name: str, count: int) -> list[dict]:

@@ -107,7 +107,7 @@ class TrainSection:
     group_by_length: bool = _knob(False)
     padding_free: bool = _knob(True, help="pack each batch into one row without padding (where the attention "
                                           "implementation keeps examples apart)")
-    loss_chunk_tokens: int = _knob(256, min=0, max=1048576,
+    loss_chunk_tokens: int = _knob(128, min=0, max=1048576,
                                    help="tokens per chunk of the fused linear cross-entropy (0 = TRL's own head)")
     seed: int = _knob(42, min=0)
     gpus: int = _knob(1, min=1, max=64, help="processes for data-parallel training (per node on Slurm)")

@@ -250,7 +250,7 @@ async def test_padding_free_and_loss_chunk_are_in_the_form_and_saved(demo_ws, tu
         screen = await _open(app, pilot)
         await _choose_preset(pilot, screen, "arc-qlora-gptq")
         switch = screen.query_one("#f-train-padding_free", Switch)
-        assert switch.value is True and screen.query_one("#f-train-loss_chunk_tokens", Input).value == "256"
+        assert switch.value is True and screen.query_one("#f-train-loss_chunk_tokens", Input).value == "128"
         switch.value = False
         await _type_into(pilot, screen, "f-train-loss_chunk_tokens", "0")
         await pilot.pause()

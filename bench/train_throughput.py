@@ -201,7 +201,8 @@ def main() -> None:
                     result = run_side(kind, root, dataset, args.steps, args.threads, run)
                     results[kind].append(result)
                     print(f"{dataset} run {repeat + 1} {kind:6s}: {result['tokens_per_s']:.1f} non-padding tokens/s "
-                          f"({result['tokens']} tokens in {result['runtime']:.1f} s, {result['cpu']:.1f} CPU s), peak {result['peak_mb']:.0f} MB, "
+                          f"({result['tokens']} tokens in {result['runtime']:.1f} s, {result['cpu']:.1f} CPU s), "
+                          f"peak {result['peak_mb']:.0f} MB, "
                           f"mean loss {result['loss']:.4f} ({time.time() - began:.0f} s with the interpreter)",
                           flush=True)
             ours, bare = results["llmtui"], results["bare"]
@@ -217,7 +218,8 @@ def main() -> None:
         for dataset, speed, cpu_speed, memory, padding, same, ours, bare in summary:
             print(f"  {dataset:9s}: non-padding tokens/s llmtui/bare {speed:.2f}x (goal >= 1.5; per CPU second, "
                   f"which other processes' load barely moves: {cpu_speed:.2f}x), peak memory "
-                  f"llmtui/bare {memory:.2f}x (goal <= 0.7), padding in the bare script's batches {100 * padding:.1f} %; "
+                  f"llmtui/bare {memory:.2f}x (goal <= 0.7), padding in the bare script's batches "
+                  f"{100 * padding:.1f} %; "
                   f"tokens trained {ours['tokens']} vs {bare['tokens']}{'' if same else ' (differ)'}; llmtui used "
                   f"padding_free={ours['padding_free']}, loss={ours['loss_kind']}")
 

@@ -33,7 +33,8 @@ def liger_status() -> tuple[bool, str]:
     try:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss  # noqa: F401
     except Exception as exc:  # not installed, or a build that does not match this torch/triton
-        return False, f"liger-kernel does not load ({type(exc).__name__}: {exc}); pip install 'llmtui[liger]' on a GPU box"
+        return False, (f"liger-kernel does not load ({type(exc).__name__}: {exc}); "
+                       "pip install 'llmtui[liger]' on a GPU box")
     if not torch.cuda.is_available():
         return False, "liger-kernel loads but there is no CUDA device; the plain-torch chunked loss is used"
     return True, "liger-kernel loads: its fused linear cross-entropy is used on CUDA"

@@ -247,3 +247,22 @@ def check_flash_attention(facts: Facts) -> Check:
     if not facts.probe.get("sdpa_flash"):
         return Check(name, WARNING, detail, "torch.backends.cuda.enable_flash_sdp(True) was turned off somewhere")
     return Check(name, OK, detail)
+
+
+def check_liger(facts: Facts) -> Check:
+    """Liger's fused linear cross-entropy: the training loss's kernel on CUDA when installed (optional)."""
+    name = "liger kernel"
+    package = distribution_version("liger-kernel", "liger_kernel")
+    fallback = "training uses llmtui's plain-torch chunked loss"
+    if package is None:
+        return Check(name, SKIPPED, f"liger-kernel not installed (optional: pip install 'llmtui[liger]' for its "
+                                    f"fused linear cross-entropy on CUDA); {fallback}")
+    if not facts.gpus:
+        return Check(name, SKIPPED, f"liger-kernel {package[1]} installed; no CUDA device, so {fallback}")
+    liger = facts.probe.get("liger") or {}
+    if not liger.get("loads"):
+        return Check(name, WARNING, f"liger-kernel {package[1]} installed but not usable: "
+                                    f"{liger.get('detail') or facts.probe.get('error') or 'the probe did not say'}; "
+                                    f"{fallback}", "pip install -U liger-kernel (it needs triton for this torch)")
+    return Check(name, OK, f"liger-kernel {package[1]} loads: its fused linear cross-entropy computes the training "
+                           "loss on CUDA")

@@ -9,7 +9,7 @@ from engine.doctor.check import ERROR, Check
 from engine.doctor.disk import check_disk_models, check_hf_cache
 from engine.doctor.facts import CudaProbe, Facts, run_cuda_probe
 from engine.doctor.gpu import (check_bf16, check_bitsandbytes, check_cuda_runtime, check_driver, check_flash_attention,
-                               check_gptqmodel_kernels, check_gpus, check_torch_cuda)
+                               check_gptqmodel_kernels, check_gpus, check_liger, check_torch_cuda)
 from engine.doctor.software import check_llmtui, check_packages, check_python, check_vllm
 from engine.doctor.slurm import check_slurm
 from engine.doctor.workspace import check_jobs, check_model_folders, check_state_folder, check_workspace
@@ -18,7 +18,7 @@ from engine.workspace import Workspace
 
 CHECKS: tuple[Callable[[Facts], Check | list[Check]], ...] = (
     check_python, check_llmtui, check_packages, check_vllm, check_driver, check_cuda_runtime, check_gpus,
-    check_torch_cuda, check_bf16, check_bitsandbytes, check_gptqmodel_kernels, check_flash_attention,
+    check_torch_cuda, check_bf16, check_bitsandbytes, check_gptqmodel_kernels, check_flash_attention, check_liger,
     check_disk_models, check_hf_cache, check_workspace, check_state_folder, check_model_folders, check_jobs,
     check_slurm,
 )

@@ -94,6 +94,10 @@ class TrainSection:
     assistant_only_loss: bool = knob(False)
     max_length: int = knob(1024, min=16)
     group_by_length: bool = knob(False)
+    padding_free: bool = knob(True, help="pack each batch into one row without padding (where the attention "
+                                         "implementation keeps examples apart)")
+    loss_chunk_tokens: int = knob(128, min=0, max=1048576,
+                                  help="tokens per chunk of the fused linear cross-entropy (0 = TRL's own head)")
     seed: int = knob(42, min=0)
     gpus: int = knob(1, min=1, max=64, help="processes for data-parallel training (per node on Slurm)")
     nodes: int = knob(1, min=1, max=1024, help="Slurm nodes for multi-node data-parallel training")

@@ -27,10 +27,28 @@ class Plan:
     output_name: str
     output_dir: str
     steps: list[Step]
+    training: dict[str, Any] | None = None  # padding_free / loss_chunk_tokens as the run will use them
 
     def to_dict(self) -> dict[str, Any]:
         return {"output_name": self.output_name, "output_dir": self.output_dir,
-                "steps": [asdict(s) for s in self.steps]}
+                "steps": [asdict(s) for s in self.steps], "training": self.training}
+
+
+def training_efficiency(config: ExperimentConfig) -> dict[str, Any]:
+    """What the run's batches and loss will be, and why (the job process decides padding-free for good once the
+    model is loaded: :mod:`engine.runs.packing`)."""
+    t = config.train
+    if t.padding_free:
+        packed = ("no padding where the model's attention keeps packed examples apart (sdpa, eager, flash; "
+                  "checked when it loads), else padded")
+    else:
+        packed = "padded batches"
+    if t.loss_chunk_tokens:
+        loss = f"chunked loss, {t.loss_chunk_tokens} tokens at a time (Liger's kernel on CUDA when installed)"
+    else:
+        loss = "TRL's own fused LM head"
+    return {"padding_free": {"value": t.padding_free, "plan": packed},
+            "loss_chunk_tokens": {"value": t.loss_chunk_tokens, "plan": loss}}
 
 
 def make_plan(config: ExperimentConfig, ws: Workspace) -> Plan:
@@ -56,7 +74,8 @@ def make_plan(config: ExperimentConfig, ws: Workspace) -> Plan:
         for out, index in outputs:
             steps.append(Step("eval", out, f"evaluate {out} on {sets}", after=[index],
                               options=config.eval.request().options()))
-    return Plan(name, str(ws.model_dir(name)), steps)
+    training = None if config.data.dataset == "none" else training_efficiency(config)
+    return Plan(name, str(ws.model_dir(name)), steps, training)
 
 
 def model_preview(config: ExperimentConfig, ws: Workspace) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 ``llmtui doctor`` never imports torch itself; when NVML lists a GPU it runs ``python -m
 engine.runs.cuda_probe`` and reads: whether ``torch.cuda`` works, each device's compute capability and
 native bf16, the dtype llmtui's training would choose (:func:`engine.runs.device.choose_device`),
-whether PyTorch's SDPA flash kernel is enabled, and which native library bitsandbytes loaded.
+whether PyTorch's SDPA flash kernel is enabled, which native library bitsandbytes loaded, and whether Liger's
+fused linear cross-entropy (the training loss's CUDA kernel, :mod:`engine.runs.chunked_loss`) loads.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def probe() -> dict[str, Any]:
     except Exception as exc:  # a broken driver or runtime: say so instead of failing the probe
         facts["error"] = f"{type(exc).__name__}: {exc}"
     facts["bitsandbytes"] = _bitsandbytes()
+    from engine.runs.chunked_loss import liger_status
+
+    loads, why = liger_status()
+    facts["liger"] = {"loads": loads, "detail": why}
     return facts
 
 

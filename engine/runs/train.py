@@ -176,9 +176,9 @@ def _snapshot(ws: Workspace, config: ExperimentConfig, preset_text: str, overwri
 def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite: bool,
            events: ProgressEvents) -> TrainResult:
     from transformers import PrinterCallback, set_seed
-    from trl import SFTTrainer
 
     from engine.runs.device import reset_memory_peaks
+    from engine.runs.efficiency import choose as choose_efficiency, make_trainer
 
     final = preflight(ws, config, overwrite=overwrite)
     base_path = resolve_base(ws, config)
@@ -206,8 +206,9 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
         stopper = stop_callback()  # after checkpoint_callback: its save on the stop signal must stand
         callbacks = [progress_callback(events), checkpoint_callback(config.train.save_steps),
                      identity_callback(config.train.report_to, lambda found: record_trackers(staging, found)), stopper]
-        trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                             processing_class=tokenizer, callbacks=callbacks)
+        efficiency = choose_efficiency(config, model)
+        trainer = make_trainer(efficiency, model=model, tokenizer=tokenizer, args=args, train_dataset=train_set,
+                               eval_dataset=eval_set, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
         check_trainer_inputs(trainer, tokenizer)
         cpu_started = time.process_time()
@@ -238,6 +239,7 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
                                   data={k: v for k, v in data_stats.items() if k != "prompt_format"},
                                   prompt_format=data_stats["prompt_format"])
         metadata["trackers"] = read_trackers(staging)
+        metadata.update(efficiency.metadata())
         write_extras(staging, metadata, preset_text)
         replaced = final.exists()
         promote_run(staging, final, overwrite=overwrite, keep_checkpoints=config.train.keep_checkpoints)

@@ -27,7 +27,7 @@ GIB = 1 << 30
 NAMES_WITHOUT_GPU = ["python", "llmtui", "torch", "transformers", "peft", "trl", "accelerate", "datasets",
                      "bitsandbytes", "gptqmodel", "hqq", "textual", "other requirements", "vllm", "vllm python",
                      "nvidia driver", "cuda runtime", "gpus", "torch cuda", "bf16", "bitsandbytes native",
-                     "gptqmodel kernels", "flash attention", "disk models", "disk hf cache", "hf cache", "workspace",
+                     "gptqmodel kernels", "flash attention", "liger kernel", "disk models", "disk hf cache", "hf cache", "workspace",
                      "state folder", "model folders", "stale jobs", "worker"]
 NO_GPU_HERE = not NvmlInventory().gpus()
 
@@ -63,7 +63,7 @@ def test_report_on_this_machine_has_every_check_with_a_sensible_status(ws):
     assert found["nvidia driver"].status == WARNING and "NVML" in found["nvidia driver"].detail
     assert found["nvidia driver"].fix
     for name in ("cuda runtime", "gpus", "torch cuda", "bf16", "gptqmodel kernels", "flash attention", "vllm python",
-                 "stale jobs"):
+                 "stale jobs", "liger kernel"):
         assert found[name].status == SKIPPED, found[name]
     assert "no CUDA device" in found["bf16"].detail
     assert found["state folder"].detail.endswith("mode 700, writable")
@@ -191,6 +191,25 @@ def test_gpu_lines_from_the_inventory(ws, monkeypatch):
     assert found["gptqmodel kernels"].status in (OK, WARNING) and "nvcc" in found["gptqmodel kernels"].detail
 
 
+@pytest.mark.parametrize("loads,status", [(True, OK), (False, WARNING)])
+def test_liger_kernel_line_from_the_probe(ws, monkeypatch, loads, status):
+    """liger-kernel cannot load without CUDA here: the package's presence and the probe's answer stand in (the
+    GPU rows' fakes); without the package the line says it is optional and which loss is used instead."""
+    import engine.doctor.gpu as gpu
+
+    real = gpu.distribution_version
+    checks = run_report(ws, fake_gpus(), probe=lambda: probe_answer(liger={"loads": loads, "detail": "no triton"}))
+    if real("liger-kernel", "liger_kernel") is None:
+        found = by_name(checks)["liger kernel"]
+        assert found.status == SKIPPED and "llmtui[liger]" in found.detail and "chunked loss" in found.detail
+    monkeypatch.setattr(gpu, "distribution_version",
+                        lambda *names: ("liger-kernel", "0.8.5") if "liger-kernel" in names else real(*names))
+    found = by_name(run_report(ws, fake_gpus(), probe=lambda: probe_answer(
+        liger={"loads": loads, "detail": "no triton"})))["liger kernel"]
+    assert found.status == status and "liger-kernel 0.8.5" in found.detail
+    assert ("no triton" in found.detail and found.fix) if not loads else "fused linear cross-entropy" in found.detail
+
+
 def test_cuda_runtime_against_the_driver(ws):
     cuda_build = torch_build_info()["cuda"]
     newer = by_name(run_report(ws, fake_gpus((99, 0)), probe=probe_answer))["cuda runtime"]
@@ -232,6 +251,7 @@ def test_cuda_probe_runs_and_answers_json():
         assert answer["cuda_available"] is False and answer["devices"] == []
         assert answer["bitsandbytes"]["error"] == "" and answer["bitsandbytes"]["library"].endswith(
             "libbitsandbytes_cpu.so")
+        assert answer["liger"]["loads"] is False and answer["liger"]["detail"]
 
 
 def test_a_job_running_on_slurm_is_not_stale_and_needs_no_local_worker(ws):

@@ -261,3 +261,22 @@ async def test_escape_leaves_a_form_field_so_digits_switch_screens(demo_ws, tui_
         await pilot.press("3")
         assert isinstance(app.screen, JobsScreen)
         assert r.value == "8"
+
+
+async def test_padding_free_and_loss_chunk_are_in_the_form_and_saved(demo_ws, tui_app):
+    from textual.widgets import Switch
+
+    path = demo_ws.experiments_dir / "arc-qlora-gptq.toml"
+    app = tui_app(demo_ws)
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await _open(app, pilot)
+        await _choose_preset(pilot, screen, "arc-qlora-gptq")
+        switch = screen.query_one("#f-train-padding_free", Switch)
+        assert switch.value is True and screen.query_one("#f-train-loss_chunk_tokens", Input).value == "128"
+        switch.value = False
+        await _type_into(pilot, screen, "f-train-loss_chunk_tokens", "0")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "loss_chunk_tokens = 0" in path.read_text(), what="the save")
+    train = load_preset(path).train
+    assert train.padding_free is False and train.loss_chunk_tokens == 0

@@ -29,6 +29,8 @@ def run(args) -> int:
         return 0
     console.print(f"[bold]output[/]  {plan.output_name}\n[bold]folder[/]  {plan.output_dir}")
     _print_model(model)
+    for key, entry in (plan.training or {}).items():
+        console.print(f"[bold]{key}[/]  {str(entry['value']).lower()}: {entry['plan']}", highlight=False)
     steps = Table("#", "step", "target", "what", "after", title="steps", title_justify="left")
     for i, step in enumerate(plan.steps):
         steps.add_row(str(i), step.kind, Text(step.target), Text(step.description), ",".join(map(str, step.after)))

@@ -17,14 +17,7 @@ TRAIN = ["data.dataset=\"boolq\"", "data.trunc_train=16", "train.max_steps=2", "
          "train.logging_steps=1", "train.learning_rate=1e-3", "peft.r=4", "peft.alpha=8"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models gain nothing from threads, and they thrash on a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(base: str, extra: list[str] = ()):

@@ -225,9 +225,17 @@ class LlmtuiLM(HFLM):
         return scored
 
 
-def task_manager(include_folder: Path | None):
-    """lm-eval's TaskManager with ``include_folder`` (the workspace's ``Datasets/lm-eval-tasks/``) on its path."""
+def task_manager(include_folder: Path | None, names: list[str] = ()):
+    """lm-eval's TaskManager with ``include_folder`` (the workspace's ``Datasets/lm-eval-tasks/``) on its path.
+
+    When every task in ``names`` is in that folder, lm-eval's own registry is left out: indexing its
+    hundreds of YAMLs takes a minute on a busy machine.
+    """
     from lm_eval.tasks import TaskManager
 
     include = [str(include_folder)] if include_folder is not None and include_folder.is_dir() else None
+    if include and names:
+        own = TaskManager(include_path=include, include_defaults=False)
+        if set(names) <= set(own.all_tasks):
+            return own
     return TaskManager(include_path=include)

@@ -22,6 +22,7 @@ from engine.files import write_text
 from engine.results.item_metrics import PredictionsError, jsonl_objects
 from engine.models.resolve import model_name_from
 from engine.results.metrics_files import LM_EVAL_KIND, DatasetResult, ResultRecord
+from engine.results.provenance import BACKEND_ASPECT
 from engine.workspace import Workspace, safe_name
 
 DATASET_PREFIX = "lm-eval:"
@@ -57,6 +58,10 @@ def read_results_file(path: Path) -> ResultRecord:
         or path.parent.name
     record = ResultRecord(path=path, name=name, source="lm-eval", raw_model_name=data.get("model_name"),
                           evaluated_at=_date(data.get("date")))
+    llmtui = data.get("llmtui") if isinstance(data.get("llmtui"), dict) else {}
+    agreement = llmtui.get("backend_agreement")
+    if isinstance(agreement, dict) and agreement.get("measured") is True:
+        record.backend_agreement = agreement
     stamp = _RESULTS_NAME.match(path.name)["stamp"]
     counts = data.get("n-samples") if isinstance(data.get("n-samples"), dict) else {}
     for task, values in data["results"].items():
@@ -96,7 +101,7 @@ def _provenance(data: dict[str, Any], config: dict[str, Any], task: str) -> dict
         "prompt format": {"chat_template_sha": data.get("chat_template_sha"),
                           "system_instruction_sha": data.get("system_instruction_sha")},
         "harness version": data.get("lm_eval_version"),
-        "evaluation backend": {"model": config.get("model"), "dtype": config.get("model_dtype")},
+        BACKEND_ASPECT: {"model": config.get("model"), "dtype": config.get("model_dtype")},
         "limit": {"limit": config.get("limit")},
     }
 

@@ -150,12 +150,14 @@ def host_memory_batch_cap(model: Any, tokens_per_row: int) -> int:
     return max(1, int(psutil.virtual_memory().available * 0.5 // per_row))
 
 
-def cut_at_stop(tokenizer: Any, tokens: list[int], eos_ids: list[int], brace_mask: Any) -> int:
-    """How many of ``tokens`` the stop rule keeps: through the first EOS or the token closing the first box."""
+def cut_at_stop(tokenizer: Any, tokens: list[int], eos_ids: list[int], brace_mask: Any,
+                text_stop: TextStop | None = None) -> int:
+    """How many of ``tokens`` the stop rule keeps: through the first EOS or the first token (of those
+    ``brace_mask`` marks) that makes ``text_stop`` (default: :func:`box_stop`) true."""
+    text_stop = text_stop or box_stop(tokenizer)
     eos = set(eos_ids)
     for length, token in enumerate(tokens, start=1):
-        if token in eos or (token < len(brace_mask) and bool(brace_mask[token]) and first_box_closed(
-                tokenizer.decode(tokens[:length], skip_special_tokens=True))):
+        if token in eos or (token < len(brace_mask) and bool(brace_mask[token]) and text_stop(tokens[:length])):
             return length
     return len(tokens)
 

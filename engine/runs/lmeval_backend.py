@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normalize_gen_kwargs, \
     postprocess_generated_text
 
-from engine.runs.generation import attention_layout, buffer_layer_class, generate_all
+from engine.runs.generation import TextStop, attention_layout, buffer_layer_class, generate_all
 from engine.runs.loading import LoadedModel, load_for_inference
 
 #: A shared context is worth its own prefill only when at least this many different continuations follow it.
@@ -48,6 +49,23 @@ def stop_token_mask(token_texts: list[str], until: list[str], size: int):
     last = {s[-1] for s in stops} | {"\ufffd"}
     mask[[i for i, text in enumerate(token_texts) if any(c in text for c in last)]] = True
     return mask
+
+
+@dataclass
+class GreedyPlan:
+    """One group of greedy generate_until requests (same generation kwargs) made ready for an engine."""
+
+    until: list[str]  # lm-eval's stop strings, its EOS text included
+    max_gen_toks: int
+    token_ids: list[list[int]]  # each context, tokenized and truncated as HFLM does
+    mask: Any  # the tokens after which ``text_stop`` is asked
+    text_stop: TextStop
+    eos_ids: list[int]
+    think: str | None  # a think-end marker whose text is dropped with what precedes it
+
+    def answer(self, text: str) -> str:
+        """lm-eval's post-processing of a generated text: cut at the first stop string."""
+        return postprocess_generated_text(generation=text, stop=self.until, think_end_token=self.think)
 
 
 @register_model("llmtui")
@@ -75,7 +93,7 @@ class LlmtuiLM(HFLM):
 
     # ------------------------------------------------------------------------------------ generate_until
 
-    def _context_tokens(self, context: str, max_ctx_len: int) -> list[int]:
+    def context_tokens(self, context: str, max_ctx_len: int) -> list[int]:
         """``context``'s token ids exactly as HFLM's ``tok_batch_encode`` makes them (left-truncated)."""
         special: dict[str, bool] = {}
         if has_bos_prefix(context, getattr(self.tokenizer, "bos_token", None)):
@@ -85,11 +103,36 @@ class LlmtuiLM(HFLM):
         ids = self.tokenizer(context, truncation=self.truncation, **special)["input_ids"]
         return ids[-max_ctx_len:]
 
-    def _eos_ids(self) -> list[int]:
+    def eos_ids(self) -> list[int]:
         """The ids ``model.generate`` would stop at: the generation config's end-of-sequence tokens."""
         config = getattr(self.model, "generation_config", None)
         eos = getattr(config, "eos_token_id", None)
         return [] if eos is None else [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+    def greedy_plan(self, gen_kwargs: dict, contexts: list[str]) -> GreedyPlan | None:
+        """How a greedy request group is generated (None for sampled ones, or with a token-id think marker)."""
+        kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
+        if kwargs.get("do_sample") or isinstance(self.think_end_token, int):
+            return None
+        until = handle_stop_sequences(kwargs.pop("until", None), eos=self.tok_decode(self.eot_token_id,
+                                                                                     skip_special_tokens=False))
+        max_gen_toks = kwargs.pop("max_gen_toks")
+        stops = [s for s in until if s]
+
+        def text_stop(tokens: list[int]) -> bool:
+            # Like HFLM's stopping criterion: special tokens' texts count (an EOS spelt out in ``until``).
+            text = self.tokenizer.decode(tokens, skip_special_tokens=False)
+            return any(s in text for s in stops)
+
+        if self._token_texts is None:
+            self._token_texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))],
+                                                            skip_special_tokens=False)
+        rows = max(len(self.tokenizer), int(getattr(self.config, "vocab_size", 0) or 0))
+        return GreedyPlan(until=until, max_gen_toks=max_gen_toks,
+                          token_ids=[self.context_tokens(c, self.max_length - max_gen_toks) for c in contexts],
+                          mask=stop_token_mask(self._token_texts, until, rows), text_stop=text_stop,
+                          eos_ids=self.eos_ids(),
+                          think=self.think_end_token if isinstance(self.think_end_token, str) else None)
 
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
         """Greedy requests on the continuous-batching engine; sampled ones on HFLM's ``generate``."""
@@ -97,45 +140,23 @@ class LlmtuiLM(HFLM):
         by_kwargs: dict[str, list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
             by_kwargs[json.dumps(request.args[1], sort_keys=True, default=str)].append(index)
-        eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
         for indexes in by_kwargs.values():
             gen_kwargs = requests[indexes[0]].args[1]
-            kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
-            if kwargs.get("do_sample") or isinstance(self.think_end_token, int):
+            contexts = [requests[i].args[0] for i in indexes]
+            plan = self.greedy_plan(gen_kwargs, contexts)
+            if plan is None:
                 answers = super().generate_until([requests[i] for i in indexes], disable_tqdm=disable_tqdm)
                 for index, answer in zip(indexes, answers):
                     results[index] = answer
                 continue
-            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos_text)
-            max_gen_toks = kwargs.pop("max_gen_toks")
-            contexts = [requests[i].args[0] for i in indexes]
-            token_ids = [self._context_tokens(c, self.max_length - max_gen_toks) for c in contexts]
-            stops = [s for s in until if s]
-
-            def text_stop(tokens: list[int]) -> bool:
-                # Like HFLM's stopping criterion: special tokens' texts count (an EOS spelt out in ``until``).
-                text = self.tokenizer.decode(tokens, skip_special_tokens=False)
-                return any(s in text for s in stops)
-
             generations, _ = generate_all(
-                self.model, self.tokenizer, token_ids, max_new_tokens=max_gen_toks, batch_size=self.batch_size,
-                brace_mask=stop_token_mask(self._all_token_texts(), until, self._vocab_rows()),
-                eos_ids=self._eos_ids(), text_stop=text_stop)
-            think = self.think_end_token if isinstance(self.think_end_token, str) else None
+                self.model, self.tokenizer, plan.token_ids, max_new_tokens=plan.max_gen_toks,
+                batch_size=self.batch_size, brace_mask=plan.mask, eos_ids=plan.eos_ids, text_stop=plan.text_stop)
             for index, context, generation in zip(indexes, contexts, generations):
-                answer = postprocess_generated_text(generation=generation.text, stop=until, think_end_token=think)
+                answer = plan.answer(generation.text)
                 results[index] = answer
                 self.cache_hook.add_partial("generate_until", (context, gen_kwargs), answer)
         return results  # type: ignore[return-value]
-
-    def _all_token_texts(self) -> list[str]:
-        if self._token_texts is None:
-            self._token_texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))],
-                                                            skip_special_tokens=False)
-        return self._token_texts
-
-    def _vocab_rows(self) -> int:
-        return max(len(self.tokenizer), int(getattr(self.config, "vocab_size", 0) or 0))
 
     # ------------------------------------------------------------------------------------ loglikelihood
 

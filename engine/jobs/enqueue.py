@@ -14,10 +14,10 @@ from engine.presets.config import ConfigError, ExperimentConfig, PtqStep, config
 from engine.jobs.gpu import GpuInventory, visible_gpu_count
 from engine.presets.naming import ptq_output_name, ptq_spec
 from engine.presets.plan import make_plan
-from engine.jobs.store import JOB_DIR_PLACEHOLDER, Job, JobError, JobRequest, JobStore
+from engine.jobs.job_folder import JOB_DIR_PLACEHOLDER, PRESET_FILE, JobStatus
+from engine.jobs.store import Job, JobError, JobRequest, JobStore
 from engine.workspace import UnsafeNameError, Workspace, safe_name
 from engine.jobs.process import llmtui_command
-from engine.jobs.worker import PRESET_FILE
 
 
 def model_name_arg(ws: Workspace, text: str, *, must_exist: bool = True) -> str:
@@ -183,7 +183,7 @@ def enqueue_demo_pipeline(ws: Workspace, inventory: GpuInventory | None = None) 
         raise JobError(f"the demo's example preset cannot be used: {exc}") from None
     from engine.jobs.store import job_status_by_target
 
-    pending = {name for name, status in job_status_by_target(ws).items() if status in ("queued", "running", "done")}
+    pending = {name for name, status in job_status_by_target(ws).items() if status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DONE)}
     jobs = []
     if not ws.metrics_file(DEMO_BASE).exists() and DEMO_BASE not in pending:
         jobs += enqueue_eval(ws, [DEMO_BASE], datasets=config.eval.datasets, limit=config.eval.limit,

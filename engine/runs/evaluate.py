@@ -242,7 +242,7 @@ def load_test_sets(ws: Workspace, options: EvalOptions) -> TestSets:
 def choose_backend(ws: Workspace, requested: str, found: Any) -> tuple[str, str | None, str]:
     """``(backend, vLLM interpreter or None, why)``: ``vllm`` when asked for (or, for ``auto``, configured) and the
     model is one vLLM can load; else ``hf``. Asking for ``vllm`` when it cannot serve raises EvalError."""
-    from engine.jobs.worker import VLLM_PYTHON_ENV, configured_vllm_python
+    from engine.jobs.settings import VLLM_PYTHON_ENV, configured_vllm_python
     from engine.runs.vllm_client import vllm_unsupported
 
     if requested not in EVAL_BACKENDS:

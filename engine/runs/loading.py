@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.models.folder import BACKEND_KINDS, ModelKind, ModelLoadError, detect_kind
 from engine.models.resolve import looks_like_local_path
+from engine.runs.bnb import nf4_config
 
 
 @dataclass
@@ -103,11 +104,7 @@ def _load_adapter(model_dir: Path, found: ModelKind, device: str, *, quantized_b
     base = _check_base(model_dir, found.base_model_path or "")
     kwargs: dict[str, Any] = {}
     if quantized_base:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=_compute_dtype(device))
+        kwargs["quantization_config"] = nf4_config(_compute_dtype(device))
     else:
         kwargs["dtype"] = _dtype_for(device)
     base_model = _from_pretrained(base, device=device, trust_remote_code=found.trust_remote_code, **kwargs)

@@ -207,12 +207,13 @@ def _quantize_bnb(fp_dir: Path, out: Path, spec: QuantizationSpec, device: str,
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    from engine.runs.bnb import nf4_config
+
     if spec.method == "INT8":
         config = BitsAndBytesConfig(load_in_8bit=True)
         extras = {"llm_int8_threshold": config.llm_int8_threshold}
     else:
-        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False,
-                                    bnb_4bit_compute_dtype=torch.float16)
+        config = nf4_config(torch.float16, double_quant=False)
         extras = {"quant_type": "nf4", "double_quant": False, "compute_dtype": "float16", "blocksize": 64}
     model = AutoModelForCausalLM.from_pretrained(str(fp_dir), quantization_config=config, dtype=torch.float16,
                                                  device_map={"": device}, trust_remote_code=trust_remote_code)

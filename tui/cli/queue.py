@@ -10,6 +10,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from engine.jobs.job_folder import CANCELLING, JobStatus
 from engine.jobs.store import Job, JobError, JobStore
 from engine.presets.config import EVAL_BACKENDS
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
@@ -131,7 +132,8 @@ def _add(ws, args) -> int:
 
 
 def _start_worker(ws) -> str:
-    from engine.jobs.worker import WorkerError, run_queued
+    from engine.jobs.control import run_queued
+    from engine.jobs.settings import WorkerError
 
     try:
         return run_queued(ws)
@@ -142,8 +144,8 @@ def _start_worker(ws) -> str:
 def _sync(ws) -> None:
     """Bring Slurm jobs up to date (submitting what waits) before showing the queue; a Slurm that does not
     answer is reported, and the last known state is shown."""
+    from engine.jobs.settings import WorkerError
     from engine.jobs.slurm import SlurmError, sync
-    from engine.jobs.worker import WorkerError
 
     try:
         sync(ws)
@@ -176,7 +178,7 @@ TABLE_ROWS_MAX = 500
 
 def _row(job: Job, slurm: bool = False) -> list[str]:
     gpus = ",".join(map(str, job.gpus_assigned)) if job.gpus_assigned else str(job.gpus_requested or "-")
-    status = job.status + (" (cancelling)" if job.status == "running" and job.cancel_requested_at else "")
+    status = job.status + (f" ({CANCELLING})" if job.status == JobStatus.RUNNING and job.cancel_requested_at else "")
     row = [str(job.id), job.kind, status, job.target, gpus, ",".join(map(str, job.depends_on)) or "-",
            _when(job.started_at), _duration(job)]
     if slurm:
@@ -259,7 +261,7 @@ def _show(ws, args) -> int:
     console.print(table)
     console.print("[bold]command[/]")
     console.print(" ".join(job.command), markup=False, highlight=False)
-    if job.log_tail and job.status != "done":
+    if job.log_tail and job.status != JobStatus.DONE:
         console.print("[bold]last log lines[/]")
         console.print(job.log_tail, markup=False, highlight=False)
     return 0
@@ -269,10 +271,10 @@ def _show(ws, args) -> int:
 
 
 def _cancel(ws, args) -> int:
-    from engine.jobs.worker import cancel_job
+    from engine.jobs.control import cancel_job
 
     status = cancel_job(ws, args.id)
-    if status == "running":
+    if status == JobStatus.RUNNING:
         err_console.print(f"job {args.id} was asked to stop but still runs; check [bold]llmtui queue show {args.id}[/]")
         return 1
     console.print(f"job {args.id}: [{status_style(status)}]{status}[/]")

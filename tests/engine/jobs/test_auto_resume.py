@@ -13,7 +13,9 @@ from engine.events import read_events
 from engine.jobs.enqueue import enqueue_pipeline
 from engine.jobs.progress import JobProgress
 from engine.jobs.store import JobStore
-from engine.jobs.worker import WorkerError, ensure_worker, load_worker_settings, process_alive, stop_worker, worker_pid
+from engine.jobs.process import process_alive
+from engine.jobs.settings import WorkerError, load_worker_settings
+from engine.jobs.worker import ensure_worker, stop_worker, worker_pid
 from engine.presets.config import load_preset
 from engine.staging import latest_checkpoint
 
@@ -94,7 +96,8 @@ def test_auto_resume_stops_after_the_allowed_attempts(tmp_path):
     import sys
 
     from engine.jobs.process import process_start_time
-    from engine.jobs.worker import Worker, WorkerSettings
+    from engine.jobs.settings import WorkerSettings
+    from engine.jobs.worker import Worker
     from engine.staging import mark_complete, staging_dir
     from engine.workspace import Workspace
 

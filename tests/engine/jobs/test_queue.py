@@ -18,7 +18,9 @@ import psutil
 import pytest
 
 from engine.jobs.store import JobError, JobStore
-from engine.jobs.worker import cancel_job, ensure_worker, process_alive, stop_worker, worker_pid
+from engine.jobs.control import cancel_job
+from engine.jobs.process import process_alive
+from engine.jobs.worker import ensure_worker, stop_worker, worker_pid
 from engine.workspace import Workspace
 from tui.cli.main import main as cli_main
 

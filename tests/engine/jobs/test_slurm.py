@@ -13,7 +13,7 @@ import pytest
 
 from engine.jobs.slurm import read_squeue, sync
 from engine.jobs.store import JobRequest, JobStore
-from engine.jobs.worker import cancel_job, run_queued
+from engine.jobs.control import cancel_job, run_queued
 
 pytestmark = pytest.mark.slow
 

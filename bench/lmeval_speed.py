@@ -1,13 +1,16 @@
 """lm-eval tasks: llmtui's ``llmtui`` model class against lm-eval's own ``hf`` backend, same model, tasks and run.
 
-The tasks are the local ones of ``tests/lmeval_tasks.py`` built from ../shared/datasets: ``llmtui_openmath``
-(generate_until, answers of mixed lengths up to ``--max-gen-toks``) and ``llmtui_arc`` + ``llmtui_boolq``
+The model is a weakly trained demo model (the demo preset arc-qlora-gptq trained without its PTQ step, as
+``bench/eval_throughput.py``'s mixed workload: QLoRA, 50 steps, merged), whose answers run from a few
+tokens to the ceiling, as a real model's do on hard items. The tasks are the local ones of
+``tests/lmeval_tasks.py`` built from ../shared/datasets: ``llmtui_openmath`` (generate_until 0-shot with the
+model's chat template, answers up to ``--max-gen-toks``) and ``llmtui_arc`` + ``llmtui_boolq``
 (multiple-choice loglikelihood, ``--fewshot`` examples in each context). Each backend runs each workload
 ``--rounds`` times, alternating, with the same batch size; the best time counts (the machine is shared).
 Every sample's output must be identical (generated text equal, loglikelihoods within 1e-4, same greedy
 flags). Goals: >= 2x faster on generate_until, no slower on loglikelihood.
 
-    python bench/lmeval_speed.py [-w DIR] [--model Models/NAME] [--items 32] [--batch-size 8] [--json FILE]
+    python bench/lmeval_speed.py [-w DIR] [--model FOLDER] [--items 64] [--batch-size 8] [--json FILE]
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from engine.workspace import Workspace  # noqa: E402
 from tests.lmeval_tasks import write_task_folder  # noqa: E402
 
-WORKLOADS = {"generate_until": ["llmtui_openmath"], "loglikelihood": ["llmtui_arc", "llmtui_boolq"]}
+#: workload → (tasks, chat template, few-shot examples: None = --fewshot)
+WORKLOADS = {"generate_until": (["llmtui_openmath"], True, 0), "loglikelihood": (["llmtui_arc", "llmtui_boolq"], False, None)}
 
 
-def run(lm, ws: Workspace, manager, tasks: list[str], items: int, fewshot: int) -> tuple[float, dict]:
+def run(lm, ws: Workspace, manager, tasks: list[str], items: int, fewshot: int, chat: bool) -> tuple[float, dict]:
     import lm_eval
 
     from engine.runs.lmeval_run import in_tasks_folder
@@ -39,7 +43,7 @@ def run(lm, ws: Workspace, manager, tasks: list[str], items: int, fewshot: int) 
     with in_tasks_folder(ws):
         started = time.perf_counter()
         results = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=fewshot, limit=items, log_samples=True,
-                                          task_manager=manager, bootstrap_iters=0)
+                                          task_manager=manager, bootstrap_iters=0, apply_chat_template=chat)
         return time.perf_counter() - started, results
 
 
@@ -63,8 +67,8 @@ def differences(ours: dict, theirs: dict) -> tuple[int, float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-w", "--workspace", type=Path, default=Path("/tmp/llmtui-bench-lmeval"))
-    parser.add_argument("--model", help="a model folder (default: the demo workspace's tiny-qwen3)")
-    parser.add_argument("--items", type=int, default=32, help="items per task")
+    parser.add_argument("--model", help="a model folder (default: the weakly trained demo model, trained once)")
+    parser.add_argument("--items", type=int, default=64, help="items per task")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-gen-toks", type=int, default=256)
     parser.add_argument("--fewshot", type=int, default=3)
@@ -75,41 +79,44 @@ def main() -> int:
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from engine.runs.demo import create_demo
     from engine.runs.lmeval_backend import LlmtuiLM
     from engine.runs.lmeval_run import load_tasks, tasks_folder
 
     torch.set_num_threads(1)  # a model this small gains nothing from threads on a shared machine
-    ws = create_demo(args.workspace, train_rows=100, test_rows=20) if not (args.workspace / "Models").is_dir() \
-        else Workspace(args.workspace)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from eval_throughput import trained_demo_model
+
+    ws, trained = trained_demo_model(args.workspace, "arc-qlora-gptq", test_rows=20, skip_ptq=True)
     # ../shared/datasets beside the checkout, or beside a folder above it (a git worktree)
     shared = next((p / "shared" / "datasets" for p in ROOT.parents if (p / "shared" / "datasets").is_dir()), None)
     if shared is None:
         parser.error("../shared/datasets not found beside the checkout")
     write_task_folder(tasks_folder(ws), shared, rows=args.items, max_gen_toks=args.max_gen_toks, train_rows=20)
-    manager = load_tasks(ws, [t for tasks in WORKLOADS.values() for t in tasks])
-    model = args.model or str(ws.model_dir("tiny-qwen3"))
+    manager = load_tasks(ws, [t for tasks, _, _ in WORKLOADS.values() for t in tasks])
+    model = args.model or str(ws.model_dir(trained))
     backends = {"hf": HFLM(pretrained=model, device="cpu", dtype="float32", batch_size=args.batch_size),
                 "llmtui": LlmtuiLM(pretrained=model, device="cpu", batch_size=args.batch_size)}
     report: dict = {"model": model, "items": args.items, "batch_size": args.batch_size,
                     "max_gen_toks": args.max_gen_toks, "fewshot": args.fewshot, "workloads": {}}
-    for workload, tasks in WORKLOADS.items():
+    for workload, (tasks, chat, fewshot) in WORKLOADS.items():
+        fewshot = args.fewshot if fewshot is None else fewshot
         best: dict[str, float] = {}
         outputs: dict[str, dict] = {}
         for _ in range(args.rounds):
             for name, lm in backends.items():
-                seconds, outputs[name] = run(lm, ws, manager, tasks, args.items, args.fewshot)
+                seconds, outputs[name] = run(lm, ws, manager, tasks, args.items, fewshot, chat)
                 best[name] = min(best.get(name, seconds), seconds)
         differing, worst, compared = differences(outputs["llmtui"], outputs["hf"])
-        lengths = [len(s["resps"][0][0]) for task in tasks for s in outputs["llmtui"]["samples"][task]] \
-            if workload == "generate_until" else []
+        lengths = [len(backends["llmtui"].tokenizer(s["resps"][0][0], add_special_tokens=False)["input_ids"])
+                   for task in tasks for s in outputs["llmtui"]["samples"][task]] if workload == "generate_until" else []
         ratio = best["hf"] / best["llmtui"]
         report["workloads"][workload] = {"hf_s": best["hf"], "llmtui_s": best["llmtui"], "speedup": ratio,
                                          "differing": differing, "compared": compared, "max_ll_diff": worst,
-                                         "answer_chars": [min(lengths), max(lengths)] if lengths else None}
+                                         "answer_tokens": sorted(lengths) or None}
         print(f"{workload}: hf {best['hf']:.2f} s, llmtui {best['llmtui']:.2f} s -> {ratio:.2f}x; "
               f"{differing}/{compared} samples differ (max loglikelihood difference {worst:.1e})"
-              + (f"; answers {min(lengths)}-{max(lengths)} characters" if lengths else ""), flush=True)
+              + (f"; answers {min(lengths)}-{max(lengths)} tokens (median {sorted(lengths)[len(lengths) // 2]}, "
+                 f"{sum(n >= args.max_gen_toks - 1 for n in lengths)} at the ceiling)" if lengths else ""), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     goals = report["workloads"]

@@ -18,6 +18,7 @@ from engine.jobs.job_folder import JOB_DIR_PLACEHOLDER, PRESET_FILE, JobStatus
 from engine.jobs.store import Job, JobError, JobRequest, JobStore
 from engine.workspace import UnsafeNameError, Workspace, safe_name
 from engine.jobs.process import llmtui_command
+from engine.presets.lmeval_request import LmEvalRequest
 
 
 def model_name_arg(ws: Workspace, text: str, *, must_exist: bool = True) -> str:
@@ -57,8 +58,10 @@ def _quantize_request(ws: Workspace, source: str, target: str, step: PtqStep, *,
 def _eval_request(ws: Workspace, model: str, *, datasets: list[str], limit: int, batch_size: int, gpus: int,
                   force: bool = False, backend: str = "auto", threads: int = 0, description: str = "",
                   preset: str | None = None, after: tuple[int, ...] = (),
-                  after_steps: tuple[int, ...] = (), report_to: list[str] | None = None) -> JobRequest:
-    args = ["eval", str(ws.model_dir(model))]
+                  after_steps: tuple[int, ...] = (), report_to: list[str] | None = None,
+                  lm_eval: LmEvalRequest | None = None) -> JobRequest:
+    lm_eval = lm_eval or LmEvalRequest()
+    args = ["eval", str(ws.model_dir(model)), *lm_eval.argv()]
     if datasets:
         args += ["--datasets", ",".join(datasets)]
     if limit:
@@ -73,10 +76,12 @@ def _eval_request(ws: Workspace, model: str, *, datasets: list[str], limit: int,
         args += ["--threads", str(threads)]
     if report_to:
         args += ["--report-to", ",".join(report_to)]
-    description = description or f"evaluate {model} on {', '.join(datasets) or 'all test sets'}"
+    description = description or f"evaluate {model} on " + (
+        lm_eval.describe() if lm_eval else ', '.join(datasets) or 'all test sets')
     return JobRequest("eval", llmtui_command(ws, *args), target=model, description=description, preset=preset,
                       options={"datasets": list(datasets), "limit": limit, "batch_size": batch_size, "force": force,
-                               "backend": backend, "threads": threads, "report_to": list(report_to or [])},
+                               "backend": backend, "threads": threads, "report_to": list(report_to or []),
+                               "lm_eval": lm_eval.to_dict()},
                       gpus=gpus,
                       after=after, after_steps=after_steps)
 
@@ -116,6 +121,7 @@ def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, 
                                           limit=step.options["limit"], batch_size=step.options["batch_size"],
                                           backend=step.options["backend"], threads=step.options["threads"],
                                           report_to=step.options.get("report_to"),
+                                          lm_eval=LmEvalRequest.from_dict(step.options.get("lm_eval")),
                                           gpus=step_gpus, description=step.description, preset=preset_text,
                                           after_steps=after_steps))
         else:
@@ -147,7 +153,7 @@ def enqueue_quantize(ws: Workspace, model: str, *, method: str, bits: int, group
 
 def enqueue_eval(ws: Workspace, models: Iterable[str], *, datasets: Iterable[str] = (), limit: int = 0,
                  batch_size: int = 0, force: bool = False, backend: str = "auto", threads: int = 0,
-                 after: Iterable[int] = (),
+                 after: Iterable[int] = (), lm_eval: LmEvalRequest | None = None,
                  custom_datasets: tuple[str, ...] = (), inventory: GpuInventory | None = None) -> list[Job]:
     """Queue one evaluation job per model (the models must exist unless the jobs wait for others);
     ``force`` evaluates again models that already have a metrics file."""
@@ -163,7 +169,7 @@ def enqueue_eval(ws: Workspace, models: Iterable[str], *, datasets: Iterable[str
         raise JobError(_option_problems(exc)) from None
     gpus = 1 if visible_gpu_count(inventory) else 0
     requests = [_eval_request(ws, name, datasets=datasets, limit=limit, batch_size=batch_size, gpus=gpus,
-                              backend=backend, threads=threads,
+                              backend=backend, threads=threads, lm_eval=lm_eval,
                               force=force, after=after) for name in names]
     with JobStore(ws) as store:
         return store.enqueue_many(requests)

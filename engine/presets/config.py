@@ -17,6 +17,7 @@ import tomli_w
 from engine.data.tasks import BUILTIN_TASKS
 from engine.presets.targets import keyword_problem
 from engine.presets.naming import PTQ_METHODS, TRAIN_QUANT_METHODS, QuantizationSpec, model_name, ptq_spec, qlora_spec
+from engine.presets.lmeval_request import LmEvalRequestError, task_list
 
 PEFT_METHODS = ("NoPeft", "LoRa", "DoRa", "VeRa")
 FINETUNING_METHODS = ("SFT",)
@@ -139,6 +140,10 @@ class EvalSection:
     threads: int = _knob(0, min=0, help="torch CPU threads of the built-in engine (0 = the cores free)")
     report_to: list[str] = _knob([], choices=TRACKERS, one_or_list=True,
                                  help="log metrics to the training run of these trackers (when it used them)")
+    lm_eval_tasks: list[str] = _knob([], help="lm-evaluation-harness tasks also run on every output (an eval job "
+                                              "of their own; its registry or Datasets/lm-eval-tasks/)")
+    lm_eval_num_fewshot: int = _knob(-1, min=-1, help="few-shot examples for lm_eval_tasks (-1 = each task's own)")
+    lm_eval_apply_chat_template: bool = _knob(False, help="wrap lm_eval_tasks' prompts in the model's chat template")
 
 
 SECTIONS: dict[str, type] = {
@@ -351,6 +356,10 @@ def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ())
     for where, trackers in (("train.report_to", config.train.report_to), ("eval.report_to", config.eval.report_to)):
         if "none" in trackers and len(trackers) > 1:
             problems.append(Problem(where, f"'none' cannot be combined with other trackers ({trackers})"))
+    try:
+        task_list(config.eval.lm_eval_tasks)
+    except LmEvalRequestError as exc:
+        problems.append(Problem("eval.lm_eval_tasks", str(exc)))
     for name in config.eval.datasets:
         if name not in datasets:
             problems.append(Problem("eval.datasets", f"unknown test set {name!r}{_did_you_mean(name, list(datasets))}"))

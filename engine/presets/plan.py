@@ -9,6 +9,7 @@ from typing import Any
 from engine.presets.config import ExperimentConfig
 from engine.presets.naming import ptq_output_name
 from engine.workspace import Workspace
+from engine.presets.lmeval_request import LmEvalRequest
 
 
 @dataclass
@@ -60,6 +61,12 @@ def make_plan(config: ExperimentConfig, ws: Workspace) -> Plan:
                               options={"datasets": list(config.eval.datasets), "limit": config.eval.limit,
                                        "batch_size": config.eval.batch_size, "backend": config.eval.backend,
                                        "threads": config.eval.threads, "report_to": list(config.eval.report_to)}))
+            if config.eval.lm_eval_tasks:
+                request = LmEvalRequest.from_section(config.eval)
+                steps.append(Step("eval", out, f"evaluate {out} on {request.describe()}", after=[index],
+                                  options={"datasets": [], "limit": config.eval.limit, "batch_size": config.eval.batch_size,
+                                           "backend": "auto", "threads": config.eval.threads, "report_to": [],
+                                           "lm_eval": request.to_dict()}))
     return Plan(name, str(ws.model_dir(name)), steps)
 
 

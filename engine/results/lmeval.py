@@ -265,3 +265,22 @@ def import_output(ws: Workspace, source: Path) -> list[Path]:
 
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def tasks_with_results(ws: Workspace, model: str) -> set[str]:
+    """The lm-eval tasks some readable results file in ``Testing/lm-eval/{model}/`` holds."""
+    done: set[str] = set()
+    for path in results_files(ws.lm_eval_dir / safe_name(model)):
+        record = read_results_file(path)
+        done |= {name.removeprefix(DATASET_PREFIX) for name in record.datasets}
+    return done
+
+
+def untested_for_lm_eval(ws: Workspace, tasks: list[str]):
+    """``--untested`` with ``--lm-eval``: (models missing results for some of ``tasks``, broken folders)."""
+    from engine.models.scan import scan_models
+
+    records = scan_models(ws)
+    healthy = [r for r in records if r.status != "broken"]
+    return ([r for r in healthy if not set(tasks) <= tasks_with_results(ws, r.name)],
+            [r for r in records if r.status == "broken"])

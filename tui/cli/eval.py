@@ -10,6 +10,7 @@ from rich.markup import escape
 from engine.data.tasks import DISPLAY_ORDER
 from engine.events import EventKind
 from engine.presets.config import EVAL_BACKENDS
+from engine.presets.lmeval_request import LmEvalRequest, LmEvalRequestError
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
 
 
@@ -63,6 +64,7 @@ def register(subparsers) -> None:
                              "(comma-separated: tensorboard,wandb,mlflow)")
     parser.add_argument("--events", metavar="FILE", help="append JSONL progress events here (default: $LLMTUI_EVENTS)")
     parser.add_argument("--json", action="store_true", help="print the run's outcome as JSON")
+    LmEvalRequest.add_cli_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -97,6 +99,12 @@ def run(args) -> int:
         fail("give MODEL_DIR arguments or --untested, not both")
     if not args.untested and not args.models:
         fail("name at least one MODEL_DIR, or use --untested")
+    try:
+        lm_eval = LmEvalRequest.from_cli(args)
+    except LmEvalRequestError as exc:
+        fail(str(exc))
+    if lm_eval:
+        return _run_lm_eval(ws, args, lm_eval)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
     report_to = [t.strip() for t in args.report_to.split(",") if t.strip()]
     options = EvalOptions(datasets=datasets, limit=args.limit, batch_size=args.batch_size, force=args.force,
@@ -133,3 +141,54 @@ def run(args) -> int:
         else:
             (err_console if report.failed else console).print(report.summary_line(), highlight=False, markup=False)
     return 1 if report.failed or broken else 0
+
+
+def _run_lm_eval(ws, args, request: LmEvalRequest) -> int:
+    """``--lm-eval TASKS``: each model through lm-eval's tasks with the ``llmtui`` model class (exit 1 when one
+    failed, 2 when the tasks cannot run at all)."""
+    from engine.events import EventWriter, events_path_from_env
+    from engine.results.lmeval import untested_for_lm_eval
+    from engine.runs.lmeval_run import LmEvalError, LmEvalOptions, run_lm_eval_models
+
+    if args.datasets:
+        fail("--datasets names built-in test sets; --lm-eval runs lm-eval tasks: give one or the other")
+    broken = []
+    refs = args.models
+    if args.untested:
+        untested, broken = untested_for_lm_eval(ws, request.tasks)
+        refs = [record.path for record in untested]
+    options = LmEvalOptions(tasks=request.tasks, num_fewshot=request.num_fewshot,
+                            apply_chat_template=request.apply_chat_template, limit=args.limit,
+                            batch_size=args.batch_size if isinstance(args.batch_size, int) else 16,
+                            device=args.device, force_unchanged_adapter=request.force_unchanged_adapter,
+                            check_backends=request.check_backends)
+    signal.signal(signal.SIGTERM, _terminate)
+    with EventWriter(args.events or events_path_from_env()) as events:
+        try:
+            done, failed = run_lm_eval_models(ws, refs, options, events=events) if refs else ({}, [])
+        except LmEvalError as exc:  # unknown task, unreachable data, lm-eval missing: no model was tried
+            events.emit(EventKind.ERROR, message=str(exc))
+            fail(str(exc))
+        events.emit(EventKind.DONE, evaluated=list(done), failed=[{"model": n, "error": e} for n, e in failed])
+    if args.json:
+        print_json({"evaluated": list(done), "failed": [{"model": n, "error": e} for n, e in failed],
+                    "broken": [{"model": r.name, "reason": r.reason} for r in broken],
+                    "files": {name: run["files"] for name, run in done.items()},
+                    "results": {name: run["results"]["results"] for name, run in done.items()},
+                    "llmtui": {name: run["results"]["llmtui"] for name, run in done.items()}})
+    else:
+        for name, run in done.items():
+            parts = []
+            for task, values in run["results"]["results"].items():
+                shown = [f"{key.replace(',none', '')}={value:.3f}" for key, value in values.items()
+                         if "," in key and "stderr" not in key and isinstance(value, (int, float))]
+                parts.append(f"{task} {' '.join(shown)}")
+            console.print(f"[green]✓[/] {escape(name)}: {escape('; '.join(parts))}", highlight=False)
+        for name, error in failed:
+            err_console.print(f"[bold red]✗[/] {escape(name)}: {escape(error)}", highlight=False)
+        for record in broken:
+            err_console.print(f"[bold red]broken, not evaluated:[/] {escape(record.name)}: {escape(record.reason)}",
+                              highlight=False)
+        if args.untested and not refs:
+            console.print(f"every model has results for {', '.join(request.tasks)}")
+    return 1 if failed or broken else 0

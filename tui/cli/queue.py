@@ -13,6 +13,7 @@ from rich.text import Text
 from engine.jobs.job_folder import CANCELLING, JobStatus
 from engine.jobs.store import Job, JobError, JobStore
 from engine.presets.config import EVAL_BACKENDS
+from engine.presets.lmeval_request import LmEvalRequest, LmEvalRequestError
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
 from tui.cli.common import add_preset_args
 from tui.format import human_duration, slurm_state_text, status_style
@@ -46,6 +47,7 @@ def register(subparsers) -> None:
                           help="auto = vLLM when configured and it can load the model, else the built-in engine")
     evaluate.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = the cores free)")
     evaluate.add_argument("--force", action="store_true", help="evaluate again models that have a metrics file")
+    LmEvalRequest.add_cli_arguments(evaluate)
     for sub in (train, quantize, evaluate):
         add_workspace_arg(sub)
         sub.add_argument("--after", type=int, action="append", default=[], metavar="ID",
@@ -106,7 +108,16 @@ def _add(ws, args) -> int:
     else:
         if args.untested == bool(args.models):
             fail("name the models to evaluate, or give --untested (not both)")
-        models = enqueue.untested_model_names(ws) if args.untested else args.models
+        try:
+            lm_eval = LmEvalRequest.from_cli(args)
+        except LmEvalRequestError as exc:
+            fail(str(exc))
+        if lm_eval and args.untested:
+            from engine.results.lmeval import untested_for_lm_eval
+
+            models = [record.name for record in untested_for_lm_eval(ws, lm_eval.tasks)[0]]
+        else:
+            models = enqueue.untested_model_names(ws) if args.untested else args.models
         if not models:
             console.print("every model in Models/ is tested; nothing to queue")
             return 0
@@ -117,7 +128,7 @@ def _add(ws, args) -> int:
         datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
         jobs = enqueue.enqueue_eval(ws, models, datasets=datasets, limit=args.limit, batch_size=args.batch_size,
                                     force=args.force, backend=args.backend, threads=args.threads, after=args.after,
-                                    custom_datasets=custom)
+                                    lm_eval=lm_eval, custom_datasets=custom)
     how = _start_worker(ws)
     if args.json:
         with JobStore(ws) as store:

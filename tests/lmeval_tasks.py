@@ -3,7 +3,8 @@
 ``write_task_folder(folder, shared, rows)`` writes small parquet slices and three task YAMLs into ``folder``,
 their ``data_files`` relative to it (as in a workspace's ``Datasets/lm-eval-tasks/``):
 ``llmtui_boolq`` and ``llmtui_arc`` (multiple choice, loglikelihood; ARC's options are split out of the
-question so its choices are multi-token texts) and ``llmtui_openmath`` (generate_until with a regex filter).
+question so its choices are multi-token texts), ``llmtui_openmath`` (generate_until with a regex filter) and
+``llmtui_arc_generate`` (ARC as generate_until: the question with its options, the boxed letter read by a regex).
 """
 
 from __future__ import annotations
@@ -77,6 +78,33 @@ metric_list:
     higher_is_better: true
 """
 
+ARC_GENERATE = """task: llmtui_arc_generate
+dataset_path: parquet
+dataset_kwargs:
+  data_files:
+    test: arc-generate-test.parquet
+    train: arc-generate-train.parquet
+test_split: test
+fewshot_split: train
+output_type: generate_until
+doc_to_text: "{{question}}"
+doc_to_target: "{{answer}}"
+generation_kwargs:
+  until: ["\\n\\n"]
+  max_gen_toks: {max_gen_toks}
+  do_sample: false
+filter_list:
+  - name: letter
+    filter:
+      - function: regex
+        regex_pattern: '\\\\boxed\\{([A-D1-4])\\}'
+      - function: take_first
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+"""
+
 _OPTION = re.compile(r"\s(?=[A-D1-4]\.\s)")
 
 
@@ -104,10 +132,13 @@ def write_task_folder(folder: Path, shared: Path, rows: int = 6, *, max_gen_toks
             folder / f"boolq-{split}.parquet")
         arc = pd.DataFrame(_arc_rows(pd.read_parquet(shared / f"{split}-ai2_arc.parquet")))
         arc.head(count).to_parquet(folder / f"arc-{split}.parquet")
+        pd.read_parquet(shared / f"{split}-ai2_arc.parquet").head(count).to_parquet(
+            folder / f"arc-generate-{split}.parquet")
         math = pd.read_parquet(shared / f"{split}-OpenMathInstruct-2.parquet").head(count)
         math.assign(target=[f"{a:g}" for a in math["answer"]]).drop(columns="answer").to_parquet(
             folder / f"openmath-{split}.parquet")
     (folder / "llmtui_boolq.yaml").write_text(BOOLQ)
     (folder / "llmtui_arc.yaml").write_text(ARC)
     (folder / "llmtui_openmath.yaml").write_text(OPENMATH.replace("{max_gen_toks}", str(max_gen_toks)))
+    (folder / "llmtui_arc_generate.yaml").write_text(ARC_GENERATE.replace("{max_gen_toks}", str(max_gen_toks)))
     return folder

@@ -116,7 +116,7 @@ def main() -> int:
                 wall[name] = min(wall.get(name, wall_s), wall_s)
         differing, worst, compared = differences(outputs["llmtui"], outputs["hf"])
         lengths = [len(backends["llmtui"].tokenizer(s["resps"][0][0], add_special_tokens=False)["input_ids"])
-                   for task in tasks for s in outputs["llmtui"]["samples"][task]] if workload == "generate_until" else []
+                   for task in tasks for s in outputs["llmtui"]["samples"][task]] if workload.startswith("generate") else []
         ratio = best["hf"] / best["llmtui"]
         report["workloads"][workload] = {"hf_cpu_s": best["hf"], "llmtui_cpu_s": best["llmtui"], "speedup": ratio,
                                          "hf_wall_s": wall["hf"], "llmtui_wall_s": wall["llmtui"],

@@ -19,7 +19,8 @@ class LmEvalRequestError(ValueError):
     """A value of the request is unusable; the message names the flag or key and the value."""
 
 
-def _non_negative(value: str) -> int:
+def non_negative(value: str) -> int:
+    """An argparse type: a whole number, 0 or more."""
     try:
         number = int(value)
     except ValueError:
@@ -57,13 +58,13 @@ class LmEvalRequest:
         group.add_argument("--lm-eval", metavar="TASKS", default="",
                            help="comma-separated lm-eval tasks (its registry, or YAMLs in Datasets/lm-eval-tasks/) "
                                 "instead of the built-in test sets; output in Testing/lm-eval/{model}/")
-        group.add_argument("--num-fewshot", type=_non_negative, default=None, metavar="N",
+        group.add_argument("--num-fewshot", type=non_negative, default=None, metavar="N",
                            help="few-shot examples per prompt (default: each task's own)")
         group.add_argument("--apply-chat-template", action="store_true",
                            help="wrap each lm-eval prompt in the model's chat template")
         group.add_argument("--force-unchanged-adapter", action="store_true",
                            help="evaluate an adapter or fine-tune even when its logits equal its parent's")
-        group.add_argument("--check-backends", type=_non_negative, default=0, metavar="N",
+        group.add_argument("--check-backends", type=non_negative, default=0, metavar="N",
                            help="also generate N generate_until items with vLLM (when configured) and record "
                                 "the agreement rate")
 

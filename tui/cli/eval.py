@@ -10,7 +10,7 @@ from rich.markup import escape
 from engine.data.tasks import DISPLAY_ORDER
 from engine.events import EventKind
 from engine.presets.config import EVAL_BACKENDS
-from engine.presets.lmeval_request import LmEvalRequest, LmEvalRequestError
+from engine.presets.lmeval_request import LmEvalRequest, LmEvalRequestError, non_negative
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
 
 
@@ -26,16 +26,6 @@ def _batch_size(value: str) -> int | str:
     return size
 
 
-def _limit(value: str) -> int:
-    try:
-        limit = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if limit < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be 0 (all items) or more")
-    return limit
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval", help="evaluate models on the test sets in Datasets/",
@@ -49,14 +39,14 @@ def register(subparsers) -> None:
     parser.add_argument("--datasets", metavar="LIST",
                         help=f"comma-separated test sets: {','.join(DISPLAY_ORDER)} or custom names "
                              "(default: every test set present)")
-    parser.add_argument("--limit", type=_limit, default=0, metavar="N", help="items per test set (0 = all)")
+    parser.add_argument("--limit", type=non_negative, default=0, metavar="N", help="items per test set (0 = all)")
     parser.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
                         help="prompts per generate call; auto starts high and halves on out-of-memory")
     parser.add_argument("--device", metavar="DEV", help="cuda, cuda:1 or cpu (default: cuda when available)")
     parser.add_argument("--backend", default="auto", choices=EVAL_BACKENDS,
                         help="auto (default): vLLM when configured (LLMTUI_VLLM_PYTHON or vllm_python in "
                              ".llmtui/worker.toml) and it can load the model, else the built-in engine (hf)")
-    parser.add_argument("--threads", type=_limit, default=0, metavar="N",
+    parser.add_argument("--threads", type=non_negative, default=0, metavar="N",
                         help="torch CPU threads of the built-in engine (0 = as many as cores are free)")
     parser.add_argument("--force", action="store_true", help="evaluate again even if a metrics file exists")
     parser.add_argument("--report-to", metavar="LIST", default="",

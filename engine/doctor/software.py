@@ -122,7 +122,7 @@ def check_packages(facts: Facts) -> list[Check]:
 def check_vllm(facts: Facts) -> list[Check]:
     """vLLM in this environment (if present) and the separate vLLM interpreter (LLMTUI_VLLM_PYTHON or
     vllm_python in .llmtui/worker.toml)."""
-    from engine.jobs.settings import VLLM_PYTHON_ENV, WorkerError, configured_vllm_python
+    from engine.jobs.settings import VLLM_NOT_CONFIGURED, VLLM_PYTHON_ENV, WorkerError, configured_vllm_python
 
     here = distribution_version(*VLLM_DISTRIBUTIONS)
     checks = [Check("vllm", OK, f"{here[0]} {here[1]} is installed in this environment") if here else
@@ -134,8 +134,7 @@ def check_vllm(facts: Facts) -> list[Check]:
         python = os.environ.get(VLLM_PYTHON_ENV, "").strip()
     name = "vllm python"
     if not python:
-        checks.append(Check(name, SKIPPED, f"{VLLM_PYTHON_ENV} is not set and worker.toml names no vllm_python "
-                                           "(optional vLLM evaluation backend)"))
+        checks.append(Check(name, SKIPPED, f"{VLLM_NOT_CONFIGURED}; it is an optional evaluation backend"))
         return checks
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
         checks.append(Check(name, ERROR, f"vLLM interpreter {python} is not an executable file",

@@ -1,6 +1,6 @@
 """The control front door (CLI / TUI process): hand the queue to what runs it, and cancel a job, locally or on Slurm.
 
-``llmtui queue``, the TUI and ``llmtui eval --queue`` call these two; they pick the local worker
+``llmtui queue`` and the TUI call these two; they pick the local worker
 (:mod:`engine.jobs.worker`) or the Slurm executor (:mod:`engine.jobs.slurm`) from ``.llmtui/worker.toml``.
 """
 

@@ -84,6 +84,9 @@ def _slurm_settings(path: Path, table: object) -> SlurmSettings:
 
 #: The environment variable naming vLLM's own interpreter (it wins over ``vllm_python`` in worker.toml).
 VLLM_PYTHON_ENV = "LLMTUI_VLLM_PYTHON"
+#: What every process says when no vLLM interpreter is named (evaluation, the smoke run, llmtui doctor).
+VLLM_NOT_CONFIGURED = (f"vLLM is not configured: {VLLM_PYTHON_ENV} is not set and .llmtui/worker.toml names no "
+                       "vllm_python (the interpreter ./dev.sh setup-vllm prints)")
 
 
 def configured_vllm_python(ws: Workspace) -> str | None:

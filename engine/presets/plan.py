@@ -3,13 +3,12 @@ target modules and prompt format its base model gives, as plain data (TUI and CL
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from engine.presets.config import ExperimentConfig
 from engine.presets.naming import ptq_output_name
 from engine.workspace import Workspace
-from engine.presets.lmeval_request import LmEvalRequest
 
 
 @dataclass
@@ -50,23 +49,19 @@ def make_plan(config: ExperimentConfig, ws: Workspace) -> Plan:
     for step, spec in zip(config.ptq, config.ptq_specs()):
         out = ptq_output_name(name, spec)
         steps.append(Step("quantize", out, f"{spec.method} {spec.weights_bits}-bit PTQ of {name} → Models/{out}",
-                          after=[0], options={"source": name, "method": step.method.lower(), "bits": step.bits,
-                                              "group_size": step.group_size, "calibration": step.calibration,
-                                              "samples": step.samples}))
+                          after=[0], options={"source": name, **step.options()}))
         outputs.append((out, len(steps) - 1))
     if config.eval.after:
         sets = ", ".join(config.eval.datasets) or "all test sets"
+        request = config.eval.request()
+        # lm-eval tasks are a job of their own beside the built-in test sets' (an eval job runs one or the other)
+        built_in = replace(request, lm_eval_tasks=[], num_fewshot=-1, apply_chat_template=False, check_backends=0)
+        lm_eval = replace(request, datasets=[]) if request.lm_eval_tasks else None
         for out, index in outputs:
-            steps.append(Step("eval", out, f"evaluate {out} on {sets}", after=[index],
-                              options={"datasets": list(config.eval.datasets), "limit": config.eval.limit,
-                                       "batch_size": config.eval.batch_size, "backend": config.eval.backend,
-                                       "threads": config.eval.threads, "report_to": list(config.eval.report_to)}))
-            if config.eval.lm_eval_tasks:
-                request = LmEvalRequest.from_section(config.eval)
-                steps.append(Step("eval", out, f"evaluate {out} on {request.describe()}", after=[index],
-                                  options={"datasets": [], "limit": config.eval.limit, "batch_size": config.eval.batch_size,
-                                           "backend": "auto", "threads": config.eval.threads, "report_to": [],
-                                           "lm_eval": request.to_dict()}))
+            steps.append(Step("eval", out, f"evaluate {out} on {sets}", after=[index], options=built_in.options()))
+            if lm_eval is not None:
+                steps.append(Step("eval", out, f"evaluate {out} on lm-eval {', '.join(lm_eval.lm_eval_tasks)}",
+                                  after=[index], options=lm_eval.options()))
     return Plan(name, str(ws.model_dir(name)), steps)
 
 

@@ -18,13 +18,13 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.events import EventKind, EventWriter
 from engine.models.folder import TRAINING_METADATA, ModelLoadError, detect_kind, dig
 from engine.models.resolve import ModelNotFoundError, resolve_model_folder
+from engine.runs.evaluate import EvalOptions
 from engine.workspace import Workspace, safe_name
 
 log = logging.getLogger("llmtui.lmeval")
@@ -39,6 +39,8 @@ ADAPTER_CHECK_PROMPTS = (
 )
 #: Logits closer than this to the parent's everywhere count as "the adapter changed nothing".
 UNCHANGED_TOLERANCE = 1e-6
+#: Rows the ``llmtui`` class batches when the request says ``auto`` (continuous batching keeps them busy).
+AUTO_BATCH = 16
 LM_EVAL_INSTALL = "pip install 'llmtui[lm-eval]' (or: pip install lm_eval)"
 
 
@@ -48,22 +50,6 @@ class LmEvalError(ValueError):
 
 class AdapterUnchanged(LmEvalError):
     """The model's logits equal its parent's on every check prompt."""
-
-
-@dataclass
-class LmEvalOptions:
-    """The lm-eval part of an evaluation: task names, few-shot count (None = each task's own), chat template,
-    items per task (0 = all), batch size of the ``llmtui`` class, the adapter check's override, and how many
-    generate_until items to run through vLLM as well (0 = none)."""
-
-    tasks: list[str] = field(default_factory=list)
-    num_fewshot: int | None = None
-    apply_chat_template: bool = False
-    limit: int = 0
-    batch_size: int = 16
-    device: str | None = None
-    force_unchanged_adapter: bool = False
-    check_backends: int = 0
 
 
 def tasks_folder(ws: Workspace) -> Path:
@@ -202,7 +188,7 @@ def _move_output(tmp: Path, final: Path) -> list[Path]:
     return moved
 
 
-def run_lm_eval(ws: Workspace, model_ref: str | Path, options: LmEvalOptions, *,
+def run_lm_eval(ws: Workspace, model_ref: str | Path, options: EvalOptions, *,
                 events: EventWriter | None = None, manager: Any = None) -> dict[str, Any]:
     """Evaluate one model folder on lm-eval tasks; returns ``{"model", "results" (lm-eval's), "files"}``.
 
@@ -216,16 +202,15 @@ def run_lm_eval(ws: Workspace, model_ref: str | Path, options: LmEvalOptions, *,
     from engine.runs.loading import load_for_inference, resolve_device
 
     events = events or EventWriter(None)
+    batch_size = options.batch_size if isinstance(options.batch_size, int) else AUTO_BATCH
     try:
         model_dir = resolve_model_folder(ws, model_ref)
     except ModelNotFoundError as exc:
         raise LmEvalError(f"model {exc}") from None
     name = safe_name(model_dir.name)
-    if options.num_fewshot is not None and options.num_fewshot < 0:
-        raise LmEvalError(f"--num-fewshot {options.num_fewshot} must be 0 or more")
-    manager = manager or load_tasks(ws, options.tasks)  # before the model: unreachable data fails fast
+    manager = manager or load_tasks(ws, options.lm_eval_tasks)  # before the model: unreachable data fails fast
     device = resolve_device(options.device)
-    events.emit(EventKind.START, model=name, model_dir=str(model_dir), lm_eval_tasks=options.tasks)
+    events.emit(EventKind.START, model=name, model_dir=str(model_dir), lm_eval_tasks=options.lm_eval_tasks)
     loaded = load_for_inference(model_dir, device=device)
     effect = adapter_effect(ws, model_dir, loaded, device)
     if effect is not None and not effect["changed"]:
@@ -234,7 +219,7 @@ def run_lm_eval(ws: Workspace, model_ref: str | Path, options: LmEvalOptions, *,
         if not options.force_unchanged_adapter:
             raise AdapterUnchanged(message + "; evaluate anyway with --force-unchanged-adapter")
         events.emit(EventKind.WARNING, model=name, message=message)
-    lm = LlmtuiLM(pretrained=str(model_dir), loaded=loaded, batch_size=options.batch_size)
+    lm = LlmtuiLM(pretrained=str(model_dir), loaded=loaded, batch_size=batch_size)
     model_args = {"pretrained": str(model_dir)}
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=ws.lm_eval_dir if ws.lm_eval_dir.is_dir()
                                 else _made(ws.lm_eval_dir)))
@@ -242,9 +227,10 @@ def run_lm_eval(ws: Workspace, model_ref: str | Path, options: LmEvalOptions, *,
         tracker = EvaluationTracker(output_path=str(tmp))
         with in_tasks_folder(ws):
             results = lm_eval.simple_evaluate(
-                model=lm, model_args=model_args, tasks=list(options.tasks), num_fewshot=options.num_fewshot,
+                model=lm, model_args=model_args, tasks=list(options.lm_eval_tasks),
+                num_fewshot=None if options.num_fewshot < 0 else options.num_fewshot,
                 limit=options.limit or None, apply_chat_template=options.apply_chat_template, log_samples=True,
-                task_manager=manager, evaluation_tracker=tracker, batch_size=options.batch_size)
+                task_manager=manager, evaluation_tracker=tracker, batch_size=batch_size)
         samples = results.pop("samples")
         results["config"]["model"] = "llmtui"
         results["llmtui"] = {"model_kind": loaded.kind, "device": device, "adapter_effect": effect}
@@ -272,7 +258,7 @@ def _made(folder: Path) -> Path:
     return folder
 
 
-def run_lm_eval_models(ws: Workspace, refs: list[str | Path], options: LmEvalOptions, *,
+def run_lm_eval_models(ws: Workspace, refs: list[str | Path], options: EvalOptions, *,
                        events: EventWriter | None = None) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
     """Each model in turn, continuing past a model's failure: ``({name: run}, [(name, error)])``.
 
@@ -280,7 +266,7 @@ def run_lm_eval_models(ws: Workspace, refs: list[str | Path], options: LmEvalOpt
     """
     events = events or EventWriter(None)
     require_lm_eval()
-    manager = load_tasks(ws, options.tasks)
+    manager = load_tasks(ws, options.lm_eval_tasks)
     done: dict[str, dict[str, Any]] = {}
     failed: list[tuple[str, str]] = []
     for ref in refs:

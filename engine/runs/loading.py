@@ -4,7 +4,7 @@ The kind is detected from the folder's files — ``quantization_metadata.json``,
 ``training_metadata.json`` and ``config.json``'s ``quantization_config`` — never from its name.
 ``trust_remote_code`` is on only when the preset that produced the model asked for it.
 PTQ outputs (any folder with ``quantization_metadata.json``) and GPTQ/AWQ/HQQ checkpoints are loaded by
-``engine.runs.quantize.load_quantized`` (the PTQ backends); bitsandbytes checkpoints without that file by
+``engine.runs.ptq_backends.load_quantized``; bitsandbytes checkpoints without that file by
 ``from_pretrained``, which reads their ``quantization_config``.
 """
 
@@ -127,7 +127,7 @@ def load_for_inference(model_dir: Path | str, *, device: str | None = None) -> L
         import os
 
         os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
-        from engine.runs.quantize import load_quantized
+        from engine.runs.ptq_backends import load_quantized
 
         model = load_quantized(model_dir, found.quantization, device)
     elif found.kind == "bnb":

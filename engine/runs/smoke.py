@@ -263,6 +263,7 @@ def run_queue(smoke: Smoke) -> QueueRun:
     """Queue the evaluation jobs (and with 2+ GPUs a data-parallel training job), run them with the worker's own
     scheduling loop, and read NVML every ~0.2 s while they run."""
     from engine.jobs.enqueue import enqueue_eval, enqueue_pipeline
+    from engine.presets.requests import EvalRequest
     from engine.jobs.process import descendants
     from engine.jobs.settings import WorkerSettings
     from engine.jobs.store import JobStore
@@ -277,12 +278,12 @@ def run_queue(smoke: Smoke) -> QueueRun:
     _release_cuda_memory()  # before the baseline readings, so the jobs' own use stands out
     inventory = smoke.inventory
     readings = {r.index: r for r in inventory.gpus()}
-    run.eval_job = enqueue_eval(smoke.ws, [source.name], datasets=["boolq"], limit=EVAL_ITEMS,
-                                inventory=inventory)[0].id
+    request = EvalRequest(datasets=["boolq"], limit=EVAL_ITEMS)
+    run.eval_job = enqueue_eval(smoke.ws, [source.name], request, inventory=inventory)[0].id
     if len(readings) >= 2:
         if "merged" in smoke.outputs:
-            run.second_eval_job = enqueue_eval(smoke.ws, [smoke.outputs["merged"].name], datasets=["boolq"],
-                                               limit=EVAL_ITEMS, inventory=inventory)[0].id
+            run.second_eval_job = enqueue_eval(smoke.ws, [smoke.outputs["merged"].name], request,
+                                               inventory=inventory)[0].id
         overrides = TRAIN_OVERRIDES + ["train.gpus=2", "data.dataset=arc"]
         path = smoke.ws.experiments_dir / "boolq-full.toml"
         config = load_preset(path, overrides)
@@ -369,11 +370,11 @@ def step_eval_hf(smoke: Smoke, queue: QueueRun) -> str:
 
 def step_eval_vllm(smoke: Smoke, queue: QueueRun) -> str:
     """The same 16 items through the vLLM backend; its outputs must equal the built-in engine's job above."""
-    from engine.jobs.settings import VLLM_PYTHON_ENV, configured_vllm_python
+    from engine.jobs.settings import VLLM_NOT_CONFIGURED, configured_vllm_python
     from engine.runs.evaluate import EvalOptions, evaluate_model
 
     if not configured_vllm_python(smoke.ws):
-        raise Skip(f"vLLM is not configured ({VLLM_PYTHON_ENV} is not set and worker.toml names no vllm_python)")
+        raise Skip(VLLM_NOT_CONFIGURED)
     job = queue.jobs.get(queue.eval_job) if queue.eval_job is not None else None
     if job is None or job.status != JobStatus.DONE:
         raise Skip("needs the built-in engine's evaluation, which did not pass above")

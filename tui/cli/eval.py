@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
 
 from rich.markup import escape
 
-from engine.data.tasks import DISPLAY_ORDER
 from engine.events import EventKind
-from engine.presets.config import EVAL_BACKENDS
-from engine.presets.lmeval_request import LmEvalRequest, LmEvalRequestError, non_negative
+from engine.presets.requests import EvalRequest, flag_problems
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
-
-
-def _batch_size(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        size = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer or 'auto'") from None
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer or 'auto'")
-    return size
 
 
 def register(subparsers) -> None:
@@ -36,25 +21,10 @@ def register(subparsers) -> None:
     parser.add_argument("--untested", action="store_true",
                         help="evaluate every model in Models/ without a metrics file, one after another "
                              "(broken folders are listed, never evaluated)")
-    parser.add_argument("--datasets", metavar="LIST",
-                        help=f"comma-separated test sets: {','.join(DISPLAY_ORDER)} or custom names "
-                             "(default: every test set present)")
-    parser.add_argument("--limit", type=non_negative, default=0, metavar="N", help="items per test set (0 = all)")
-    parser.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
-                        help="prompts per generate call; auto starts high and halves on out-of-memory")
+    EvalRequest.add_flags(parser)
     parser.add_argument("--device", metavar="DEV", help="cuda, cuda:1 or cpu (default: cuda when available)")
-    parser.add_argument("--backend", default="auto", choices=EVAL_BACKENDS,
-                        help="auto (default): vLLM when configured (LLMTUI_VLLM_PYTHON or vllm_python in "
-                             ".llmtui/worker.toml) and it can load the model, else the built-in engine (hf)")
-    parser.add_argument("--threads", type=non_negative, default=0, metavar="N",
-                        help="torch CPU threads of the built-in engine (0 = as many as cores are free)")
-    parser.add_argument("--force", action="store_true", help="evaluate again even if a metrics file exists")
-    parser.add_argument("--report-to", metavar="LIST", default="",
-                        help="also log the metrics to the tracker runs the model's training used "
-                             "(comma-separated: tensorboard,wandb,mlflow)")
     parser.add_argument("--events", metavar="FILE", help="append JSONL progress events here (default: $LLMTUI_EVENTS)")
     parser.add_argument("--json", action="store_true", help="print the run's outcome as JSON")
-    LmEvalRequest.add_cli_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -65,11 +35,11 @@ def _terminate(signum, frame) -> None:
 
 def _result_line(name: str, metrics: dict) -> str:
     """``✓ model: boolq accuracy=0.980 (200 items), … — 312.5 items/s`` (each set's headline metric)."""
-    from engine.results.scoring import headline_metric
+    from engine.data.kinds import headline_metric
 
     parts = []
     for test_file, block in metrics["datasets"].items():
-        key = headline_metric(block["type"])
+        key = headline_metric(block["type"], block["metrics"])
         value = block["metrics"].get(key)
         shown = "n/a" if value is None else f"{value:.3f}"
         parts.append(f"{test_file.removeprefix('test-').removesuffix('.parquet')} {key}={shown} "
@@ -89,16 +59,11 @@ def run(args) -> int:
         fail("give MODEL_DIR arguments or --untested, not both")
     if not args.untested and not args.models:
         fail("name at least one MODEL_DIR, or use --untested")
-    try:
-        lm_eval = LmEvalRequest.from_cli(args)
-    except LmEvalRequestError as exc:
-        fail(str(exc))
-    if lm_eval:
-        return _run_lm_eval(ws, args, lm_eval)
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
-    report_to = [t.strip() for t in args.report_to.split(",") if t.strip()]
-    options = EvalOptions(datasets=datasets, limit=args.limit, batch_size=args.batch_size, force=args.force,
-                          device=args.device, backend=args.backend, threads=args.threads, report_to=report_to)
+    options = EvalOptions(**EvalRequest.from_flags(args).options(), device=args.device)
+    if problems := options.lm_eval_problems():
+        fail(flag_problems(problems))
+    if options.lm_eval_tasks:
+        return _run_lm_eval(ws, args, options)
     signal.signal(signal.SIGTERM, _terminate)
     broken = []
     if args.untested:
@@ -133,25 +98,18 @@ def run(args) -> int:
     return 1 if report.failed or broken else 0
 
 
-def _run_lm_eval(ws, args, request: LmEvalRequest) -> int:
+def _run_lm_eval(ws, args, options) -> int:
     """``--lm-eval TASKS``: each model through lm-eval's tasks with the ``llmtui`` model class (exit 1 when one
     failed, 2 when the tasks cannot run at all)."""
     from engine.events import EventWriter, events_path_from_env
     from engine.results.lmeval import untested_for_lm_eval
-    from engine.runs.lmeval_run import LmEvalError, LmEvalOptions, run_lm_eval_models
+    from engine.runs.lmeval_run import LmEvalError, run_lm_eval_models
 
-    if args.datasets:
-        fail("--datasets names built-in test sets; --lm-eval runs lm-eval tasks: give one or the other")
     broken = []
     refs = args.models
     if args.untested:
-        untested, broken = untested_for_lm_eval(ws, request.tasks)
+        untested, broken = untested_for_lm_eval(ws, options.lm_eval_tasks)
         refs = [record.path for record in untested]
-    options = LmEvalOptions(tasks=request.tasks, num_fewshot=request.num_fewshot,
-                            apply_chat_template=request.apply_chat_template, limit=args.limit,
-                            batch_size=args.batch_size if isinstance(args.batch_size, int) else 16,
-                            device=args.device, force_unchanged_adapter=request.force_unchanged_adapter,
-                            check_backends=request.check_backends)
     signal.signal(signal.SIGTERM, _terminate)
     with EventWriter(args.events or events_path_from_env()) as events:
         try:
@@ -180,5 +138,5 @@ def _run_lm_eval(ws, args, request: LmEvalRequest) -> int:
             err_console.print(f"[bold red]broken, not evaluated:[/] {escape(record.name)}: {escape(record.reason)}",
                               highlight=False)
         if args.untested and not refs:
-            console.print(f"every model has results for {', '.join(request.tasks)}")
+            console.print(f"every model has results for {', '.join(options.lm_eval_tasks)}")
     return 1 if failed or broken else 0

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import EventKind, EventWriter, events_path_from_env, read_events
-from tui.cli.common import add_preset_args, add_workspace_arg, console, err_console, fail, workspace_from
+from engine.presets.requests import TrainRequest
+from tui.cli.common import add_workspace_arg, console, err_console, fail, workspace_from
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="fine-tune a model from a preset (SFT, LoRA/DoRA/VeRA, QLoRA)")
     add_workspace_arg(parser)
-    add_preset_args(parser, overwrite=True)
+    TrainRequest.add_flags(parser)
     parser.add_argument("--events", metavar="FILE", default=None,
                         help="append JSONL progress events here (default: $LLMTUI_EVENTS)")
     parser.set_defaults(func=run)

@@ -161,17 +161,18 @@ def _make_adapter(ws, name: str, *, zero_b: bool) -> Path:
 @pytest.mark.slow
 def test_the_adapter_check_stops_a_no_op_adapter_and_records_a_real_ones_effect(lm_ws):
     from engine.results.lmeval import read_results_file, results_files
-    from engine.runs.lmeval_run import AdapterUnchanged, LmEvalOptions, run_lm_eval
+    from engine.runs.evaluate import EvalOptions
+    from engine.runs.lmeval_run import AdapterUnchanged, run_lm_eval
 
     ws, manager = lm_ws
-    options = LmEvalOptions(tasks=["llmtui_boolq"], limit=2, device="cpu")
+    options = EvalOptions(lm_eval_tasks=["llmtui_boolq"], limit=2, device="cpu")
     noop = _make_adapter(ws, "noop-lora", zero_b=True)
     with pytest.raises(AdapterUnchanged, match=r"the adapter changed nothing: noop-lora's logits equal its parent "
                                                r"tiny-qwen3's on 4 prompts"):
         run_lm_eval(ws, noop.name, options, manager=manager)
     assert not (ws.lm_eval_dir / "noop-lora").exists()
-    forced = run_lm_eval(ws, noop.name, LmEvalOptions(tasks=["llmtui_boolq"], limit=2, device="cpu",
-                                                      force_unchanged_adapter=True), manager=manager)
+    forced = run_lm_eval(ws, noop.name, EvalOptions(lm_eval_tasks=["llmtui_boolq"], limit=2, device="cpu",
+                                                    force_unchanged_adapter=True), manager=manager)
     assert forced["results"]["llmtui"]["adapter_effect"]["changed"] is False
 
     real = _make_adapter(ws, "real-lora", zero_b=False)
@@ -203,7 +204,8 @@ def test_a_trained_fine_tune_passes_the_adapter_check(trained_boolq_model, tmp_p
 
 
 def test_a_task_whose_data_is_missing_fails_before_the_model_loads(lm_ws, monkeypatch):
-    from engine.runs.lmeval_run import LmEvalError, LmEvalOptions, run_lm_eval, tasks_folder
+    from engine.runs.evaluate import EvalOptions
+    from engine.runs.lmeval_run import LmEvalError, run_lm_eval, tasks_folder
 
     ws, _ = lm_ws
     folder = tasks_folder(ws)
@@ -218,7 +220,7 @@ def test_a_task_whose_data_is_missing_fails_before_the_model_loads(lm_ws, monkey
     try:
         with pytest.raises(LmEvalError, match=r"lm-eval task llmtui_broken: cannot read its dataset parquet "
                                               r"\(.*gone\.parquet.*\).*gone\.parquet"):
-            run_lm_eval(ws, "tiny-qwen3", LmEvalOptions(tasks=["llmtui_broken"]))
+            run_lm_eval(ws, "tiny-qwen3", EvalOptions(lm_eval_tasks=["llmtui_broken"]))
     finally:
         (folder / "broken.yaml").unlink()
 

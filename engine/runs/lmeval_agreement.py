@@ -21,9 +21,14 @@ def _generate_items(samples: dict[str, list[dict[str, Any]]], count: int) -> lis
     items = []
     for task, rows in samples.items():
         for row in rows:
-            arguments = (row.get("arguments") or {}).get("gen_args_0") or {}
-            if isinstance(arguments.get("arg_1"), dict) and isinstance(arguments.get("arg_0"), str):
-                items.append((task, arguments["arg_0"], arguments["arg_1"], row["resps"][0][0]))
+            arguments = row.get("arguments")
+            # in memory a list of request args, ``[(context, gen_kwargs)]``; in the samples file ``gen_args_0``
+            if isinstance(arguments, dict):
+                first = arguments.get("gen_args_0") or {}
+                arguments = [(first.get("arg_0"), first.get("arg_1"))]
+            context, gen_kwargs = (list(arguments[0]) + [None, None])[:2] if arguments else (None, None)
+            if isinstance(context, str) and isinstance(gen_kwargs, dict):
+                items.append((task, context, gen_kwargs, row["resps"][0][0]))
             if len(items) >= count:
                 return items
     return items

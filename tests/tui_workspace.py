@@ -1,5 +1,5 @@
 """Deterministic workspaces for the TUI tests: model folders with fixed metadata (no weights), and a
-helper that waits in a Pilot test until the app shows something."""
+helper that waits in a Pilot test until the app shows something, and one that opens a comparison."""
 
 from __future__ import annotations
 
@@ -44,3 +44,16 @@ async def wait_for(pilot, condition: Callable[[], object], *, timeout: float = 1
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
         await pilot.pause(0.05)
+
+
+async def open_compare(app, pilot, *, timeout: float = 20.0):
+    """From anywhere: Results (4), mark the first two models, ``c``; the comparison screen once computed."""
+    from tui.screens.compare import CompareScreen
+
+    await pilot.press("4")
+    results = app.screen
+    await wait_for(pilot, lambda: results.table_data is not None, what="the results")
+    await pilot.press("space", "down", "space", "c")
+    await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.comparison is not None,
+                   timeout=timeout, what="the comparison")
+    return app.screen

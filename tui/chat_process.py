@@ -23,10 +23,14 @@ STDERR_LINES = 40
 class ChatProcess:
     """One chat server for one model; :meth:`stop` ends it (and its process group)."""
 
-    def __init__(self, ws: Workspace, model: str, on_reply: Callable[[Reply], None]) -> None:
+    def __init__(self, ws: Workspace, model: str, on_reply: Callable[[Reply], None], *, device: str | None = None,
+                 threads: int | None = None, env: dict[str, str] | None = None) -> None:
         self.ws = ws
         self.model = model
         self.on_reply = on_reply
+        self.device = device  # None: the server's default (cuda when available)
+        self.threads = threads  # None: torch's default
+        self.env = env or {}  # added to this process's environment (the GPU it may use)
         self.process: subprocess.Popen | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._lock = threading.Lock()
@@ -35,8 +39,11 @@ class ChatProcess:
     def start(self) -> None:
         """Start the server; its ``ready`` (or ``error``) reply follows once the model is loaded."""
         command = [sys.executable, "-m", "tui.cli", "-w", str(self.ws.root), "chat-server", self.model]
+        command += ["--device", self.device] if self.device else []
+        command += ["--threads", str(self.threads)] if self.threads else []
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1,
+                                        env={**os.environ, **self.env} if self.env else None,
                                         start_new_session=True)  # its own group: stop() ends everything it started
         threading.Thread(target=self._read_replies, daemon=True, name=f"chat-{self.model}").start()
         threading.Thread(target=self._read_stderr, daemon=True, name=f"chat-err-{self.model}").start()

@@ -48,7 +48,7 @@ def _quantize_request(ws: Workspace, source: str, target: str, request: Quantize
                       after_steps=after_steps)
 
 
-def _eval_request(ws: Workspace, model: str, request: EvalRequest, *, gpus: int, description: str = "",
+def eval_request(ws: Workspace, model: str, request: EvalRequest, *, gpus: int, description: str = "",
                   preset: str | None = None, after: tuple[int, ...] = (),
                   after_steps: tuple[int, ...] = ()) -> JobRequest:
     description = description or f"evaluate {model} on " + (
@@ -68,6 +68,17 @@ def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, 
     train command as ``--set`` (and ``overwrite`` as ``--overwrite``, replacing an existing model folder);
     ``after`` are job ids the first step waits for.
     """
+    requests = pipeline_requests(ws, config, preset_text, overrides=overrides, overwrite=overwrite, after=after,
+                                 inventory=inventory)
+    with JobStore(ws) as store:
+        return store.enqueue_many(requests)
+
+
+def pipeline_requests(ws: Workspace, config: ExperimentConfig, preset_text: str, *, overrides: Iterable[str] = (),
+                      overwrite: bool = False, after: Iterable[int] = (),
+                      inventory: GpuInventory | None = None) -> list[JobRequest]:
+    """The job requests of a preset's pipeline, one per step of :func:`engine.presets.plan.make_plan` (same
+    order; ``after_steps`` index this list), for :func:`enqueue_pipeline` and studies."""
     gpu_count = visible_gpu_count(inventory)
     train_gpus = config.train.gpus if gpu_count else 0
     if train_gpus > gpu_count > 0:
@@ -89,13 +100,12 @@ def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, 
                                               description=step.description, preset=preset_text,
                                               after_steps=after_steps))
         elif step.kind == "eval":
-            requests.append(_eval_request(ws, step.target, EvalRequest.from_options(step.options), gpus=step_gpus,
+            requests.append(eval_request(ws, step.target, EvalRequest.from_options(step.options), gpus=step_gpus,
                                           description=step.description, preset=preset_text,
                                           after_steps=after_steps))
         else:
             raise JobError(f"the plan has a step of unknown kind {step.kind!r}")
-    with JobStore(ws) as store:
-        return store.enqueue_many(requests)
+    return requests
 
 
 def enqueue_quantize(ws: Workspace, model: str, request: QuantizeRequest, *, out: str | None = None,
@@ -130,7 +140,7 @@ def enqueue_eval(ws: Workspace, models: Iterable[str], request: EvalRequest | No
     if problems:
         raise JobError(flag_problems(problems))
     gpus = 1 if visible_gpu_count(inventory) else 0
-    jobs = [_eval_request(ws, name, request, gpus=gpus, after=after) for name in names]
+    jobs = [eval_request(ws, name, request, gpus=gpus, after=after) for name in names]
     with JobStore(ws) as store:
         return store.enqueue_many(jobs)
 

@@ -32,6 +32,8 @@ from engine.jobs.resume import job_checkpoint, retry_depth
 from engine.jobs.scheduler import Waiting, default_max_parallel, free_gpus, plan_starts
 from engine.jobs.settings import SETTINGS_FILE, WorkerError, WorkerSettings, load_worker_settings
 from engine.jobs.store import Job, JobStore
+from engine.jobs.study_run import TRIAL_OPTION
+from engine.jobs.study_search import advance_after_job
 from engine.workspace import Workspace
 
 LOCK_FILE = "worker.lock"
@@ -169,7 +171,23 @@ class Worker:
     def _finish(self, job_id: int, exit_code: int | None) -> JobStatus:
         job_dir = self.ws.job_dir(job_id)
         tail = job_log_tail(job_dir)
-        return self.store.finish(job_id, exit_code, error=job_error(job_dir, exit_code, tail), log_tail=tail)
+        status = self.store.finish(job_id, exit_code, error=job_error(job_dir, exit_code, tail), log_tail=tail)
+        self._advance_search(job_id)
+        return status
+
+    def _advance_search(self, job_id: int) -> None:
+        """A study search's trial job ended: record its trial and queue the next (no driver process waits)."""
+        job = self.store.get(job_id)
+        if job is None or TRIAL_OPTION not in job.options:
+            return
+        try:
+            result = advance_after_job(self.ws, job)
+        except Exception as exc:  # a broken study file must not stop the queue: say so and go on
+            self.log(f"job {job_id}: its study search could not move on: {exc}")
+            return
+        if result and (result["told"] or result["queued"]):
+            self.log(f"job {job_id}: study search told {result['told']}, asked {result['asked']}, "
+                     f"queued {result['queued']}")
 
     def _handle_cancels(self) -> None:
         if not self.running:

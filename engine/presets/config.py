@@ -37,11 +37,20 @@ def slurm_time_problem(value: str) -> str | None:
     return f"{value!r} is not a Slurm time limit (formats: {', '.join(SLURM_TIME_FORMATS)})"
 
 
+def output_suffix_problem(value: str) -> str | None:
+    """Why ``value`` cannot be part of a model folder name, or None ('' = no suffix)."""
+    if re.fullmatch(r"[A-Za-z0-9.+=]*(-[A-Za-z0-9.+=]+)*", value):
+        return None
+    return f"{value!r} may hold only letters, digits, '.', '+', '=' and single '-' between them"
+
+
 @dataclass
 class ModelSection:
     base: str = knob("Qwen/Qwen3-0.6B", help="hub id or local model folder")
     trust_remote_code: bool = knob(False, help="run the model repo's own code (off unless needed)")
     dtype: str = knob("auto", choices=DTYPES, help="weights dtype for training")
+    output_suffix: str = knob("", check=output_suffix_problem,
+                              help="added to the output name after the base's name ('' = the legacy name)")
 
 
 @dataclass
@@ -138,7 +147,7 @@ class ExperimentConfig:
     def output_name(self) -> str:
         """The model folder name this experiment trains into."""
         return model_name(self.model.base, self.data.dataset, self.train.finetuning,
-                          self.peft.method, self.peft.r, self.quant_spec())
+                          self.peft.method, self.peft.r, self.quant_spec(), self.model.output_suffix)
 
     def ptq_specs(self) -> list[QuantizationSpec]:
         return [ptq_spec(s.method, s.resolved_bits(), s.group_size or None, s.calibration or None) for s in self.ptq]

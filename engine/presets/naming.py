@@ -102,9 +102,11 @@ def base_short_name(base: str) -> str:
 
 
 def model_name(base: str, dataset: str, finetuning: str, peft_method: str, r: int,
-               quant: QuantizationSpec) -> str:
-    """The legacy scripts' output folder name for a training run."""
-    short = base_short_name(base)
+               quant: QuantizationSpec, suffix: str = "") -> str:
+    """The legacy scripts' output folder name for a training run. A ``suffix`` (a study's way to tell apart
+    runs the legacy rule names alike, such as two learning rates) goes after the base's short name, where
+    the folder-name pattern of engine.results.registry still reads every other part."""
+    short = base_short_name(base) + (f"-{suffix}" if suffix else "")
     if dataset == "none":
         return f"{short}-base"
     peft = "NoPeft" if peft_method == "NoPeft" else f"{peft_method}{r}"

@@ -148,8 +148,10 @@ class Comparison:
 
 
 def compare(ws: Workspace, names: list[str], *, resamples: int = 1000, seed: int = 0,
-            confidence: float = 0.95, records: list[ResultRecord] | None = None) -> Comparison:
-    """Compare ``names`` (the first is the reference) on every test set they share.
+            confidence: float = 0.95, records: list[ResultRecord] | None = None,
+            only_metrics: set[str] | None = None) -> Comparison:
+    """Compare ``names`` (the first is the reference) on every test set they share (on ``only_metrics``
+    when given: a study's table needs each set's headline metric, not every bootstrap).
 
     Raises :class:`CompareError` for an unknown model, an unreadable metrics file, fewer than two
     models or one named twice. Everything else — missing predictions, different items, a stale
@@ -177,7 +179,7 @@ def compare(ws: Workspace, names: list[str], *, resamples: int = 1000, seed: int
         if len(holders) < 2:
             result.skipped_datasets[file_name] = f"evaluated only for {baseline.name}"
             continue
-        comparer = _DatasetComparer(ws, file_name, holders, resamples, seed, confidence)
+        comparer = _DatasetComparer(ws, file_name, holders, resamples, seed, confidence, only_metrics)
         comparison = comparer.run()
         result.datasets.append(comparison)
         result.flips.extend(comparer.flips)
@@ -214,8 +216,9 @@ class _DatasetComparer:
     """Compares the models holding one test set."""
 
     def __init__(self, ws: Workspace, file_name: str, records: list[ResultRecord], resamples: int,
-                 seed: int, confidence: float) -> None:
+                 seed: int, confidence: float, only_metrics: set[str] | None = None) -> None:
         self.ws = ws
+        self.only_metrics = only_metrics
         self.file_name = file_name
         self.records = records
         self.results = [r.datasets[file_name] for r in records]
@@ -252,8 +255,8 @@ class _DatasetComparer:
                                  unavailable=unavailable, guard=guard)
 
     def metric_names(self) -> list[str]:
-        names = dict.fromkeys(m for d in self.results for m in d.metrics)
-        return list(names) + list(_DATASET_FIELDS)
+        names = list(dict.fromkeys(m for d in self.results for m in d.metrics)) + list(_DATASET_FIELDS)
+        return [n for n in names if n in self.only_metrics] if self.only_metrics is not None else names
 
     def metric(self, name: str, arrays: dict[str, dict[str, np.ndarray]],
                unavailable: dict[str, str]) -> MetricComparison:

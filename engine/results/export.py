@@ -92,7 +92,7 @@ def results_markdown(table: ResultsTable) -> str:
     rows = [[f"**{markdown_escape(x)}**" if (i, j) in best else markdown_escape(x)
              for j, x in enumerate(row)] for i, row in enumerate(cells)]
     aligns = [":---" if _text_column(c.key) else "---:" for c in table.columns]
-    return _markdown([markdown_escape(c.key) for c in table.columns], aligns, rows)
+    return markdown_table([markdown_escape(c.key) for c in table.columns], aligns, rows)
 
 
 def results_latex(table: ResultsTable, *, caption: str = "Evaluation results.",
@@ -199,7 +199,7 @@ def comparison_markdown(comparison: Comparison) -> str:
         for j in positions:
             row[j] = f"**{row[j]}**"
     aligns = [":---", ":---"] + ["---:"] * (len(headers) - 2)
-    table = _markdown([markdown_escape(h) for h in headers], aligns,
+    table = markdown_table([markdown_escape(h) for h in headers], aligns,
                       [[markdown_escape(x) for x in row] for row in rows])
     return table + "\n" + "".join(f"- {markdown_escape(n)}\n" for n in comparison_notes(comparison))
 
@@ -319,7 +319,7 @@ def lineage_notes(matrix: LineageMatrix) -> list[str]:
 def lineage_markdown(matrix: LineageMatrix) -> str:
     headers, rows = lineage_rows(matrix)
     rows = [[row[0].replace("  ", "&nbsp;&nbsp;"), *row[1:]] for row in rows]
-    table = _markdown([markdown_escape(h) for h in headers], [":---", ":---"] + ["---:"] * (len(headers) - 2),
+    table = markdown_table([markdown_escape(h) for h in headers], [":---", ":---"] + ["---:"] * (len(headers) - 2),
                       [[markdown_escape(x) for x in row] for row in rows])
     return table + "\n" + "".join(f"- {markdown_escape(n)}\n" for n in lineage_notes(matrix))
 
@@ -349,7 +349,7 @@ def _interval_title(comparison: Comparison) -> str:
     return f"{comparison.confidence:.0%} CI / b, c"
 
 
-def _markdown(headers: list[str], aligns: list[str], rows: list[list[str]]) -> str:
+def markdown_table(headers: list[str], aligns: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(aligns) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"

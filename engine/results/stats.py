@@ -212,3 +212,32 @@ def items_needed(difference: float, discordance: float, *, alpha: float = ALPHA,
     z_alpha, z_beta = _z_values(alpha, power)
     root = z_alpha * math.sqrt(discordance) + z_beta * math.sqrt(discordance - difference ** 2)
     return math.ceil((root / difference) ** 2 - 1e-9)
+
+
+def holm_adjust(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment (family-wise error), in the input order: the k-th smallest of m p-values
+    becomes max over j ≤ k of min(1, (m - j + 1) · p_(j))."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def bh_adjust(p_values: list[float]) -> list[float]:
+    """Benjamini–Hochberg adjustment (false discovery rate), in the input order: the k-th smallest of m
+    p-values becomes min over j ≥ k of min(1, m · p_(j) / j)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [0.0] * len(p_values)
+    running = 1.0
+    for rank in range(len(order) - 1, -1, -1):
+        index = order[rank]
+        running = min(running, len(p_values) * p_values[index] / (rank + 1))
+        adjusted[index] = running
+    return adjusted
+
+
+#: Multiple-comparison corrections by the names study files use (engine.presets.study.CORRECTIONS).
+CORRECTIONS = {"holm": holm_adjust, "bh": bh_adjust}

@@ -9,9 +9,11 @@ Protocol, one JSON object per line. The server sends ``{"type": "ready", "model"
 "template"}`` once the model is loaded, or ``{"type": "error", "fatal": true, "message"}`` and exits 1.
 Requests carry an ``id`` echoed in the replies:
   ``{"type": "render", "id", "messages", "system"}`` → ``{"type": "prompt", "id", "text"}``
-  ``{"type": "generate", "id", "messages", "system", "temperature", "top_p", "max_new_tokens"}``
+  ``{"type": "generate", "id", "messages", "system", "temperature", "top_p", "seed", "max_new_tokens"}``
       → ``prompt``, then ``{"type": "token", "id", "text"}`` per piece of text, then
-        ``{"type": "done", "id", "text", "tokens", "seconds", "stopped"}`` (or ``{"type": "error", "id", "message"}``)
+        ``{"type": "done", "id", "text", "tokens", "seconds", "first_token_s", "stopped"}``
+        (or ``{"type": "error", "id", "message"}``); ``seconds`` and ``first_token_s`` are measured from the
+        start of generation (after rendering), so the Arena's columns compare the models, not the pipes
   ``{"type": "stop"}`` ends the answer being generated (``stopped`` true). End of input ends the server.
 """
 
@@ -37,17 +39,20 @@ class ChatRequestError(ValueError):
 
 @dataclass
 class ChatSettings:
-    """Decoding: greedy when ``temperature`` is 0 (the default, like evaluation), else sampling."""
+    """Decoding: greedy when ``temperature`` is 0 (the default, like evaluation), else sampling from
+    ``seed`` (the same seed gives the same sample, so the Arena's columns draw alike)."""
 
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 256
+    seed: int = 0
 
     @classmethod
     def from_request(cls, request: dict[str, Any]) -> "ChatSettings":
         settings = cls()
         for name, kind, low, high in (("temperature", float, 0.0, 10.0), ("top_p", float, 0.0, 1.0),
-                                      ("max_new_tokens", int, 1, MAX_NEW_TOKENS_LIMIT)):
+                                      ("max_new_tokens", int, 1, MAX_NEW_TOKENS_LIMIT),
+                                      ("seed", int, 0, 2**32 - 1)):
             if name not in request:
                 continue
             value = request[name]
@@ -106,6 +111,7 @@ class ChatSession:
         config = greedy_generation_config(model, tokenizer, settings.max_new_tokens)
         if settings.temperature > 0:
             config.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
+            torch.manual_seed(settings.seed)
         device = input_device(model)
         input_ids = torch.tensor(tokenize_prompts(tokenizer, [prompt]), dtype=torch.long, device=device)
         pieces: list[str] = []
@@ -146,8 +152,10 @@ def _requests(stream, inbox: queue.Queue, stop: threading.Event) -> None:
     inbox.put(None)
 
 
-def serve(model_dir: Path | str, *, device: str | None = None, requests=None, replies=None) -> int:
-    """Load ``model_dir`` and answer requests until the input ends (see the module docstring)."""
+def serve(model_dir: Path | str, *, device: str | None = None, threads: int | None = None, requests=None,
+          replies=None) -> int:
+    """Load ``model_dir`` and answer requests until the input ends (see the module docstring); ``threads``
+    caps torch's CPU threads (the Arena divides the cores between its servers)."""
     if replies is None:  # keep fd 1 for the protocol: what libraries print goes to stderr
         replies = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
         os.dup2(2, 1)
@@ -157,6 +165,10 @@ def serve(model_dir: Path | str, *, device: str | None = None, requests=None, re
         replies.write(json.dumps({"type": reply_type, **data}) + "\n")
         replies.flush()
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         session = ChatSession(model_dir, device=device)
     except Exception as exc:  # any load failure is reported to the screen, which shows it
@@ -179,10 +191,16 @@ def serve(model_dir: Path | str, *, device: str | None = None, requests=None, re
             if request["type"] == "generate":
                 stop.clear()
                 started = time.perf_counter()
-                text, tokens, stopped = session.generate(prompt, settings, lambda t: send("token", id=ident, text=t),
-                                                         stop)
+                first: list[float] = []
+
+                def on_text(piece: str) -> None:
+                    if not first:
+                        first.append(time.perf_counter() - started)
+                    send("token", id=ident, text=piece)
+
+                text, tokens, stopped = session.generate(prompt, settings, on_text, stop)
                 send("done", id=ident, text=text, tokens=tokens, seconds=round(time.perf_counter() - started, 3),
-                     stopped=stopped)
+                     first_token_s=round(first[0], 3) if first else None, stopped=stopped)
         except ChatRequestError as exc:
             send("error", id=ident, message=str(exc))
         except Exception as exc:  # a failed generation leaves the server (and the loaded model) usable

@@ -34,8 +34,10 @@ max_length = 128
 after = true
 datasets = ["boolq"]
 """,
-    "boolq-lora": """# LoRA on the tiny demo model, merged after training (measured: 96 % held-out accuracy after 800 steps,
-# about 1 minute on 2 CPU cores; 200 steps at a linear schedule stayed at chance).
+    "boolq-lora": """# LoRA on the tiny demo model, merged after training (measured: 96 % held-out accuracy after 800 steps;
+# 200 steps at a linear schedule stayed at chance). Its time is CPU time, so it depends on the cores free:
+# 800 steps of 16 examples took about 1 minute on 2 idle cores and 9 minutes on 2 cores busy with other work.
+# Jobs (3) shows the steps per second and the ETA while it runs.
 [model]
 base = "Models/tiny-qwen3"
 
@@ -117,6 +119,24 @@ after = true
 }
 
 
+#: Study files (``llmtui study plan|run|show``), written beside the presets.
+DEMO_STUDIES = {
+    "demo-study": """# A study: LoRA and DoRA on synthetic BoolQ (boolq-lora's 800 steps), each followed by HQQ 4- and 8-bit PTQ,
+# every model evaluated on 100 items (the base model too). `llmtui study run demo-study`, then `llmtui study show
+# demo-study` (about 15 minutes on 2 busy CPU cores).
+[study]
+base = "boolq-lora.toml"
+
+[study.set]
+"eval.limit" = 100
+ptq = [{ method = "HQQ", bits = 4, group_size = 64 }, { method = "HQQ", bits = 8, group_size = 64 }]
+
+[study.axes]
+"peft.method" = ["LoRa", "DoRa"]
+""",
+}
+
+
 def create_demo(root: Path | str, train_rows: int = 1000, test_rows: int = 100) -> Workspace:
     """Create the demo workspace at ``root``: layout, synthetic datasets, a tiny base model, presets.
 
@@ -133,7 +153,7 @@ def create_demo(root: Path | str, train_rows: int = 1000, test_rows: int = 100) 
     if not base_dir.exists():
         with staged_dir(base_dir) as tmp:
             build_tiny_model(tmp, corpus_for_tokenizer(ws.datasets_dir))
-    for name, text in DEMO_PRESETS.items():
+    for name, text in {**DEMO_PRESETS, **DEMO_STUDIES}.items():
         path = ws.experiments_dir / f"{name}.toml"
         if not path.exists():
             write_text(path, text)

@@ -193,7 +193,7 @@ async def test_the_footer_shows_every_shown_key_whole_at_80_columns(tmp_path, tu
     make_model(ws, "some-model")
     app = tui_app(ws)
     async with app.run_test(size=(80, 24)) as pilot:
-        for key in ("1", "2", "3", "4", "5"):
+        for key in ("1", "2", "3", "4", "5", "ctrl+o"):  # ctrl+o: the Chat screen's Arena
             await pilot.press(key)
             await wait_for(pilot, lambda: app.screen.query(Footer), what="the screen")
             screen = app.screen
@@ -215,6 +215,7 @@ async def test_the_footer_shows_every_shown_key_whole_at_80_columns(tmp_path, tu
             for footer_key in keys():
                 assert footer_key.region.width > 0 and footer_key.region.right <= limit, \
                     (type(screen).__name__, footer_key.description, footer_key.region, limit)
+        assert type(app.screen).__name__ == "ArenaScreen"
 
 
 async def test_a_demo_workspace_offers_its_example_once_and_d_queues_it(demo_ws, tui_app):
@@ -224,6 +225,8 @@ async def test_a_demo_workspace_offers_its_example_once_and_d_queues_it(demo_ws,
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: any("Press D" in n.message for n in app._notifications),
                        what="the demo offer")
+        offer = next(n.message for n in app._notifications if "Press D" in n.message)
+        assert "800 training steps: about 1 minute on 2 idle CPU cores, several times that when other work" in offer
         await pilot.press("D")
         await wait_for(pilot, lambda: isinstance(app.screen, JobsScreen), what="the Jobs screen")
         with JobStore(demo_ws) as store:

@@ -91,6 +91,8 @@ def test_the_protocol_renders_streams_and_reports_bad_requests(demo_ws):
         {"type": "render", "id": 2, "messages": [{"role": "user", "content": "x"}]},
         {"type": "generate", "id": 3, "messages": [{"role": "assistant", "content": "x"}]},
         {"type": "generate", "id": 4, "messages": [{"role": "user", "content": "x"}], "temperature": -1},
+        *({"type": "generate", "id": 5 + i, "messages": [{"role": "user", "content": "x"}], "temperature": 1.0,
+           "seed": seed, "max_new_tokens": 8} for i, seed in enumerate((7, 7, 8))),
     ]) + "\nnot json\n")
     replies = io.StringIO()
     assert serve(demo_ws.model_dir("tiny-qwen3"), device="cpu", requests=requests, replies=replies) == 0
@@ -104,6 +106,9 @@ def test_the_protocol_renders_streams_and_reports_bad_requests(demo_ws):
     assert [r for r in out if r.get("id") == 2] == [{"type": "prompt", "id": 2, "text": "User: x\nAssistant:"}]
     assert [r["message"] for r in out if r.get("id") == 3] == ["messages: the last turn must be the user's"]
     assert [r["message"] for r in out if r.get("id") == 4] == ["temperature: -1 is outside 0.0..10.0"]
+    assert done["first_token_s"] is not None and 0 <= done["first_token_s"] <= done["seconds"]
+    sampled = [next(r["text"] for r in out if r.get("id") == i and r["type"] == "done") for i in (5, 6, 7)]
+    assert sampled[0] == sampled[1] != sampled[2]  # the same seed draws the same answer (the Arena's columns)
     assert out[-1]["type"] == "error" and out[-1]["message"].startswith("not JSON")
 
 

@@ -239,3 +239,25 @@ async def test_saving_from_the_form_keeps_the_file_as_written(demo_ws, tui_app):
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: path.read_text() != written, what="the second save")
         assert path.read_text() == written.replace("max_steps = 50\n", "max_steps = 80\n")
+
+
+async def test_escape_leaves_a_form_field_so_digits_switch_screens(demo_ws, tui_app):
+    """Tab into ``peft.r``, type, Escape, then ``3``: Jobs opens and r keeps what was typed (the ``3`` is not
+    typed into the field)."""
+    from tui.screens.jobs import JobsScreen
+
+    app = tui_app(demo_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(app, pilot)
+        r = screen.query_one("#f-peft-r", Input)
+        for _ in range(60):  # from the presets list, Tab through the form to peft.r
+            if screen.focused is r:
+                break
+            await pilot.press("tab")
+        assert screen.focused is r
+        await pilot.press("end", "ctrl+u", "8")
+        await pilot.press("escape")
+        assert screen.focused is screen.query_one("#presets", OptionList)
+        await pilot.press("3")
+        assert isinstance(app.screen, JobsScreen)
+        assert r.value == "8"

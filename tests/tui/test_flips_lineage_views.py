@@ -9,8 +9,7 @@ from textual.widgets import DataTable, Static
 
 from engine.files import write_json
 from metrics_fixtures import PROVENANCE, boxed, write_evaluation
-from tui_workspace import make_model, make_workspace, wait_for
-from tui.screens.compare import CompareScreen
+from tui_workspace import make_model, make_workspace, open_compare, wait_for
 from tui.screens.lineage import LineageScreen
 
 BOOLQ = "test-boolq.parquet"
@@ -31,16 +30,6 @@ def flips_workspace(tmp_path, *, extractor_b: int = 1):
         provenance = dict(PROVENANCE, extractor_version=extractor_b if name == "b-tuned" else 1)
         write_evaluation(ws, name, {BOOLQ: outputs}, {BOOLQ: GOLDS}, provenance=provenance)
     return ws
-
-
-async def open_compare(app, pilot) -> CompareScreen:
-    await pilot.press("4")
-    results = app.screen
-    await wait_for(pilot, lambda: results.table_data is not None, what="the results")
-    await pilot.press("space", "down", "space", "c")
-    await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.comparison is not None,
-                   timeout=20, what="the comparison")
-    return app.screen
 
 
 def text_of(screen, selector: str) -> str:

@@ -62,6 +62,14 @@ def _evaluated_workspace(tmp_path):
     return ws
 
 
+async def _open_form(pilot):
+    """The Experiments screen once the preset fills its form."""
+    await pilot.press("2")
+    screen = pilot.app.screen
+    await wait_for(pilot, lambda: screen.saved_values is not None, what="the preset in the form")
+    return screen
+
+
 def _app(tui_app, ws, clock=lambda: 1_800_000_000.0):
     return tui_app(ws, gpu_inventory=_inventory(), clock=clock)
 
@@ -82,9 +90,7 @@ def test_form_with_an_error(snap_compare, tmp_path, size, tui_app):
     (ws.experiments_dir / "boolq-lora.toml").write_text(PRESET)
 
     async def type_r_zero(pilot):
-        await pilot.press("2")
-        screen = pilot.app.screen
-        await wait_for(pilot, lambda: screen.saved_values is not None, what="the preset in the form")
+        screen = await _open_form(pilot)
         r = screen.query_one("#f-peft-r", Input)
         r.focus()
         await pilot.press("end", "ctrl+u", "0")
@@ -243,3 +249,67 @@ def test_lineage_view(snap_compare, tmp_path, size, tui_app):
                        and pilot.app.screen.matrix is not None, timeout=20, what="the lineage")
 
     assert snap_compare(app, terminal_size=size, run_before=lineage)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_arena(snap_compare, tmp_path, size, tui_app):
+    """Two columns answering a flipped BoolQ item, prompts shown: no model loads in a snapshot, so the screen is
+    given its chat servers' protocol replies (engine.runs.chat) directly, as the reader threads would."""
+    from engine.arena import ArenaColumn, ArenaItem
+    from engine.data.tasks import Item, get_task
+
+    ws = _evaluated_workspace(tmp_path)
+    models = ["Qwen3-0.6B-boolq_SFT_LoRa16_NoQuant", "Qwen3-0.6B-boolq_SFT_NoPeft_NoQuant"]
+
+    async def answered(pilot):
+        await pilot.press("5")
+        chat = pilot.app.screen
+        await wait_for(pilot, lambda: chat.tasks, what="the chat's choices")
+        chat.set_focus(None)
+        await pilot.press("ctrl+o")
+        arena = pilot.app.screen
+        await wait_for(pilot, lambda: models[1] in [v for _, v in arena.query_one("#arena-model-1")._options],
+                       what="the Arena's choices")
+        with arena.prevent(Select.Changed):  # shown as chosen, without starting servers
+            for i, model in enumerate(models):
+                arena.query_one(f"#arena-model-{i}").value = model
+            arena.query_one("#arena-task").value = "boolq"
+        arena.item = ArenaItem(get_task("boolq"), Item(3, "is the sky blue", True, "The sky is blue on a clear day."),
+                               {models[0]: {"output": "\\boxed{True}", "extracted": "True", "correct": True},
+                                models[1]: {"output": "\\boxed{True}", "extracted": "True", "correct": True}})
+        arena.show_columns([ArenaColumn(model) for model in models])
+        arena.request = {"type": "generate", "id": 1, "temperature": 0}
+        prompt = ("<|im_start|>system\nRead the passage and answer the question with True or False inside "
+                  "\\boxed{}.<|im_end|>\n<|im_start|>user\nis the sky blue\n\nContext:\nThe sky is blue on a clear "
+                  "day.<|im_end|>\n<|im_start|>assistant\n")
+        for i, (text, seconds) in enumerate((("\\boxed{True}", 0.21), ("\\boxed{False}", 0.35))):
+            arena.handle_reply(i, {"type": "ready", "model": models[i], "kind": "full", "device": "cpu"}, None)
+            arena.columns[i].start_answer()
+            for reply in ({"type": "prompt", "id": 1, "text": prompt}, {"type": "token", "id": 1, "text": text},
+                          {"type": "done", "id": 1, "text": text, "tokens": 5, "seconds": seconds,
+                           "first_token_s": 0.04, "stopped": False}):
+                arena.handle_reply(i, reply, None)
+        await pilot.press("ctrl+t")
+        arena.set_focus(None)  # no blinking cursor in the picture
+        pilot.app.clear_notifications()  # the broken-folder notice times out by the clock: flaky in a picture
+        await pilot.pause()
+
+    assert snap_compare(_app(tui_app, ws), terminal_size=size, run_before=answered)
+
+
+def test_escape_leaves_a_form_field(snap_compare, tmp_path, tui_app):
+    """After Tab into peft.r, typing and Escape, the presets list has the focus (digits switch screens again)."""
+    ws = make_workspace(tmp_path / "ws")
+    (ws.experiments_dir / "boolq-lora.toml").write_text(PRESET)
+
+    async def typed_then_escape(pilot):
+        screen = await _open_form(pilot)
+        r = screen.query_one("#f-peft-r", Input)
+        for _ in range(60):
+            if screen.focused is r:
+                break
+            await pilot.press("tab")
+        await pilot.press("end", "ctrl+u", "8", "escape")
+        await pilot.pause()
+
+    assert snap_compare(_app(tui_app, ws), terminal_size=(80, 24), run_before=typed_then_escape)

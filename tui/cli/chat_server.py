@@ -17,6 +17,7 @@ def register(subparsers) -> None:
     add_workspace_arg(parser)
     parser.add_argument("model", help="a model name in Models/ or a model folder")
     parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
+    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's own)")
     parser.set_defaults(func=run)
 
 
@@ -25,11 +26,13 @@ def run(args) -> int:
     from engine.runs.chat import serve
 
     ws = workspace_from(args)
+    if args.threads is not None and args.threads < 1:
+        fail(f"--threads: {args.threads} is not a positive number of threads")
     try:
         model_dir = resolve_model_folder(ws, args.model)
     except ModelNotFoundError as exc:
         fail(f"model {exc}")
-    code = serve(model_dir, device=args.device)
+    code = serve(model_dir, device=args.device, threads=args.threads)
     sys.stdout.flush()
     sys.stderr.flush()
     # Leave at once: the model's memory goes with the process, and tearing down torch's threads on a

@@ -65,10 +65,15 @@ def load_preset_or_exit(ws: Workspace, name: str, overrides: list[str], *, json_
         return load_preset(path, overrides, custom)
     except (ConfigError, DatasetError) as exc:
         problems = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else [str(exc)]
-        if json_errors:
-            print_json({"valid": False, "file": str(path), "problems": problems})
-        else:
-            err_console.print(f"[bold red]invalid preset[/] {path}", highlight=False)
-            for problem in problems:
-                err_console.print(f"  • {problem}", highlight=False, markup=False)
-        raise SystemExit(2) from None
+        exit_invalid("preset", path, problems, json_errors=json_errors)
+
+
+def exit_invalid(what: str, path: Path, problems: list[str], *, json_errors: bool = False) -> NoReturn:
+    """Print every problem of an invalid file (as JSON when asked) and exit 2."""
+    if json_errors:
+        print_json({"valid": False, "file": str(path), "problems": problems})
+    else:
+        err_console.print(f"[bold red]invalid {what}[/] {path}", highlight=False)
+        for problem in problems:
+            err_console.print(f"  • {problem}", highlight=False, markup=False)
+    raise SystemExit(2)

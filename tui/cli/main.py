@@ -12,11 +12,11 @@ import sys
 
 from engine import __version__
 from tui.cli import (chat, chat_server, compare, data, demo, doctor, eval, init, models, plan, power, quantize, queue,
-                     results, train, worker)
+                     results, study, train, worker)
 from tui.cli.common import add_workspace_arg
 
 #: The subcommand modules, in the order ``--help`` lists them.
-COMMANDS = (init, demo, plan, models, data, train, quantize, eval, queue, worker, results, compare, power, chat,
+COMMANDS = (init, demo, plan, models, data, train, quantize, eval, queue, worker, results, compare, study, power, chat,
             chat_server, doctor)
 
 

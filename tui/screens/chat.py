@@ -1,6 +1,6 @@
 """Screen 5: a chat playground. Pick any model folder and optionally a task (its system prompt), type a
 message, watch the answer stream in; ``ctrl+t`` shows the exact prompt the one prompt builder rendered
-(what evaluation would send). Generation runs in a ``llmtui chat-server`` child process
+(what evaluation would send); ``ctrl+o`` opens the Arena (:mod:`tui.screens.arena`), models side by side. Generation runs in a ``llmtui chat-server`` child process
 (:mod:`tui.chat_process`); switching model or leaving the screen ends it. Runs in the TUI process."""
 
 from __future__ import annotations
@@ -27,6 +27,29 @@ SETTINGS = {"chat-temperature": ("temperature", float, "0"), "chat-top-p": ("top
             "chat-max-tokens": ("max_new_tokens", int, "256")}
 
 
+def model_folder_names(ws) -> list[str]:
+    """The folders of ``Models/`` a chat can load (any kind; a broken one shows its load error), by name."""
+    try:
+        return sorted((p.name for p in ws.models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=str.lower)
+    except OSError:
+        return []
+
+
+def read_settings(screen, fields: dict[str, tuple[str, type, str]]) -> dict[str, Any] | None:
+    """The decoding settings typed in ``fields`` (widget id → request key, type, default text), or None after
+    saying which one cannot be read."""
+    values: dict[str, Any] = {}
+    for wid, (key, kind, default) in fields.items():
+        text = screen.query_one(f"#{wid}", Input).value.strip() or default
+        try:
+            values[key] = kind(text)
+        except ValueError:
+            screen.notify(f"{key}: {text!r} is not a number", title="cannot send", severity="error")
+            return None
+    return values
+
+
 @dataclass
 class Turn:
     """One message of the conversation as shown; ``widget`` is its place in the transcript."""
@@ -45,6 +68,7 @@ class ChatScreen(WorkspaceScreen):
     BINDINGS = [
         Binding("ctrl+t", "toggle_prompt", "Prompt", id="chat.prompt"),
         Binding("ctrl+l", "clear", "Clear", id="chat.clear"),
+        Binding("ctrl+o", "arena", "Arena", id="chat.arena"),
         Binding("escape", "stop", "Stop / leave box", id="chat.stop"),
     ]
 
@@ -92,11 +116,7 @@ class ChatScreen(WorkspaceScreen):
     def load_choices(self) -> None:
         from engine.data.tasks import DatasetError, task_registry
 
-        try:
-            models = sorted((p.name for p in self.ws.models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                            key=str.lower)
-        except OSError:
-            models = []
+        models = model_folder_names(self.ws)
         try:
             tasks = {name: task.system_prompt for name, task in task_registry(self.ws.datasets_dir).items()}
         except DatasetError as exc:
@@ -199,16 +219,7 @@ class ChatScreen(WorkspaceScreen):
         self.query_one("#chat-state", Static).update(Text(text, style="red" if error else "dim"))
 
     def settings(self) -> dict[str, Any] | None:
-        """The decoding settings as typed, or None after saying which one cannot be read."""
-        values: dict[str, Any] = {}
-        for wid, (key, kind, default) in SETTINGS.items():
-            text = self.query_one(f"#{wid}", Input).value.strip() or default
-            try:
-                values[key] = kind(text)
-            except ValueError:
-                self.notify(f"{key}: {text!r} is not a number", title="cannot send", severity="error")
-                return None
-        return values
+        return read_settings(self, SETTINGS)
 
     def system_prompt(self) -> str | None:
         task = self.query_one("#chat-task", Select).value
@@ -287,6 +298,12 @@ class ChatScreen(WorkspaceScreen):
             turn.widget.remove()
         self.turns, self.prompt_text = [], ""
         self.show_prompt()
+
+    def action_arena(self) -> None:
+        """Open the Arena (side by side) with this chat's model as its first."""
+        from tui.screens.arena import ArenaScreen
+
+        self.app.push_screen(ArenaScreen([self.model] if self.model else []))
 
     def action_stop(self) -> None:
         """Stop the answer being generated; otherwise leave the message box (so 1–5 switch screens)."""

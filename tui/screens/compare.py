@@ -1,7 +1,8 @@
 """The side-by-side comparison (TUI): metrics in rows, one column per model, deltas against the first.
 
 The paired statistics come from :mod:`engine.results.compare`, computed in a worker thread; rows of a test
-set the comparability guard warns about carry a ⚠; ``f`` opens the flipped-items panel."""
+set the comparability guard warns about carry a ⚠; ``f`` opens the flipped-items panel, where ``a`` asks the
+item again in the Arena (:mod:`tui.screens.arena`)."""
 
 from __future__ import annotations
 
@@ -93,11 +94,14 @@ class CompareScreen(Screen):
         Binding("t", "next_set", "Next set", id="compare.flips_set"),
         Binding("n,right", "flip(1)", "Next item", id="compare.flips_next"),
         Binding("p,left", "flip(-1)", "Prev item", id="compare.flips_previous"),
+        Binding("a", "arena", "Arena", id="compare.flips_arena"),
     ]
 
-    def __init__(self, models: list[str]) -> None:
+    def __init__(self, models: list[str], flips_of: str | None = None) -> None:
+        """``flips_of``: a test set whose flipped items open first (the Studies view's ``enter`` on a cell)."""
         super().__init__()
         self.models = models
+        self.flips_of = flips_of
         self.comparison: Comparison | None = None
         self.showing_flips = False
         self.flip_set = 0  # which entry of comparison.flips (test set × compared model)
@@ -163,6 +167,10 @@ class CompareScreen(Screen):
         notes = legend + comparison_notes(comparison) + comparison.warnings
         self.query_one("#compare-notes", Static).update(Text("\n".join(notes), style="dim"))
         table.focus()
+        wanted = [i for i, f in enumerate(comparison.flips) if self.flips_of in (f.dataset, f.file)]
+        if wanted:
+            self.flip_set = wanted[0]
+            self.action_toggle_flips()
 
     def action_close(self) -> None:
         if self.showing_flips:
@@ -173,7 +181,7 @@ class CompareScreen(Screen):
     # ------------------------------------------------------------------------------ flipped items
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("next_set", "flip"):
+        if action in ("next_set", "flip", "arena"):
             return self.showing_flips  # hidden from the footer until the panel is open
         return True
 
@@ -203,6 +211,20 @@ class CompareScreen(Screen):
         if pages:
             self.flip_item = (self.flip_item + step) % len(pages)
             self.show_flip()
+
+    def action_arena(self) -> None:
+        """Ask the highlighted flipped item again, both models side by side, beside their recorded predictions."""
+        from tui.screens.arena import ArenaScreen
+
+        if not self.comparison or not self.comparison.flips:
+            return
+        flips = self.comparison.flips[self.flip_set]
+        pages = flip_pages(flips)
+        if not pages:
+            self.notify("no flipped item to ask", severity="warning")
+            return
+        _, item = pages[self.flip_item]
+        self.app.push_screen(ArenaScreen([flips.reference, flips.model], item_ref=f"{flips.file}:{item.index}"))
 
     def show_flip(self) -> None:
         """Render the current flipped item: where it is, the prompt and gold, both outputs side by side."""
@@ -237,7 +259,7 @@ class CompareScreen(Screen):
         title.append(direction, style="magenta")
         head.update(title)
         item_view.update(Text.assemble((f"#{item.index}", "bold"), "  gold ", (shorten(item.gold, 40), "bold green"),
-                                       "\n", (shorten(item.prompt, 3 * max(self.size.width - 4, 20), keep_end=True),
+                                       ("  · a: ask both again, side by side (Arena)", "dim"), "\n", (shorten(item.prompt, 3 * max(self.size.width - 4, 20), keep_end=True),
                                               "dim")))
         for widget, name, side in ((left, flips.reference, item.reference), (right, flips.model, item.model)):
             answer = side.extracted if side.extracted is not None else side.pred

@@ -35,6 +35,7 @@ class PresetFile:
     name: str
     path: Path
     problem: str = ""
+    study: bool = False  # a study file (a [study] table): opens the Studies view, not the form
 
 
 @dataclass
@@ -73,8 +74,8 @@ def list_presets(ws) -> list[PresetFile]:
         paths = []
     for path in paths:
         try:
-            tomllib.loads(path.read_text(encoding="utf-8"))
-            presets.append(PresetFile(path.stem, path))
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            presets.append(PresetFile(path.stem, path, study=isinstance(data.get("study"), dict)))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             presets.append(PresetFile(path.stem, path, f"{path.name}: {exc}"))
     return presets
@@ -85,7 +86,8 @@ def _guess_name(data: dict[str, Any]) -> str | None:
     try:
         model, data_, train, peft, quant = (data[k] for k in ("model", "data", "train", "peft", "quant"))
         spec = qlora_spec() if quant.get("method") == "QLORA" else QuantizationSpec()
-        return model_name(model["base"], data_["dataset"], train["finetuning"], peft["method"], peft["r"], spec)
+        return model_name(model["base"], data_["dataset"], train["finetuning"], peft["method"], peft["r"], spec,
+                          model.get("output_suffix", ""))
     except (KeyError, TypeError, AttributeError):
         return None
 
@@ -102,6 +104,7 @@ class ExperimentsScreen(WorkspaceScreen):
         Binding("ctrl+d", "duplicate", "Duplicate", priority=True, id="experiments.duplicate"),
         Binding("delete", "delete", "Delete", id="experiments.delete"),
         Binding("ctrl+r", "queue", "Queue", id="experiments.queue"),
+        Binding("escape", "leave_field", "Leave the field", show=False, id="experiments.leave_field"),
     ]
     PALETTE = (("Add a PTQ step", "add_ptq_step", "append a post-training quantization step to the form"),)
 
@@ -127,6 +130,11 @@ class ExperimentsScreen(WorkspaceScreen):
         self.query_one("#editor", Vertical).loading = True
         self.load_info()
 
+    def action_leave_field(self) -> None:
+        """Escape leaves a form field for the presets list, so 1–5 switch screens again instead of being typed
+        (a field's open list, such as a Select's, takes the first Escape itself)."""
+        self.query_one("#presets", OptionList).focus()
+
     @property
     def form(self) -> PresetForm:
         return self.query_one("#form", PresetForm)
@@ -149,14 +157,17 @@ class ExperimentsScreen(WorkspaceScreen):
             label = Text(preset.name)
             if preset.problem:
                 label.append(" ✗", style="red")
+            elif preset.study:
+                label.append(" (study)", style="cyan")
             presets.add_option(Option(label, id=preset.name))
         if not self.query("#form"):
             form = PresetForm(datasets=[*info.builtin_datasets, *info.custom_datasets],
                               local_models=[f"Models/{m}" for m in info.models], id="form")
             await self.query_one("#editor", Vertical).mount(form)
             self.query_one("#editor", Vertical).loading = False
-            if info.presets:
-                self.open_preset(info.presets[0].path)
+            first = next((p for p in info.presets if not p.study), None)
+            if first is not None:
+                self.open_preset(first.path)
             else:
                 await self.show_preset(None, ExperimentConfig().to_dict())
         self._highlight(select or (self.current.stem if self.current else None))
@@ -270,6 +281,11 @@ class ExperimentsScreen(WorkspaceScreen):
     def preset_chosen(self, event: OptionList.OptionSelected) -> None:
         preset = next((p for p in (self.info.presets if self.info else []) if p.name == event.option_id), None)
         if preset is None or preset.path == self.current:
+            return
+        if preset.study:
+            from tui.screens.study import StudyScreen
+
+            self.app.push_screen(StudyScreen(preset.path))
             return
         self._when_not_dirty(lambda: self.open_preset(preset.path), f"open {preset.path.name}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,22 @@ class Workspace:
         os.chmod(self.state_dir, 0o700)
         self.jobs_dir.mkdir(mode=0o700, exist_ok=True)
         return self
+
+    def unsafe_state_folder(self) -> tuple[str, str] | None:
+        """THE rule for ``.llmtui/``: (problem, fix) when it is owned by another user or writable by group or
+        others, who could then put commands in the queue the worker runs as you; None when it is safe."""
+        try:
+            info = self.state_dir.lstat()
+        except FileNotFoundError:
+            return None
+        mode = stat.S_IMODE(info.st_mode)
+        if info.st_uid != os.getuid():
+            return (f"{self.state_dir} is owned by uid {info.st_uid}, not you (uid {os.getuid()}): its queue could "
+                    f"make you run another user's commands", f"mv {self.state_dir} {self.state_dir}.theirs")
+        if mode & 0o022:
+            return (f"{self.state_dir} has mode {mode:o}: group or others can write its queue",
+                    f"chmod go-w {self.state_dir}")
+        return None
 
     def missing_parts(self) -> list[str]:
         """The layout folders that do not exist (empty for a complete workspace)."""

@@ -22,6 +22,9 @@ SHARED_DATASETS = _shared("datasets")
 CHAT_TEMPLATES = _shared("chat-templates")
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+#: The queue's tests run trivial ``python -c`` jobs; the workers they start accept them only with this set
+#: (engine.jobs.process.ANY_COMMAND_ENV). tests/engine/jobs/test_faults.py removes it to test the refusal.
+os.environ["LLMTUI_TEST_ANY_JOB_COMMAND"] = "1"
 #: Taken out of the environment so that no evaluation in the suite starts vLLM unless a test asks for it.
 VLLM_PYTHON_FROM_ENV = os.environ.pop("LLMTUI_VLLM_PYTHON", None)
 

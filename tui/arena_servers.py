@@ -18,9 +18,10 @@ class ArenaServers:
     """Chat servers for ``models`` (in columns 0, 1, …); :meth:`stop` ends every one of them."""
 
     def __init__(self, ws: Workspace, models: list[str], placements: list[Placement],
-                 on_reply: Callable[[int, Reply], None]) -> None:
+                 on_reply: Callable[[int, Reply], None], *, trust_remote_code: bool = False) -> None:
         self.servers = [ChatProcess(ws, model, lambda reply, column=column: on_reply(column, reply),
-                                    device=placement.device, threads=placement.threads, env=placement.env)
+                                    device=placement.device, threads=placement.threads, env=placement.env,
+                                    trust_remote_code=trust_remote_code)
                         for column, (model, placement) in enumerate(zip(models, placements, strict=True))]
 
     def start(self) -> None:
@@ -49,7 +50,7 @@ class ArenaServers:
 
 
 def answer_once(ws: Workspace, models: list[str], placements: list[Placement], request: dict[str, Any],
-                timeout_s: float | None = None) -> list[ArenaColumn]:
+                timeout_s: float | None = None, *, trust_remote_code: bool = False) -> list[ArenaColumn]:
     """Start a server per model, send ``request`` (a ``generate`` request without ``id``) to each as soon as it
     is ready, wait until every column is finished (answered or failed), end the servers; the columns in order.
     A server still busy after ``timeout_s`` is stopped and its column marked failed."""
@@ -65,7 +66,7 @@ def answer_once(ws: Workspace, models: list[str], placements: list[Placement], r
                 servers.ask(column, {**request, "type": "generate", "id": 1})
             changed.notify_all()
 
-    servers = ArenaServers(ws, models, placements, on_reply)
+    servers = ArenaServers(ws, models, placements, on_reply, trust_remote_code=trust_remote_code)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
         with changed:

@@ -24,13 +24,15 @@ class ChatProcess:
     """One chat server for one model; :meth:`stop` ends it (and its process group)."""
 
     def __init__(self, ws: Workspace, model: str, on_reply: Callable[[Reply], None], *, device: str | None = None,
-                 threads: int | None = None, env: dict[str, str] | None = None) -> None:
+                 threads: int | None = None, env: dict[str, str] | None = None,
+                 trust_remote_code: bool = False) -> None:
         self.ws = ws
         self.model = model
         self.on_reply = on_reply
         self.device = device  # None: the server's default (cuda when available)
         self.threads = threads  # None: torch's default
         self.env = env or {}  # added to this process's environment (the GPU it may use)
+        self.trust_remote_code = trust_remote_code  # only ever from the user's own flag
         self.process: subprocess.Popen | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._lock = threading.Lock()
@@ -41,6 +43,7 @@ class ChatProcess:
         command = [sys.executable, "-m", "tui.cli", "-w", str(self.ws.root), "chat-server", self.model]
         command += ["--device", self.device] if self.device else []
         command += ["--threads", str(self.threads)] if self.threads else []
+        command += ["--trust-remote-code"] if self.trust_remote_code else []
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1,
                                         env={**os.environ, **self.env} if self.env else None,

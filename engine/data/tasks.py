@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.checked import number_problem, one_line
 from engine.data.kinds import TABLE_METRICS, TASK_KINDS
 
 CUSTOM_REGISTRY_FILE = "datasets.toml"
@@ -113,8 +114,8 @@ def custom_tasks(datasets_dir: Path) -> dict[str, TaskSpec]:
         return {}
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot be read as TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise DatasetError(one_line(f"{path}: cannot be read as UTF-8 TOML: {exc}")) from None
     tasks = {}
     for name, entry in data.items():
         if not isinstance(entry, dict):
@@ -127,9 +128,16 @@ def custom_tasks(datasets_dir: Path) -> dict[str, TaskSpec]:
         stem = str(entry.get("file_stem", name))
         if "/" in stem or "\\" in stem or stem.startswith("."):
             raise DatasetError(f"{path}: {name}.file_stem = {stem!r} must be a plain file stem")
-        tasks[name] = TaskSpec(name, stem, kind, bool(entry.get("has_context", kind in ("boolq", "squad_v2"))),
-                               str(entry.get("system_prompt", SYSTEM_PROMPTS[kind])),
-                               int(entry.get("max_new_tokens", MAX_NEW_TOKENS[kind])), builtin=False)
+        max_new_tokens = entry.get("max_new_tokens", MAX_NEW_TOKENS[kind])
+        if why := number_problem(max_new_tokens, integer=True, min=1, max=1 << 20):
+            raise DatasetError(f"{path}: {name}.max_new_tokens = {max_new_tokens!r} {why}")
+        has_context = entry.get("has_context", kind in ("boolq", "squad_v2"))
+        if not isinstance(has_context, bool):
+            raise DatasetError(f"{path}: {name}.has_context = {has_context!r} must be true or false")
+        system_prompt = entry.get("system_prompt", SYSTEM_PROMPTS[kind])
+        if not isinstance(system_prompt, str):
+            raise DatasetError(f"{path}: {name}.system_prompt = {system_prompt!r} must be a string")
+        tasks[name] = TaskSpec(name, stem, kind, has_context, system_prompt, max_new_tokens, builtin=False)
     return tasks
 
 

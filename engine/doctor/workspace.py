@@ -35,6 +35,8 @@ def check_state_folder(facts: Facts) -> Check:
     mode = stat.S_IMODE(info.st_mode)
     if not state.is_dir():
         return Check(name, ERROR, f"{state} is not a folder", f"move {state} away")
+    if unsafe := facts.ws.unsafe_state_folder():
+        return Check(name, ERROR, f"{unsafe[0]}; the worker refuses to run jobs", unsafe[1])
     if not os.access(state, os.W_OK | os.X_OK):
         return Check(name, ERROR, f"{state} (owner uid {info.st_uid}, mode {mode:o}) is not writable by this user: "
                                   "jobs cannot be queued", f"chown -R $USER {state}")

@@ -95,12 +95,14 @@ def pipeline_requests(ws: Workspace, config: ExperimentConfig, preset_text: str,
                                        preset=preset_text, options={"step": step.kind, **train.options()},
                                        gpus=train_gpus, after=tuple(after)))
         elif step.kind == "quantize":
-            requests.append(_quantize_request(ws, step.options["source"], step.target,
-                                              QuantizeRequest.from_options(step.options), gpus=step_gpus,
+            quantize = replace(QuantizeRequest.from_options(step.options),
+                               trust_remote_code=config.model.trust_remote_code)  # the preset's key, not the folder's
+            requests.append(_quantize_request(ws, step.options["source"], step.target, quantize, gpus=step_gpus,
                                               description=step.description, preset=preset_text,
                                               after_steps=after_steps))
         elif step.kind == "eval":
-            requests.append(eval_request(ws, step.target, EvalRequest.from_options(step.options), gpus=step_gpus,
+            evaluate = replace(EvalRequest.from_options(step.options), trust_remote_code=config.model.trust_remote_code)
+            requests.append(eval_request(ws, step.target, evaluate, gpus=step_gpus,
                                           description=step.description, preset=preset_text,
                                           after_steps=after_steps))
         else:

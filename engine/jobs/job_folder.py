@@ -22,6 +22,9 @@ LOG_FILE = "log.txt"
 EVENTS_FILE = "events.jsonl"
 EXIT_FILE = "exit_code"
 SLURM_SCRIPT_FILE = "slurm.sh"
+#: Written once by the first of: the job's launcher (its pid and start ticks, before the command starts) or
+#: a recovering worker that found no launcher (``{"given_up": …}``: a launcher that comes later must not run).
+LAUNCHER_FILE = "launcher.json"
 #: ``{job_dir}`` in a stored command stands for the job's folder (known only once the job has an id).
 JOB_DIR_PLACEHOLDER = "{job_dir}"
 LOG_TAIL_LINES = 20
@@ -59,6 +62,51 @@ def prepare_job_dir(job_dir: Path, preset: str | None) -> None:
     if preset is not None:
         write_text(job_dir / PRESET_FILE, preset)
     (job_dir / EXIT_FILE).unlink(missing_ok=True)
+    (job_dir / LAUNCHER_FILE).unlink(missing_ok=True)
+
+
+def _create_once(path: Path, data: dict) -> bool:
+    """Write ``data`` to ``path`` unless it exists (whole or not at all: a temp file hard-linked into place)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_launcher(job_dir: Path) -> dict | None:
+    """The job folder's launcher record (see :data:`LAUNCHER_FILE`), None when there is none yet."""
+    try:
+        data = json.loads((job_dir / LAUNCHER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def record_launcher(job_dir: Path, pid: int, start_ticks: int | None) -> bool:
+    """The launcher's claim, made before it starts the command: False when a recovery gave the launch up
+    first (then the launcher must not start it). An earlier attempt's record (a Slurm requeue runs the same
+    job folder again) is replaced."""
+    record = {"pid": pid, "start_ticks": start_ticks}
+    if _create_once(job_dir / LAUNCHER_FILE, record):
+        return True
+    if "given_up" in (read_launcher(job_dir) or {"given_up": "unreadable"}):
+        return False
+    write_text(job_dir / LAUNCHER_FILE, json.dumps(record) + "\n")
+    return True
+
+
+def give_up_launch(job_dir: Path, reason: str) -> dict | None:
+    """Recovery of a ``running`` job: the launcher's record when a launcher claimed the job, else None after
+    marking the launch given up, so that a launcher still starting will not run the command."""
+    if _create_once(job_dir / LAUNCHER_FILE, {"given_up": reason}):
+        return None
+    record = read_launcher(job_dir)
+    return record if record and "pid" in record else None
 
 
 def read_exit_file(path: Path) -> int | None:

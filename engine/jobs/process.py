@@ -25,6 +25,19 @@ def llmtui_command(ws: Workspace, *args: str) -> list[str]:
     return python_command(JOB_ENTRY_MODULE, "-w", str(ws.root), *args)
 
 
+#: Set only by the test suite (tests/conftest.py), in the environment of the worker it starts, never read from
+#: queue.db: lets the queue's own tests run trivial ``python -c`` jobs.
+ANY_COMMAND_ENV = "LLMTUI_TEST_ANY_JOB_COMMAND"
+
+
+def is_job_command(argv: list[str]) -> bool:
+    """THE rule for what runs from the queue: llmtui's own job entry with this interpreter, nothing else."""
+    if os.environ.get(ANY_COMMAND_ENV) == "1":
+        return True
+    prefix = python_command(JOB_ENTRY_MODULE)
+    return list(argv[:len(prefix)]) == prefix
+
+
 def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This environment plus ``extra`` (the package is installed, so no search path is added)."""
     env = dict(os.environ)
@@ -33,28 +46,33 @@ def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def process_alive(pid: int | None, created: float | None) -> bool:
-    """True when ``pid`` runs and is the process that started at ``created`` (not a reused pid)."""
+    """True when ``pid`` runs and is the process that started at ``created`` (its start ticks, see
+    :mod:`engine.jobs.proc_identity`; a wall-clock time recorded by an older llmtui is still recognised)."""
     if not pid:
         return False
+    from engine.jobs.proc_identity import same_process
+
+    if same_process(pid, created):
+        return True
+    # An older llmtui stored the wall-clock start (about 1.7e9); start ticks stay far below that.
+    return created is not None and created > 1e9 and _legacy_same_start(pid, created)
+
+
+def _legacy_same_start(pid: int, created: float) -> bool:
     import psutil
 
     try:
-        process = psutil.Process(pid)
-        if created is not None and abs(process.create_time() - created) > 0.05:
-            return False
-        return process.status() != psutil.STATUS_ZOMBIE
+        return abs(psutil.Process(pid).create_time() - created) <= 0.05
     except psutil.Error:
         return False
 
 
 def process_start_time(pid: int) -> float | None:
-    """When ``pid`` started (unix time), stored with a job's pid to recognise it later."""
-    import psutil
+    """The identity stored with a job's pid to recognise it later: its start ticks (never the wall clock)."""
+    from engine.jobs.proc_identity import start_ticks
 
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
+    ticks = start_ticks(pid)
+    return None if ticks is None else float(ticks)
 
 
 def descendants(pid: int) -> list:

@@ -29,6 +29,11 @@ def ignore_stop_signal() -> None:
     signal.signal(STOP_SIGNAL, signal.SIG_IGN)
 
 
+def request_stop() -> None:
+    """Raise the flag from this process (a training's SIGTERM handler: a cancel saves a checkpoint first)."""
+    _stop.set()
+
+
 def stop_requested() -> bool:
     """True once this process got :data:`STOP_SIGNAL`."""
     return _stop.is_set()

@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from engine.checked import number_problem, one_line, single_line_problem
 from engine.presets.config import slurm_time_problem
 from engine.workspace import Workspace
 
@@ -64,10 +65,10 @@ def _slurm_settings(path: Path, table: object) -> SlurmSettings:
         kind = known[key].type
         if kind == "bool" and not isinstance(value, bool):
             raise WorkerError(f"{where} = {value!r} must be true or false")
-        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise WorkerError(f"{where} = {value!r} must be a whole number ≥ 0")
-        if kind == "str" and not isinstance(value, str):
-            raise WorkerError(f"{where} = {value!r} must be a string")
+        if kind == "int" and (why := number_problem(value, integer=True, min=0)):
+            raise WorkerError(f"{where} = {value!r} {why}")
+        if kind == "str" and (why := single_line_problem(value)):  # it is written into a batch script
+            raise WorkerError(one_line(f"{where} = {value!r} {why}"))
         if kind == "list[str]" and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
             raise WorkerError(f"{where} = {value!r} must be a list of strings")
         values[key] = value
@@ -77,7 +78,7 @@ def _slurm_settings(path: Path, table: object) -> SlurmSettings:
     if settings.gpu_flag and "{n}" not in settings.gpu_flag:
         raise WorkerError(f"{path}: slurm.gpu_flag = {settings.gpu_flag!r} must contain {{n}} (the GPU count), "
                           "e.g. \"--gpus-per-node={n}\" or \"--gres=gpu:{n}\"; \"\" on a cluster without GPUs")
-    if any("\n" in line for line in settings.setup):
+    if any(single_line_problem(line) for line in settings.setup):
         raise WorkerError(f"{path}: slurm.setup lines must not contain line breaks (one list item per line)")
     return settings
 
@@ -113,8 +114,8 @@ def load_worker_settings(ws: Workspace) -> WorkerSettings:
             values[key] = _slurm_settings(path, value)
             continue
         if known[key].type == "str":
-            if not isinstance(value, str):
-                raise WorkerError(f"{path}: {key} = {value!r} must be a string (a path)")
+            if why := single_line_problem(value):
+                raise WorkerError(one_line(f"{path}: {key} = {value!r} {why} (a path)"))
             values[key] = value
             continue
         if known[key].type == "bool":
@@ -123,9 +124,8 @@ def load_worker_settings(ws: Workspace) -> WorkerSettings:
             values[key] = value
             continue
         wanted = int if known[key].type == "int" else float
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (wanted is int and isinstance(value, float)):
-            raise WorkerError(f"{path}: {key} = {value!r} must be a{'n integer' if wanted is int else ' number'}")
-        if value < 0 or (key == "poll_interval_s" and value == 0):
-            raise WorkerError(f"{path}: {key} = {value!r} must be {'above' if key == 'poll_interval_s' else 'at least'} 0")
+        limits = {"poll_interval_s": {"above": 0}, "busy_gpu_memory_fraction": {"min": 0, "max": 1}}.get(key, {"min": 0})
+        if why := number_problem(value, integer=wanted is int, **limits):
+            raise WorkerError(f"{path}: {key} = {value!r} {why}")
         values[key] = wanted(value)
     return WorkerSettings(**values)

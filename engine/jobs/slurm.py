@@ -28,7 +28,7 @@ from datetime import datetime
 
 from engine.events import EventKind
 from engine.files import write_text
-from engine.jobs.process import JOB_ENTRY_MODULE, JOB_WRAPPER_MODULE, python_command
+from engine.jobs.process import JOB_ENTRY_MODULE, JOB_WRAPPER_MODULE, is_job_command, python_command
 from engine.jobs.requeue import REQUEUE_EXIT_CODE, STOP_SIGNAL
 from engine.jobs.job_folder import (EVENTS_FILE, EXIT_FILE, FINISHED, LOG_HEADER, SLURM_SCRIPT_FILE, JobStatus,
                                     error_summary, job_log_tail, prepare_job_dir, read_exit_code)
@@ -112,8 +112,7 @@ def _rank_command(job: Job, resources: Resources) -> str:
     torchrun ends itself on most signals, so it starts with SIGUSR1 ignored; the ranks install their own
     handler (:mod:`engine.jobs.requeue`), so the stop request reaches them and not the launcher.
     """
-    prefix = python_command(JOB_ENTRY_MODULE)
-    if job.command[:len(prefix)] != prefix:
+    if not is_job_command(job.command):
         raise JobError(f"job #{job.id}: its command does not run {JOB_ENTRY_MODULE}; cannot start it as ranks")
     launcher = [*python_command("torch.distributed.run"), f"--nnodes={resources.nodes}",
                 f"--nproc_per_node={resources.processes}", "--rdzv_backend=c10d", "--rdzv_id=$SLURM_JOB_ID",
@@ -125,14 +124,25 @@ def _rank_command(job: Job, resources: Resources) -> str:
     return " ".join(quoted)
 
 
+def sbatch_quoted(value: str) -> str:
+    """``value`` as one argument of an ``#SBATCH`` line: sbatch splits those lines at spaces outside double
+    quotes and has no escape for a quote or a line break, so those are refused (``%`` is the caller's: in
+    ``--output`` it starts a file-name pattern and is doubled)."""
+    if '"' in value or any(not c.isprintable() for c in value):
+        raise SlurmError(f"{value!r} cannot be given to sbatch (a double quote or a control character in it); "
+                         "use a workspace path without them")
+    return f'"{value}"'
+
+
 def batch_script(ws: Workspace, job: Job, settings: SlurmSettings, resources: Resources) -> str:
     """The ``sbatch`` script of one job: its resources as ``#SBATCH`` lines, then the ``[slurm] setup``
     lines, then the job's command under :mod:`engine.jobs.jobrun`, with the stop signal passed on and a
     requeue when the job stopped for it."""
     job_dir = ws.job_dir(job.id)
     exit_file = job_dir / EXIT_FILE
-    options = [f"--job-name=llmtui-{job.id}-{job.kind}", f"--output={ws.root / job.log_path}", "--open-mode=append",
-               f"--chdir={ws.root}", "--requeue"]
+    options = [f"--job-name=llmtui-{job.id}-{job.kind}",
+               f"--output={sbatch_quoted(str(ws.root / job.log_path).replace('%', '%%'))}", "--open-mode=append",
+               f"--chdir={sbatch_quoted(str(ws.root))}", "--requeue"]
     if settings.signal_before_s:
         options.append(f"--signal=B:{STOP_SIGNAL.name.removeprefix('SIG')}@{settings.signal_before_s}")
     for flag, value in (("partition", settings.partition), ("account", settings.account), ("qos", settings.qos),

@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Callable
 
 from engine.jobs.gpu import GpuInventory, NvmlInventory
-from engine.jobs.job_folder import (EXIT_FILE, LOG_HEADER, JobStatus, job_error, job_log_tail, log_tail,
-                                    prepare_job_dir, read_exit_code)
-from engine.jobs.process import (JOB_WRAPPER_MODULE, descendants, kill_all, llmtui_command, process_alive,
-                                 process_start_time, python_command, python_env, signal_group)
+from engine.fault_points import pause_point
+from engine.jobs.job_folder import (EXIT_FILE, LOG_HEADER, JobStatus, give_up_launch, job_error, job_log_tail,
+                                    log_tail, prepare_job_dir, read_exit_code, read_launcher)
+from engine.jobs.process import (JOB_ENTRY_MODULE, JOB_WRAPPER_MODULE, descendants, is_job_command, kill_all,
+                                 llmtui_command, process_alive, process_start_time, python_command, python_env,
+                                 signal_group)
 from engine.jobs.resume import job_checkpoint, retry_depth
 from engine.jobs.scheduler import Waiting, default_max_parallel, free_gpus, plan_starts
 from engine.jobs.settings import SETTINGS_FILE, WorkerError, WorkerSettings, load_worker_settings
@@ -78,21 +80,34 @@ class Worker:
     # ----------------------------------------------------------------------------- recovery
 
     def recover(self) -> None:
-        """Take over the jobs an earlier worker left ``running``."""
+        """Take over the jobs an earlier worker left ``running``.
+
+        The pid comes from the queue or, when the earlier worker died before recording it, from the
+        launcher's own record in the job folder; a job whose launcher never recorded itself is given up
+        there first, so a launcher still starting will not run it behind the queue's back.
+        """
         for job in self.store.list(statuses=[JobStatus.RUNNING]):
             if job.id in self.running or job.executor != "local":
                 continue
-            if job.pid and process_alive(job.pid, job.pid_created):
-                self.running[job.id] = _Running(job.id, job.pid, job.pid_created, job.gpus_assigned, None)
-                self.log(f"job {job.id}: adopted (pid {job.pid} still runs)")
+            job_dir = self.ws.job_dir(job.id)
+            pid, created = job.pid, job.pid_created
+            if not (pid and process_alive(pid, created)):
+                record = read_launcher(job_dir) or give_up_launch(job_dir, "recovered by a worker: never started")
+                if record and "pid" in record:
+                    pid, created = record["pid"], record.get("start_ticks")
+            if pid and process_alive(pid, created):
+                if (pid, created) != (job.pid, job.pid_created):
+                    self.store.set_process(job.id, pid, created)
+                self.running[job.id] = _Running(job.id, pid, created, job.gpus_assigned, None)
+                self.log(f"job {job.id}: adopted (pid {pid} still runs)")
                 continue
-            exit_code = read_exit_code(self.ws.job_dir(job.id)) if job.pid else None
+            exit_code = read_exit_code(job_dir) if pid else None
             if exit_code is not None:
                 status = self._finish(job.id, exit_code)
                 self.log(f"job {job.id}: ended while no worker watched it: {status}")
             else:
                 reason = ("interrupted: its process was gone when the worker restarted (worker killed or machine "
-                          "rebooted)") if job.pid else "interrupted: the worker stopped before the job's process started"
+                          "rebooted)") if pid else "interrupted: the worker stopped before the job's process started"
                 self.store.interrupt(job.id, reason, log_tail=log_tail(self.ws.root / job.log_path))
                 self.log(f"job {job.id}: {reason}")
                 self._auto_resume(job)
@@ -234,8 +249,27 @@ class Worker:
         return bool(decision.starts or decision.impossible)
 
     def _start(self, job: Job, gpus: list[int]) -> None:
+        if not is_job_command(job.command):  # queue.db is data: only llmtui's own job entry runs from it
+            self.store.fail_waiting(job.id, f"refused: its command does not start with {shlex.join(python_command(JOB_ENTRY_MODULE))}")
+            self.log(f"job {job.id}: refused: not an llmtui job command")
+            return
         if not self.store.claim(job.id, gpus):
             return
+        pause_point("worker-after-claim")
+        try:
+            process = self._spawn(job, gpus)
+        except Exception as exc:  # the folder, the log, the disk: the job must not stay "running" with no process
+            reason = f"could not start: {type(exc).__name__}: {exc}"
+            self.store.finish(job.id, None, error=reason)
+            self.log(f"job {job.id}: {reason}")
+            return
+        pause_point("worker-after-spawn")
+        created = process_start_time(process.pid)
+        self.store.set_process(job.id, process.pid, created)
+        self.running[job.id] = _Running(job.id, process.pid, created, gpus, process)
+        self.log(f"job {job.id}: started pid {process.pid} ({job.kind} {job.target})")
+
+    def _spawn(self, job: Job, gpus: list[int]) -> subprocess.Popen:
         job_dir = self.ws.job_dir(job.id)
         prepare_job_dir(job_dir, job.preset)
         env = python_env({
@@ -249,18 +283,9 @@ class Worker:
             log.write(f"{LOG_HEADER}job {job.id} ({job.kind}) started {when} on "
                       f"{'GPU ' + ','.join(map(str, gpus)) if gpus else 'no GPU'}\n{LOG_HEADER}$ {command}\n".encode())
             log.flush()
-            try:
-                process = subprocess.Popen(python_command(JOB_WRAPPER_MODULE, str(job_dir / EXIT_FILE), "--", *job.command),
-                                           cwd=self.ws.root, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True)
-            except OSError as exc:
-                self.store.finish(job.id, None, error=f"could not start: {exc}")
-                self.log(f"job {job.id}: could not start: {exc}")
-                return
-        created = process_start_time(process.pid)
-        self.store.set_process(job.id, process.pid, created)
-        self.running[job.id] = _Running(job.id, process.pid, created, gpus, process)
-        self.log(f"job {job.id}: started pid {process.pid} ({job.kind} {job.target})")
+            return subprocess.Popen(python_command(JOB_WRAPPER_MODULE, str(job_dir / EXIT_FILE), "--", *job.command),
+                                    cwd=self.ws.root, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
 
 
 # ------------------------------------------------------------------------------------------ lock, start, stop
@@ -301,8 +326,11 @@ def run_worker(ws: Workspace, settings: WorkerSettings | None = None,
     """Be the workspace's worker in this process until SIGTERM/SIGINT/SIGHUP. Returns 0, or 1 when
     another worker already holds the lock. Running jobs are left running when it stops."""
     ws.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if unsafe := ws.unsafe_state_folder():
+        raise WorkerError(f"refusing to run jobs: {unsafe[0]}; fix: {unsafe[1]}")
     say = say or (lambda message: print(message, flush=True))
     fd = os.open(_lock_path(ws), os.O_RDWR | os.O_CREAT, 0o600)
+    held = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -314,8 +342,9 @@ def run_worker(ws: Workspace, settings: WorkerSettings | None = None,
             say(f"{ws.root} runs its jobs on Slurm ([slurm] enabled in {ws.state_dir / SETTINGS_FILE}); "
                 "no local worker is needed")
             return 1
-        os.ftruncate(fd, 0)
+        os.ftruncate(fd, 0)  # only now, with the lock held: a second worker never touches the live one's pid
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        held = True
         stop = False
 
         def request_stop(signum, _frame) -> None:
@@ -332,7 +361,8 @@ def run_worker(ws: Workspace, settings: WorkerSettings | None = None,
             worker.close()
         return 0
     finally:
-        os.ftruncate(fd, 0)
+        if held:
+            os.ftruncate(fd, 0)
         os.close(fd)
 
 
@@ -345,6 +375,8 @@ def ensure_worker(ws: Workspace, *, max_parallel: int | None = None, wait_s: flo
     if pid:
         return pid
     ws.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if unsafe := ws.unsafe_state_folder():
+        raise WorkerError(f"refusing to run jobs: {unsafe[0]}; fix: {unsafe[1]}")
     log_path = ws.state_dir / LOG_FILE
     extra = ["--max-parallel", str(max_parallel)] if max_parallel is not None else []
     with open(log_path, "ab") as log:

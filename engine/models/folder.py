@@ -9,16 +9,21 @@ strict :func:`detect_kind` (the first problem is raised). Never imports torch: t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from engine.files import read_json_file
+from engine.models.safetensors_header import SafetensorsError, parameter_count, read_header
 
 TRAINING_METADATA = "training_metadata.json"
 QUANTIZATION_METADATA = "quantization_metadata.json"
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+#: Files a tokenizer is loaded from (any one is enough); without them transformers builds an empty tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
 #: The preset a training run used, copied beside its weights (and carried into PTQ outputs).
 PRESET_COPY = "preset.toml"
 #: Kinds whose checkpoints the PTQ backends load (``engine.runs.ptq_backends.load_quantized``).
@@ -36,7 +41,12 @@ class ModelKind:
     """What a folder holds, as read from its files (``info`` keeps the metadata that was read)."""
 
     kind: str  # full | adapter | bnb | gptq | awq | hqq
+    #: The user's choice for this load (``detect_kind``'s argument); never read from the folder.
     trust_remote_code: bool = False
+    #: Why loading would run the folder's own Python code ("" when it would not): see :func:`refuse_remote_code`.
+    remote_code: str = ""
+    #: Parameters counted from the ``.safetensors`` headers (None when there are none).
+    params: int | None = None
     qlora: bool = False
     ptq_output: bool = False  # has quantization_metadata.json: loaded by engine.runs.ptq_backends.load_quantized
     base_model_path: str | None = None
@@ -55,15 +65,30 @@ def dig(data: Any, *keys: str) -> Any:
     return data
 
 
-def trust_remote_code_of(training: dict[str, Any] | None) -> bool:
-    """True only when the preset recorded in ``training_metadata.json`` asked for the model's own code."""
-    return dig(training, "training_parameters", "preset", "model", "trust_remote_code") is True
+def remote_code_reason(model_dir: Path, docs: dict[str, dict[str, Any] | None]) -> str:
+    """Why loading the folder would run Python shipped inside it ("" when it would not).
+
+    Read from the folder's own files only to *refuse*: whether such code runs is the user's call (a preset's
+    ``model.trust_remote_code`` or ``--trust-remote-code``), never metadata that came with the folder.
+    """
+    for name in (MODEL_CONFIG, TOKENIZER_CONFIG):
+        auto_map = dig(docs.get(name), "auto_map")
+        if auto_map:
+            return f"{name} has an auto_map ({_auto_map_text(auto_map)}): loading it runs the folder's own Python code"
+    return ""
 
 
-def read_trust_remote_code(model_dir: Path | str) -> bool:
-    """:func:`trust_remote_code_of` the folder's ``training_metadata.json`` (False when absent or unreadable)."""
-    training, _ = read_json_file(Path(model_dir) / TRAINING_METADATA)
-    return trust_remote_code_of(training if isinstance(training, dict) else None)
+def _auto_map_text(auto_map: Any) -> str:
+    values = auto_map.values() if isinstance(auto_map, dict) else [auto_map]
+    return ", ".join(sorted({str(v[0] if isinstance(v, list) and v else v) for v in values}))[:120]
+
+
+def refuse_remote_code(model_dir: Path | str, found: ModelKind, trust_remote_code: bool) -> None:
+    """THE trust rule: raise ModelLoadError when the folder needs its own code and the user did not ask for it."""
+    if found.remote_code and not trust_remote_code:
+        raise ModelLoadError(f"{model_dir}: {found.remote_code}; llmtui runs a model folder's code only when you "
+                             f"ask: pass --trust-remote-code (or set model.trust_remote_code = true in the preset) "
+                             f"if you trust it")
 
 
 def _read_object(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -84,7 +109,7 @@ def inspect_folder(model_dir: Path | str, present: Iterable[str] | None = None) 
     names = set(present) if present is not None else None
     docs: dict[str, dict[str, Any] | None] = {}
     problems: list[str] = []
-    for name in (QUANTIZATION_METADATA, TRAINING_METADATA, ADAPTER_CONFIG, MODEL_CONFIG):
+    for name in (QUANTIZATION_METADATA, TRAINING_METADATA, ADAPTER_CONFIG, MODEL_CONFIG, TOKENIZER_CONFIG):
         if names is not None and name not in names:
             docs[name] = None
             continue
@@ -96,7 +121,7 @@ def inspect_folder(model_dir: Path | str, present: Iterable[str] | None = None) 
     unread = any(p.startswith((str(model_dir / ADAPTER_CONFIG), str(model_dir / MODEL_CONFIG))) for p in problems)
     if adapter is None and config is None and not unread:
         problems.append(f"{model_dir}: neither config.json nor adapter_config.json; not a model folder")
-    found = ModelKind("full", trust_remote_code=trust_remote_code_of(training),
+    found = ModelKind("full", remote_code=remote_code_reason(model_dir, docs),
                       info={"training_metadata": training is not None, "quantization_metadata": quant_meta,
                             "training_quantization": dig(training, "quantization")},
                       documents=docs)
@@ -133,15 +158,34 @@ def inspect_folder(model_dir: Path | str, present: Iterable[str] | None = None) 
             problems.append(f"{model_dir / MODEL_CONFIG}: quantization_config.quant_method = {method!r} "
                             f"is not supported (bitsandbytes, gptq, awq, hqq)")
         found.quantization = {"method": method.upper(), **config_quant}
+    try:
+        listed = names if names is not None else set(os.listdir(model_dir))
+    except OSError:
+        listed = set()
+    has_weights = any(n.endswith((".safetensors", ".bin")) for n in listed)
+    if found.kind != "adapter" and has_weights and not listed & set(TOKENIZER_FILES):
+        problems.append(f"{model_dir}: no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); copy the "
+                        f"tokenizer of the model it was made from into the folder")
+    for weight in sorted(n for n in listed if n.endswith(".safetensors")):
+        try:
+            found.params = (found.params or 0) + parameter_count(read_header(model_dir / weight))
+        except SafetensorsError as exc:
+            problems.append(f"{model_dir / weight}: {str(exc).removeprefix(weight + ': ')}")
     return found, problems
 
 
-def detect_kind(model_dir: Path | str) -> ModelKind:
-    """The strict entry point: how to load a model folder (raises ModelLoadError naming the first problem)."""
+def detect_kind(model_dir: Path | str, *, trust_remote_code: bool = False) -> ModelKind:
+    """The strict entry point: how to load a model folder (raises ModelLoadError naming the first problem).
+
+    ``trust_remote_code`` is the user's choice for this load (a preset key or a command's flag); a folder
+    that needs its own code is refused without it (:func:`refuse_remote_code`).
+    """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelLoadError(f"{model_dir}: model folder not found")
     found, problems = inspect_folder(model_dir)
     if problems:
         raise ModelLoadError(problems[0])
+    refuse_remote_code(model_dir, found, trust_remote_code)
+    found.trust_remote_code = trust_remote_code
     return found

@@ -53,8 +53,8 @@ def resolve_model_folder(ws: Workspace, ref: str | os.PathLike) -> Path:
     """THE "model reference → folder" rule: the resolved folder, or ModelNotFoundError naming where it looked."""
     candidates = model_folder_candidates(ws, ref)
     for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
+        if candidate.is_dir():  # absolute, not resolved: a symlinked model keeps its own name (its metrics' name)
+            return Path(os.path.abspath(candidate))
     raise ModelNotFoundError(f"{str(ref)!r} not found: no such model folder "
                              f"(looked in {', '.join(str(c) for c in candidates)})")
 

@@ -7,10 +7,8 @@ with the reason; nothing here raises on bad content.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import struct
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,20 +46,6 @@ class ModelRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _safetensors_params(path: Path) -> int:
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
-    total = 0
-    for key, info in header.items():
-        if key != "__metadata__" and isinstance(info, dict):
-            count = 1
-            for dim in info.get("shape", []):
-                count *= dim
-            total += count
-    return total
 
 
 def _folder_files(path: Path) -> tuple[dict[str, os.DirEntry], int]:
@@ -135,11 +119,10 @@ def inspect_model(ws: Workspace, path: Path, metrics_names: set[str] | None = No
         record.quant_tag = record.quant_tag or match["quant"]
     elif name.endswith("-base"):
         record.dataset = record.dataset or "none"
-    if record.params is None and "model.safetensors" in entries:
-        try:
-            record.params = _safetensors_params(path / "model.safetensors")
-        except (OSError, ValueError, struct.error):
-            problems.append("model.safetensors: unreadable header")
+    if record.params is None:
+        record.params = found.params
+    if found.remote_code:  # listed, never evaluated by --untested: running its code is the user's call
+        problems.append(f"{found.remote_code}; evaluate it with --trust-remote-code if you trust it")
     if problems:  # the list already names the folder: say the files relative to it
         record.status = "broken"
         record.reason = "; ".join(p.replace(f"{path}{os.sep}", "").removeprefix(f"{path}: ") for p in problems)

@@ -246,6 +246,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 node = node[int(part)]
             else:
                 node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ValueError(f"--set {text!r}: {'.'.join(path[:path.index(part) + 1])} is a value, not a section")
         if isinstance(node, list):
             raise ValueError(f"--set {text!r}: name a key inside the step (ptq.0.bits=8)")
         node[path[-1]] = value

@@ -11,6 +11,8 @@ import difflib
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from engine.checked import number_problem
+
 
 def knob(default: Any, *, min: float | None = None, max: float | None = None, above: float | None = None,
          below: float | None = None, choices: tuple | None = None, check: Any = None, one_or_list: bool = False,
@@ -75,7 +77,7 @@ def type_problem(value: Any, name: str) -> str | None:
     if name == "int":
         return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
     if name == "float":
-        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "must be a number"
+        return (f"{value!r} " + why) if (why := number_problem(value)) else None
     if name == "str":
         return None if isinstance(value, str) else "must be a string"
     if name == "list[str]":

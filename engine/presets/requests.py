@@ -223,6 +223,9 @@ class EvalRequest(Request):
                                 help="also log the metrics to the tracker runs the model's training used "
                                      "(tensorboard, wandb, mlflow)")
     force: bool = knob(False, preset=False, help="evaluate again models that already have a metrics file")
+    trust_remote_code: bool = knob(False, preset=False,
+                                   help="allow the model folder's own Python code (config.json auto_map) to run; "
+                                        "never switched on by the folder's metadata")
     # lm-evaluation-harness tasks (engine.runs.lmeval_run; the lm-eval extra: pip install 'llmtui[lm-eval]')
     lm_eval_tasks: list[str] = knob([], check=lm_eval_tasks_problem, flag_name="lm_eval",
                                     help="comma-separated lm-eval tasks (its registry, or YAMLs in "
@@ -280,6 +283,9 @@ class QuantizeRequest(Request):
     calibration: str = knob("", help="gptq/awq calibration: a text file (one sample per line) or a dataset name "
                                      "('' = the source model's training dataset)")
     samples: int = knob(128, min=1, max=100000, always=True, help="calibration samples")
+    trust_remote_code: bool = knob(False, preset=False,
+                                   help="allow the model folder's own Python code (config.json auto_map) to run; "
+                                        "never switched on by the folder's metadata")
 
     def resolved_bits(self) -> int:
         return self.bits or default_bits(self.method)

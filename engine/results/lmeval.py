@@ -255,13 +255,16 @@ def import_output(ws: Workspace, source: Path) -> list[Path]:
     for record in records:
         if record.error:
             raise LmEvalError(record.error)
-    written = []
+    staged: list[tuple[Path, str]] = []  # every file read and decoded before the first is written
     for path, record in zip(files, records):
         target = ws.lm_eval_dir / safe_name(record.name)
         stamp = _RESULTS_NAME.match(path.name)["stamp"]
         for item in [path, *sorted(path.parent.glob(f"samples_*_{_glob_escape(stamp)}.jsonl"))]:
-            written.append(write_text(target / item.name, item.read_text(encoding="utf-8")))
-    return written
+            try:
+                staged.append((target / item.name, item.read_text(encoding="utf-8")))
+            except UnicodeDecodeError as exc:
+                raise LmEvalError(f"{item}: not UTF-8 text (byte {exc.start}); nothing was imported") from None
+    return [write_text(target, text) for target, text in staged]
 
 
 def _glob_escape(text: str) -> str:

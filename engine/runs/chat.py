@@ -80,11 +80,11 @@ def conversation(messages: Iterable[dict[str, Any]], system: str | None) -> list
 class ChatSession:
     """One loaded model (any kind :func:`engine.runs.loading.load_for_inference` loads)."""
 
-    def __init__(self, model_dir: Path | str, *, device: str | None = None) -> None:
+    def __init__(self, model_dir: Path | str, *, device: str | None = None, trust_remote_code: bool = False) -> None:
         from engine.runs.loading import load_for_inference
 
         self.model_dir = Path(model_dir)
-        self.loaded = load_for_inference(self.model_dir, device=device)
+        self.loaded = load_for_inference(self.model_dir, device=device, trust_remote_code=trust_remote_code)
 
     @property
     def has_template(self) -> bool:
@@ -153,7 +153,7 @@ def _requests(stream, inbox: queue.Queue, stop: threading.Event) -> None:
 
 
 def serve(model_dir: Path | str, *, device: str | None = None, threads: int | None = None, requests=None,
-          replies=None) -> int:
+          replies=None, trust_remote_code: bool = False) -> int:
     """Load ``model_dir`` and answer requests until the input ends (see the module docstring); ``threads``
     caps torch's CPU threads (the Arena divides the cores between its servers)."""
     if replies is None:  # keep fd 1 for the protocol: what libraries print goes to stderr
@@ -170,7 +170,7 @@ def serve(model_dir: Path | str, *, device: str | None = None, threads: int | No
 
         torch.set_num_threads(threads)
     try:
-        session = ChatSession(model_dir, device=device)
+        session = ChatSession(model_dir, device=device, trust_remote_code=trust_remote_code)
     except Exception as exc:  # any load failure is reported to the screen, which shows it
         send("error", fatal=True, message=f"{type(exc).__name__}: {exc}")
         return 1

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine import __version__
-from engine.files import file_sha256, read_json_file, staged_dir, write_json, write_jsonl
+from engine.files import file_sha256, held_lock, read_json_file, staged_dir, write_json, write_jsonl
 from engine.data.prompts import format_differences, prompt_format, stop_token_ids, tokenize_prompts
 from engine.data.tasks import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
 from engine.events import EventKind, EventWriter
@@ -32,7 +32,7 @@ from engine.models.folder import TRAINING_METADATA, ModelLoadError, detect_kind,
 from engine.models.resolve import ModelNotFoundError, resolve_model_folder
 from engine.results.scoring import EXTRACTOR_VERSION, ItemScore, describe, extract_boxed, score_item, summarize_dataset
 from engine.runs.generation import BeforeGenerate, Generation
-from engine.runs.partial_predictions import PartialPredictions, model_fingerprint, partial_path, prompts_hash
+from engine.runs.partial_predictions import PARTIAL_DIR, PartialPredictions, model_fingerprint, partial_path, prompts_hash
 from engine.runs.trackers import chosen, log_evaluation, missing_packages
 from engine.workspace import Workspace, safe_name
 
@@ -285,7 +285,7 @@ def _start_backend(ws: Workspace, model_dir: Path, found: Any, options: EvalOpti
             if options.backend == "vllm":
                 raise EvalError(str(exc)) from None
             record["reason"] = f"auto: vLLM failed, the built-in engine was used ({exc})"
-    loaded = load_for_inference(model_dir, device=device)
+    loaded = load_for_inference(model_dir, device=device, trust_remote_code=found.trust_remote_code)
     backend = HFBackend(loaded, batch_size=start_batch_size(options.batch_size, device),
                         host_memory_cap=options.batch_size == AUTO and device == "cpu", threads=threads,
                         before_generate=before_generate)
@@ -298,8 +298,22 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     """Evaluate one model folder on the chosen test sets; write predictions, then the metrics file.
 
     Returns the metrics dict. Raises EvalError, DatasetError or ModelLoadError with a clear message;
-    on any error or interruption no metrics file is written.
+    on any error or interruption no metrics file is written. One evaluation of a model at a time: a second
+    one (which would share its partial-predictions files) fails at once.
     """
+    name = safe_name(resolve_model_dir(ws, model_ref).name)
+    lock = ws.state_dir / PARTIAL_DIR / f".{name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with held_lock(lock, wait=False) as held:
+        if not held:
+            raise EvalError(f"another evaluation of {name} is running (it holds {lock}); wait for it to end")
+        return _evaluate_model(ws, model_ref, options, test_sets=test_sets, events=events,
+                               before_generate=before_generate)
+
+
+def _evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | None, *,
+                    test_sets: TestSets | None, events: EventWriter | None,
+                    before_generate: BeforeGenerate | None) -> dict[str, Any]:
     import torch
 
     from engine.runs.device import reset_memory_peaks
@@ -317,7 +331,7 @@ def evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions | 
     test_sets = test_sets or load_test_sets(ws, options)
     tasks, items = test_sets.tasks, test_sets.items
     _check_trackers(options.report_to)
-    found = detect_kind(model_dir)
+    found = detect_kind(model_dir, trust_remote_code=options.trust_remote_code)
     device = resolve_device(options.device)
     start_batch_size(options.batch_size, device)  # a bad batch size fails before anything loads
     events.emit(EventKind.START, model=name, model_dir=str(model_dir), model_kind=found.kind,
@@ -506,14 +520,17 @@ def read_failures(ws: Workspace) -> dict[str, dict[str, Any]]:
 
 
 def _record_outcome(ws: Workspace, name: str, error: str | None, model_dir: str = "") -> None:
-    failures = read_failures(ws)
-    if error is None:
-        if failures.pop(name, None) is None:
-            return
-    else:
-        failures[name] = {"error": error, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                          "model_dir": model_dir}
-    write_json(_failures_path(ws), failures)
+    path = _failures_path(ws)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with held_lock(path.with_name(f".{path.name}.lock"), wait=True):  # two evaluations must not lose a record
+        failures = read_failures(ws)
+        if error is None:
+            if failures.pop(name, None) is None:
+                return
+        else:
+            failures[name] = {"error": error, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              "model_dir": model_dir}
+        write_json(path, failures)
 
 
 def _model_name(ws: Workspace, ref: str | Path) -> str:

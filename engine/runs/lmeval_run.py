@@ -146,7 +146,8 @@ def _last_logits(model: Any, tokenizer: Any, prompts: tuple[str, ...]):
     return rows
 
 
-def adapter_effect(ws: Workspace, model_dir: Path, loaded: Any, device: str) -> dict[str, Any] | None:
+def adapter_effect(ws: Workspace, model_dir: Path, loaded: Any, device: str, *,
+                   trust_remote_code: bool = False) -> dict[str, Any] | None:
     """How far the model's logits are from its parent's on :data:`ADAPTER_CHECK_PROMPTS` (None without a parent).
 
     An adapter's parent is its own base with the adapter switched off; a full fine-tune's is loaded.
@@ -164,7 +165,7 @@ def adapter_effect(ws: Workspace, model_dir: Path, loaded: Any, device: str) -> 
         with loaded.model.disable_adapter():
             theirs = _last_logits(loaded.model, loaded.tokenizer, ADAPTER_CHECK_PROMPTS)
     else:
-        parent_model = load_for_inference(parent, device=device)
+        parent_model = load_for_inference(parent, device=device, trust_remote_code=trust_remote_code)
         theirs = _last_logits(parent_model.model, parent_model.tokenizer, ADAPTER_CHECK_PROMPTS)
         del parent_model
     max_diff = max(float((a - b).abs().max()) for a, b in zip(mine, theirs))
@@ -211,8 +212,8 @@ def run_lm_eval(ws: Workspace, model_ref: str | Path, options: EvalOptions, *,
     manager = manager or load_tasks(ws, options.lm_eval_tasks)  # before the model: unreachable data fails fast
     device = resolve_device(options.device)
     events.emit(EventKind.START, model=name, model_dir=str(model_dir), lm_eval_tasks=options.lm_eval_tasks)
-    loaded = load_for_inference(model_dir, device=device)
-    effect = adapter_effect(ws, model_dir, loaded, device)
+    loaded = load_for_inference(model_dir, device=device, trust_remote_code=options.trust_remote_code)
+    effect = adapter_effect(ws, model_dir, loaded, device, trust_remote_code=options.trust_remote_code)
     if effect is not None and not effect["changed"]:
         message = (f"the adapter changed nothing: {name}'s logits equal its parent {effect['parent']}'s on "
                    f"{effect['prompts']} prompts (max difference {effect['max_abs_logit_diff']:.2e})")

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.models.folder import BACKEND_KINDS, ModelKind, ModelLoadError, detect_kind
+from engine.runs.hub import HubUnavailableError, require_model
+from engine.models.folder import BACKEND_KINDS, TOKENIZER_FILES, ModelKind, ModelLoadError, detect_kind
 from engine.models.resolve import looks_like_local_path
 from engine.runs.bnb import nf4_config
 
@@ -65,12 +66,20 @@ def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False, fallbac
     """
     from transformers import AutoTokenizer
 
-    sources = [str(path)] + ([fallback] if fallback else [])
+    local = Path(path).expanduser()
+    # A folder without tokenizer files would load as an empty tokenizer (vocabulary 1) and fail much later.
+    own = not local.is_dir() or any((local / name).is_file() for name in TOKENIZER_FILES)
+    if not own and not fallback:
+        raise ModelLoadError(f"{path}: no tokenizer files (none of {', '.join(TOKENIZER_FILES)})")
+    sources = ([str(path)] if own else []) + ([fallback] if fallback else [])
     last_error: Exception | None = None
     for source in sources:
         try:
+            require_model(source)
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
             break
+        except HubUnavailableError:
+            raise
         except (OSError, ValueError) as exc:
             last_error = exc
     else:
@@ -85,6 +94,7 @@ def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False, fallbac
 def _from_pretrained(source: str, *, device: str, trust_remote_code: bool, **kwargs):
     from transformers import AutoModelForCausalLM
 
+    require_model(source)
     try:
         return AutoModelForCausalLM.from_pretrained(source, device_map={"": device},
                                                     trust_remote_code=trust_remote_code, **kwargs)
@@ -114,10 +124,14 @@ def _load_adapter(model_dir: Path, found: ModelKind, device: str, *, quantized_b
         raise ModelLoadError(f"{model_dir}: cannot apply the adapter to {base} ({type(exc).__name__}: {exc})") from exc
 
 
-def load_for_inference(model_dir: Path | str, *, device: str | None = None) -> LoadedModel:
-    """Load a model folder of any kind for generation, in eval mode, with a left-padding tokenizer."""
+def load_for_inference(model_dir: Path | str, *, device: str | None = None,
+                       trust_remote_code: bool = False) -> LoadedModel:
+    """Load a model folder of any kind for generation, in eval mode, with a left-padding tokenizer.
+
+    ``trust_remote_code`` is the user's choice (flag or preset key), never the folder's own metadata.
+    """
     model_dir = Path(model_dir)
-    found = detect_kind(model_dir)
+    found = detect_kind(model_dir, trust_remote_code=trust_remote_code)
     device = resolve_device(device)
     tokenizer_fallback = found.base_model_path if found.kind == "adapter" else None
     tokenizer = load_tokenizer(model_dir, trust_remote_code=found.trust_remote_code, fallback=tokenizer_fallback)
@@ -129,7 +143,7 @@ def load_for_inference(model_dir: Path | str, *, device: str | None = None) -> L
         os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
         from engine.runs.ptq_backends import load_quantized
 
-        model = load_quantized(model_dir, found.quantization, device)
+        model = load_quantized(model_dir, found.quantization, device, trust_remote_code=found.trust_remote_code)
     elif found.kind == "bnb":
         model = _from_pretrained(str(model_dir), device=device, trust_remote_code=found.trust_remote_code)
     else:
@@ -141,7 +155,8 @@ def load_for_inference(model_dir: Path | str, *, device: str | None = None) -> L
     return LoadedModel(model=model, tokenizer=tokenizer, kind=found.kind, info=info)
 
 
-def load_full_precision(model_dir: Path | str, *, device: str = "cpu", dtype: Any = "auto"):
+def load_full_precision(model_dir: Path | str, *, device: str = "cpu", dtype: Any = "auto",
+                        trust_remote_code: bool = False):
     """``(model, tokenizer)`` in full precision; an adapter is merged into its (unquantized) base.
 
     For PTQ of a training output. Quantized folders raise ModelLoadError: they cannot be quantized again.
@@ -149,7 +164,7 @@ def load_full_precision(model_dir: Path | str, *, device: str = "cpu", dtype: An
     from peft import PeftModel
 
     model_dir = Path(model_dir)
-    found = detect_kind(model_dir)
+    found = detect_kind(model_dir, trust_remote_code=trust_remote_code)
     if found.kind not in ("full", "adapter"):
         raise ModelLoadError(f"{model_dir}: already quantized ({found.kind}); quantize its full-precision source")
     tokenizer = load_tokenizer(model_dir, trust_remote_code=found.trust_remote_code,

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.models.folder import ModelLoadError, read_trust_remote_code
+from engine.models.folder import ModelLoadError
 from engine.presets.naming import PTQ_METHODS
 
 INSTALL_HINTS = {"gptqmodel": "pip install gptqmodel", "hqq": "pip install hqq",
@@ -56,7 +56,8 @@ def _restore_generation_config(model: Any, model_dir: Path) -> None:
         model.generation_config = GenerationConfig.from_pretrained(str(model_dir))
 
 
-def load_quantized(model_dir: Path | str, metadata: dict[str, Any], device: str) -> Any:
+def load_quantized(model_dir: Path | str, metadata: dict[str, Any], device: str, *,
+                   trust_remote_code: bool = False) -> Any:
     """Load a PTQ output folder for inference and return the transformers model (tokenizer: load it yourself).
 
     ``metadata`` is its ``quantization_metadata.json`` (or a ``quantization_config`` with ``method``).
@@ -65,7 +66,7 @@ def load_quantized(model_dir: Path | str, metadata: dict[str, Any], device: str)
     """
     model_dir = Path(model_dir)
     method = str((metadata or {}).get("method", "")).upper()
-    trust = read_trust_remote_code(model_dir)
+    trust = trust_remote_code  # the user's choice, never the folder's metadata
     bits = (metadata or {}).get("weights_bits", (metadata or {}).get("bits", 4))
     loaders: dict[str, Callable[[], Any]] = {
         "GPTQ": lambda: _load_gptqmodel(model_dir, method, bits, device, trust),

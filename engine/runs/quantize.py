@@ -23,6 +23,7 @@ from typing import Any
 
 from engine.data.prompts import tokenize_prompts
 from engine.files import staged_dir, write_json
+from engine.results.retire import retire_results
 from engine.runs.calibration import Calibration, CalibrationError, load_calibration
 from engine.runs.ptq_backends import QuantizeError, backend_version, import_backend
 from engine.presets.requests import GROUPED_PTQ_METHODS, PTQ_GROUP_SIZES, QuantizeRequest, default_bits, ptq_problems
@@ -71,10 +72,10 @@ def resolve_source(ws: Workspace, ref: str | Path) -> Path:
         raise QuantizeError(f"source model {exc}") from None
 
 
-def check_source(source: Path):
+def check_source(source: Path, trust_remote_code: bool = False):
     """How to read ``source`` (an ``engine.runs.loading.ModelKind``); refuses folders that are already quantized."""
     try:
-        found = detect_kind(source)
+        found = detect_kind(source, trust_remote_code=trust_remote_code)
     except ModelLoadError as exc:
         raise QuantizeError(str(exc)) from None
     if found.kind not in ("full", "adapter"):
@@ -241,7 +242,7 @@ def _full_precision_folder(ws: Workspace, source: Path, found: Any):
     folder = Path(tempfile.mkdtemp(prefix="merge-", dir=scratch))
     try:
         try:
-            model, _ = load_full_precision(source, device="cpu")
+            model, _ = load_full_precision(source, device="cpu", trust_remote_code=found.trust_remote_code)
         except ModelLoadError as exc:
             raise QuantizeError(f"cannot merge the adapter {source} into its base: {exc}") from None
         model.save_pretrained(str(folder))
@@ -260,7 +261,7 @@ def _resolve_device(device: str | None) -> str:
 def quantize_model(ws: Workspace, source_dir: str | Path, method: str, bits: int | None = None,
                    group_size: int | None = None, calibration: str | None = None, samples: int = DEFAULT_SAMPLES,
                    out_name: str | None = None, events: EventWriter | None = None, *, overwrite: bool = False,
-                   device: str | None = None) -> dict[str, Any]:
+                   device: str | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
     """Quantize ``source_dir`` (a folder or a model name in ``Models/``) with ``method`` into ``Models/``.
 
     ``calibration`` (GPTQ/AWQ only): a text file, a dataset name, or empty for the source's training
@@ -271,7 +272,7 @@ def quantize_model(ws: Workspace, source_dir: str | Path, method: str, bits: int
     events = events or EventWriter(None)
     try:
         return _quantize(ws, source_dir, method, bits, group_size, calibration, samples, out_name, events,
-                         overwrite=overwrite, device=device)
+                         overwrite=overwrite, device=device, trust_remote_code=trust_remote_code)
     except QuantizeError as exc:
         events.emit(EventKind.ERROR, message=str(exc))
         raise
@@ -285,14 +286,14 @@ def quantize_model(ws: Workspace, source_dir: str | Path, method: str, bits: int
 
 def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | None, group_size: int | None,
               calibration_choice: str | None, samples: int, out_name: str | None, events: EventWriter, *,
-              overwrite: bool, device: str | None) -> dict[str, Any]:
+              overwrite: bool, device: str | None, trust_remote_code: bool) -> dict[str, Any]:
     spec = quantization_spec(method, bits, group_size)
     if spec.method in CALIBRATED and samples < 1:
         raise QuantizeError(f"--samples must be at least 1, not {samples}")
     if spec.method not in CALIBRATED and (calibration_choice or "").strip():
         raise QuantizeError(f"{spec.method} is data-free and takes no calibration ({calibration_choice!r})")
     source = resolve_source(ws, source_dir)
-    found = check_source(source)
+    found = check_source(source, trust_remote_code)
     try:
         name = safe_name(out_name) if out_name else ptq_output_name(source.name, spec)
     except UnsafeNameError as exc:
@@ -328,6 +329,7 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
                 raise QuantizeError(str(exc)) from None
             spec = replace(spec, calibration=calibration.source)
         size_before = folder_size(fp_dir)
+        replaced = final.exists()
         with staged_dir(final, overwrite=overwrite) as tmp:
             progress("quantize")
             try:
@@ -358,6 +360,8 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
                 "size_after_bytes": folder_size(tmp),
             }
             write_json(tmp / QUANTIZATION_METADATA, metadata)
+    if replaced:
+        retire_results(ws, name)
     events.emit(EventKind.QUANTIZE_PROGRESS, stage="done", done=total, total=total)
     events.emit(EventKind.SAVED, path=str(final))
     result = {"model_name": name, "output_dir": str(final), "method": spec.method, "quant_tag": spec.tag,

@@ -23,6 +23,7 @@ from engine.data.tasks import task_registry
 from engine.events import EventKind, EventWriter
 from engine.files import staged_dir
 from engine.models.resolve import ModelNotFoundError, resolve_model_ref
+from engine.results.retire import retire_results
 from engine.presets.config import ExperimentConfig, cross_check
 from engine.runs.data_parallel import rank
 from engine.runs.device import DeviceChoice, HardwareError, choose_device, hardware_info, torch_dtype
@@ -156,6 +157,7 @@ def _snapshot(ws: Workspace, config: ExperimentConfig, preset_text: str, overwri
         return TrainResult(config.output_name(), None, "full")
     stats = {"total_steps": 0, "epochs_completed": 0.0, "final_loss": None, "train_runtime_s": 0.0,
              "tokens_per_s": None, "snapshot_runtime_s": None}
+    replaced = final.exists()
     with staged_dir(final, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -164,6 +166,8 @@ def _snapshot(ws: Workspace, config: ExperimentConfig, preset_text: str, overwri
                                   trl_args=None, peft_config=None, quantization_config=None, stats=stats,
                                   hardware=hardware_info(choice), data=None, prompt_format=prompt_format(tokenizer))
         write_extras(tmp, metadata, preset_text)
+    if replaced:
+        retire_results(ws, final.name)
     events.emit(EventKind.SAVED, path=str(final))
     events.emit(EventKind.DONE, model=config.output_name(), output=str(final), model_type="full", snapshot=True)
     return TrainResult(config.output_name(), final, "full", metadata)
@@ -211,7 +215,7 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
         train_cpu_s = time.process_time() - cpu_started
         if stopper.stopped:
             raise TrainStopped(f"stopped on request at step {trainer.state.global_step} of "
-                               f"{trainer.state.max_steps} (time limit or preemption near); run it again to go on")
+                               f"{trainer.state.max_steps} (a cancel, a time limit or a preemption); run it again to go on")
         state = trainer.state
         runtime = float(output.metrics.get("train_runtime", 0.0))
         steps_run = state.global_step - (resumed_step or 0)  # this attempt's steps (the runtime is this attempt's)
@@ -235,7 +239,10 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
                                   prompt_format=data_stats["prompt_format"])
         metadata["trackers"] = read_trackers(staging)
         write_extras(staging, metadata, preset_text)
+        replaced = final.exists()
         promote_run(staging, final, overwrite=overwrite, keep_checkpoints=config.train.keep_checkpoints)
+    if replaced:
+        retire_results(ws, final.name)
     events.emit(EventKind.SAVED, path=str(final))
     events.emit(EventKind.DONE, model=config.output_name(), output=str(final), model_type=model_type,
                 steps=stats["total_steps"], final_loss=stats["final_loss"], runtime_s=stats["train_runtime_s"],

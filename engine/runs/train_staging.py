@@ -5,15 +5,13 @@ The folder layout itself is :mod:`engine.staging`'s."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.files import promote_dir, write_json
+from engine.files import held_lock, promote_dir, write_json
 from engine.presets.config import ExperimentConfig
 from engine.runs.data_parallel import rank
 from engine.runs.train_errors import TrainError
@@ -32,8 +30,8 @@ log = logging.getLogger("llmtui.train")
 def run_staging(ws: Workspace, config: ExperimentConfig):
     """Yield ``(staging folder, checkpoint to resume from or None)`` for this run, holding its lock (rank 0).
 
-    Rank 0 first removes the staging folders of earlier runs of the same model name with other settings
-    (unless a live process holds them), checkpoints half-written by a process that died mid-save, and
+    Rank 0 keeps (and names in the log) the staging folders of runs of the same model name with other
+    settings, removes checkpoints half-written by a process that died mid-save, and
     with ``train.resume = "never"`` this run's checkpoints. On failure the folder is kept when it holds
     a complete checkpoint (the next attempt resumes from it) and removed otherwise.
     """
@@ -44,14 +42,11 @@ def run_staging(ws: Workspace, config: ExperimentConfig):
         latest = latest_checkpoint(folder) if config.train.resume == "auto" else None
         yield folder, latest
         return
-    for old in other_runs(ws.models_dir, name, key):
-        with _lock(old, wait=False) as held:
-            if held:
-                shutil.rmtree(old, ignore_errors=True)
-                log.warning("removed %s: an unfinished run of %s with other settings (its checkpoints cannot be "
-                            "resumed by this one)", old.name, name)
+    for old in other_runs(ws.models_dir, name, key):  # kept: the name does not tell their settings apart
+        log.warning("kept %s: an unfinished run of %s with other settings (say, another learning rate); its "
+                    "preset resumes it, deleting the folder frees its space", old.name, name)
     folder.mkdir(parents=True, exist_ok=True)
-    with _lock(folder, wait=False) as held:
+    with held_lock(folder / RUN_LOCK, wait=False) as held:
         if not held:
             raise TrainError(f"another process is training this run in {folder}; wait for it to end or cancel it")
         found = checkpoints(folder)
@@ -77,25 +72,6 @@ def run_staging(ws: Workspace, config: ExperimentConfig):
                 log.warning("kept the checkpoint at step %d in %s: the next attempt of this run resumes from it",
                             kept.step, folder)
             raise
-
-
-@contextlib.contextmanager
-def _lock(folder: Path, *, wait: bool):
-    """Hold ``folder``'s run lock; yields False when another process holds it and ``wait`` is False."""
-    try:
-        fd = os.open(folder / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    except FileNotFoundError:  # removed meanwhile
-        yield False
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
 
 
 def checkpoint_callback(save_steps: int) -> Any:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 
 from engine.arena import MAX_MODELS
-from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
+from tui.cli.common import (add_trust_arg, add_workspace_arg, console, err_console, fail, print_json,
+                            workspace_from)
 
 #: Tokens an answer may have unless --max-tokens (or --item, the task's evaluation limit) says otherwise.
 DEFAULT_MAX_TOKENS = 256
@@ -41,6 +42,7 @@ def register(subparsers) -> None:
     parser.add_argument("-m", "--message", action="append", default=[],
                         help="send this message (repeatable) instead of reading from the terminal")
     parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
+    add_trust_arg(parser)
     parser.set_defaults(func=run)
 
 
@@ -65,7 +67,7 @@ def run(args) -> int:
         fail(str(exc))
     err_console.print(f"loading {model_dir.name}…", highlight=False)
     try:
-        session = ChatSession(model_dir, device=args.device)
+        session = ChatSession(model_dir, device=args.device, trust_remote_code=args.trust_remote_code)
     except (ModelLoadError, OSError, ValueError) as exc:
         fail(f"cannot load {model_dir}: {exc}", code=1)
     err_console.print(f"[bold]{model_dir.name}[/] ({session.loaded.kind}, {session.loaded.info.get('device')}) — "
@@ -130,7 +132,8 @@ def run_arena(args) -> int:
     err_console.print(f"asking {', '.join(names)} at once…", highlight=False)
     columns = answer_once(ws, names, placed, {"messages": messages, "system": system,
                                               "temperature": settings.temperature, "top_p": settings.top_p,
-                                              "seed": settings.seed, "max_new_tokens": settings.max_new_tokens})
+                                              "seed": settings.seed, "max_new_tokens": settings.max_new_tokens},
+                          trust_remote_code=args.trust_remote_code)
     greedy = settings.temperature == 0
     results = [column_json(column, column.outcome(task, item, greedy), item is not None) for column in columns]
     if args.json:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-from tui.cli.common import add_workspace_arg, fail, workspace_from
+from tui.cli.common import add_trust_arg, add_workspace_arg, fail, workspace_from
 
 
 def register(subparsers) -> None:
@@ -18,6 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("model", help="a model name in Models/ or a model folder")
     parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's own)")
+    add_trust_arg(parser)
     parser.set_defaults(func=run)
 
 
@@ -32,7 +33,7 @@ def run(args) -> int:
         model_dir = resolve_model_folder(ws, args.model)
     except ModelNotFoundError as exc:
         fail(f"model {exc}")
-    code = serve(model_dir, device=args.device, threads=args.threads)
+    code = serve(model_dir, device=args.device, threads=args.threads, trust_remote_code=args.trust_remote_code)
     sys.stdout.flush()
     sys.stderr.flush()
     # Leave at once: the model's memory goes with the process, and tearing down torch's threads on a

@@ -4,6 +4,7 @@ comparability guard; ``llmtui compare --lineage MODEL``: the degradation matrix 
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -100,7 +101,7 @@ def run_lineage(args, ws) -> int:
         emit(LINEAGE_RENDERERS[args.format](matrix), args.output)
         return 0
     table = Table("model", "parent", *[f"{name}\n{metric}" for name, metric in matrix.columns.items()],
-                  title=f"lineage of {matrix.root}", title_justify="left")
+                  title=Text(f"lineage of {matrix.root}"), title_justify="left")
     for row in matrix.rows:
         cells = []
         for name in matrix.columns:
@@ -124,15 +125,15 @@ def _dataset_table(comparison, dataset) -> Table:
     title = f"{dataset.name} ({dataset.kind or 'unknown kind'})"
     if dataset.guard:
         title = f"{WARNING_MARK} {title}: comparability warnings below"
-    table = Table("metric", *dataset.models, title=title, title_justify="left",
+    table = Table("metric", *map(escape, dataset.models), title=escape(title), title_justify="left",
                   title_style="bold yellow" if dataset.guard else None)
     for model in others:
-        prefix = f"{model}\n" if len(others) > 1 else ""
+        prefix = f"{escape(model)}\n" if len(others) > 1 else ""
         table.add_column(f"{prefix}Δ", justify="right")
         table.add_column(f"{prefix}{comparison.confidence:.0%} CI / b, c", justify="right")
         table.add_column(f"{prefix}p", justify="right")
     for metric in dataset.metrics:
-        cells = [metric.metric, *[format_cell(metric.values.get(m)) or "–" for m in dataset.models]]
+        cells = [Text(metric.metric), *[format_cell(metric.values.get(m)) or "–" for m in dataset.models]]
         pairs = {p.model: p for p in metric.pairs}
         for model in others:
             pair = pairs[model]

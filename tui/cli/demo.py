@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+
+from rich.markup import escape
+
 from tui.cli.common import add_workspace_arg, console, workspace_from
 
 
@@ -20,7 +24,9 @@ def run(args) -> int:
     ws.root.mkdir(parents=True, exist_ok=True)
     with console.status("building the demo workspace (tokenizer, tiny model, datasets)…"):
         create_demo(ws.root, args.train_rows, args.test_rows)
-    console.print(f"demo workspace ready at [bold]{ws.root}[/]\n"
-                  f"  open it:   llmtui -w {ws.root}\n"
-                  f"  try:       llmtui -w {ws.root} plan experiments/boolq-full.toml")
+    root = shlex.quote(str(ws.root))  # a path with a space or `[` stays one argument and is not markup
+    console.print(f"demo workspace ready at [bold]{escape(str(ws.root))}[/]\n"
+                  f"  open it:   llmtui -w {escape(root)}\n"
+                  f"  try:       llmtui -w {escape(root)} plan experiments/boolq-full.toml", highlight=False,
+                  soft_wrap=True)  # a long path stays on its line: the hint is meant to be copied
     return 0

@@ -16,6 +16,7 @@ from typing import IO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tui.cli.common import add_workspace_arg, fail, print_json, workspace_from
 
@@ -67,9 +68,9 @@ def _printer(stream: IO[str]):
         grid.add_column(width=22, no_wrap=True)
         grid.add_column(ratio=1, overflow="fold")
         style = STYLES.get(check.status, "")
-        grid.add_row(f"[{style}]{check.status}[/]", check.name, check.detail)
+        grid.add_row(f"[{style}]{check.status}[/]", Text(check.name), Text(check.detail))
         if check.fix and check.status not in ("ok", "pass", "skipped"):
-            grid.add_row("", "", f"[cyan]fix:[/] {check.fix}")
+            grid.add_row("", "", Text.assemble(("fix: ", "cyan"), check.fix))
         console.print(grid)
 
     return console, show

@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Terminal experiment manager for LLM fine-tuning, quantization and evaluation. "
                     "Without a subcommand it opens the TUI on the workspace.")
     parser.add_argument("--version", action="version", version=f"llmtui {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the ML libraries' own warnings and progress bars (a job's log always has them)")
     add_workspace_arg(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
@@ -39,12 +41,22 @@ def main(argv: list[str] | None = None) -> int:
     from engine.jobs.requeue import ignore_stop_signal
 
     ignore_stop_signal()  # only a training acts on it (it installs its own handler); nothing else dies of it
+    from tui.cli.noise import is_job_process, quiet_third_party
+
+    if not args.verbose and not is_job_process():
+        quiet_third_party()
     if args.command is None:
         from tui.cli.app import run_app
 
         return run_app(args)
+    from engine.checked import BadInputError
+
     try:
         return int(args.func(args) or 0)
+    except BadInputError as exc:  # a value read from a file: one line naming file, field and value
+        from tui.cli.common import fail
+
+        fail(str(exc))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

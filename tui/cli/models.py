@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from tui.cli.common import add_workspace_arg, console, print_json, workspace_from
 from tui.format import human_count, human_size, status_style
@@ -49,11 +50,11 @@ def run(args) -> int:
                      "quant": r.quant_tag, "dataset": r.dataset, "peft": r.peft, "params": human_count(r.params),
                      "size": human_size(r.size_bytes), "headline": headline})
     columns = _columns_that_fit(rows, console.width)
-    table = Table(title=f"{len(records)} models in {ws.models_dir}", title_justify="left")
+    table = Table(title=Text(f"{len(records)} models in {ws.models_dir}"), title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold", no_wrap=column not in ("name", "headline", "status"))
-    for row in rows:
-        table.add_row(*[f"[{status_style(row[c].split()[0])}]{row[c]}[/]" if c == "status" else row[c]
+    for row in rows:  # Text cells: a folder name or a reason with `[` is shown as written, never read as markup
+        table.add_row(*[Text(row[c], style=status_style(row[c].split()[0]) if c == "status" else "")
                         for c in columns])
     console.print(table)
     return 0

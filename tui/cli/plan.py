@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from engine.presets.requests import TrainRequest
 from tui.cli.common import add_workspace_arg, console, err_console, load_preset_or_exit, print_json, workspace_from
@@ -30,7 +31,7 @@ def run(args) -> int:
     _print_model(model)
     steps = Table("#", "step", "target", "what", "after", title="steps", title_justify="left")
     for i, step in enumerate(plan.steps):
-        steps.add_row(str(i), step.kind, step.target, step.description, ",".join(map(str, step.after)))
+        steps.add_row(str(i), step.kind, Text(step.target), Text(step.description), ",".join(map(str, step.after)))
     console.print(steps)
     console.print("[bold]resolved config[/]")
     console.print(config.to_toml(), markup=False, highlight=False)

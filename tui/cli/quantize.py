@@ -48,7 +48,8 @@ def run(args) -> int:
         with EventWriter(args.events or events_path_from_env()) as events, stdout_to_stderr():
             result = quantize_model(ws, args.model, request.method, request.bits or None, request.group_size,
                                     request.calibration or None, request.samples, args.out, events,
-                                    overwrite=args.overwrite, device=args.device)
+                                    overwrite=args.overwrite, device=args.device,
+                                    trust_remote_code=request.trust_remote_code)
     except QuantizeError as exc:
         fail(str(exc), 1)
     except KeyboardInterrupt:

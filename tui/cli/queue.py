@@ -8,6 +8,7 @@ from datetime import datetime
 
 from rich import box
 from rich.table import Table
+from rich.markup import escape
 from rich.text import Text
 
 from engine.jobs.job_folder import CANCELLING, JobStatus
@@ -96,12 +97,20 @@ def _add(ws, args) -> int:
         if args.untested == bool(args.models):
             fail("name the models to evaluate, or give --untested (not both)")
         request = EvalRequest.from_flags(args)
+        models = args.models
         if args.untested and request.lm_eval_tasks:  # untested = missing results for some of the lm-eval tasks
             from engine.results.lmeval import untested_for_lm_eval
 
-            models = [record.name for record in untested_for_lm_eval(ws, request.lm_eval_tasks)[0]]
-        else:
-            models = enqueue.untested_model_names(ws) if args.untested else args.models
+            untested, broken = untested_for_lm_eval(ws, request.lm_eval_tasks)
+        elif args.untested:
+            from engine.models.scan import untested_and_broken
+
+            untested, broken = untested_and_broken(ws)
+        if args.untested:
+            models = [record.name for record in untested]
+            for record in broken:
+                err_console.print(f"[bold red]broken, not queued:[/] {escape(record.name)}: {escape(record.reason)}",
+                                  highlight=False)
         if not models:
             console.print("every model in Models/ is tested; nothing to queue")
             return 0
@@ -197,6 +206,7 @@ def _jobs_table(jobs: list[Job], title: str) -> Table:
         row[2] = f"[{status_style(job.status)}]{row[2]}[/]"
         for index in (3, len(row) - 1):  # the column may shrink, but its cells stay on one line
             row[index] = Text(row[index], no_wrap=True, overflow="ellipsis")
+        row = [Text(cell) if isinstance(cell, str) and index != 2 else cell for index, cell in enumerate(row)]
         table.add_row(*row)
     return table
 
@@ -250,7 +260,7 @@ def _show(ws, args) -> int:
             ("log", str(ws.root / job.log_path)), ("events", str(ws.root / job.events_path)),
             ("retry of", f"#{job.retry_of}" if job.retry_of else "-")]
     for key, value in rows:
-        table.add_row(f"[bold]{key}[/]", value)
+        table.add_row(f"[bold]{key}[/]", Text(value))
     console.print(table)
     console.print("[bold]command[/]")
     console.print(" ".join(job.command), markup=False, highlight=False)

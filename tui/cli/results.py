@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from engine.data.tasks import DISPLAY_ORDER, builtin_metric_columns
 from tui.cli.common import add_workspace_arg, console, err_console, fail, workspace_from
@@ -130,7 +131,7 @@ def _fit_to_screen(table, width: int) -> int:
 def _rich_table(table, folder) -> Table:
     from engine.results.export import best_rows, format_cell
 
-    view = Table(title=f"{len(table.rows)} results in {folder}", title_justify="left")
+    view = Table(title=Text(f"{len(table.rows)} results in {folder}"), title_justify="left")
     for column in table.columns:
         if column.key == "model":
             view.add_column("model", no_wrap=True)
@@ -140,5 +141,5 @@ def _rich_table(table, folder) -> Table:
             for i in best_rows([row.get(c.key) for row in table.rows], c.direction)}
     for i, row in enumerate(table.rows):
         cells = [format_cell(row.get(c.key)) or "–" for c in table.columns]
-        view.add_row(*[f"[bold green]{cell}[/]" if (i, j) in best else cell for j, cell in enumerate(cells)])
+        view.add_row(*[Text(cell, style="bold green" if (i, j) in best else "") for j, cell in enumerate(cells)])
     return view

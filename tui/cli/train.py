@@ -33,7 +33,7 @@ def run(args) -> int:
     from engine.runs.data_parallel import in_data_parallel_child, rank
     from engine.runs.train import preflight, train
     from engine.runs.train_errors import TrainError, TrainStopped
-    from tui.cli.common import preset_path
+    from tui.cli.common import preset_path, print_problems
 
     ws = workspace_from(args)
     events_path = args.events or events_path_from_env()
@@ -44,14 +44,12 @@ def run(args) -> int:
     except (ConfigError, DatasetError) as exc:
         problems = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else [str(exc)]
         _error_event(events_path, f"invalid preset {path}: " + "; ".join(problems))
-        err_console.print(f"[bold red]invalid preset[/] {path}", highlight=False)
-        for problem in problems:
-            err_console.print(f"  • {problem}", highlight=False, markup=False)
+        print_problems("preset", path, problems)
         return 2
     if args.overrides:
         preset_text = (f"# {path} with --set {' --set '.join(args.overrides)}; the resolved values:\n"
                        + config.to_toml())
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _stop_then_interrupt)
     install_stop_handler()
     try:
         if config.train.gpus > 1 and config.data.dataset != "none" and not in_data_parallel_child():
@@ -82,9 +80,14 @@ def run(args) -> int:
     return 0
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM (the queue cancelling a job) unwinds like Ctrl-C, so the temp output folder is removed."""
-    raise KeyboardInterrupt
+def _stop_then_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (the queue cancelling a job): the first asks the training to save a checkpoint at the end of the
+    current step and stop (``queue retry`` resumes there); a second unwinds at once like Ctrl-C."""
+    from engine.jobs.requeue import request_stop, stop_requested
+
+    if stop_requested():
+        raise KeyboardInterrupt
+    request_stop()
 
 
 def _error_event(events_path, message: str) -> None:

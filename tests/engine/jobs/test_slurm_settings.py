@@ -26,7 +26,7 @@ def test_slurm_table_is_read_and_checked(tmp_path):
     assert settings.slurm.setup == ["source venv/bin/activate"] and settings.max_parallel == 0
     for bad, words in (('time = "soon"', "slurm.time = 'soon' is not a Slurm time limit"),
                        ('gpu_flag = "--gpus"', "must contain {n}"),
-                       ("cpus_per_task = -1", "slurm.cpus_per_task = -1 must be a whole number"),
+                       ("cpus_per_task = -1", "slurm.cpus_per_task = -1 must be at least 0"),
                        ('enabled = "yes"', "slurm.enabled = 'yes' must be true or false"),
                        ("partitions = 1", "unknown key slurm.'partitions'"),
                        ("setup = [1]", "slurm.setup = [1] must be a list of strings")):

@@ -59,7 +59,9 @@ def _quantize_request(ws: Workspace, source: str, target: str, request: Quantize
 def eval_request(ws: Workspace, model: str, request: EvalRequest, *, gpus: int, description: str = "",
                   preset: str | None = None, after: tuple[int, ...] = (),
                   after_steps: tuple[int, ...] = ()) -> JobRequest:
-    description = description or f"evaluate {model} on {', '.join(request.datasets) or 'all test sets'}"
+    description = description or f"evaluate {model} on " + (
+        f"lm-eval {', '.join(request.lm_eval_tasks)}" if request.lm_eval_tasks
+        else ', '.join(request.datasets) or 'all test sets')
     return JobRequest("eval", llmtui_command(ws, "eval", str(ws.model_dir(model)), *request.argv()), target=model,
                       description=description, preset=preset, options=request.options(), gpus=gpus, after=after,
                       after_steps=after_steps)

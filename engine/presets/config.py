@@ -219,7 +219,7 @@ def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ())
     if "none" in config.train.report_to and len(config.train.report_to) > 1:
         problems.append(Problem("train.report_to", f"'none' cannot be combined with other trackers "
                                                    f"({config.train.report_to})"))
-    problems.extend(config.eval.problems(datasets))
+    problems.extend(config.eval.problems(datasets, both_kinds=True))
     return problems
 
 

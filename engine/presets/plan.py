@@ -3,7 +3,7 @@ target modules and prompt format its base model gives, as plain data (TUI and CL
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from engine.presets.config import ExperimentConfig
@@ -71,9 +71,15 @@ def make_plan(config: ExperimentConfig, ws: Workspace) -> Plan:
         outputs.append((out, len(steps) - 1))
     if config.eval.after:
         sets = ", ".join(config.eval.datasets) or "all test sets"
+        request = config.eval.request()
+        # lm-eval tasks are a job of their own beside the built-in test sets' (an eval job runs one or the other)
+        built_in = replace(request, lm_eval_tasks=[], num_fewshot=-1, apply_chat_template=False, check_backends=0)
+        lm_eval = replace(request, datasets=[]) if request.lm_eval_tasks else None
         for out, index in outputs:
-            steps.append(Step("eval", out, f"evaluate {out} on {sets}", after=[index],
-                              options=config.eval.request().options()))
+            steps.append(Step("eval", out, f"evaluate {out} on {sets}", after=[index], options=built_in.options()))
+            if lm_eval is not None:
+                steps.append(Step("eval", out, f"evaluate {out} on lm-eval {', '.join(lm_eval.lm_eval_tasks)}",
+                                  after=[index], options=lm_eval.options()))
     training = None if config.data.dataset == "none" else training_efficiency(config)
     return Plan(name, str(ws.model_dir(name)), steps, training)
 

@@ -11,6 +11,7 @@ line, the TUI form and the job process all use these, so a new setting is one fi
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
 
@@ -69,6 +70,21 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _flag_of(f) -> str:
+    """A field's flag: its knob's ``flag_name`` (``lm_eval_tasks`` is ``--lm-eval``), else its own name."""
+    return _flag(f.metadata.get("flag_name", f.name))
+
+
+#: lm-eval task, group and tag names: letters, digits, ``_ - . :``, and ``*`` patterns lm-eval expands.
+LM_EVAL_TASK_NAME = re.compile(r"^[A-Za-z0-9_.:*-]+$")
+
+
+def lm_eval_tasks_problem(names: Any) -> str | None:
+    """THE rule for lm-eval task names (a name becomes part of lm-eval's lookup and of file names)."""
+    bad = [n for n in names if not isinstance(n, str) or not LM_EVAL_TASK_NAME.match(n)] if isinstance(names, list) else []
+    return f"lm-eval task name {bad[0]!r} has characters a task name cannot have" if bad else None
+
+
 def _number_parser(meta: dict[str, Any], kind: type = int):
     """THE parser of number flags (whole numbers, or any number for a float knob): the knob's own range rule
     says what is wrong."""
@@ -125,7 +141,7 @@ class Request:
             default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
             help_text = meta.get("help", "")
             if name == "bool":
-                parser.add_argument(_flag(f.name), action="store_true", help=help_text)
+                parser.add_argument(_flag_of(f), dest=f.name, action="store_true", help=help_text)
                 continue
             kwargs: dict[str, Any] = {"default": default, "help": help_text}
             if meta.get("required_flag"):
@@ -139,7 +155,7 @@ class Request:
             elif meta.get("choices"):
                 kwargs.update(type=_choice_parser(meta["choices"]), choices=meta["choices"],
                               metavar="|".join(str(c).lower() for c in meta["choices"]))
-            parser.add_argument(_flag(f.name), **kwargs)
+            parser.add_argument(_flag_of(f), dest=f.name, **kwargs)
 
     @classmethod
     def from_flags(cls, args: argparse.Namespace) -> "Request":
@@ -166,10 +182,10 @@ class Request:
                     or (isinstance(value, (str, list)) and not value):
                 continue
             if value is True:
-                args.append(_flag(f.name))
+                args.append(_flag_of(f))
             else:
                 text = ",".join(value) if isinstance(value, list) else str(value)
-                args += [_flag(f.name), text.lower() if f.metadata.get("lower") else text]
+                args += [_flag_of(f), text.lower() if f.metadata.get("lower") else text]
         return args
 
     def field_problems(self, where: str) -> list[Problem]:
@@ -210,14 +226,40 @@ class EvalRequest(Request):
     trust_remote_code: bool = knob(False, preset=False,
                                    help="allow the model folder's own Python code (config.json auto_map) to run; "
                                         "never switched on by the folder's metadata")
+    # lm-evaluation-harness tasks (engine.runs.lmeval_run; the lm-eval extra: pip install 'llmtui[lm-eval]')
+    lm_eval_tasks: list[str] = knob([], check=lm_eval_tasks_problem, flag_name="lm_eval",
+                                    help="comma-separated lm-eval tasks (its registry, or YAMLs in "
+                                         "Datasets/lm-eval-tasks/) run instead of the built-in test sets; output in "
+                                         "Testing/lm-eval/{model}/ (needs the lm-eval extra)")
+    num_fewshot: int = knob(-1, min=-1, help="lm-eval few-shot examples per prompt (-1 = each task's own)")
+    apply_chat_template: bool = knob(False, help="wrap each lm-eval prompt in the model's chat template")
+    force_unchanged_adapter: bool = knob(False, preset=False,
+                                         help="lm-eval: evaluate an adapter or fine-tune even when its logits "
+                                              "equal its parent's")
+    check_backends: int = knob(0, min=0, help="lm-eval: also generate N generate_until items with vLLM (when "
+                                              "configured) and record the agreement rate")
 
     def __post_init__(self) -> None:
         if self.batch_size == 0:  # presets written before "auto" was the one spelling
             self.batch_size = AUTO
 
-    def problems(self, known_datasets: tuple[str, ...], section: str = "eval") -> list[Problem]:
-        """Rules that involve the workspace's test sets or more than one setting."""
+    def lm_eval_problems(self, section: str = "eval", *, both_kinds: bool = False) -> list[Problem]:
+        """The lm-eval settings' rules: the other lm-eval settings need tasks; tasks replace the test sets."""
         found = []
+        if self.datasets and self.lm_eval_tasks and not both_kinds:
+            found.append(Problem(f"{section}.lm_eval_tasks", "lm-eval tasks run instead of the built-in test sets: "
+                                 "give datasets or lm_eval_tasks, not both (a preset's [eval] queues both)"))
+        if not self.lm_eval_tasks and (self.num_fewshot != -1 or self.apply_chat_template
+                                       or self.force_unchanged_adapter or self.check_backends):
+            found.append(Problem(f"{section}.lm_eval_tasks", "num_fewshot, apply_chat_template, "
+                                 "force_unchanged_adapter and check_backends apply to lm-eval tasks: name them"))
+        return found
+
+    def problems(self, known_datasets: tuple[str, ...], section: str = "eval", *,
+                 both_kinds: bool = False) -> list[Problem]:
+        """Rules that involve the workspace's test sets or more than one setting. ``both_kinds``: built-in test
+        sets and lm-eval tasks may both be named (a preset's ``[eval]`` queues a job for each)."""
+        found = self.lm_eval_problems(section, both_kinds=both_kinds)
         if "none" in self.report_to and len(self.report_to) > 1:
             found.append(Problem(f"{section}.report_to",
                                  f"'none' cannot be combined with other trackers ({self.report_to})"))

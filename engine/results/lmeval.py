@@ -22,6 +22,7 @@ from engine.files import write_text
 from engine.results.item_metrics import PredictionsError, jsonl_objects
 from engine.models.resolve import model_name_from
 from engine.data.kinds import LM_EVAL_KIND
+from engine.results.provenance import BACKEND_ASPECT
 from engine.results.records import DatasetResult, ResultRecord
 from engine.workspace import Workspace, safe_name
 
@@ -58,6 +59,10 @@ def read_results_file(path: Path) -> ResultRecord:
         or path.parent.name
     record = ResultRecord(path=path, name=name, source="lm-eval", raw_model_name=data.get("model_name"),
                           evaluated_at=_date(data.get("date")))
+    llmtui = data.get("llmtui") if isinstance(data.get("llmtui"), dict) else {}
+    agreement = llmtui.get("backend_agreement")
+    if isinstance(agreement, dict) and agreement.get("measured") is True:
+        record.backend_agreement = agreement
     stamp = _RESULTS_NAME.match(path.name)["stamp"]
     counts = data.get("n-samples") if isinstance(data.get("n-samples"), dict) else {}
     for task, values in data["results"].items():
@@ -97,7 +102,7 @@ def _provenance(data: dict[str, Any], config: dict[str, Any], task: str) -> dict
         "prompt format": {"chat_template_sha": data.get("chat_template_sha"),
                           "system_instruction_sha": data.get("system_instruction_sha")},
         "harness version": data.get("lm_eval_version"),
-        "evaluation backend": {"model": config.get("model"), "dtype": config.get("model_dtype")},
+        BACKEND_ASPECT: {"model": config.get("model"), "dtype": config.get("model_dtype")},
         "limit": {"limit": config.get("limit")},
     }
 
@@ -264,3 +269,22 @@ def import_output(ws: Workspace, source: Path) -> list[Path]:
 
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def tasks_with_results(ws: Workspace, model: str) -> set[str]:
+    """The lm-eval tasks some readable results file in ``Testing/lm-eval/{model}/`` holds."""
+    done: set[str] = set()
+    for path in results_files(ws.lm_eval_dir / safe_name(model)):
+        record = read_results_file(path)
+        done |= {name.removeprefix(DATASET_PREFIX) for name in record.datasets}
+    return done
+
+
+def untested_for_lm_eval(ws: Workspace, tasks: list[str]):
+    """``--untested`` with ``--lm-eval``: (models missing results for some of ``tasks``, broken folders)."""
+    from engine.models.scan import scan_models
+
+    records = scan_models(ws)
+    healthy = [r for r in records if r.status != "broken"]
+    return ([r for r in healthy if not set(tasks) <= tasks_with_results(ws, r.name)],
+            [r for r in records if r.status == "broken"])

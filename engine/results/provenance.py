@@ -16,6 +16,7 @@ from engine.results.records import DatasetResult, ResultRecord
 #: eval_config.backend keys compared (the version and thread count do not change greedy outputs).
 BACKEND_KEYS = ("name", "dtype")
 UNKNOWN = "provenance unknown"
+BACKEND_ASPECT = "evaluation backend"
 
 
 def dataset_provenance(record: ResultRecord, dataset: DatasetResult) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def dataset_provenance(record: ResultRecord, dataset: DatasetResult) -> dict[str
         "dataset file": {"sha256": dataset.dataset_sha256} if dataset.dataset_sha256 else None,
         "answer extraction": {"extractor_version": record.extractor_version}
         if record.extractor_version is not None else None,
-        "evaluation backend": {k: backend.get(k) for k in BACKEND_KEYS} if isinstance(backend, dict) else None,
+        BACKEND_ASPECT: {k: backend.get(k) for k in BACKEND_KEYS} if isinstance(backend, dict) else None,
     }
 
 
@@ -55,13 +56,26 @@ def guard_warnings(reference: ResultRecord, other: ResultRecord, file_name: str)
                     unknown.setdefault(record.name, []).append(aspect)
             continue
         if a != b:
-            warnings.append(f"{aspect} differs: {_difference(a, b)}")
+            warnings.append(f"{aspect} differs: {_difference(a, b)}" + (
+                _measured_agreement(reference, other) if aspect == BACKEND_ASPECT else ""))
     if len(unknown) == 2 and len(set(map(tuple, unknown.values()))) == 1:
         warnings.append(f"{UNKNOWN}: neither run records its {', '.join(unknown[reference.name])}")
     else:
         warnings += [f"{UNKNOWN}: {name}'s run does not record its {', '.join(aspects)}"
                      for name, aspects in unknown.items()]
     return warnings
+
+
+def _measured_agreement(*records: ResultRecord) -> str:
+    """What ``--check-backends`` measured on either run: how often two backends gave the same answer."""
+    notes = []
+    for record in records:
+        agreement = record.backend_agreement
+        if agreement and isinstance(agreement.get("items"), int) and isinstance(agreement.get("agreeing"), int):
+            other = agreement.get("other") if isinstance(agreement.get("other"), dict) else {}
+            notes.append(f"{record.name}'s run measured {agreement['agreeing']}/{agreement['items']} answers "
+                         f"identical on the built-in engine and {other.get('name', 'the other backend')}")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _difference(a: Any, b: Any) -> str:

@@ -61,6 +61,9 @@ class ResultRecord:
     #: The prompt format record and the evaluation settings as written (for the comparability guard).
     prompt_format: dict[str, Any] | None = None
     eval_config: dict[str, Any] | None = None
+    #: llmtui's lm-eval runs: the share of answers the built-in engine and vLLM agreed on
+    #: (``--check-backends``: measured, items, agreeing, rate, other), for the comparability guard.
+    backend_agreement: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
 

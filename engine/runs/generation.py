@@ -49,6 +49,14 @@ class Generation:
 BeforeGenerate = Callable[[int], None]
 #: Called with ``(item index, Generation)`` for the rows that finished in one step, as soon as they finish.
 RowsDone = Callable[[list[tuple[int, Generation]]], None]
+#: Whether a row's generated token ids end it by their text; asked only after a token ``brace_mask`` marks.
+#: The default is the built-in tasks' rule (the first ``\boxed{…}`` closed); lm-eval passes its ``until`` strings.
+TextStop = Callable[[list[int]], bool]
+
+
+def box_stop(tokenizer: Any) -> TextStop:
+    """The built-in tasks' text stop: the generated text has closed its first box."""
+    return lambda tokens: first_box_closed(tokenizer.decode(tokens, skip_special_tokens=True))
 
 
 class OutOfMemory(RuntimeError):
@@ -142,12 +150,14 @@ def host_memory_batch_cap(model: Any, tokens_per_row: int) -> int:
     return max(1, int(psutil.virtual_memory().available * 0.5 // per_row))
 
 
-def cut_at_stop(tokenizer: Any, tokens: list[int], eos_ids: list[int], brace_mask: Any) -> int:
-    """How many of ``tokens`` the stop rule keeps: through the first EOS or the token closing the first box."""
+def cut_at_stop(tokenizer: Any, tokens: list[int], eos_ids: list[int], brace_mask: Any,
+                text_stop: TextStop | None = None) -> int:
+    """How many of ``tokens`` the stop rule keeps: through the first EOS or the first token (of those
+    ``brace_mask`` marks) that makes ``text_stop`` (default: :func:`box_stop`) true."""
+    text_stop = text_stop or box_stop(tokenizer)
     eos = set(eos_ids)
     for length, token in enumerate(tokens, start=1):
-        if token in eos or (token < len(brace_mask) and bool(brace_mask[token]) and first_box_closed(
-                tokenizer.decode(tokens[:length], skip_special_tokens=True))):
+        if token in eos or (token < len(brace_mask) and bool(brace_mask[token]) and text_stop(tokens[:length])):
             return length
     return len(tokens)
 
@@ -180,8 +190,9 @@ def choose_threads(requested: int = 0, *, sample_s: float = 0.5) -> dict[str, An
 # ------------------------------------------------------------------------------------ reference path
 
 
-def _stop_criterion(tokenizer: Any, prompt_length: int, batch: int, eos_ids: list[int], brace_mask, device):
-    """A StoppingCriteria that finishes each row at EOS or when its first box closes, recording its length."""
+def _stop_criterion(tokenizer: Any, prompt_length: int, batch: int, eos_ids: list[int], brace_mask, device,
+                    text_stop: TextStop):
+    """A StoppingCriteria that finishes each row at EOS or by ``text_stop``, recording its length."""
     import torch
     from transformers import StoppingCriteria
 
@@ -198,8 +209,7 @@ def _stop_criterion(tokenizer: Any, prompt_length: int, batch: int, eos_ids: lis
             newly = ~self.done & torch.isin(last, self.eos)
             closers = (~self.done & ~newly & self.brace[last]).nonzero().flatten().tolist()
             for row in closers:
-                text = tokenizer.decode(input_ids[row, prompt_length:], skip_special_tokens=True)
-                if first_box_closed(text):
+                if text_stop(input_ids[row, prompt_length:].tolist()):
                     newly[row] = True
             for row in newly.nonzero().flatten().tolist():
                 self.lengths[row] = generated
@@ -235,7 +245,8 @@ def greedy_generation_config(model: Any, tokenizer: Any, max_new_tokens: int, eo
 
 
 def generate_single(model: Any, tokenizer: Any, token_ids: list[int], max_new_tokens: int,
-                    brace_mask: Any, eos_ids: list[int] | None = None) -> tuple[str, int]:
+                    brace_mask: Any, eos_ids: list[int] | None = None,
+                    text_stop: TextStop | None = None) -> tuple[str, int]:
     """One prompt through transformers' ``generate`` (greedy, same stop rule): the reference the batched
     engine must equal, and the path for models whose cache cannot be batched row by row."""
     import torch
@@ -244,7 +255,8 @@ def generate_single(model: Any, tokenizer: Any, token_ids: list[int], max_new_to
     eos_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None)) if eos_ids is None else eos_ids
     config = greedy_generation_config(model, tokenizer, max_new_tokens, eos_ids)
     device = input_device(model)
-    criterion = _stop_criterion(tokenizer, len(token_ids), 1, eos_ids, brace_mask, device)
+    criterion = _stop_criterion(tokenizer, len(token_ids), 1, eos_ids, brace_mask, device,
+                                text_stop or box_stop(tokenizer))
     with torch.inference_mode():
         output = model.generate(input_ids=torch.tensor([token_ids], device=device),
                                 attention_mask=torch.ones(1, len(token_ids), dtype=torch.long, device=device),
@@ -258,7 +270,7 @@ def generate_single(model: Any, tokenizer: Any, token_ids: list[int], max_new_to
 
 
 @functools.cache
-def _buffer_layer_class():
+def buffer_layer_class():
     """A transformers cache layer whose keys and values live in buffers with room to grow (doubling).
 
     transformers' ``DynamicLayer`` concatenates the whole cache with each new token, which made copying
@@ -318,7 +330,7 @@ class _Batch:
         used = self.mask.any(dim=0).nonzero()
         start = int(used[0]) if len(used) else self.mask.shape[1]
         self.mask = self.mask[:, start:]
-        layer = _buffer_layer_class()
+        layer = buffer_layer_class()
         self.layers = [layer(old.keys[index, :, start:], old.values[index, :, start:]) for old in self.layers]
 
     def join(self, other: "_Batch") -> None:
@@ -335,7 +347,7 @@ class _Batch:
             shape[dim] = missing
             return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
-        layer = _buffer_layer_class()
+        layer = buffer_layer_class()
         self.layers = [layer(torch.cat([left_pad(mine.keys, 2), left_pad(theirs.keys, 2)]),
                              torch.cat([left_pad(mine.values, 2), left_pad(theirs.values, 2)]))
                        for mine, theirs in zip(self.layers, other.layers)]
@@ -349,10 +361,10 @@ class _Engine:
     """Continuous batching for one prompt set (see the module docstring)."""
 
     def __init__(self, model: Any, tokenizer: Any, token_ids: list[list[int]], max_new_tokens: int,
-                 brace_mask: Any, eos_ids: list[int]) -> None:
+                 brace_mask: Any, eos_ids: list[int], text_stop: TextStop) -> None:
         import torch
 
-        self.model, self.tokenizer, self.token_ids = model, tokenizer, token_ids
+        self.model, self.tokenizer, self.token_ids, self.text_stop = model, tokenizer, token_ids, text_stop
         self.max_new_tokens = max_new_tokens
         self.device = input_device(model)
         self.eos = torch.tensor(eos_ids, dtype=torch.long, device=self.device)
@@ -370,7 +382,7 @@ class _Engine:
         from transformers.cache_utils import DynamicCache
 
         cache = DynamicCache()
-        cache.layers, cache.layer_class_to_replicate = list(layers), _buffer_layer_class()
+        cache.layers, cache.layer_class_to_replicate = list(layers), buffer_layer_class()
         output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
                             use_cache=True, logits_to_keep=1)
         return output.logits[:, -1, :], output.cache.layers
@@ -395,7 +407,7 @@ class _Engine:
                            device=self.device)
         mask = torch.cat([torch.ones(len(rows), shared, dtype=own.dtype, device=self.device), own], dim=1)
         positions = (mask.cumsum(1) - 1).clamp(min=0)[:, shared:]
-        layer = _buffer_layer_class()
+        layer = buffer_layer_class()
         layers = [layer(p.keys.expand(len(rows), -1, -1, -1), p.values.expand(len(rows), -1, -1, -1))
                   for p in self.prefix]
         logits, layers = self._forward(input_ids, mask, positions, layers)
@@ -421,8 +433,7 @@ class _Engine:
         for row, token in enumerate(last.tolist()):
             generated = batch.generated[row]
             generated.append(token)
-            if eos[row] or len(generated) >= self.max_new_tokens or (
-                    brace[row] and first_box_closed(self.tokenizer.decode(generated, skip_special_tokens=True))):
+            if eos[row] or len(generated) >= self.max_new_tokens or (brace[row] and self.text_stop(generated)):
                 done.append(row)
         return done
 
@@ -431,8 +442,11 @@ def generate_all(model: Any, tokenizer: Any, token_ids: list[list[int]], *, max_
                  brace_mask: Any, host_memory_cap: bool = False,
                  on_progress: Callable[[int, int], None] | None = None,
                  before_generate: BeforeGenerate | None = None, on_rows_done: RowsDone | None = None,
-                 eos_ids: list[int] | None = None) -> tuple[list[Generation], int]:
+                 eos_ids: list[int] | None = None, text_stop: TextStop | None = None) -> tuple[list[Generation], int]:
     """Generate for every prompt (token ids) with continuous batching of at most ``batch_size`` rows.
+
+    A row ends at one of ``eos_ids``, at ``max_new_tokens``, or when a token ``brace_mask`` marks makes
+    ``text_stop`` (default: :func:`box_stop`) true.
 
     ``host_memory_cap`` first lowers the batch to what host memory holds (``auto`` on the CPU). Each
     finished row is reported to ``on_rows_done`` (and counted in ``on_progress``) as soon as it ends.
@@ -440,6 +454,7 @@ def generate_all(model: Any, tokenizer: Any, token_ids: list[list[int]], *, max_
     """
     import torch
 
+    text_stop = text_stop or box_stop(tokenizer)
     total = len(token_ids)
     lengths = [len(ids) for ids in token_ids]
     waiting = sorted(range(total), key=lambda i: -lengths[i])
@@ -461,12 +476,13 @@ def generate_all(model: Any, tokenizer: Any, token_ids: list[list[int]], *, max_
             if before_generate is not None:
                 before_generate(1)
             started = time.perf_counter()
-            text, tokens = generate_single(model, tokenizer, token_ids[index], max_new_tokens, brace_mask, eos_ids)
+            text, tokens = generate_single(model, tokenizer, token_ids[index], max_new_tokens, brace_mask, eos_ids,
+                                           text_stop)
             finish([(index, Generation(text, tokens, time.perf_counter() - started))])
         return [results[index] for index in range(total)], 1
 
     eos_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None)) if eos_ids is None else eos_ids
-    engine = _Engine(model, tokenizer, token_ids, max_new_tokens, brace_mask, eos_ids) if total else None
+    engine = _Engine(model, tokenizer, token_ids, max_new_tokens, brace_mask, eos_ids, text_stop) if total else None
     batch: _Batch | None = None
     shares: dict[int, float] = {}  # each item's share of the wall time of the passes it took part in
 

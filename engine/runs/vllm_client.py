@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.runs.generation import Generation, RowsDone, cut_at_stop
+from engine.runs.generation import Generation, RowsDone, TextStop, cut_at_stop
 from engine.jobs.settings import VLLM_PYTHON_ENV
 
 WORKER_SCRIPT = Path(__file__).with_name("vllm_worker.py")
@@ -97,9 +97,14 @@ class VLLMBackend:
 
     def generate(self, token_ids: list[list[int]], max_new_tokens: int, *, eos_ids: list[int], brace_mask: Any,
                  on_progress: Callable[[int, int], None] | None = None,
-                 on_rows_done: RowsDone | None = None) -> list[Generation]:
-        """Greedy generation of every prompt; rows are reported as the worker finishes them."""
-        request = {"prompts": token_ids, "max_new_tokens": max_new_tokens, "stop_token_ids": eos_ids}
+                 on_rows_done: RowsDone | None = None, text_stop: TextStop | None = None) -> list[Generation]:
+        """Greedy generation of every prompt; rows are reported as the worker finishes them.
+
+        Without ``text_stop`` the worker stops a row at its first closed box; with it (lm-eval's ``until``
+        strings) it generates to EOS or the ceiling and the row is cut here where ``text_stop`` first holds.
+        """
+        request = {"prompts": token_ids, "max_new_tokens": max_new_tokens, "stop_token_ids": eos_ids,
+                   "box_stop": text_stop is None}
         self._process.stdin.write(json.dumps(request) + "\n")
         self._process.stdin.flush()
         results: dict[int, Generation] = {}
@@ -111,7 +116,7 @@ class VLLMBackend:
             now = time.perf_counter()
             done = []
             for index, tokens in message["done"]:
-                length = cut_at_stop(self.tokenizer, tokens, eos_ids, brace_mask)
+                length = cut_at_stop(self.tokenizer, tokens, eos_ids, brace_mask, text_stop)
                 text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
                 # each row's share of the wall time since the last rows finished
                 done.append((index, Generation(text, length, (now - last) / len(message["done"]))))

@@ -100,7 +100,8 @@ def main() -> int:
         stops = [int(t) for t in request["stop_token_ids"]]
         params = SamplingParams(temperature=0.0, max_tokens=int(request["max_new_tokens"]), stop_token_ids=stops,
                                 ignore_eos=False, skip_special_tokens=False, detokenize=False,
-                                extra_args={BOX_STOP_KEY: stops[0]} if stops else None)
+                                extra_args={BOX_STOP_KEY: stops[0]} if stops and request.get("box_stop", True)
+                                else None)
         for index, ids in enumerate(request["prompts"]):
             engine.add_request(str(index), {"prompt_token_ids": ids}, params)
         while engine.has_unfinished_requests():

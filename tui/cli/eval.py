@@ -7,7 +7,7 @@ import signal
 from rich.markup import escape
 
 from engine.events import EventKind
-from engine.presets.requests import EvalRequest
+from engine.presets.requests import EvalRequest, flag_problems
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
 
 
@@ -60,6 +60,10 @@ def run(args) -> int:
     if not args.untested and not args.models:
         fail("name at least one MODEL_DIR, or use --untested")
     options = EvalOptions(**EvalRequest.from_flags(args).options(), device=args.device)
+    if problems := options.lm_eval_problems():
+        fail(flag_problems(problems))
+    if options.lm_eval_tasks:
+        return _run_lm_eval(ws, args, options)
     signal.signal(signal.SIGTERM, _terminate)
     broken = []
     if args.untested:
@@ -92,3 +96,47 @@ def run(args) -> int:
         else:
             (err_console if report.failed else console).print(report.summary_line(), highlight=False, markup=False)
     return 1 if report.failed or broken else 0
+
+
+def _run_lm_eval(ws, args, options) -> int:
+    """``--lm-eval TASKS``: each model through lm-eval's tasks with the ``llmtui`` model class (exit 1 when one
+    failed, 2 when the tasks cannot run at all)."""
+    from engine.events import EventWriter, events_path_from_env
+    from engine.results.lmeval import untested_for_lm_eval
+    from engine.runs.lmeval_run import LmEvalError, run_lm_eval_models
+
+    broken = []
+    refs = args.models
+    if args.untested:
+        untested, broken = untested_for_lm_eval(ws, options.lm_eval_tasks)
+        refs = [record.path for record in untested]
+    signal.signal(signal.SIGTERM, _terminate)
+    with EventWriter(args.events or events_path_from_env()) as events:
+        try:
+            done, failed = run_lm_eval_models(ws, refs, options, events=events) if refs else ({}, [])
+        except LmEvalError as exc:  # unknown task, unreachable data, lm-eval missing: no model was tried
+            events.emit(EventKind.ERROR, message=str(exc))
+            fail(str(exc))
+        events.emit(EventKind.DONE, evaluated=list(done), failed=[{"model": n, "error": e} for n, e in failed])
+    if args.json:
+        print_json({"evaluated": list(done), "failed": [{"model": n, "error": e} for n, e in failed],
+                    "broken": [{"model": r.name, "reason": r.reason} for r in broken],
+                    "files": {name: run["files"] for name, run in done.items()},
+                    "results": {name: run["results"]["results"] for name, run in done.items()},
+                    "llmtui": {name: run["results"]["llmtui"] for name, run in done.items()}})
+    else:
+        for name, run in done.items():
+            parts = []
+            for task, values in run["results"]["results"].items():
+                shown = [f"{key.replace(',none', '')}={value:.3f}" for key, value in values.items()
+                         if "," in key and "stderr" not in key and isinstance(value, (int, float))]
+                parts.append(f"{task} {' '.join(shown)}")
+            console.print(f"[green]✓[/] {escape(name)}: {escape('; '.join(parts))}", highlight=False)
+        for name, error in failed:
+            err_console.print(f"[bold red]✗[/] {escape(name)}: {escape(error)}", highlight=False)
+        for record in broken:
+            err_console.print(f"[bold red]broken, not evaluated:[/] {escape(record.name)}: {escape(record.reason)}",
+                              highlight=False)
+        if args.untested and not refs:
+            console.print(f"every model has results for {', '.join(options.lm_eval_tasks)}")
+    return 1 if failed or broken else 0

@@ -96,11 +96,17 @@ def _add(ws, args) -> int:
     else:
         if args.untested == bool(args.models):
             fail("name the models to evaluate, or give --untested (not both)")
+        request = EvalRequest.from_flags(args)
         models = args.models
-        if args.untested:
+        if args.untested and request.lm_eval_tasks:  # untested = missing results for some of the lm-eval tasks
+            from engine.results.lmeval import untested_for_lm_eval
+
+            untested, broken = untested_for_lm_eval(ws, request.lm_eval_tasks)
+        elif args.untested:
             from engine.models.scan import untested_and_broken
 
             untested, broken = untested_and_broken(ws)
+        if args.untested:
             models = [record.name for record in untested]
             for record in broken:
                 err_console.print(f"[bold red]broken, not queued:[/] {escape(record.name)}: {escape(record.reason)}",
@@ -112,7 +118,7 @@ def _add(ws, args) -> int:
             custom = tuple(custom_tasks(ws.datasets_dir))
         except DatasetError as exc:
             fail(str(exc))
-        jobs = enqueue.enqueue_eval(ws, models, EvalRequest.from_flags(args), after=args.after,
+        jobs = enqueue.enqueue_eval(ws, models, request, after=args.after,
                                     custom_datasets=custom)
     how = _start_worker(ws)
     if args.json:

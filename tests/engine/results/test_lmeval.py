@@ -121,6 +121,20 @@ def test_documents_are_checked_by_hash(imported):
     assert dataset.guard["tiny-qwen3-noisy"][0].startswith("items differ")
 
 
+def test_guard_names_the_backend_agreement_a_run_measured(imported):
+    """An llmtui run of the task beside an ``hf`` one: the backend warning carries ``--check-backends``'s figure."""
+    [path] = (imported.lm_eval_dir / "tiny-qwen3-noisy").glob("results_*.json")
+    data = json.loads(path.read_text())
+    data["config"]["model"] = "llmtui"
+    data["llmtui"] = {"backend_agreement": {"measured": True, "items": 16, "agreeing": 15, "rate": 15 / 16,
+                                            "other": {"name": "vllm", "dtype": "float32"}}}
+    path.write_text(json.dumps(data))
+    dataset = next(d for d in compare(imported, ["tiny-qwen3", "tiny-qwen3-noisy"]).datasets if d.name == TASK)
+    assert dataset.guard["tiny-qwen3-noisy"] == [
+        "evaluation backend differs: model hf vs llmtui (tiny-qwen3-noisy's run measured 15/16 answers identical "
+        "on the built-in engine and vllm)"]
+
+
 def test_results_without_samples_compare_without_statistics(imported):
     for path in (imported.lm_eval_dir / "tiny-qwen3-noisy").glob("samples_*.jsonl"):
         path.unlink()

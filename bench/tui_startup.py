@@ -68,9 +68,9 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "bench"))
     sys.path.insert(0, str(REPO))
-    from registry_scan import build_workspace
+    from model_scan import build_workspace
 
-    from engine.results.model_index import index_path
+    from engine.models.index import index_path
 
     # one idle session keeps the tmux server up between runs (a server that is exiting refuses new sessions)
     subprocess.run(["tmux", "new-session", "-d", "-s", f"{SESSION}-anchor", "sleep 3600"], check=True)

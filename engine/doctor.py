@@ -647,7 +647,7 @@ def check_state_folder(facts: Facts) -> Check:
 
 
 def check_model_folders(facts: Facts) -> Check:
-    from engine.results.registry import scan_models
+    from engine.models.scan import scan_models
 
     name = "model folders"
     if not facts.ws.models_dir.is_dir():

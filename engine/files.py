@@ -66,7 +66,7 @@ def staged_dir(final: Path | str, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside ``final``; on success rename it to ``final``, on error remove it.
 
     A crashed or killed run therefore never leaves a folder at ``final`` that looks finished.
-    The temp folder's name starts with ``.tmp-`` so the model registry skips it.
+    The temp folder's name starts with ``.tmp-`` so the model scan skips it.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """A training run's staging folder and its checkpoints (the one owner of that layout); any process.
 
-A training run works in ``Models/.tmp-{output name}-run-{key}/`` (the registry skips ``.tmp-`` folders,
+A training run works in ``Models/.tmp-{output name}-run-{key}/`` (the model scan skips ``.tmp-`` folders,
 so it never looks like a finished model). ``key`` is a hash of the settings that shape the trained
 weights, so the next attempt of the same run (same preset snapshot, same output name) finds the folder
 again after a crash, and a changed preset never resumes someone else's optimizer state. Inside it the

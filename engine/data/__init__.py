@@ -1,1 +1,1 @@
-"""Datasets and prompts (any process, no torch): the task registry, Parquet loading, the one prompt builder."""
+"""Datasets and prompts (any process, no torch): task kinds and answer words, the task registry, Parquet loading, the one prompt builder."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.data.tasks import Item, TaskSpec
-from engine.results.scoring import BOOL_WORDS, DIGIT_TO_LETTER
+from engine.data.kinds import BOOL_WORDS, DIGIT_TO_LETTER
 
 PLAIN_TEMPLATE_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 UNANSWERABLE = "unanswerable"

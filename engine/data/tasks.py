@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.results.scoring import TABLE_METRICS, TASK_KINDS
+from engine.data.kinds import TABLE_METRICS, TASK_KINDS
 
 CUSTOM_REGISTRY_FILE = "datasets.toml"
 

@@ -198,6 +198,6 @@ def enqueue_demo_pipeline(ws: Workspace, inventory: GpuInventory | None = None) 
 
 def untested_model_names(ws: Workspace) -> list[str]:
     """Models in ``Models/`` with no ``Testing/metrics/{name}.json`` (broken folders left out)."""
-    from engine.results.registry import untested_models
+    from engine.models.scan import untested_models
 
     return [record.name for record in untested_models(ws)]

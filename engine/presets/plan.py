@@ -71,7 +71,7 @@ def model_preview(config: ExperimentConfig, ws: Workspace) -> dict[str, Any]:
     from engine.data.prompts import folder_prompt_format
     from engine.presets.targets import AT_TRAINING_TIME, preview
 
-    from engine.results.model_folder import ModelNotFoundError, resolve_model_ref
+    from engine.models.resolve import ModelNotFoundError, resolve_model_ref
 
     try:
         resolved = resolve_model_ref(ws, config.model.base)

@@ -1,1 +1,1 @@
-"""Reading what jobs wrote (any process, no torch): scoring, metrics files, model folders, compare, export."""
+"""Reading what jobs wrote (any process, no torch): scoring, metrics files, compare, lineage, export."""

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from engine.results.metrics_files import LM_EVAL_KIND
-from engine.results.scoring import BOOL_WORDS, MCQ_LABELS, NO_ANSWER_PHRASES, normalize_squad, parse_number
+from engine.data.kinds import BOOL_WORDS, MCQ_LABELS
+from engine.results.scoring import NO_ANSWER_PHRASES, normalize_squad, parse_number
 from engine.results.stats import BatchMetric
 
 _LETTER_CODES = {label: code for code, label in enumerate(MCQ_LABELS)}

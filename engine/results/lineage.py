@@ -1,6 +1,6 @@
 """Model lineage (base → fine-tunes → PTQ variants) and the degradation matrix over it (CLI / TUI).
 
-Parents come from the registry's records (engine.results.registry: a PTQ variant's quantization metadata
+Parents come from the model scan's records (engine.models.scan: a PTQ variant's quantization metadata
 names its source, a fine-tune's training metadata its base). :func:`lineage_matrix` puts a model and
 every descendant in rows and each test set's headline metric in columns; each cell holds the value, the
 delta against the row's parent and the paired test of that delta (engine.results.compare).
@@ -14,8 +14,8 @@ from typing import Any
 
 from engine.results.compare import CompareError, compare, find_record
 from engine.results.metrics_files import LM_EVAL_KIND, ResultRecord, scan_results
-from engine.results.registry import ModelRecord, scan_models
-from engine.results.scoring import HEADLINE_METRICS
+from engine.models.scan import ModelRecord, scan_models
+from engine.data.kinds import HEADLINE_METRICS
 from engine.results.stats import ALPHA, DEFAULT_DISCORDANCE
 from engine.workspace import Workspace
 

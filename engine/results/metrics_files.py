@@ -18,19 +18,17 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.data.tasks import BUILTIN_TASKS
-from engine.results.model_folder import TRAINING_METADATA, dig
+from engine.data.tasks import builtin_tasks_for_display
+from engine.models.folder import TRAINING_METADATA, dig
+from engine.models.resolve import model_name_from
 from engine.workspace import UnsafeNameError, Workspace
 
-#: Built-in test-set name (file stem) → task kind, in the order result columns list them (the legacy
-#: scripts' summary order, boolq added after openmath).
-BUILTIN_TEST_SET_KINDS = {BUILTIN_TASKS[name].file_stem: BUILTIN_TASKS[name].kind
-                          for name in ("arc", "openmath", "boolq", "squad")}
+#: Built-in test-set name (file stem) → task kind, in the one order tables show the built-in tasks in.
+BUILTIN_TEST_SET_KINDS = {task.file_stem: task.kind for task in builtin_tasks_for_display()}
 #: The task kind of lm-evaluation-harness results (engine.results.lmeval); their per-sample metrics are
 #: compared with the same paired tests as llmtui's.
 LM_EVAL_KIND = "lm-eval"
@@ -115,15 +113,6 @@ class ResultRecord:
         if found is None:
             found = next((d for d in self.datasets.values() if d.name == name_or_file), None)
         return found
-
-
-def model_name_from(value: Any) -> str | None:
-    """The model's name from a ``model_name`` field: the last component of a POSIX or Windows path
-    (``Models\\Qwen3-8B-x`` → ``Qwen3-8B-x``) or of a hub id (``Qwen/Qwen3-0.6B`` → ``Qwen3-0.6B``)."""
-    if not isinstance(value, str):
-        return None
-    parts = [p for p in re.split(r"[\\/]+", value.strip()) if p not in ("", ".", "..")]
-    return parts[-1] if parts else None
 
 
 def dataset_name_from_file(file_name: str) -> str:

@@ -25,20 +25,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-TASK_KINDS = ("mcq4", "boolq", "squad_v2", "math_numeric")
+from engine.data.kinds import BOOL_WORDS, DIGIT_TO_LETTER, HEADLINE_METRICS, MCQ_LABELS, TASK_KINDS
 
 #: Version of the answer-extraction and scoring rules in this module, recorded in every metrics file
 #: (``extractor_version``). Bump it whenever a change here can change an item's ``pred`` or ``correct``:
 #: ``llmtui compare`` warns when two runs were scored by different versions.
 EXTRACTOR_VERSION = 1
-
-#: The metric keys in ``compute_metrics`` output that result tables show per kind, the main one first.
-TABLE_METRICS = {"mcq4": ("macro_f1", "accuracy"), "boolq": ("accuracy", "mcc"), "squad_v2": ("F1", "EM"),
-                 "math_numeric": ("accuracy", "avg_abs_diff")}
-#: THE headline-metric map: the main metric key per kind (shown first by the UI).
-HEADLINE_METRICS = {kind: metrics[0] for kind, metrics in TABLE_METRICS.items()}
-
-MCQ_LABELS = ("A", "B", "C", "D")
 
 #: math_numeric: a prediction is correct when |pred - gold| <= max(ABS_TOL, REL_TOL * |gold|).
 #: The relative part (math.isclose's default 1e-9) only matters above |gold| = 1e5.
@@ -147,8 +139,6 @@ def _plain(value: Any) -> Any:
 
 # --- mcq4 ----------------------------------------------------------------------------------------
 
-#: Numbered options (1-4) → their letters.
-DIGIT_TO_LETTER = {str(i + 1): label for i, label in enumerate(MCQ_LABELS)}
 _MCQ_PREFIX = r"(?:(?i:answer|option|choice)\s*[:\-]?\s*)?"
 # The whole answer is the choice: "B", "b", "(B)", "[b]", "B.", "b)", "2", "Answer: B".
 _MCQ_ALONE = re.compile(_MCQ_PREFIX + r"[(\[]?\s*([A-Da-d1-4])\s*[)\]]?\s*[.:]?")
@@ -176,8 +166,6 @@ def _mcq_gold(gold: Any) -> str:
 
 # --- boolq ---------------------------------------------------------------------------------------
 
-#: THE boolean answer words (lower case) and what they mean.
-BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}
 _FIRST_WORD = re.compile(r"[^a-z]*([a-z]+)")
 
 

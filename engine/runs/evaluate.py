@@ -27,8 +27,8 @@ from engine.data.prompts import format_differences, prompt_format, stop_token_id
 from engine.data.tasks import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
 from engine.events import EventKind, EventWriter
 from engine.presets.config import EVAL_BACKENDS
-from engine.results.model_folder import (TRAINING_METADATA, ModelLoadError, ModelNotFoundError, detect_kind, dig,
-                                         resolve_model_folder)
+from engine.models.folder import TRAINING_METADATA, ModelLoadError, detect_kind, dig
+from engine.models.resolve import ModelNotFoundError, resolve_model_folder
 from engine.results.scoring import EXTRACTOR_VERSION, ItemScore, describe, extract_boxed, score_item, summarize_dataset
 from engine.runs.generation import BeforeGenerate, Generation
 from engine.runs.partial_predictions import PartialPredictions, model_fingerprint, partial_path, prompts_hash

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.results.model_folder import BACKEND_KINDS, ModelKind, ModelLoadError, detect_kind, looks_like_local_path
+from engine.models.folder import BACKEND_KINDS, ModelKind, ModelLoadError, detect_kind
+from engine.models.resolve import looks_like_local_path
 
 
 @dataclass

@@ -32,8 +32,8 @@ from engine.runs.calibration import Calibration, CalibrationError, load_calibrat
 from engine.presets.config import GROUPED_PTQ_METHODS, PTQ_BITS, PTQ_GROUP_SIZES, ptq_problems
 from engine.events import EventKind, EventWriter
 from engine.presets.naming import PTQ_METHODS, QuantizationSpec, ptq_output_name, ptq_spec
-from engine.results.model_folder import (PRESET_COPY, QUANTIZATION_METADATA, TRAINING_METADATA, ModelLoadError, ModelNotFoundError,
-                                         detect_kind, read_trust_remote_code, resolve_model_folder)
+from engine.models.folder import PRESET_COPY, QUANTIZATION_METADATA, TRAINING_METADATA, ModelLoadError, detect_kind, read_trust_remote_code
+from engine.models.resolve import ModelNotFoundError, resolve_model_folder
 from engine.workspace import UnsafeNameError, Workspace, safe_name
 
 METHODS = tuple(m.lower() for m in PTQ_METHODS)

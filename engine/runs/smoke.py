@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 from engine.doctor import FAIL, PASS, SKIPPED, Check
 from engine.jobs.gpu import GpuInventory, NvmlInventory, SelectedGpus
-from engine.results.model_folder import TRAINING_METADATA
+from engine.models.folder import TRAINING_METADATA
 from engine.workspace import Workspace
 
 STEPS = 5
@@ -76,7 +76,7 @@ def _need(smoke: Smoke, key: str, what: str) -> Path:
 
 def _train(smoke: Smoke, key: str, preset: str, extra: list[str], expect_type: str) -> str:
     """One training run through :func:`engine.runs.train.train`; checks steps, loss, dtype and the folder."""
-    from engine.results.registry import inspect_model
+    from engine.models.scan import inspect_model
     from engine.runs.device import bf16_supported
     from engine.runs.train import train
 
@@ -93,7 +93,7 @@ def _train(smoke: Smoke, key: str, preset: str, extra: list[str], expect_type: s
         problems.append(f"saved a {result.model_type!r} folder, not {expect_type!r}")
     record = inspect_model(smoke.ws, Path(result.output_dir))
     if record.status == "broken":
-        problems.append(f"the registry calls the folder broken: {record.reason}")
+        problems.append(f"the model scan calls the folder broken: {record.reason}")
     if smoke.cuda and not hardware["device"].startswith("cuda"):
         problems.append(f"trained on {hardware['device']} although CUDA is available")
     if smoke.cuda and bf16_supported() and hardware["dtype"] != "bfloat16":

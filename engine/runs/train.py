@@ -38,7 +38,8 @@ from engine.events import EventKind, EventWriter
 from engine.runs.device import DeviceChoice, HardwareError, choose_device, hardware_info, torch_dtype
 from engine.runs.trackers import continue_runs, identity_callback, missing_packages
 from engine.runs.train_progress import ProgressEvents, Reporter, progress_callback, stop_callback
-from engine.results.model_folder import PRESET_COPY, TRAINING_METADATA, ModelNotFoundError, resolve_model_ref
+from engine.models.folder import PRESET_COPY, TRAINING_METADATA
+from engine.models.resolve import ModelNotFoundError, resolve_model_ref
 from engine.staging import (CHECKPOINT_PREFIX, TENSORBOARD_DIR, checkpoints, latest_checkpoint,
                             mark_complete, other_runs, remove_checkpoints, run_key, staging_dir)
 from engine.workspace import Workspace

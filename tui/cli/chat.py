@@ -30,7 +30,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from engine.data.tasks import DatasetError, get_task
-    from engine.results.model_folder import ModelLoadError, ModelNotFoundError, resolve_model_folder
+    from engine.models.folder import ModelLoadError
+    from engine.models.resolve import ModelNotFoundError, resolve_model_folder
     from engine.runs.chat import ChatRequestError, ChatSession, ChatSettings
 
     ws = workspace_from(args)

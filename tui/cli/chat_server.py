@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from engine.results.model_folder import ModelNotFoundError, resolve_model_folder
+    from engine.models.resolve import ModelNotFoundError, resolve_model_folder
     from engine.runs.chat import serve
 
     ws = workspace_from(args)

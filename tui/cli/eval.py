@@ -88,7 +88,7 @@ def _result_line(name: str, metrics: dict) -> str:
 
 def run(args) -> int:
     from engine.data.tasks import DatasetError
-    from engine.results.registry import untested_and_broken
+    from engine.models.scan import untested_and_broken
     from engine.runs.evaluate import EvalError, EvalOptions, evaluate_models
     from engine.events import EventWriter, events_path_from_env
 

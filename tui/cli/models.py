@@ -32,7 +32,7 @@ def _columns_that_fit(rows: list[dict[str, str]], width: int) -> list[str]:
 
 
 def run(args) -> int:
-    from engine.results.registry import scan_models
+    from engine.models.scan import scan_models
 
     ws = workspace_from(args)
     records = scan_models(ws)

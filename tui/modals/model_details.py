@@ -17,8 +17,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from engine.files import read_json_file
-from engine.results.model_folder import QUANTIZATION_METADATA, TRAINING_METADATA
-from engine.results.registry import ModelRecord
+from engine.models.folder import QUANTIZATION_METADATA, TRAINING_METADATA
+from engine.models.scan import ModelRecord
 from engine.workspace import Workspace
 from tui.format import human_count, human_size, status_style
 

@@ -14,8 +14,8 @@ from textual.widgets import DataTable, Input, Static
 from textual.worker import get_current_worker
 
 from engine.data.tasks import builtin_tasks_for_display
-from engine.results.model_index import ModelIndex
-from engine.results.registry import ModelRecord
+from engine.models.index import ModelIndex
+from engine.models.scan import ModelRecord
 from tui.format import METRIC_TITLES, human_count, human_size, status_style
 from tui.messages import WorkspaceChanged
 from tui.screens.base import WorkspaceScreen
@@ -30,7 +30,7 @@ FIXED_COLUMNS = [
 ]
 #: A long table is filled a part per frame: the first rows show at once, the rest follow in parts.
 FIRST_ROWS, FILL_PART = 100, 1000
-#: Job states that replace the registry's status in the table.
+#: Job states that replace the model scan's status in the table.
 JOB_STATES_SHOWN = ("queued", "running")
 
 

@@ -18,7 +18,7 @@ from textual.worker import get_current_worker
 from engine.data.tasks import builtin_tasks_for_display
 from engine.results.lmeval import DATASET_PREFIX as LM_EVAL_PREFIX
 from engine.results.metrics_files import ResultRecord, ResultsTable, is_rate, metric_direction
-from engine.results.scoring import TABLE_METRICS
+from engine.data.kinds import TABLE_METRICS
 from tui.format import METRIC_TITLES
 from tui.messages import WorkspaceChanged
 from tui.preferences import load_preferences, remember
@@ -88,7 +88,7 @@ def display_number(key: str, value: Any, percent: bool) -> str:
 
 def headline_columns(records: list[ResultRecord]) -> dict[str, str]:
     """Test set name → the results column of its headline metric (accuracy for custom kinds)."""
-    from engine.results.scoring import HEADLINE_METRICS
+    from engine.data.kinds import HEADLINE_METRICS
 
     columns: dict[str, str] = {}
     for record in records:

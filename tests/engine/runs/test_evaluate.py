@@ -340,7 +340,7 @@ def test_predictions_reproduce_the_reported_accuracy_of_a_trained_model(trained_
 
 
 def test_interrupted_evaluation_leaves_no_metrics_file(quick_ws):
-    from engine.results.registry import scan_models
+    from engine.models.scan import scan_models
 
     calls = []
 
@@ -369,7 +369,7 @@ def _cli(ws: Workspace, *args: str) -> int:
 
 
 def test_orchestrator_continues_past_failures_lists_broken_folders_and_exits_nonzero(quick_ws, capsys):
-    """A folder that fails to load is tried and recorded; one the registry calls broken is listed, never tried."""
+    """A folder that fails to load is tried and recorded; one the model scan calls broken is listed, never tried."""
     base = quick_ws.model_dir("tiny-qwen3")
     garbage = quick_ws.models_dir / "aaa-garbage-weights"
     shutil.copytree(base, garbage)

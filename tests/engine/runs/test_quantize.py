@@ -70,7 +70,7 @@ def relative_error(model_dir: Path, loaded) -> float:
 @pytest.mark.parametrize("method", ["gptq", "awq", "hqq", "int8", "nf4"])
 def test_every_method_quantizes_reloads_and_generates(demo_ws, method, tmp_path):
     from engine.runs.loading import load_for_inference
-    from engine.results.registry import scan_models
+    from engine.models.scan import scan_models
 
     source = make_trained_source(demo_ws)
     events_file = tmp_path / "events.jsonl"

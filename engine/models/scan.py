@@ -1,7 +1,7 @@
 """Scan ``Models/`` and ``Testing/metrics/``: one record per model folder, fast and tolerant (any process).
 
 Reads only small files (config, metadata JSON, safetensors headers); a 5,000-model workspace
-scans in well under 1.5 s (``bench/registry_scan.py``). Broken folders become ``broken`` records
+scans in well under 1.5 s (``bench/model_scan.py``). Broken folders become ``broken`` records
 with the reason; nothing here raises on bad content.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.files import read_json_file
-from engine.results.metrics_files import model_name_from
-from engine.results.scoring import HEADLINE_METRICS
-from engine.results.model_folder import TRAINING_METADATA, inspect_folder
+from engine.models.resolve import model_name_from
+from engine.data.kinds import HEADLINE_METRICS
+from engine.models.folder import TRAINING_METADATA, inspect_folder
 from engine.workspace import Workspace
 
 NAME_PATTERN = re.compile(r"^(?P<base>.+?)-(?P<dataset>[A-Za-z0-9]+)_(?P<finetuning>[A-Za-z]+)_"

@@ -1,4 +1,4 @@
-"""Workspace layout, the demo, the model registry, and the engine's import hygiene."""
+"""Workspace layout, the demo, the model scan, and the engine's import hygiene."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import engine
-from engine.results.registry import scan_models
+from engine.models.scan import scan_models
 from engine.workspace import Workspace
 
 
@@ -34,7 +34,7 @@ def test_demo_then_models_json_shows_untested(demo_template):
     assert 100_000 < records[0]["params"] < 10_000_000
 
 
-def test_registry_statuses(demo_ws):
+def test_model_scan_statuses(demo_ws):
     ws = demo_ws
     (ws.models_dir / "empty").mkdir()
     corrupt = ws.models_dir / "corrupt"

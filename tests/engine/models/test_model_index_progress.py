@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 
-import engine.results.model_index as model_index
+import engine.models.index as model_index
 from engine.files import write_json
 from engine.jobs.progress import JobProgress
 from engine.jobs.store import JobStore
-from engine.results.registry import scan_models
+from engine.models.scan import scan_models
 from tui.workspace_watch import changed_parts, workspace_stamps
 from tui_workspace import make_model, make_workspace
 

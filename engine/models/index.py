@@ -1,7 +1,7 @@
-"""An incremental view of the model registry: after the first scan, only changed folders are read again (TUI process).
+"""An incremental view of the model scan: after the first scan, only changed folders are read again (TUI process).
 
 The Models screen of a 5,000-model workspace refreshes whenever a model or a metrics file appears; a
-full :func:`engine.results.registry.scan_models` each time would re-read every folder. :class:`ModelIndex`
+full :func:`engine.models.scan.scan_models` each time would re-read every folder. :class:`ModelIndex`
 remembers each folder's and each metrics file's stamp (inode, mtime, size) and re-inspects only the
 models whose stamps moved. :meth:`ModelIndex.save` keeps the last scan in ``.llmtui/model_index.json``
 (written atomically; this module is its only reader and writer) so the next start shows the models at
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from engine.files import write_json
-from engine.results.registry import ModelRecord, inspect_model
+from engine.models.scan import ModelRecord, inspect_model
 from engine.workspace import Workspace
 
 Stamp = tuple[int, int, int]

@@ -1,6 +1,6 @@
-"""The model-folder format — metadata file names, "what kind of folder is this", model reference → folder; any process.
+"""The model-folder format — metadata file names, "what kind of folder is this"; any process.
 
-One reading of a folder's small JSON files serves both callers: the registry's tolerant
+One reading of a folder's small JSON files serves both callers: the model scan's tolerant
 :func:`inspect_folder` (problems come back as text, the folder is listed as broken) and the loaders'
 strict :func:`detect_kind` (the first problem is raised). Never imports torch: the kind is read from
 ``quantization_metadata.json``, ``adapter_config.json``, ``training_metadata.json`` and
@@ -9,13 +9,11 @@ strict :func:`detect_kind` (the first problem is raised). Never imports torch: t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from engine.files import read_json_file
-from engine.workspace import UnsafeNameError, Workspace, safe_name
 
 TRAINING_METADATA = "training_metadata.json"
 QUANTIZATION_METADATA = "quantization_metadata.json"
@@ -31,10 +29,6 @@ BNB_METHODS = ("INT8", "NF4")
 
 class ModelLoadError(ValueError):
     """A model folder cannot be loaded; the message names the folder and the file or field at fault."""
-
-
-class ModelNotFoundError(ValueError):
-    """A model reference names no folder; the message says every place that was looked in."""
 
 
 @dataclass
@@ -151,58 +145,3 @@ def detect_kind(model_dir: Path | str) -> ModelKind:
     if problems:
         raise ModelLoadError(problems[0])
     return found
-
-
-# ----------------------------------------------------------------------------- model reference → folder
-
-
-def model_folder_candidates(ws: Workspace, ref: str | os.PathLike) -> list[Path]:
-    """Where a model reference may live, in the order looked in.
-
-    An absolute or ``~`` path is only itself; otherwise a model name in ``Models/``, then a path relative
-    to the workspace, then one relative to the current folder.
-    """
-    text = str(ref)
-    path = Path(text).expanduser()
-    if path.is_absolute():
-        return [path]
-    candidates = []
-    try:
-        if safe_name(text) == text:
-            candidates.append(ws.models_dir / text)
-    except UnsafeNameError:
-        pass
-    candidates.append(ws.root / path)
-    if (Path.cwd() / path).absolute() != (ws.root / path).absolute():
-        candidates.append(Path.cwd() / path)
-    return candidates
-
-
-def resolve_model_folder(ws: Workspace, ref: str | os.PathLike) -> Path:
-    """THE "model reference → folder" rule: the resolved folder, or ModelNotFoundError naming where it looked."""
-    candidates = model_folder_candidates(ws, ref)
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
-    raise ModelNotFoundError(f"{str(ref)!r} not found: no such model folder "
-                             f"(looked in {', '.join(str(c) for c in candidates)})")
-
-
-def looks_like_local_path(ref: str) -> bool:
-    """True for refs that can only be folders (``./x``, ``/x``, ``~/x``, ``Models/x``), never hub ids."""
-    return ref.startswith((".", "/", "~", "Models/", "Models\\")) or "\\" in ref or ref.count("/") > 1
-
-
-def resolve_model_ref(ws: Workspace, ref: str) -> str:
-    """A preset's ``model.base``: the absolute folder it names, else ``ref`` unchanged as a hub id.
-
-    A ref that can only be a folder (absolute, ``~``, ``./``, ``Models/…``) and is missing raises
-    ModelNotFoundError naming where it looked; a hub id is left for ``from_pretrained`` (the user's cache
-    and token).
-    """
-    try:
-        return str(resolve_model_folder(ws, ref))
-    except ModelNotFoundError:
-        if looks_like_local_path(ref) or Path(ref).expanduser().is_absolute():
-            raise
-        return ref

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from engine.results.model_folder import (ModelLoadError, ModelNotFoundError, detect_kind, inspect_folder,
-                                         resolve_model_folder, resolve_model_ref)
+from engine.models.folder import ModelLoadError, detect_kind, inspect_folder
+from engine.models.resolve import ModelNotFoundError, resolve_model_folder, resolve_model_ref
 from engine.workspace import Workspace
 
 

@@ -1,6 +1,6 @@
 """Time `scan_models` on a big synthetic workspace: 5,000 model folders, 2,500 metrics files.
 
-Goal (issue 2): ≤ 1.5 s. Run: python bench/registry_scan.py [--models 5000 --metrics 2500]
+Goal (issue 2): ≤ 1.5 s. Run: python bench/model_scan.py [--models 5000 --metrics 2500]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.results.registry import scan_models  # noqa: E402
+from engine.models.scan import scan_models  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
 
 

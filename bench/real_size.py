@@ -5,7 +5,7 @@ Each stage runs as its own child process — the real ``llmtui`` commands where 
 the larger of ``os.wait4``'s ``ru_maxrss`` (the child and the processes it waited for) and the summed RSS
 of its process tree polled every 0.2 s (a pool's workers run at the same time).
 
-The floor of a stage (``engine.presets.estimate``, the formulas are written there) is the sum of what the
+The floor of a stage (``engine.models.estimate``, the formulas are written there) is the sum of what the
 stage cannot do without: the weights in the dtype the stage uses (float32 on the CPU for training,
 merging and generation; bf16 for the snapshot), the trainable parameters' gradients and AdamW state, the
 activations and logits a step keeps, the KV cache of generation — plus the runtime, the resident memory of
@@ -35,7 +35,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.presets.estimate import (ModelShape, inference_estimate, merge_estimate, quantize_estimate,  # noqa: E402
+from engine.models.estimate import (ModelShape, inference_estimate, merge_estimate, quantize_estimate,  # noqa: E402
                                      snapshot_estimate, train_estimate)
 
 SHARED = REPO.parent.parent / "shared" if (REPO.parent.parent / "shared").is_dir() else Path("/work/shared")

@@ -27,12 +27,13 @@ from typing import Callable
 
 from engine.events import EventKind
 from engine.files import write_text
-from engine.jobs.gpu import GpuInventory, NvmlInventory
+from engine.jobs.gpu import GpuInventory, NvmlInventory, system_reading
 from engine.jobs.resume import job_checkpoint, retry_depth
 from engine.jobs.store import Job, JobStore
 from engine.jobs.process import (JOB_WRAPPER_MODULE, descendants, kill_all, llmtui_command, process_alive,
                                  process_start_time, python_command, python_env, signal_group)
 from engine.presets.config import slurm_time_problem
+from engine.jobs.fit import job_memory
 from engine.jobs.scheduler import Waiting, default_max_parallel, free_gpus, plan_starts
 from engine.workspace import Workspace
 
@@ -75,6 +76,8 @@ class WorkerSettings:
     cancel_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
     poll_interval_s: float = 0.2  # how often an idle worker looks at the queue
     vllm_python: str = ""  # vLLM's own interpreter, for evaluation's vLLM backend ("" = none)
+    share_gpus: bool = False  # let a second job onto a GPU a running job holds when both estimates fit
+    check_memory: bool = True  # hold a job whose memory estimate fits no GPU (or the CPU) until it does
     auto_resume: bool = True  # re-queue an interrupted training that left a checkpoint
     auto_resume_attempts: int = 3  # ... unless this many retries already led to it
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
@@ -238,6 +241,7 @@ class Worker:
         self._say = say or (lambda message: None)
         self._seen_version: int | None = None
         self._last_pass = 0.0
+        self._needs: dict[int, float | None] = {}
 
     def log(self, message: str) -> None:
         self._say(f"{datetime.now().isoformat(timespec='seconds')} {message}")
@@ -374,12 +378,24 @@ class Worker:
         dependency_status = self.store.statuses(dep for job in waiting for dep in job.depends_on)
         readings = self.inventory.gpus()
         held = [gpu for run in self.running.values() for gpu in run.gpus]
+        check = self.settings.check_memory
+        needs = {job.id: self._memory_need(job) for job in waiting} if check else {}
+        shareable = [g for g in set(held) if held.count(g) == 1] if self.settings.share_gpus else []
+        max_parallel = self.settings.max_parallel or default_max_parallel(len(readings))
         decision = plan_starts(
-            [Waiting(job.id, job.gpus_requested, tuple(job.depends_on)) for job in waiting],
+            [Waiting(job.id, job.gpus_requested, tuple(job.depends_on), needs.get(job.id)) for job in waiting],
             running=len(self.running), free=free_gpus(readings, held, self.settings.busy_gpu_memory_fraction),
             total_gpus=len(readings),
-            max_parallel=self.settings.max_parallel or default_max_parallel(len(readings)),
-            dependency_status=dependency_status)
+            max_parallel=max_parallel + (len(shareable) if self.settings.share_gpus else 0),
+            dependency_status=dependency_status,
+            gpu_free_memory={r.index: r.memory_free for r in readings} if check else None, shareable=shareable,
+            cpu_available=self.cpu_available() if check else None)
+        for job in waiting:
+            reason = decision.waiting.get(job.id, "")
+            if reason != job.pending_reason:
+                self.store.set_pending_reason(job.id, reason)
+                if reason:
+                    self.log(f"job {job.id}: waits: {reason}")
         for job_id, why in decision.impossible.items():
             self.store.fail_waiting(job_id, why.reason, why.dependency)
             self.log(f"job {job_id}: failed: {why.reason}")
@@ -387,6 +403,18 @@ class Worker:
         for start in decision.starts:
             self._start(by_id[start.job_id], list(start.gpus))
         return bool(decision.starts or decision.impossible)
+
+    @staticmethod
+    def cpu_available() -> int:
+        """The machine's available memory now (bytes)."""
+        reading = system_reading()
+        return reading.memory_total - reading.memory_used
+
+    def _memory_need(self, job: Job) -> float | None:
+        """The job's memory estimate (bytes), computed once per job."""
+        if job.id not in self._needs:
+            self._needs[job.id] = job_memory(self.ws, job)
+        return self._needs[job.id]
 
     def _start(self, job: Job, gpus: list[int]) -> None:
         if not self.store.claim(job.id, gpus):

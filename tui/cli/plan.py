@@ -18,7 +18,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from engine.presets.estimate import EstimateError, plan_estimates
+    from engine.models.estimate import EstimateError, plan_estimates
     from engine.presets.plan import make_plan, model_preview
 
     ws = workspace_from(args, must_exist=False)

@@ -291,7 +291,7 @@ def find_config(ws: Any, base: str) -> Path | None:
     """The ``config.json`` of ``base``: a model folder's, else a hub id's in the Hugging Face cache, else None."""
     import os
 
-    from engine.results.model_folder import ModelNotFoundError, resolve_model_ref
+    from engine.models.resolve import ModelNotFoundError, resolve_model_ref
 
     try:
         resolved = Path(resolve_model_ref(ws, base))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.presets.estimate import (CPU_RUNTIME_BYTES, GPU_RUNTIME_BYTES, SLACK, EstimateError, ModelShape,
+from engine.models.estimate import (CPU_RUNTIME_BYTES, GPU_RUNTIME_BYTES, SLACK, EstimateError, ModelShape,
                                      inference_estimate, quantize_estimate, train_estimate, weight_bytes)
 
 REAL_CONFIGS = Path(__file__).resolve().parents[4] / "shared" / "real-configs"

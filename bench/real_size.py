@@ -1,9 +1,8 @@
 """Every llmtui stage on real-size models (Qwen3-0.6B and Llama-3.2-1B shaped, random bf16 weights) on the
 CPU: wall time, peak resident memory, and peak ÷ the stage's analytic floor.
 
-Each stage runs as its own child process — the real ``llmtui`` commands where one exists — and its peak is
-the larger of ``os.wait4``'s ``ru_maxrss`` (the child and the processes it waited for) and the summed RSS
-of its process tree polled every 0.2 s (a pool's workers run at the same time).
+Each stage runs as its own child process — the real ``llmtui`` commands where one exists — measured by
+``engine.jobs.peak.run_measured`` (the larger of ``wait4``'s ``ru_maxrss`` and the tree's RSS polled at 0.2 s).
 
 The floor of a stage (``engine.models.estimate``, the formulas are written there) is the sum of what the
 stage cannot do without: the weights in the dtype the stage uses (float32 on the CPU for training,
@@ -26,15 +25,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-
-import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from engine.jobs.peak import run_measured  # noqa: E402
 from engine.models.estimate import (ModelShape, inference_estimate, merge_estimate, quantize_estimate,  # noqa: E402
                                      snapshot_estimate, train_estimate)
 
@@ -63,48 +60,6 @@ logging_steps = 1
 save_steps = {save_steps}
 warmup_ratio = 0.0
 """
-
-
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc] + proc.children(recursive=True):
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
-def measure(argv: list[str], env: dict[str, str], *, timeout: float, log: Path, stdin=None,
-            on_start=None) -> dict:
-    """Run ``argv``; wall time, peak RSS (max of wait4's ru_maxrss and the polled tree sum), exit code."""
-    started = time.perf_counter()
-    with open(log, "ab") as out:
-        child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE if stdin else out, stderr=out,
-                                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, cwd=str(REPO))
-    proc = psutil.Process(child.pid)
-    peak = 0
-    helper = threading.Thread(target=on_start, args=(child,), daemon=True) if on_start else None
-    if helper:
-        helper.start()
-    rc, maxrss = None, 0
-    while rc is None:
-        try:
-            peak = max(peak, tree_rss(proc))
-        except psutil.Error:
-            pass
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            rc, maxrss = os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024
-            child.returncode = rc
-            break
-        if time.perf_counter() - started > timeout:
-            child.kill()
-        time.sleep(0.2)
-    if helper:
-        helper.join(timeout=5)
-    return {"wall_s": round(time.perf_counter() - started, 1), "peak_bytes": max(peak, maxrss), "rc": rc,
-            "timed_out": time.perf_counter() - started > timeout}
 
 
 def child_env(ws: Path) -> dict[str, str]:
@@ -137,15 +92,7 @@ with staged_dir(out) as tmp:
     build_real_size_model(tmp, size, shared / "real-configs", shared / "chat-templates", corpus_for_tokenizer(datasets))
 """
 
-MERGE = """
-import sys
-from engine.files import staged_dir
-from engine.runs.loading import load_full_precision
-model, tokenizer = load_full_precision(sys.argv[1], device="cpu")
-with staged_dir(sys.argv[2], overwrite=True) as tmp:
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-"""
+MERGE = "import sys; from engine.runs.loading import save_merged; save_merged(sys.argv[1], sys.argv[2])"
 
 DECODE = """
 import json, sys, time, torch
@@ -182,9 +129,10 @@ print(json.dumps({"bandwidth_gb_s": round(bandwidth / 1e9, 2), "weight_bytes": w
 class Bench:
     def __init__(self, args):
         self.args = args
-        self.rows: list[dict] = []
         self.out = Path(args.out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        earlier = self.file(".json")
+        self.rows: list[dict] = json.loads(earlier.read_text())["rows"] if args.append and earlier.exists() else []
         self.log = self.file(".log")
 
     def file(self, suffix: str) -> Path:
@@ -195,7 +143,8 @@ class Bench:
         print(f"{time.strftime('%H:%M:%S')} {size} {name} …", flush=True)
         with open(self.log, "a") as f:
             f.write(f"\n===== {size} {name}: {' '.join(argv)[:400]}\n")
-        result = measure(argv, env, timeout=timeout or self.args.stage_timeout, log=self.log, **kwargs)
+        result = vars(run_measured(argv, env=env, cwd=REPO, timeout=timeout or self.args.stage_timeout, log=self.log,
+                                   **kwargs))
         floor_bytes = floor.floor_bytes if floor is not None else None
         row = {"size": size, "stage": name, **result, "floor_bytes": floor_bytes,
                "estimate_bytes": floor.bytes if floor is not None else None,
@@ -212,8 +161,7 @@ class Bench:
         self.file(".md").write_text(markdown(self.rows))
 
     def runtime(self, env) -> int:
-        result = measure([PY, "-c", BASELINE], env, timeout=600, log=self.log)
-        return result["peak_bytes"]
+        return run_measured([PY, "-c", BASELINE], env=env, cwd=REPO, timeout=600, log=self.log).peak_bytes
 
     def run_size(self, size: str) -> None:
         a = self.args
@@ -297,14 +245,14 @@ class Bench:
                     time.sleep(0.5)
 
             self.stage(size, "checkpoint save (stop)", llmtui(ws, "train", p, "--overwrite", "--events", str(events)),
-                       env, floor(train_estimate(shape, device="cpu", r=256, seq=seq)), on_start=stop_after_first_step,
+                       env, floor(train_estimate(shape, device="cpu", r=256, seq=seq)), alongside=stop_after_first_step,
                        note="LoRA stopped after step 1: checkpoint written, exit 75")
             self.stage(size, "resume", llmtui(ws, "train", p), env,
                        floor(train_estimate(shape, device="cpu", r=256, seq=seq)), note="from the step-1 checkpoint")
         if on("merge") and adapter is not None:
             self.stage(size, "merge", [PY, "-c", MERGE, str(adapter), str(ws / "Models" / f"{base}-merged")], env,
                        floor(merge_estimate(shape, device="cpu", r=256, targets="attention")),
-                       note="load_full_precision (float32) + merge_and_unload + save")
+                       note="load_full_precision (stored bf16) + merge_and_unload + save")
         for method in ("hqq", "int8", "nf4", "gptq", "awq"):
             if not on(method):
                 continue
@@ -366,7 +314,7 @@ class Bench:
                     return
 
         row = self.stage(size, "chat", llmtui(ws, "chat-server", model, "--device", "cpu"), env, floor,
-                         stdin=True, on_start=converse)
+                         stdin_pipe=True, alongside=converse)
         if times.get("seconds"):
             row["note"] = (f"load {times['ready_s']:.1f} s, first token {times.get('first_token_s', 0):.2f} s, "
                            f"{times['tokens'] / times['seconds']:.2f} tokens/s ({times['tokens']} tokens)")
@@ -433,10 +381,11 @@ def main() -> int:
     parser.add_argument("--stages", default="", help="comma-separated subset (default: all)")
     parser.add_argument("--steps", type=int, default=1, help="LoRA optimizer steps")
     parser.add_argument("--accum", type=int, default=8, help="LoRA gradient accumulation")
-    parser.add_argument("--samples", type=int, default=16, help="GPTQ/AWQ calibration samples")
-    parser.add_argument("--eval-items", type=int, default=32)
+    parser.add_argument("--samples", type=int, default=4, help="GPTQ/AWQ calibration samples")
+    parser.add_argument("--eval-items", type=int, default=4, help="items of each of the 4 test sets")
     parser.add_argument("--eval-tokens", type=int, default=16, help="ceiling on generated tokens in evaluation")
-    parser.add_argument("--batches", default="1,2,4,8,16", help="decode batch sizes")
+    parser.add_argument("--batches", default="1,2,4,8", help="decode batch sizes")
+    parser.add_argument("--append", action="store_true", help="add to OUT.json's rows instead of starting anew")
     parser.add_argument("--seq-for-floor", type=int, default=256,
                         help="tokens of the longest training sequence (the synthetic BoolQ rows are shorter than "
                              "max_length 1024; the floor uses what a step really holds)")

@@ -13,22 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.tasks import DatasetError, custom_tasks
-from engine.models.estimate import (EstimateError, ModelShape, find_config, inference_estimate, quantize_estimate,
+from engine.models.estimate import (EstimateError, ModelShape, find_config, folder_config, inference_estimate, quantize_estimate,
                                     step_estimate)
 from engine.presets.config import ConfigError, load_preset_text
 from engine.presets.plan import make_plan
 from engine.workspace import Workspace
-
-
-def _folder_config(folder: Path) -> Path | None:
-    """A model folder's config.json, or for an adapter its base's (a local folder)."""
-    if (folder / "config.json").is_file():
-        return folder / "config.json"
-    try:
-        base = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return Path(base) / "config.json" if (Path(base) / "config.json").is_file() else None
 
 
 def _quantized_bits(folder: Path) -> int:
@@ -52,7 +41,7 @@ def job_memory(ws: Workspace, job: Any) -> float | None:
             return step_estimate(config, ModelShape.from_file(path), step, device).bytes
         folder = ws.model_dir(job.options.get("source") or job.target) if job.kind == "quantize" else \
             ws.model_dir(job.target)
-        path = _folder_config(folder)
+        path = folder_config(folder)
         if path is None:
             return None
         shape = ModelShape.from_file(path)

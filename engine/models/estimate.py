@@ -32,7 +32,7 @@ from typing import Any
 GB = 1e9
 #: Resident memory of a job process before it loads a model (Python, torch, transformers, peft, trl imported),
 #: measured by bench/real_size.py on the 2-core CPU machine; on a GPU, the CUDA context and kernels.
-CPU_RUNTIME_BYTES = 0.75e9
+CPU_RUNTIME_BYTES = 1.0e9
 GPU_RUNTIME_BYTES = 0.9e9
 #: Peak ÷ floor the allocator and the libraries' transient buffers add (the bound the estimate promises).
 SLACK = 1.3
@@ -256,9 +256,8 @@ def snapshot_estimate(shape: ModelShape, *, device: str) -> Estimate:
 
 
 def merge_estimate(shape: ModelShape, *, device: str, r: int, targets: tuple[str, ...] | list[str] | str) -> Estimate:
-    """Base (float32 on the CPU) + adapter, merged in place and saved."""
-    b = _compute_bytes(device)
-    return Estimate("merge", device, {"runtime": _runtime(device), "weights": shape.params * b,
+    """Base in its stored dtype + adapter, merged in place and saved."""
+    return Estimate("merge", device, {"runtime": _runtime(device), "weights": shape.params * shape.stored_bytes,
                                       "adapter": shape.lora_params(r, targets) * 4})
 
 
@@ -304,6 +303,17 @@ def find_config(ws: Any, base: str) -> Path | None:
     found = sorted((hub / f"models--{base.replace('/', '--')}" / "snapshots").glob("*/config.json"),
                    key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
+
+
+def folder_config(folder: Path) -> Path | None:
+    """A model folder's config.json, or for an adapter its base's (a local folder)."""
+    if (folder / "config.json").is_file():
+        return folder / "config.json"
+    try:
+        base = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Path(base) / "config.json" if (Path(base) / "config.json").is_file() else None
 
 
 def recorded_speed(ws: Any, base: str, method: str, device_kind: str) -> float | None:

@@ -17,9 +17,8 @@ from engine.jobs.worker import Worker, WorkerSettings
 from engine.workspace import Workspace
 from fake_gpus import FakeInventory
 
-REAL_CONFIGS = Path(__file__).resolve().parents[4] / "shared" / "real-configs"
-if not REAL_CONFIGS.is_dir():
-    REAL_CONFIGS = Path("/work/shared/real-configs")
+from conftest import REAL_CONFIGS
+
 GB = 1e9
 
 

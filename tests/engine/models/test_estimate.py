@@ -16,9 +16,8 @@ import pytest
 from engine.models.estimate import (CPU_RUNTIME_BYTES, GPU_RUNTIME_BYTES, SLACK, EstimateError, ModelShape,
                                      inference_estimate, quantize_estimate, train_estimate, weight_bytes)
 
-REAL_CONFIGS = Path(__file__).resolve().parents[4] / "shared" / "real-configs"
-if not REAL_CONFIGS.is_dir():
-    REAL_CONFIGS = Path("/work/shared/real-configs")
+from conftest import REAL_CONFIGS
+
 pytestmark = pytest.mark.skipif(not REAL_CONFIGS.is_dir(), reason="../shared/real-configs is not here")
 
 

@@ -121,3 +121,28 @@ def test_llmtui_plan_prints_estimates_for_qwen3_8b(tmp_path):
     text = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     assert "memory estimate (8.19 B parameters" in text
     assert f"{expected.gb:.1f}" in text
+
+
+def test_plan_time_from_an_earlier_runs_recorded_speed(tmp_path):
+    from engine.models.estimate import plan_estimates
+    from engine.presets.config import load_preset_text
+    from engine.presets.plan import make_plan
+    from engine.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws").init()
+    base = ws.models_dir / "Llama-3.1-8B"
+    base.mkdir()
+    shutil.copy(REAL_CONFIGS / "Llama-3.1-8B.json", base / "config.json")
+    earlier = ws.models_dir / "earlier-run"
+    earlier.mkdir()
+    earlier.joinpath("training_metadata.json").write_text(json.dumps({
+        "model_info": {"base_model": "Models/Llama-3.1-8B"},
+        "training_parameters": {"preset": {"peft": {"method": "LoRa"}}},
+        "training_stats": {"tokens_per_s": 2048.0}, "hardware_info": {"device": "cuda (Fake H100)"}}))
+    config = load_preset_text('[model]\nbase = "Models/Llama-3.1-8B"\n[data]\ndataset = "boolq"\n'
+                              '[train]\nmax_steps = 10\n')
+    estimates = plan_estimates(config, ws, make_plan(config, ws).steps)
+    train = estimates["steps"][0]
+    assert train["time_s"] == {"gpu": 10 * 1 * 8 * 1024 / 2048.0}  # steps × batch × accumulation × max_length
+    assert train["memory_gb"]["gpu"] == train_estimate(shape("Llama-3.1-8B"), device="gpu", r=256,
+                                                       targets=["attention"], seq=1024).gb

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from engine.runs.tiny import FAMILIES, family_tokenizer
+from engine.runs.tiny import FAMILIES, family_tokenizer, save_random_model
 
 #: size name → (config file in the real-configs folder, family in :data:`engine.runs.tiny.FAMILIES`)
 REAL_SIZES = {"0.6b": ("Qwen3-0.6B.json", "qwen3"), "1b": ("Llama-3.2-1B.json", "llama3")}
@@ -67,7 +67,7 @@ def build_real_size_model(out_dir: Path | str, size: str, configs_dir: Path | st
     ``num_layers`` keeps the real hidden size and vocabulary with fewer layers (the CI-sized model).
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoConfig
 
     if size not in REAL_SIZES:
         raise ValueError(f"unknown size {size!r}; expected one of {', '.join(REAL_SIZES)}")
@@ -86,15 +86,5 @@ def build_real_size_model(out_dir: Path | str, size: str, configs_dir: Path | st
         raise ValueError(f"{config_file}: the tokenizer has {len(tokenizer)} entries, more than vocab_size")
     fields.update(eos_token_id=token_id(family.eos), pad_token_id=token_id(family.pad) if family.pad else None,
                   bos_token_id=token_id(family.bos) if family.bos else None)
-    model_type = fields.pop("model_type")
-    config = AutoConfig.for_model(model_type, **fields)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)  # built in bf16: no fp32 copy
-    model.generation_config = GenerationConfig(
-        eos_token_id=[token_id(t) for t in family.generation_eos], bos_token_id=fields["bos_token_id"],
-        pad_token_id=fields["pad_token_id"], do_sample=False)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
+    config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    return save_random_model(out_dir, config, family, tokenizer, dtype=torch.bfloat16, seed=seed)  # bf16 as published

@@ -61,14 +61,19 @@ def _workspace_with_8b(tmp_path: Path) -> Workspace:
     return ws
 
 
+def _enqueue_train(ws: Workspace, preset: str, *, gpus: int):
+    """A train job carrying ``preset`` (its command only exits: the test is about when it may start)."""
+    from engine.presets.config import load_preset_text
+
+    with JobStore(ws) as store:
+        return store.enqueue("train", [sys.executable, "-c", "pass"], target=load_preset_text(preset).output_name(),
+                             preset=preset, gpus=gpus)
+
+
 @pytest.mark.skipif(not REAL_CONFIGS.is_dir(), reason="../shared/real-configs is not here")
 def test_the_worker_holds_a_qwen3_8b_lora_job_on_a_small_gpu(tmp_path):
     ws = _workspace_with_8b(tmp_path)
-    preset = '[model]\nbase = "Models/Qwen3-8B"\n[data]\ndataset = "boolq"\n'
-    from engine.presets.config import load_preset_text
-    target = load_preset_text(preset).output_name()
-    with JobStore(ws) as store:
-        job = store.enqueue("train", [sys.executable, "-c", "pass"], target=target, preset=preset, gpus=1)
+    job = _enqueue_train(ws, '[model]\nbase = "Models/Qwen3-8B"\n[data]\ndataset = "boolq"\n', gpus=1)
     small = FakeInventory([GpuReading(0, "Fake 24 GB", 2 << 30, 24 << 30, 0.0, 30.0),
                            GpuReading(1, "Fake 16 GB", 0, 16 << 30, 0.0, 30.0)])
     worker = Worker(ws, WorkerSettings(poll_interval_s=0.05), inventory=small)
@@ -97,11 +102,8 @@ def test_the_worker_holds_a_qwen3_8b_lora_job_on_a_small_gpu(tmp_path):
 def test_the_worker_refuses_a_cpu_job_larger_than_the_machine(tmp_path):
     ws = _workspace_with_8b(tmp_path)
     # full fine-tuning of 8 B parameters in float32 on the CPU: ~16 bytes a parameter, far above this machine
-    preset = '[model]\nbase = "Models/Qwen3-8B"\n[data]\ndataset = "boolq"\n[peft]\nmethod = "NoPeft"\n'
-    from engine.presets.config import load_preset_text
-    target = load_preset_text(preset).output_name()
-    with JobStore(ws) as store:
-        job = store.enqueue("train", [sys.executable, "-c", "pass"], target=target, preset=preset, gpus=0)
+    job = _enqueue_train(ws, '[model]\nbase = "Models/Qwen3-8B"\n[data]\ndataset = "boolq"\n[peft]\nmethod = "NoPeft"\n',
+                         gpus=0)
     worker = Worker(ws, WorkerSettings(poll_interval_s=0.05), inventory=FakeInventory([]))
     try:
         worker.tick()

@@ -56,6 +56,7 @@ method = "{quant}"
 per_device_train_batch_size = 1
 gradient_accumulation_steps = {accum}
 max_steps = {steps}
+max_length = {max_length}
 logging_steps = 1
 save_steps = {save_steps}
 warmup_ratio = 0.0
@@ -132,7 +133,9 @@ class Bench:
         self.out = Path(args.out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         earlier = self.file(".json")
-        self.rows: list[dict] = json.loads(earlier.read_text())["rows"] if args.append and earlier.exists() else []
+        data = json.loads(earlier.read_text()) if args.append and earlier.exists() else {}
+        self.rows: list[dict] = data.get("rows", [])
+        self.runtimes: dict[str, int] = data.get("runtimes", {})  # measured once per model size
         self.log = self.file(".log")
 
     def file(self, suffix: str) -> Path:
@@ -156,7 +159,7 @@ class Bench:
 
     def save(self) -> None:
         tmp = self.file(".json.tmp")
-        tmp.write_text(json.dumps({"argv": sys.argv, "rows": self.rows}, indent=1))
+        tmp.write_text(json.dumps({"argv": sys.argv, "runtimes": self.runtimes, "rows": self.rows}, indent=1))
         tmp.replace(self.file(".json"))
         self.file(".md").write_text(markdown(self.rows))
 
@@ -177,7 +180,8 @@ class Bench:
         (ws / "Datasets" / "datasets.toml").write_text(tasks + '[quick]\nkind = "boolq"\nfile_stem = "boolq"\n'
                                                        'max_new_tokens = 4\n')
         env = child_env(ws)
-        runtime = self.runtime(env)
+        runtime = self.runtimes.get(size) or self.runtime(env)
+        self.runtimes[size] = runtime
         print(f"runtime (torch & co. imported): {runtime / 1e9:.2f} GB", flush=True)
         base = f"real-{size}"
         shape_file = SHARED / "real-configs" / ("Qwen3-0.6B.json" if size == "0.6b" else "Llama-3.2-1B.json")
@@ -196,13 +200,13 @@ class Bench:
             return want is None or name in want
 
         def preset(name, **fields):
-            text = LORA.format(base=base, **fields)
+            text = LORA.format(base=base, max_length=a.max_length, **fields)
             path = ws / "experiments" / f"{name}.toml"
             path.write_text(text)
             return str(path)
 
         lora_extra = 'r = 256\nalpha = 512\ntarget_modules = ["attention"]\ndropout = 0.0'
-        seq = a.seq_for_floor
+        seq = min(a.seq_for_floor, a.max_length)
         snapshot = None
         before = {p.name for p in (ws / "Models").iterdir()}
         if on("snapshot"):
@@ -219,7 +223,7 @@ class Bench:
                        save_steps=0)
             self.stage(size, "LoRA", llmtui(ws, "train", p, "--overwrite"), env,
                        floor(train_estimate(shape, device="cpu", r=256, seq=seq)),
-                       note=f"{a.steps} step × batch 1 × accumulation {a.accum}, r 256 attention, max_length 1024")
+                       note=f"{a.steps} step × batch 1 × accumulation {a.accum}, r 256 attention, max_length {a.max_length}")
         adapter = next((n for n in sorted((ws / "Models").iterdir()) if n.name.startswith(base) and "LoRa" in n.name
                         and (n / "adapter_config.json").exists()), None)
         if on("qlora"):
@@ -381,6 +385,7 @@ def main() -> int:
     parser.add_argument("--stages", default="", help="comma-separated subset (default: all)")
     parser.add_argument("--steps", type=int, default=1, help="LoRA optimizer steps")
     parser.add_argument("--accum", type=int, default=8, help="LoRA gradient accumulation")
+    parser.add_argument("--max-length", type=int, default=1024, help="train.max_length of the training stages")
     parser.add_argument("--samples", type=int, default=4, help="GPTQ/AWQ calibration samples")
     parser.add_argument("--eval-items", type=int, default=4, help="items of each of the 4 test sets")
     parser.add_argument("--eval-tokens", type=int, default=16, help="ceiling on generated tokens in evaluation")

@@ -411,8 +411,8 @@ class Worker:
         return reading.memory_total - reading.memory_used
 
     def _memory_need(self, job: Job) -> float | None:
-        """The job's memory estimate (bytes), computed once per job."""
-        if job.id not in self._needs:
+        """The job's memory estimate (bytes), kept once known (unknown: asked again, its model may appear)."""
+        if self._needs.get(job.id) is None:
             self._needs[job.id] = job_memory(self.ws, job)
         return self._needs[job.id]
 

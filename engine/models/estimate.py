@@ -12,8 +12,8 @@ parameters, ``T`` tokens of a sequence, ``b`` the batch, ``L`` layers, ``h`` hid
   targeted module;
 - activations kept for the backward pass, per token and layer: ``(6h + 2kv + 4i) × B`` without gradient
   checkpointing (norm outputs, q/k/v, attention output, gate, up, activation, down input), ``h × B`` with
-  it plus one layer's full set being recomputed; the logits ``T × V × (B + 8)`` (the model's logits, their
-  float32 copy for the loss and its gradient);
+  it plus one layer's full set being recomputed; the logits ``T × V × (B + 12)`` (the model's logits, their
+  float32 copy for the loss, the log-softmax and its gradient);
 - inference: the KV cache ``2 × L × kv × T × b × B`` and one step's logits;
 - the runtime: the CUDA context (GPU) or the Python process with torch and transformers imported (CPU).
 
@@ -161,8 +161,8 @@ def activation_bytes(shape: ModelShape, tokens: int, dtype_bytes: int, checkpoin
 
 
 def logits_bytes(shape: ModelShape, tokens: int, dtype_bytes: int, *, training: bool) -> float:
-    """The logits (and for training their float32 copy and gradient) over ``tokens`` positions."""
-    return tokens * shape.vocab * (dtype_bytes + (8 if training else 0))
+    """The logits (and for training their float32 copy, log-softmax and gradient) over ``tokens`` positions."""
+    return tokens * shape.vocab * (dtype_bytes + (12 if training else 0))
 
 
 def kv_cache_bytes(shape: ModelShape, tokens: int, dtype_bytes: int) -> float:

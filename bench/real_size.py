@@ -27,12 +27,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.jobs.peak import run_measured  # noqa: E402
-from engine.models.estimate import (ModelShape, inference_estimate, merge_estimate, quantize_estimate,  # noqa: E402
+from engine.models.estimate import (CPU_RUNTIME_BYTES, ModelShape, inference_estimate, merge_estimate, quantize_estimate,  # noqa: E402
                                      snapshot_estimate, train_estimate)
 
 SHARED = REPO.parent.parent / "shared" if (REPO.parent.parent / "shared").is_dir() else Path("/work/shared")
@@ -188,8 +189,10 @@ class Bench:
         shape = ModelShape.from_file(shape_file)
 
         def floor(estimate):
-            estimate.parts["runtime"] = runtime  # measured, not the estimator's constant
-            return estimate
+            """The floor with the runtime measured in this run (+ the tokenizer), beside the estimator's own bound."""
+            bound = estimate.bytes
+            estimate.parts["runtime"] += runtime - CPU_RUNTIME_BYTES
+            return SimpleNamespace(floor_bytes=estimate.floor_bytes, bytes=bound)
 
         if not (ws / "Models" / base).is_dir():
             self.stage(size, "build", [PY, "-c", BUILD, str(ws / "Models" / base), size, str(SHARED),
@@ -258,16 +261,17 @@ class Bench:
                        floor(merge_estimate(shape, device="cpu", r=256, targets="attention")),
                        note="load_full_precision (stored bf16) + merge_and_unload + save")
         for method in ("hqq", "int8", "nf4", "gptq", "awq"):
-            if not on(method):
+            if not on(method) and not on(f"{method}-reload"):
                 continue
             bits = 8 if method == "int8" else 4
             extra = ["--samples", str(a.samples), "--calibration", "boolq"] if method in ("gptq", "awq") else []
             before = {p.name for p in (ws / "Models").iterdir()}
-            self.stage(size, f"{method.upper()} quantize", llmtui(ws, "quantize", snapshot, "--method", method,
-                                                                    "--overwrite", "--device", "cpu", *extra),
-                       env, floor(quantize_estimate(shape, device="cpu", method=method, bits=bits,
-                                                    samples=a.samples, seq=256)),
-                       note=f"{a.samples} calibration samples" if extra else "")
+            if on(method):  # "METHOD-reload" alone reloads the output an earlier run made
+                self.stage(size, f"{method.upper()} quantize", llmtui(ws, "quantize", snapshot, "--method", method,
+                                                                        "--overwrite", "--device", "cpu", *extra),
+                           env, floor(quantize_estimate(shape, device="cpu", method=method, bits=bits,
+                                                        samples=a.samples, seq=256)),
+                           note=f"{a.samples} calibration samples" if extra else "")
             made = new_folders(ws, before) or [n.name for n in (ws / "Models").iterdir()
                                                if n.name.startswith(snapshot + "_") and method in n.name.lower()]
             if made:

@@ -32,9 +32,13 @@ from typing import Any
 GB = 1e9
 #: Resident memory of a job process before it loads a model (Python, torch, transformers, peft, trl imported),
 #: measured by bench/real_size.py on the 2-core CPU machine; on a GPU, the CUDA context and kernels.
-CPU_RUNTIME_BYTES = 1.0e9
+CPU_RUNTIME_BYTES = 1.05e9
 GPU_RUNTIME_BYTES = 0.9e9
-#: Peak ÷ floor the allocator and the libraries' transient buffers add (the bound the estimate promises).
+#: A fast tokenizer in memory, per vocabulary entry (81 MB measured for Qwen3's 151,669 entries; CPU only).
+TOKENIZER_BYTES_PER_ENTRY = 550
+#: What the estimate adds to the floor (the allocator, transient buffers while loading and saving), measured
+#: against bench/real_size.py's peaks: the weights × WEIGHT_SLACK, every other part but the runtime × SLACK.
+WEIGHT_SLACK = 1.05
 SLACK = 1.3
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -185,9 +189,9 @@ class Estimate:
 
     @property
     def bytes(self) -> float:
-        """The estimate: the runtime and the weights as they are, every other part × :data:`SLACK`."""
-        exact = self.parts.get("runtime", 0.0) + self.parts.get("weights", 0.0)
-        return exact + (self.floor_bytes - exact) * SLACK
+        """The estimate: the runtime as is, the weights × :data:`WEIGHT_SLACK`, every other part × :data:`SLACK`."""
+        runtime, weights = self.parts.get("runtime", 0.0), self.parts.get("weights", 0.0)
+        return runtime + weights * WEIGHT_SLACK + (self.floor_bytes - runtime - weights) * SLACK
 
     @property
     def gb(self) -> float:
@@ -199,8 +203,9 @@ class Estimate:
                 "parts_gb": {k: round(v / GB, 3) for k, v in self.parts.items()}, "note": self.note}
 
 
-def _runtime(device: str) -> float:
-    return GPU_RUNTIME_BYTES if device == "gpu" else CPU_RUNTIME_BYTES
+def _runtime(device: str, shape: ModelShape) -> float:
+    """The process before the model: the CUDA context, or on the CPU Python with the libraries and the tokenizer."""
+    return GPU_RUNTIME_BYTES if device == "gpu" else CPU_RUNTIME_BYTES + shape.vocab * TOKENIZER_BYTES_PER_ENTRY
 
 
 def _compute_bytes(device: str, dtype: str = "auto") -> int:
@@ -222,7 +227,7 @@ def train_estimate(shape: ModelShape, *, device: str, method: str = "lora", quan
     else:
         weights = shape.params * b
     optimizer_bytes_per = {"adamw": 8, "adamw_8bit": 2, "sgd": 0}.get(optimizer, 8)
-    parts = {"runtime": _runtime(device), "weights": weights}
+    parts = {"runtime": _runtime(device, shape), "weights": weights}
     if method == "full":
         trainable = shape.params
         parts["gradients"] = trainable * b
@@ -243,7 +248,7 @@ def inference_estimate(shape: ModelShape, *, device: str, bits: int = 16, batch:
     """Generation at ``batch`` sequences of up to ``context`` positions (prompt + answer)."""
     b = _compute_bytes(device)
     weights = weight_bytes(shape, bits if bits < 16 else b * 8, group_size, bytes_16=b)
-    parts = {"runtime": _runtime(device), "weights": weights,
+    parts = {"runtime": _runtime(device, shape), "weights": weights,
              "kv_cache": kv_cache_bytes(shape, batch * context, b),
              "logits": logits_bytes(shape, batch, 4, training=False)}
     return Estimate(step, device, parts, note=f"{bits if bits < 16 else b * 8}-bit weights, batch {batch} × "
@@ -252,13 +257,14 @@ def inference_estimate(shape: ModelShape, *, device: str, bits: int = 16, batch:
 
 def snapshot_estimate(shape: ModelShape, *, device: str) -> Estimate:
     """Load the base in its stored dtype and save it: the weights once."""
-    return Estimate("snapshot", device, {"runtime": _runtime(device), "weights": shape.params * shape.stored_bytes})
+    return Estimate("snapshot", device, {"runtime": _runtime(device, shape), "weights": shape.params * shape.stored_bytes})
 
 
 def merge_estimate(shape: ModelShape, *, device: str, r: int, targets: tuple[str, ...] | list[str] | str) -> Estimate:
-    """Base in its stored dtype + adapter, merged in place and saved."""
-    return Estimate("merge", device, {"runtime": _runtime(device), "weights": shape.params * shape.stored_bytes,
-                                      "adapter": shape.lora_params(r, targets) * 4})
+    """Base in its stored dtype + adapter, merged in place and saved; the adapter twice (the file's float32
+    tensors as read, and the modules' copies they are loaded into)."""
+    return Estimate("merge", device, {"runtime": _runtime(device, shape), "weights": shape.params * shape.stored_bytes,
+                                      "adapter": shape.lora_params(r, targets) * 4 * 2})
 
 
 def quantize_estimate(shape: ModelShape, *, device: str, method: str, bits: int = 4, group_size: int = 64,
@@ -269,7 +275,7 @@ def quantize_estimate(shape: ModelShape, *, device: str, method: str, bits: int 
     for each module)."""
     method = method.lower()
     one_layer = shape.linear_params / shape.layers * 2
-    parts = {"runtime": _runtime(device), "weights": shape.params * 2 if device == "cpu" else one_layer,
+    parts = {"runtime": _runtime(device, shape), "weights": shape.params * 2 if device == "cpu" else one_layer,
              "quantized": weight_bytes(shape, bits, group_size)}
     if method in ("gptq", "awq"):
         parts["calibration"] = samples * seq * shape.hidden * 2 * 2 + seq * shape.intermediate * 4 * 4

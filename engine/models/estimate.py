@@ -251,6 +251,8 @@ def inference_estimate(shape: ModelShape, *, device: str, bits: int = 16, batch:
     parts = {"runtime": _runtime(device, shape), "weights": weights,
              "kv_cache": kv_cache_bytes(shape, batch * context, b),
              "logits": logits_bytes(shape, batch, 4, training=False)}
+    if bits < 16 and b != 2:  # loading: the file's 16-bit embeddings beside the copy made in the compute dtype
+        parts["loading"] = shape.vocab * shape.hidden * 2
     return Estimate(step, device, parts, note=f"{bits if bits < 16 else b * 8}-bit weights, batch {batch} × "
                                              f"{context} positions")
 

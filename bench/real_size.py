@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.jobs.peak import run_measured  # noqa: E402
-from engine.models.estimate import (CPU_RUNTIME_BYTES, ModelShape, inference_estimate, merge_estimate, quantize_estimate,  # noqa: E402
+from engine.models.estimate import (CPU_RUNTIME_BYTES, Estimate, ModelShape, inference_estimate, merge_estimate, quantize_estimate,  # noqa: E402
                                      snapshot_estimate, train_estimate)
 
 SHARED = REPO.parent.parent / "shared" if (REPO.parent.parent / "shared").is_dir() else Path("/work/shared")
@@ -77,6 +77,45 @@ def llmtui(ws: Path, *args: str) -> list[str]:
 def new_folders(ws: Path, before: set[str]) -> list[str]:
     return sorted(p.name for p in (ws / "Models").iterdir() if p.is_dir() and not p.name.startswith(".")
                   and p.name not in before)
+
+
+def stage_estimate(stage: str, shape: ModelShape, a) -> Estimate:
+    """The estimator's figure for one bench stage on the CPU (the bench's settings in ``a``)."""
+    seq = min(a.seq_for_floor, a.max_length)
+    kind, _, rest = stage.partition(" ")
+    if stage in ("build", "snapshot"):
+        return snapshot_estimate(shape, device="cpu")
+    if stage in ("LoRA", "checkpoint save (stop)", "resume"):
+        return train_estimate(shape, device="cpu", r=256, seq=seq)
+    if stage == "QLoRA":
+        return train_estimate(shape, device="cpu", quant="4bit", r=256, seq=seq)
+    if stage == "full fine-tuning":
+        return train_estimate(shape, device="cpu", method="full", seq=seq)
+    if stage == "merge":
+        return merge_estimate(shape, device="cpu", r=256, targets="attention")
+    bits = 8 if kind == "INT8" else 4
+    if rest == "quantize":
+        return quantize_estimate(shape, device="cpu", method=kind.lower(), bits=bits, samples=a.samples, seq=256)
+    if rest == "reload":
+        return inference_estimate(shape, device="cpu", bits=bits, context=256, step="reload")
+    if kind == "eval":
+        return inference_estimate(shape, device="cpu", batch=min(a.eval_items, 32), context=1024 + a.eval_tokens)
+    return inference_estimate(shape, device="cpu", context=512, step="chat")
+
+
+def shape_for(size: str) -> ModelShape:
+    return ModelShape.from_file(SHARED / "real-configs" / ("Qwen3-0.6B.json" if size == "0.6b" else "Llama-3.2-1B.json"))
+
+
+def recompute(rows: list[dict], runtimes: dict[str, int], a) -> None:
+    """Floors and estimates of recorded rows with the estimator as it is now (the measurements stay)."""
+    for row in rows:
+        if row["stage"] == "decode" or not row.get("peak_bytes"):
+            continue
+        estimate = stage_estimate(row["stage"], shape_for(row["size"]), a)
+        row["estimate_bytes"] = estimate.bytes
+        row["floor_bytes"] = estimate.floor_bytes - CPU_RUNTIME_BYTES + runtimes.get(row["size"], CPU_RUNTIME_BYTES)
+        row["ratio"] = round(row["peak_bytes"] / row["floor_bytes"], 2)
 
 
 # ------------------------------------------------------------------------------------------ child snippets
@@ -185,8 +224,7 @@ class Bench:
         self.runtimes[size] = runtime
         print(f"runtime (torch & co. imported): {runtime / 1e9:.2f} GB", flush=True)
         base = f"real-{size}"
-        shape_file = SHARED / "real-configs" / ("Qwen3-0.6B.json" if size == "0.6b" else "Llama-3.2-1B.json")
-        shape = ModelShape.from_file(shape_file)
+        shape = shape_for(size)
 
         def floor(estimate):
             """The floor with the runtime measured in this run (+ the tokenizer), beside the estimator's own bound."""
@@ -196,7 +234,7 @@ class Bench:
 
         if not (ws / "Models" / base).is_dir():
             self.stage(size, "build", [PY, "-c", BUILD, str(ws / "Models" / base), size, str(SHARED),
-                                       str(ws / "Datasets")], env, floor(snapshot_estimate(shape, device="cpu")))
+                                       str(ws / "Datasets")], env, floor(stage_estimate("build", shape, a)))
         want = set(a.stages.split(",")) if a.stages else None
 
         def on(name):
@@ -209,14 +247,13 @@ class Bench:
             return str(path)
 
         lora_extra = 'r = 256\nalpha = 512\ntarget_modules = ["attention"]\ndropout = 0.0'
-        seq = min(a.seq_for_floor, a.max_length)
         snapshot = None
         before = {p.name for p in (ws / "Models").iterdir()}
         if on("snapshot"):
             path = ws / "experiments" / "snapshot.toml"
             path.write_text(f'[model]\nbase = "Models/{base}"\n[data]\ndataset = "none"\n')
             self.stage(size, "snapshot", llmtui(ws, "train", str(path), "--overwrite"), env,
-                       floor(snapshot_estimate(shape, device="cpu")))
+                       floor(stage_estimate("snapshot", shape, a)))
         snapshot = next(iter(new_folders(ws, before)), None) or next(
             (p.name for p in (ws / "Models").iterdir() if p.name.endswith("-base")), base)
         adapter = None
@@ -225,19 +262,19 @@ class Bench:
             p = preset("lora", peft="LoRa", peft_extra=lora_extra, quant="NoQuant", accum=a.accum, steps=a.steps,
                        save_steps=0)
             self.stage(size, "LoRA", llmtui(ws, "train", p, "--overwrite"), env,
-                       floor(train_estimate(shape, device="cpu", r=256, seq=seq)),
+                       floor(stage_estimate("LoRA", shape, a)),
                        note=f"{a.steps} step × batch 1 × accumulation {a.accum}, r 256 attention, max_length {a.max_length}")
         adapter = next((n for n in sorted((ws / "Models").iterdir()) if n.name.startswith(base) and "LoRa" in n.name
                         and (n / "adapter_config.json").exists()), None)
         if on("qlora"):
             p = preset("qlora", peft="LoRa", peft_extra=lora_extra, quant="QLORA", accum=1, steps=1, save_steps=0)
             self.stage(size, "QLoRA", llmtui(ws, "train", p, "--overwrite"), env,
-                       floor(train_estimate(shape, device="cpu", quant="4bit", r=256, seq=seq)),
+                       floor(stage_estimate("QLoRA", shape, a)),
                        note="1 step × batch 1 × accumulation 1")
         if on("full") and size == "0.6b":
             p = preset("full", peft="NoPeft", peft_extra="", quant="NoQuant", accum=1, steps=1, save_steps=0)
             self.stage(size, "full fine-tuning", llmtui(ws, "train", p, "--overwrite"), env,
-                       floor(train_estimate(shape, device="cpu", method="full", seq=seq)),
+                       floor(stage_estimate("full fine-tuning", shape, a)),
                        note="1 step × batch 1, AdamW fp32")
         if on("checkpoint"):
             p = preset("ckpt", peft="LoRa", peft_extra=lora_extra, quant="NoQuant", accum=1, steps=2, save_steps=1)
@@ -252,13 +289,13 @@ class Bench:
                     time.sleep(0.5)
 
             self.stage(size, "checkpoint save (stop)", llmtui(ws, "train", p, "--overwrite", "--events", str(events)),
-                       env, floor(train_estimate(shape, device="cpu", r=256, seq=seq)), alongside=stop_after_first_step,
+                       env, floor(stage_estimate("LoRA", shape, a)), alongside=stop_after_first_step,
                        note="LoRA stopped after step 1: checkpoint written, exit 75")
             self.stage(size, "resume", llmtui(ws, "train", p), env,
-                       floor(train_estimate(shape, device="cpu", r=256, seq=seq)), note="from the step-1 checkpoint")
+                       floor(stage_estimate("LoRA", shape, a)), note="from the step-1 checkpoint")
         if on("merge") and adapter is not None:
             self.stage(size, "merge", [PY, "-c", MERGE, str(adapter), str(ws / "Models" / f"{base}-merged")], env,
-                       floor(merge_estimate(shape, device="cpu", r=256, targets="attention")),
+                       floor(stage_estimate("merge", shape, a)),
                        note="load_full_precision (stored bf16) + merge_and_unload + save")
         for method in ("hqq", "int8", "nf4", "gptq", "awq"):
             if not on(method) and not on(f"{method}-reload"):
@@ -269,8 +306,7 @@ class Bench:
             if on(method):  # "METHOD-reload" alone reloads the output an earlier run made
                 self.stage(size, f"{method.upper()} quantize", llmtui(ws, "quantize", snapshot, "--method", method,
                                                                         "--overwrite", "--device", "cpu", *extra),
-                           env, floor(quantize_estimate(shape, device="cpu", method=method, bits=bits,
-                                                        samples=a.samples, seq=256)),
+                           env, floor(stage_estimate(f"{method.upper()} quantize", shape, a)),
                            note=f"{a.samples} calibration samples" if extra else "")
             made = new_folders(ws, before) or [n.name for n in (ws / "Models").iterdir()
                                                if n.name.startswith(snapshot + "_") and method in n.name.lower()]
@@ -278,7 +314,7 @@ class Bench:
                 self.stage(size, f"{method.upper()} reload", llmtui(ws, "eval", made[0], "--datasets", "quick",
                                                                       "--limit", "1", "--force", "--backend", "hf",
                                                                       "--device", "cpu"), env,
-                           floor(inference_estimate(shape, device="cpu", bits=bits, context=256, step="reload")),
+                           floor(stage_estimate(f"{method.upper()} reload", shape, a)),
                            note="load + 1 item of 4 tokens")
         sets = ",".join(f"{key}{a.eval_tokens}" for key in EVAL_TASKS)
         for backend in ("hf", "vllm"):
@@ -287,12 +323,10 @@ class Bench:
             self.stage(size, f"eval {backend}", llmtui(ws, "eval", snapshot, "--datasets", sets, "--limit",
                                                        str(a.eval_items), "--force", "--backend", backend,
                                                        "--device", "cpu"), env,
-                       floor(inference_estimate(shape, device="cpu", batch=min(a.eval_items, 32),
-                                                context=1024 + a.eval_tokens)),
+                       floor(stage_estimate(f"eval {backend}", shape, a)),
                        note=f"{a.eval_items} items × 4 sets, ≤ {a.eval_tokens} new tokens")
         if on("chat"):
-            self.chat(size, ws, snapshot, env, floor(inference_estimate(shape, device="cpu", context=512,
-                                                                        step="chat")))
+            self.chat(size, ws, snapshot, env, floor(stage_estimate("chat", shape, a)))
         if on("decode"):
             self.decode(size, ws, snapshot, env)
 
@@ -395,12 +429,19 @@ def main() -> int:
     parser.add_argument("--eval-tokens", type=int, default=16, help="ceiling on generated tokens in evaluation")
     parser.add_argument("--batches", default="1,2,4,8", help="decode batch sizes")
     parser.add_argument("--append", action="store_true", help="add to OUT.json's rows instead of starting anew")
+    parser.add_argument("--recompute", action="store_true",
+                        help="only recompute OUT.json's floors and estimates with the estimator as it is now")
     parser.add_argument("--seq-for-floor", type=int, default=256,
                         help="tokens of the longest training sequence (the synthetic BoolQ rows are shorter than "
                              "max_length 1024; the floor uses what a step really holds)")
     parser.add_argument("--stage-timeout", type=float, default=1500)
     args = parser.parse_args()
     bench = Bench(args)
+    if args.recompute:
+        recompute(bench.rows, bench.runtimes, args)
+        bench.save()
+        print(markdown(bench.rows))
+        return 0
     started = time.time()
     for size in args.sizes.split(","):
         bench.run_size(size)

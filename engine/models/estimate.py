@@ -182,6 +182,7 @@ class Estimate:
     device: str  # "gpu" | "cpu"
     parts: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    room: float = 0.0  # bytes a step may take beyond its floor at times (part of the estimate, not the floor)
 
     @property
     def floor_bytes(self) -> float:
@@ -189,9 +190,9 @@ class Estimate:
 
     @property
     def bytes(self) -> float:
-        """The estimate: the runtime as is, the weights × :data:`WEIGHT_SLACK`, every other part × :data:`SLACK`."""
+        """The estimate: the runtime as is, the weights × :data:`WEIGHT_SLACK`, the other parts and the room × :data:`SLACK`."""
         runtime, weights = self.parts.get("runtime", 0.0), self.parts.get("weights", 0.0)
-        return runtime + weights * WEIGHT_SLACK + (self.floor_bytes - runtime - weights) * SLACK
+        return runtime + weights * WEIGHT_SLACK + (self.floor_bytes - runtime - weights + self.room) * SLACK
 
     @property
     def gb(self) -> float:
@@ -200,7 +201,8 @@ class Estimate:
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "device": self.device, "memory_gb": self.gb,
                 "floor_gb": round(self.floor_bytes / GB, 2),
-                "parts_gb": {k: round(v / GB, 3) for k, v in self.parts.items()}, "note": self.note}
+                "parts_gb": {k: round(v / GB, 3) for k, v in self.parts.items()}, "room_gb": round(self.room / GB, 3),
+                "note": self.note}
 
 
 def _runtime(device: str, shape: ModelShape) -> float:
@@ -269,7 +271,7 @@ def merge_estimate(shape: ModelShape, *, device: str, r: int, targets: tuple[str
     and 1.89 GB in another, the difference one copy of its 0.37 GB of weights)."""
     weights = shape.params * shape.stored_bytes
     return Estimate("merge", device, {"runtime": _runtime(device, shape), "weights": weights,
-                                      "adapter": shape.lora_params(r, targets) * 4 * 2, "saving": weights})
+                                      "adapter": shape.lora_params(r, targets) * 4 * 2}, room=weights)
 
 
 def quantize_estimate(shape: ModelShape, *, device: str, method: str, bits: int = 4, group_size: int = 64,
@@ -366,7 +368,8 @@ def step_estimate(config: Any, shape: ModelShape, step: Any, device: str) -> Est
         if _peft_kind(config) == "lora" and not config.quant.merge_after_train:  # the adapter is merged first
             merged = merge_estimate(shape, device=device, r=config.peft.r, targets=list(config.peft.target_modules))
             if merged.bytes > estimate.bytes:
-                return Estimate("quantize", device, merged.parts, note=estimate.note + ", after merging the adapter")
+                return Estimate("quantize", device, merged.parts, note=estimate.note + ", after merging the adapter",
+                                room=merged.room)
         return estimate
     # evaluation of the training output or of a PTQ output
     from engine.data.tasks import MAX_NEW_TOKENS

@@ -291,7 +291,7 @@ class Bench:
             self.stage(size, "checkpoint save (stop)", llmtui(ws, "train", p, "--overwrite", "--events", str(events)),
                        env, floor(stage_estimate("LoRA", shape, a)), alongside=stop_after_first_step,
                        note="LoRA stopped after step 1: checkpoint written, exit 75")
-            self.stage(size, "resume", llmtui(ws, "train", p), env,
+            self.stage(size, "resume", llmtui(ws, "train", p, "--overwrite"), env,
                        floor(stage_estimate("LoRA", shape, a)), note="from the step-1 checkpoint")
         if on("merge") and adapter is not None:
             self.stage(size, "merge", [PY, "-c", MERGE, str(adapter), str(ws / "Models" / f"{base}-merged")], env,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # llmtui's set-up and entry points. Usage:
 #   ./dev.sh demo   set everything up, build the offline demo workspace, open the TUI on it
-#   ./dev.sh test   set everything up and run the whole test suite
+#   ./dev.sh test   set everything up (Slurm too, where it can be installed) and run the whole test suite
 #   ./dev.sh setup  only set up the virtual environment (.venv)
 #   ./dev.sh setup-vllm  build vLLM's own environment (.venv-vllm) and print its interpreter's path
 set -euo pipefail
@@ -21,6 +21,22 @@ setup() {
     if ! "$PY" -c "import engine, tui, pytest" 2>/dev/null || [ pyproject.toml -nt "$VENV/.llmtui-installed" ]; then
         "$PY" -m pip install --quiet -e ".[dev]"
         touch "$VENV/.llmtui-installed"
+    fi
+}
+
+# The Slurm tests start a real one-node cluster from Debian's packages (tests/slurm_cluster.py); without
+# them those tests are skipped, and pytest's -rs says so.
+setup_slurm() {
+    if command -v sbatch >/dev/null && command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
+            && command -v munged >/dev/null; then
+        return
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            slurmctld slurmd slurm-client munge >/dev/null) \
+            || echo "warning: could not install Slurm; its tests will be skipped" >&2
+    else
+        echo "warning: Slurm is not installed and cannot be (needs root and apt-get); its tests will be skipped" >&2
     fi
 }
 
@@ -70,6 +86,7 @@ case "${1:-}" in
         ;;
     test)
         setup
+        setup_slurm
         shift
         export GPTQMODEL_CPU_WORKERS=${GPTQMODEL_CPU_WORKERS:-2}
         exec "$PY" -m pytest -q -p no:cacheprovider "$@"

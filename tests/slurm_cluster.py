@@ -12,9 +12,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from waiting import wait_for
 
 #: Debian packages that provide the daemons and the client commands.
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
@@ -205,14 +206,15 @@ PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP Ove
 
 
 def _wait(ready, timeout_s: float, what: str, cluster: SlurmCluster, daemon: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ready():
-            return
+    def died() -> bool:
         process = cluster.processes.get(daemon)
-        if process is not None and process.poll() is not None:
-            break
-        time.sleep(0.2)
+        return process is not None and process.poll() is not None
+
+    try:
+        wait_for(ready, timeout_s, what, 0.2, stop=died)
+        return
+    except AssertionError:
+        pass
     err = (cluster.root / "log" / f"{daemon}.err")
     detail = (err.read_text(errors="replace") if err.exists() else "") + cluster.log(daemon)
     raise ClusterError(f"{what}:\n{detail[-3000:]}")

@@ -146,15 +146,18 @@ class LlmTuiApp(App[None]):
         """On opening: start a worker when jobs wait or run but none watches them (say, after a reboot)."""
         import sqlite3
 
+        from engine.jobs.control import run_queued
+        from engine.jobs.job_folder import JobStatus
+        from engine.jobs.settings import WorkerError
         from engine.jobs.store import JobStore
-        from engine.jobs.worker import WorkerError, run_queued, worker_pid
+        from engine.jobs.worker import worker_pid
 
         if not self.ws.queue_db.exists() or worker_pid(self.ws):
             return
         try:
             with JobStore(self.ws) as store:
                 counts = store.counts()
-            if counts.get("queued", 0) + counts.get("running", 0) == 0:
+            if counts.get(JobStatus.QUEUED, 0) + counts.get(JobStatus.RUNNING, 0) == 0:
                 return
             how = run_queued(self.ws)  # on Slurm: submits what waits and syncs the state from Slurm
         except (sqlite3.Error, WorkerError) as exc:
@@ -167,7 +170,8 @@ class LlmTuiApp(App[None]):
     def start_worker(self) -> None:
         """Start the workspace's detached worker unless one runs (it outlives the app), or submit the
         queued jobs to Slurm when the workspace runs on Slurm."""
-        from engine.jobs.worker import WorkerError, run_queued
+        from engine.jobs.control import run_queued
+        from engine.jobs.settings import WorkerError
 
         try:
             run_queued(self.ws)

@@ -7,17 +7,20 @@ and the job reads that copy, so editing ``experiments/`` later does not change a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
-from engine.presets.config import ConfigError, ExperimentConfig, PtqStep, config_from_dict
+from engine.data.tasks import BUILTIN_TASKS
 from engine.jobs.gpu import GpuInventory, visible_gpu_count
+from engine.jobs.job_folder import JOB_DIR_PLACEHOLDER, PRESET_FILE, JobStatus
+from engine.jobs.process import llmtui_command
+from engine.jobs.store import Job, JobError, JobRequest, JobStore
+from engine.presets.config import ConfigError, ExperimentConfig
 from engine.presets.naming import ptq_output_name, ptq_spec
 from engine.presets.plan import make_plan
-from engine.jobs.store import JOB_DIR_PLACEHOLDER, Job, JobError, JobRequest, JobStore
+from engine.presets.requests import EvalRequest, QuantizeRequest, TrainRequest, flag_problems
 from engine.workspace import UnsafeNameError, Workspace, safe_name
-from engine.jobs.process import llmtui_command
-from engine.jobs.worker import PRESET_FILE
 
 
 def model_name_arg(ws: Workspace, text: str, *, must_exist: bool = True) -> str:
@@ -36,49 +39,22 @@ def model_name_arg(ws: Workspace, text: str, *, must_exist: bool = True) -> str:
     return name
 
 
-def _option_problems(exc: ConfigError) -> str:
-    """Preset-field problems phrased as command-line options (``ptq[0].group_size`` → ``--group-size``)."""
-    return "; ".join(f"--{p.where.rsplit('.', 1)[-1].replace('_', '-')}: {p.message}" for p in exc.problems)
-
-
-def _quantize_request(ws: Workspace, source: str, target: str, step: PtqStep, *, gpus: int, description: str,
-                      preset: str | None = None, after: tuple[int, ...] = (),
+def _quantize_request(ws: Workspace, source: str, target: str, request: QuantizeRequest, *, gpus: int,
+                      description: str, preset: str | None = None, after: tuple[int, ...] = (),
                       after_steps: tuple[int, ...] = ()) -> JobRequest:
-    args = ["quantize", str(ws.model_dir(source)), "--method", step.method.lower(), "--bits", str(step.bits),
-            "--group-size", str(step.group_size), "--samples", str(step.samples), "--out", target]
-    if step.calibration:
-        args += ["--calibration", step.calibration]
-    options = {"source": source, "method": step.method.lower(), "bits": step.bits, "group_size": step.group_size,
-               "calibration": step.calibration, "samples": step.samples}
-    return JobRequest("quantize", llmtui_command(ws, *args), target=target, description=description, preset=preset,
-                      options=options, gpus=gpus, after=after, after_steps=after_steps)
+    command = llmtui_command(ws, "quantize", str(ws.model_dir(source)), *request.argv(), "--out", target)
+    return JobRequest("quantize", command, target=target, description=description, preset=preset,
+                      options={"source": source, **request.options()}, gpus=gpus, after=after,
+                      after_steps=after_steps)
 
 
-def _eval_request(ws: Workspace, model: str, *, datasets: list[str], limit: int, batch_size: int, gpus: int,
-                  force: bool = False, backend: str = "auto", threads: int = 0, description: str = "",
+def _eval_request(ws: Workspace, model: str, request: EvalRequest, *, gpus: int, description: str = "",
                   preset: str | None = None, after: tuple[int, ...] = (),
-                  after_steps: tuple[int, ...] = (), report_to: list[str] | None = None) -> JobRequest:
-    args = ["eval", str(ws.model_dir(model))]
-    if datasets:
-        args += ["--datasets", ",".join(datasets)]
-    if limit:
-        args += ["--limit", str(limit)]
-    if batch_size:
-        args += ["--batch-size", str(batch_size)]
-    if force:
-        args.append("--force")
-    if backend != "auto":
-        args += ["--backend", backend]
-    if threads:
-        args += ["--threads", str(threads)]
-    if report_to:
-        args += ["--report-to", ",".join(report_to)]
-    description = description or f"evaluate {model} on {', '.join(datasets) or 'all test sets'}"
-    return JobRequest("eval", llmtui_command(ws, *args), target=model, description=description, preset=preset,
-                      options={"datasets": list(datasets), "limit": limit, "batch_size": batch_size, "force": force,
-                               "backend": backend, "threads": threads, "report_to": list(report_to or [])},
-                      gpus=gpus,
-                      after=after, after_steps=after_steps)
+                  after_steps: tuple[int, ...] = ()) -> JobRequest:
+    description = description or f"evaluate {model} on {', '.join(request.datasets) or 'all test sets'}"
+    return JobRequest("eval", llmtui_command(ws, "eval", str(ws.model_dir(model)), *request.argv()), target=model,
+                      description=description, preset=preset, options=request.options(), gpus=gpus, after=after,
+                      after_steps=after_steps)
 
 
 def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, *, overrides: Iterable[str] = (),
@@ -97,26 +73,22 @@ def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, 
     step_gpus = 1 if gpu_count else 0
     overrides = list(overrides)
     requests: list[JobRequest] = []
-    ptq_steps = iter(config.ptq)
     for step in make_plan(config, ws).steps:
         after_steps = tuple(step.after)
         if step.kind in ("train", "snapshot"):
-            extra = [arg for text in overrides for arg in ("--set", text)] + (["--overwrite"] if overwrite else [])
-            command = llmtui_command(ws, "train", f"{JOB_DIR_PLACEHOLDER}/{PRESET_FILE}", *extra)
+            train = TrainRequest(overrides=overrides, overwrite=overwrite)
+            command = llmtui_command(ws, "train", f"{JOB_DIR_PLACEHOLDER}/{PRESET_FILE}", *train.argv())
             requests.append(JobRequest("train", command, target=step.target, description=step.description,
-                                       preset=preset_text,
-                                       options={"step": step.kind, "overrides": overrides, "overwrite": overwrite},
+                                       preset=preset_text, options={"step": step.kind, **train.options()},
                                        gpus=train_gpus, after=tuple(after)))
         elif step.kind == "quantize":
-            requests.append(_quantize_request(ws, step.options["source"], step.target, next(ptq_steps),
-                                              gpus=step_gpus, description=step.description, preset=preset_text,
+            requests.append(_quantize_request(ws, step.options["source"], step.target,
+                                              QuantizeRequest.from_options(step.options), gpus=step_gpus,
+                                              description=step.description, preset=preset_text,
                                               after_steps=after_steps))
         elif step.kind == "eval":
-            requests.append(_eval_request(ws, step.target, datasets=step.options["datasets"],
-                                          limit=step.options["limit"], batch_size=step.options["batch_size"],
-                                          backend=step.options["backend"], threads=step.options["threads"],
-                                          report_to=step.options.get("report_to"),
-                                          gpus=step_gpus, description=step.description, preset=preset_text,
+            requests.append(_eval_request(ws, step.target, EvalRequest.from_options(step.options), gpus=step_gpus,
+                                          description=step.description, preset=preset_text,
                                           after_steps=after_steps))
         else:
             raise JobError(f"the plan has a step of unknown kind {step.kind!r}")
@@ -124,49 +96,41 @@ def enqueue_pipeline(ws: Workspace, config: ExperimentConfig, preset_text: str, 
         return store.enqueue_many(requests)
 
 
-def enqueue_quantize(ws: Workspace, model: str, *, method: str, bits: int, group_size: int, calibration: str = "",
-                     samples: int = 128, out: str | None = None, after: Iterable[int] = (),
-                     inventory: GpuInventory | None = None) -> Job:
+def enqueue_quantize(ws: Workspace, model: str, request: QuantizeRequest, *, out: str | None = None,
+                     after: Iterable[int] = (), inventory: GpuInventory | None = None) -> Job:
     """Queue one PTQ run of ``model`` (which must exist unless the job waits for others)."""
     after = tuple(after)
     source = model_name_arg(ws, model, must_exist=not after)
-    raw = {"method": method.upper(), "bits": bits, "group_size": group_size, "calibration": calibration,
-           "samples": samples}
-    try:
-        step = config_from_dict({"ptq": [raw]}, "queue add quantize").ptq[0]
-    except ConfigError as exc:
-        raise JobError(_option_problems(exc)) from None
-    spec = ptq_spec(step.method, step.bits, step.group_size or None, step.calibration or None)
+    request = replace(request, method=request.method.upper())
+    problems = request.field_problems("ptq") + request.problems()
+    if problems:
+        raise JobError(flag_problems(problems))
+    spec = ptq_spec(request.method, request.resolved_bits(), request.group_size or None, request.calibration or None)
     target = model_name_arg(ws, out, must_exist=False) if out else ptq_output_name(source, spec)
     description = f"{spec.method} {spec.weights_bits}-bit PTQ of {source} → Models/{target}"
-    request = _quantize_request(ws, source, target, step, gpus=1 if visible_gpu_count(inventory) else 0,
-                                description=description, after=after)
+    job = _quantize_request(ws, source, target, request, gpus=1 if visible_gpu_count(inventory) else 0,
+                            description=description, after=after)
     with JobStore(ws) as store:
-        return store.enqueue_many([request])[0]
+        return store.enqueue_many([job])[0]
 
 
-def enqueue_eval(ws: Workspace, models: Iterable[str], *, datasets: Iterable[str] = (), limit: int = 0,
-                 batch_size: int = 0, force: bool = False, backend: str = "auto", threads: int = 0,
-                 after: Iterable[int] = (),
-                 custom_datasets: tuple[str, ...] = (), inventory: GpuInventory | None = None) -> list[Job]:
+def enqueue_eval(ws: Workspace, models: Iterable[str], request: EvalRequest | None = None, *,
+                 after: Iterable[int] = (), custom_datasets: tuple[str, ...] = (),
+                 inventory: GpuInventory | None = None) -> list[Job]:
     """Queue one evaluation job per model (the models must exist unless the jobs wait for others);
-    ``force`` evaluates again models that already have a metrics file."""
-    after, datasets = tuple(after), list(datasets)
+    ``request.force`` evaluates again models that already have a metrics file."""
+    request = request or EvalRequest()
+    after = tuple(after)
     names = [model_name_arg(ws, model, must_exist=not after) for model in models]
     if not names:
         raise JobError("no model to evaluate")
-    try:
-        config_from_dict({"eval": {"datasets": datasets, "limit": limit, "batch_size": batch_size,
-                                   "backend": backend, "threads": threads}},
-                         "queue add eval", custom_datasets)
-    except ConfigError as exc:
-        raise JobError(_option_problems(exc)) from None
+    problems = request.field_problems("eval") + request.problems((*BUILTIN_TASKS, *custom_datasets))
+    if problems:
+        raise JobError(flag_problems(problems))
     gpus = 1 if visible_gpu_count(inventory) else 0
-    requests = [_eval_request(ws, name, datasets=datasets, limit=limit, batch_size=batch_size, gpus=gpus,
-                              backend=backend, threads=threads,
-                              force=force, after=after) for name in names]
+    jobs = [_eval_request(ws, name, request, gpus=gpus, after=after) for name in names]
     with JobStore(ws) as store:
-        return store.enqueue_many(requests)
+        return store.enqueue_many(jobs)
 
 
 def enqueue_demo_pipeline(ws: Workspace, inventory: GpuInventory | None = None) -> list[Job]:
@@ -183,10 +147,10 @@ def enqueue_demo_pipeline(ws: Workspace, inventory: GpuInventory | None = None) 
         raise JobError(f"the demo's example preset cannot be used: {exc}") from None
     from engine.jobs.store import job_status_by_target
 
-    pending = {name for name, status in job_status_by_target(ws).items() if status in ("queued", "running", "done")}
+    pending = {name for name, status in job_status_by_target(ws).items() if status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DONE)}
     jobs = []
     if not ws.metrics_file(DEMO_BASE).exists() and DEMO_BASE not in pending:
-        jobs += enqueue_eval(ws, [DEMO_BASE], datasets=config.eval.datasets, limit=config.eval.limit,
+        jobs += enqueue_eval(ws, [DEMO_BASE], EvalRequest(datasets=config.eval.datasets, limit=config.eval.limit),
                              inventory=inventory)
     if not ws.model_dir(config.output_name()).exists() and config.output_name() not in pending:
         jobs += enqueue_pipeline(ws, config, preset_text, inventory=inventory)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.tasks import DatasetError, custom_tasks
-from engine.models.estimate import (EstimateError, ModelShape, find_config, folder_config, inference_estimate, quantize_estimate,
+from engine.models.estimate import (EVAL_AUTO_BATCH, EstimateError, ModelShape, find_config, folder_config, inference_estimate, quantize_estimate,
                                     step_estimate)
 from engine.presets.config import ConfigError, load_preset_text
 from engine.presets.plan import make_plan
@@ -46,12 +46,13 @@ def job_memory(ws: Workspace, job: Any) -> float | None:
             return None
         shape = ModelShape.from_file(path)
         if job.kind == "quantize":
-            return quantize_estimate(shape, device=device, method=job.options.get("method", "gptq"),
+            return quantize_estimate(shape, device=device, method=str(job.options.get("method", "gptq")),
                                      bits=job.options.get("bits") or 4,
                                      samples=job.options.get("samples") or 128).bytes
         if job.kind == "eval":
             return inference_estimate(shape, device=device, bits=_quantized_bits(folder),
-                                      batch=job.options.get("batch_size") or 16).bytes
+                                      batch=batch if isinstance(batch := job.options.get("batch_size"), int) and batch > 0
+                                      else EVAL_AUTO_BATCH).bytes
     except (ConfigError, DatasetError, EstimateError, ValueError):
         return None  # an unreadable preset or config fails in the job itself, with its own message
     return None

@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from engine.jobs.gpu import GpuReading
-
-#: Dependency states after which a waiting job can never run.
-DEAD_END = ("failed", "cancelled", "interrupted")
+from engine.jobs.job_folder import RETRYABLE, JobStatus
 
 
 @dataclass(frozen=True)
@@ -100,8 +98,8 @@ def plan_starts(waiting: Iterable[Waiting], *, running: int, free: Iterable[int]
     slots = max_parallel - running
     gpu_line_blocked = False
     for job in sorted(waiting, key=lambda j: j.id):
-        states = [(dep, dependency_status.get(dep, "done")) for dep in job.depends_on]
-        dead = [(dep, state) for dep, state in states if state in DEAD_END]
+        states = [(dep, dependency_status.get(dep, JobStatus.DONE)) for dep in job.depends_on]
+        dead = [(dep, state) for dep, state in states if state in RETRYABLE]
         if dead:
             dep, state = dead[0]
             decision.impossible[job.id] = Impossible(f"not run: dependency #{dep} {state}", dep)
@@ -110,7 +108,7 @@ def plan_starts(waiting: Iterable[Waiting], *, running: int, free: Iterable[int]
             seen = f"only {total_gpus} exist" if total_gpus else "NVML sees no GPU on this machine"
             decision.impossible[job.id] = Impossible(f"needs {job.gpus} GPU(s) but {seen}")
             continue
-        if slots <= 0 or any(state != "done" for _, state in states):
+        if slots <= 0 or any(state != JobStatus.DONE for _, state in states):
             continue
         if job.gpus:
             if gpu_line_blocked:

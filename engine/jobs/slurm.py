@@ -30,12 +30,12 @@ from engine.events import EventKind
 from engine.files import write_text
 from engine.jobs.process import JOB_ENTRY_MODULE, JOB_WRAPPER_MODULE, python_command
 from engine.jobs.requeue import REQUEUE_EXIT_CODE, STOP_SIGNAL
-from engine.jobs.store import FINISHED, Job, JobError, JobStore
-from engine.jobs.worker import (EXIT_FILE, LOG_HEADER, PRESET_FILE, SlurmSettings, error_summary, log_tail,
-                                read_exit_file)
+from engine.jobs.job_folder import (EVENTS_FILE, EXIT_FILE, FINISHED, LOG_HEADER, SLURM_SCRIPT_FILE, JobStatus,
+                                    error_summary, job_log_tail, prepare_job_dir, read_exit_code)
+from engine.jobs.settings import SlurmSettings, load_worker_settings
+from engine.jobs.store import Job, JobError, JobStore
 from engine.workspace import Workspace
 
-SCRIPT_FILE = "slurm.sh"
 LOCK_FILE = "slurm.lock"
 COMMAND_TIMEOUT_S = 60.0
 #: Slurm job states in which the job still waits (→ ``queued``) or runs (→ ``running``).
@@ -213,10 +213,8 @@ class _Lock:
 def _submit(ws: Workspace, store: JobStore, job: Job, settings: SlurmSettings, slurm_ids: dict[int, str]) -> None:
     resources = job_resources(ws, job, settings)
     job_dir = ws.job_dir(job.id)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    if job.preset is not None:
-        write_text(job_dir / PRESET_FILE, job.preset)
-    script = job_dir / SCRIPT_FILE
+    prepare_job_dir(job_dir, job.preset)
+    script = job_dir / SLURM_SCRIPT_FILE
     write_text(script, batch_script(ws, job, settings, resources))
     argv = ["sbatch", "--parsable"]
     after = [slurm_ids[dep] for dep in job.depends_on if dep in slurm_ids]
@@ -238,7 +236,7 @@ def _submit(ws: Workspace, store: JobStore, job: Job, settings: SlurmSettings, s
 def submit_queued(ws: Workspace, store: JobStore, settings: SlurmSettings) -> int:
     """Submit every queued job not yet handed to Slurm (in id order, so dependencies go first). A job whose
     dependency still waits for the local worker is left for a later sync. Returns how many were submitted."""
-    waiting = [job for job in store.list(statuses=["queued"]) if job.slurm_job_id is None]
+    waiting = [job for job in store.list(statuses=[JobStatus.QUEUED]) if job.slurm_job_id is None]
     if not waiting:
         return 0
     deps = {dep for job in waiting for dep in job.depends_on}
@@ -249,7 +247,7 @@ def submit_queued(ws: Workspace, store: JobStore, settings: SlurmSettings) -> in
         blocked = False
         for dep in job.depends_on:
             dep_job = known.get(dep)
-            if dep_job is None or dep_job.status == "done" or dep in slurm_ids:
+            if dep_job is None or dep_job.status == JobStatus.DONE or dep in slurm_ids:
                 continue  # cleared from the queue (it finished), done, or a Slurm job to wait for
             if dep_job.status in FINISHED:
                 store.fail_waiting(job.id, f"not run: dependency #{dep} {dep_job.status}", dep)
@@ -279,9 +277,13 @@ class Reading:
     ended_at: float | None = None
 
 
-def _seconds(text: str) -> float | None:
-    """Slurm's ``[days-]hours:minutes:seconds`` / ``minutes:seconds`` → seconds."""
-    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", text.strip())
+def _elapsed(text: str) -> float | None:
+    """Seconds from sacct's ``ElapsedRaw`` (whole seconds) or squeue's ``[days-]hours:minutes:seconds`` /
+    ``minutes:seconds``."""
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", text)
     if not match:
         return None
     days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
@@ -299,25 +301,36 @@ def _none(text: str) -> str:
     return "" if text.strip() in ("None", "(null)", "N/A") else text.strip()
 
 
+#: The fields both readers ask for, in this order, ``|``-separated: id, state, reason, nodes, elapsed, start, end.
+_SQUEUE_FORMAT = "%i|%T|%r|%N|%M|%S|%e"
+_SACCT_FORMAT = "JobIDRaw,State,Reason,NodeList,ElapsedRaw,Start,End"
+
+
+def parse_readings(output: str) -> dict[str, Reading]:
+    """THE row parser of ``squeue`` and ``sacct`` output in the fields above (sacct's state may carry a
+    suffix: ``CANCELLED by 1000``); a row of another shape is skipped."""
+    readings = {}
+    for line in output.splitlines():
+        parts = line.split("|")
+        if len(parts) != 7:
+            continue
+        slurm_id, state, reason, node, elapsed, start, end = parts
+        readings[slurm_id.strip()] = Reading(state.split()[0] if state.strip() else "", _none(reason), _none(node),
+                                             _elapsed(elapsed), _timestamp(start), _timestamp(end))
+    return readings
+
+
 def read_squeue(slurm_ids: list[str]) -> dict[str, Reading]:
     """What ``squeue`` knows of these jobs (recently ended ones too, until Slurm forgets them)."""
     if not slurm_ids:
         return {}
     result = slurm_command("squeue", "--noheader", "--states=all", f"--jobs={','.join(slurm_ids)}",
-                           "--format=%i|%T|%r|%N|%M|%S|%e", check=False)
+                           f"--format={_SQUEUE_FORMAT}", check=False)
     if result.returncode != 0:
         if "Invalid job id" in result.stderr:
             return {}  # none of them is known any more
         raise SlurmError(f"squeue failed (exit code {result.returncode}): {result.stderr.strip()}")
-    readings = {}
-    for line in result.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) != 7:
-            continue
-        slurm_id, state, reason, node, elapsed, start, end = parts
-        readings[slurm_id.strip()] = Reading(state.strip(), _none(reason), _none(node), _seconds(elapsed),
-                                             _timestamp(start), _timestamp(end))
-    return readings
+    return parse_readings(result.stdout)
 
 
 def read_sacct(slurm_ids: list[str]) -> dict[str, Reading]:
@@ -325,55 +338,47 @@ def read_sacct(slurm_ids: list[str]) -> dict[str, Reading]:
     if not slurm_ids:
         return {}
     result = slurm_command("sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(slurm_ids)}",
-                           "--format=JobIDRaw,State,Reason,NodeList,ElapsedRaw,Start,End", check=False)
+                           f"--format={_SACCT_FORMAT}", check=False)
     if result.returncode != 0:
         return {}  # "accounting storage is disabled" (no slurmdbd): the exit file is the record
-    readings = {}
-    for line in result.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) != 7:
-            continue
-        slurm_id, state, reason, node, elapsed, start, end = parts
-        readings[slurm_id] = Reading(state.split()[0] if state else "", _none(reason), _none(node),
-                                     float(elapsed) if elapsed.isdigit() else None, _timestamp(start),
-                                     _timestamp(end))
-    return readings
+    return parse_readings(result.stdout)
 
 
 def _record(ws: Workspace, store: JobStore, job: Job, reading: Reading | None) -> str:
     """Map one Slurm reading (None: Slurm has forgotten the job) onto the job's llmtui status."""
     job_dir = ws.job_dir(job.id)
     if reading is not None and reading.state in WAITING_STATES:
-        return store.record_slurm(job.id, status="queued", slurm_state=reading.state, reason=reading.reason,
+        return store.record_slurm(job.id, status=JobStatus.QUEUED, slurm_state=reading.state, reason=reading.reason,
                                   node=reading.node, elapsed_s=reading.elapsed_s)
     if reading is not None and reading.state in RUNNING_STATES:
-        return store.record_slurm(job.id, status="running", slurm_state=reading.state, reason=reading.reason,
+        return store.record_slurm(job.id, status=JobStatus.RUNNING, slurm_state=reading.state, reason=reading.reason,
                                   node=reading.node, elapsed_s=reading.elapsed_s, started_at=reading.started_at)
-    exit_code = read_exit_file(job_dir / EXIT_FILE)
-    tail = log_tail(job_dir / "log.txt")
+    exit_code = read_exit_code(job_dir)
+    tail = job_log_tail(job_dir)
     state = reading.state if reading is not None else ""
     if state == "COMPLETED" or (reading is None and exit_code == 0):
-        status, error = "done", ""
+        status, error = JobStatus.DONE, ""
     elif state in INTERRUPTED_STATES:
-        status, error = "interrupted", f"interrupted: {INTERRUPTED_STATES[state]} (Slurm state {state})"
+        status, error = JobStatus.INTERRUPTED, f"interrupted: {INTERRUPTED_STATES[state]} (Slurm state {state})"
     elif state == "CANCELLED":
         if reading is not None and reading.reason == "DependencyNeverSatisfied":
-            failed = [dep for dep in job.depends_on if store.statuses([dep]).get(dep, "done") != "done"]
-            status = "failed"
+            failed = [dep for dep in job.depends_on
+                      if store.statuses([dep]).get(dep, JobStatus.DONE) != JobStatus.DONE]
+            status = JobStatus.FAILED
             error = (f"not run: dependency #{failed[0]} did not finish" if failed
                      else "not run: Slurm says its dependency was never satisfied")
         else:
-            status, error = "cancelled", "cancelled in Slurm (scancel)"
+            status, error = JobStatus.CANCELLED, "cancelled in Slurm (scancel)"
     elif state in FAILED_STATES or (reading is None and exit_code is not None):
-        status = "failed"
-        error = error_summary(exit_code, tail, job_dir / "events.jsonl")
+        status = JobStatus.FAILED
+        error = error_summary(exit_code, tail, job_dir / EVENTS_FILE)
         if state == "OUT_OF_MEMORY":
             error = f"out of memory (Slurm state OUT_OF_MEMORY); {error}"
     elif reading is None:
-        status = "interrupted"
+        status = JobStatus.INTERRUPTED
         error = "interrupted: Slurm no longer knows the job and it left no exit status"
     else:
-        status, error = "failed", f"unknown Slurm state {state!r}"
+        status, error = JobStatus.FAILED, f"unknown Slurm state {state!r}"
     return store.record_slurm(job.id, status=status, slurm_state=state or "GONE",
                               reason=reading.reason if reading else "", node=reading.node if reading else "",
                               elapsed_s=reading.elapsed_s if reading else None,
@@ -392,8 +397,6 @@ def sync(ws: Workspace, settings: SlurmSettings | None = None) -> None:
     Also cancels in Slurm the jobs llmtui has finished meanwhile (a dependent failed because its
     dependency did), so nothing waits there forever. Safe to call from several processes at once.
     """
-    from engine.jobs.worker import load_worker_settings
-
     settings = settings or load_worker_settings(ws).slurm
     if not settings.enabled:
         if not ws.queue_db.exists():
@@ -432,12 +435,12 @@ def cancel(ws: Workspace, job_id: int, *, wait_s: float = 30.0) -> str:
             if result.returncode != 0 and not any(gone in result.stderr for gone in (
                     "already completing or completed", "Invalid job id")):  # ended meanwhile: nothing to stop
                 raise SlurmError(f"scancel {job.slurm_job_id} failed: {result.stderr.strip()}")
-        if outcome == "cancelled":
-            return "cancelled"
+        if outcome == JobStatus.CANCELLED:
+            return JobStatus.CANCELLED
         deadline = time.monotonic() + wait_s
         while True:
             sync(ws)
             status = store.require(job_id).status
-            if status != "running" or time.monotonic() > deadline:
+            if status != JobStatus.RUNNING or time.monotonic() > deadline:
                 return status
             time.sleep(0.5)

@@ -2,9 +2,8 @@
 
 A job is a frozen request: its kind, the preset TOML text and options taken at enqueue time, and the
 exact argv to run (stored as a JSON list; ``{job_dir}`` in an argument stands for the job's folder
-``.llmtui/jobs/{id}``). Statuses: ``queued`` → ``running`` → ``done`` | ``failed`` | ``cancelled`` |
-``interrupted`` (its process vanished while no worker watched it; on Slurm: node failure, preemption or
-time limit); a queued job whose dependency ends badly becomes ``failed`` with the reason. Ids are never
+``.llmtui/jobs/{id}``, :mod:`engine.jobs.job_folder`). Statuses (:class:`~engine.jobs.job_folder.JobStatus`):
+``queued`` → ``running`` → ``done`` | ``failed`` | ``cancelled`` | ``interrupted``; a queued job whose dependency ends badly becomes ``failed`` with the reason. Ids are never
 reused, so job folders never collide. ``executor`` says who runs a job: ``local`` (the worker) or
 ``slurm`` (:mod:`engine.jobs.slurm`, which records the Slurm job id, node, state, pending reason and
 elapsed time here).
@@ -21,13 +20,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
+from engine.jobs.job_folder import (CANCELLING, FINISHED, JOB_DIR_PLACEHOLDER, RETRYABLE, STATUSES, JobStatus,
+                                    relative_job_files)
 from engine.workspace import Workspace
 
 KINDS = ("train", "quantize", "eval")
-FINISHED = ("done", "failed", "cancelled", "interrupted")
-STATUSES = ("queued", "running", *FINISHED)
-RETRYABLE = ("failed", "cancelled", "interrupted")
-JOB_DIR_PLACEHOLDER = "{job_dir}"
 EXECUTORS = ("local", "slurm")
 SCHEMA_VERSION = 2
 
@@ -107,7 +104,7 @@ class Job:
     kind: str
     target: str
     description: str
-    status: str
+    status: JobStatus
     command: list[str]
     preset: str | None
     options: dict[str, Any]
@@ -217,7 +214,7 @@ class JobStore:
             command = [arg.replace(JOB_DIR_PLACEHOLDER, job_dir) for arg in command]
         return Job(
             id=row["id"], kind=row["kind"], target=row["target"], description=row["description"],
-            status=row["status"], command=command, preset=row["preset"], options=json.loads(row["options"]),
+            status=JobStatus(row["status"]), command=command, preset=row["preset"], options=json.loads(row["options"]),
             depends_on=depends_on, gpus_requested=row["gpus_requested"],
             gpus_assigned=json.loads(row["gpus_assigned"]), pid=row["pid"], pid_created=row["pid_created"],
             created_at=row["created_at"], started_at=row["started_at"], ended_at=row["ended_at"],
@@ -261,25 +258,25 @@ class JobStore:
     def slurm_jobs(self, active_states: Iterable[str]) -> list[Job]:
         """Jobs handed to Slurm that are queued or running here, or whose last Slurm state is active."""
         states = list(active_states)
-        return self._jobs(f"WHERE slurm_job_id IS NOT NULL AND (status IN ('queued', 'running') "
+        return self._jobs(f"WHERE slurm_job_id IS NOT NULL AND (status IN ('{JobStatus.QUEUED}', '{JobStatus.RUNNING}') "
                           f"OR slurm_state IN ({','.join('?' * len(states))}))", states)
 
-    def statuses(self, job_ids: Iterable[int]) -> dict[int, str]:
+    def statuses(self, job_ids: Iterable[int]) -> dict[int, JobStatus]:
         """Status of each of ``job_ids`` that still exists."""
         ids = list(set(job_ids))
-        result: dict[int, str] = {}
+        result: dict[int, JobStatus] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             rows = self.conn.execute(f"SELECT id, status FROM jobs WHERE id IN ({','.join('?' * len(chunk))})",
                                      chunk)
-            result.update({job_id: status for job_id, status in rows})
+            result.update({job_id: JobStatus(status) for job_id, status in rows})
         return result
 
-    def status_by_target(self) -> dict[str, str]:
+    def status_by_target(self) -> dict[str, JobStatus]:
         """The status of the latest job for each target model name."""
         rows = self.conn.execute("SELECT target, status FROM jobs WHERE id IN "
                                  "(SELECT MAX(id) FROM jobs WHERE target != '' GROUP BY target)")
-        return {target: status for target, status in rows}
+        return {target: JobStatus(status) for target, status in rows}
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each status."""
@@ -308,13 +305,13 @@ class JobStore:
             for request in requests:
                 cursor = conn.execute(
                     "INSERT INTO jobs (kind, target, description, preset, options, command, status, gpus_requested,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (request.kind, request.target, request.description, request.preset,
-                     json.dumps(request.options), json.dumps(list(request.command)), request.gpus, now))
+                     json.dumps(request.options), json.dumps(list(request.command)), JobStatus.QUEUED, request.gpus,
+                     now))
                 job_id = int(cursor.lastrowid)
-                job_dir = self.ws.job_dir(job_id).relative_to(self.ws.root)
                 conn.execute("UPDATE jobs SET log_path = ?, events_path = ? WHERE id = ?",
-                             (str(job_dir / "log.txt"), str(job_dir / "events.jsonl"), job_id))
+                             (*relative_job_files(self.ws.job_dir(job_id).relative_to(self.ws.root)), job_id))
                 deps = set(request.after) | {ids[step] for step in request.after_steps}
                 conn.executemany("INSERT INTO job_deps (job_id, depends_on) VALUES (?, ?)",
                                  [(job_id, dep) for dep in sorted(deps)])
@@ -326,8 +323,8 @@ class JobStore:
     def claim(self, job_id: int, gpus: Iterable[int]) -> bool:
         """Move a queued job to ``running`` with its GPUs; False when it is no longer queued."""
         with self._write() as conn:
-            cursor = conn.execute("UPDATE jobs SET status = 'running', started_at = ?, gpus_assigned = ?, pending_reason = '' "
-                                  "WHERE id = ? AND status = 'queued'", (time.time(), json.dumps(list(gpus)), job_id))
+            cursor = conn.execute(f"UPDATE jobs SET status = '{JobStatus.RUNNING}', started_at = ?, gpus_assigned = ?, pending_reason = '' "
+                                  f"WHERE id = ? AND status = '{JobStatus.QUEUED}'", (time.time(), json.dumps(list(gpus)), job_id))
             return cursor.rowcount == 1
 
     def set_pending_reason(self, job_id: int, reason: str) -> None:
@@ -347,43 +344,43 @@ class JobStore:
         """
         with self._write() as conn:
             row = conn.execute("SELECT status, cancel_requested_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None or row["status"] != "running":
-                return row["status"] if row else "missing"
+            if row is None or row["status"] != JobStatus.RUNNING:
+                return JobStatus(row["status"]) if row else "missing"
             if row["cancel_requested_at"] is not None:
-                status, error = "cancelled", "cancelled by the user"
+                status, error = JobStatus.CANCELLED, "cancelled by the user"
             elif exit_code == 0:
-                status, error = "done", ""
+                status, error = JobStatus.DONE, ""
             else:
-                status = "failed"
+                status = JobStatus.FAILED
             conn.execute("UPDATE jobs SET status = ?, exit_code = ?, error = ?, log_tail = ?, ended_at = ? "
                          "WHERE id = ?", (status, exit_code, error, log_tail, time.time(), job_id))
-            if status != "done":
+            if status != JobStatus.DONE:
                 _fail_dependents(conn, job_id, status)
             return status
 
     def interrupt(self, job_id: int, reason: str, *, log_tail: str = "") -> None:
         """Mark a running job whose process vanished (worker or machine died) as ``interrupted``."""
         with self._write() as conn:
-            cursor = conn.execute("UPDATE jobs SET status = 'interrupted', error = ?, log_tail = ?, ended_at = ? "
-                                  "WHERE id = ? AND status = 'running'", (reason, log_tail, time.time(), job_id))
+            cursor = conn.execute(f"UPDATE jobs SET status = '{JobStatus.INTERRUPTED}', error = ?, log_tail = ?, ended_at = ? "
+                                  f"WHERE id = ? AND status = '{JobStatus.RUNNING}'", (reason, log_tail, time.time(), job_id))
             if cursor.rowcount:
-                _fail_dependents(conn, job_id, "interrupted")
+                _fail_dependents(conn, job_id, JobStatus.INTERRUPTED)
 
     def fail_waiting(self, job_id: int, reason: str, dependency: int | None = None) -> None:
         """Fail a queued job that can never run: its ``dependency`` ended badly, or it needs more GPUs
         than exist."""
         with self._write() as conn:
-            cursor = conn.execute("UPDATE jobs SET status = 'failed', error = ?, failed_dependency = ?, ended_at = ? "
-                                  "WHERE id = ? AND status = 'queued'", (reason, dependency, time.time(), job_id))
+            cursor = conn.execute(f"UPDATE jobs SET status = '{JobStatus.FAILED}', error = ?, failed_dependency = ?, ended_at = ? "
+                                  f"WHERE id = ? AND status = '{JobStatus.QUEUED}'", (reason, dependency, time.time(), job_id))
             if cursor.rowcount:
-                _fail_dependents(conn, job_id, "failed")
+                _fail_dependents(conn, job_id, JobStatus.FAILED)
 
     def mark_submitted(self, job_id: int, slurm_job_id: str, gpus: int) -> bool:
         """Record that a queued job was handed to Slurm as ``slurm_job_id``; False when it is no longer
         queued or was submitted already (another process got there first)."""
         with self._write() as conn:
             cursor = conn.execute("UPDATE jobs SET executor = 'slurm', slurm_job_id = ?, gpus_requested = ?, "
-                                  "slurm_state = 'PENDING' WHERE id = ? AND status = 'queued' AND slurm_job_id IS NULL",
+                                  f"slurm_state = 'PENDING' WHERE id = ? AND status = '{JobStatus.QUEUED}' AND slurm_job_id IS NULL",
                                   (slurm_job_id, gpus, job_id))
             return cursor.rowcount == 1
 
@@ -406,15 +403,15 @@ class JobStore:
                          "elapsed_s = COALESCE(?, elapsed_s), started_at = COALESCE(?, started_at) WHERE id = ?",
                          (slurm_state, reason, node, elapsed_s, started_at, job_id))
             if row["status"] in FINISHED:
-                return row["status"]
+                return JobStatus(row["status"])
             if status not in FINISHED:
                 conn.execute("UPDATE jobs SET status = ? WHERE id = ?", (status, job_id))
                 return status
-            if row["cancel_requested_at"] is not None and status != "done":
-                status, error = "cancelled", "cancelled by the user"
+            if row["cancel_requested_at"] is not None and status != JobStatus.DONE:
+                status, error = JobStatus.CANCELLED, "cancelled by the user"
             conn.execute("UPDATE jobs SET status = ?, exit_code = ?, error = ?, log_tail = ?, ended_at = ? "
                          "WHERE id = ?", (status, exit_code, error, log_tail, ended_at or time.time(), job_id))
-            if status != "done":
+            if status != JobStatus.DONE:
                 _fail_dependents(conn, job_id, status)
             return status
 
@@ -425,15 +422,15 @@ class JobStore:
             row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise JobError(f"no job #{job_id}")
-            if row["status"] == "queued":
-                conn.execute("UPDATE jobs SET status = 'cancelled', error = 'cancelled by the user', ended_at = ? "
+            if row["status"] == JobStatus.QUEUED:
+                conn.execute(f"UPDATE jobs SET status = '{JobStatus.CANCELLED}', error = 'cancelled by the user', ended_at = ? "
                              "WHERE id = ?", (time.time(), job_id))
-                _fail_dependents(conn, job_id, "cancelled")
-                return "cancelled"
-            if row["status"] == "running":
+                _fail_dependents(conn, job_id, JobStatus.CANCELLED)
+                return JobStatus.CANCELLED
+            if row["status"] == JobStatus.RUNNING:
                 conn.execute("UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?) WHERE id = ?",
                              (time.time(), job_id))
-                return "cancelling"
+                return CANCELLING
             raise JobError(f"job #{job_id} is already {row['status']}")
 
     def retry(self, job_id: int) -> list[Job]:
@@ -460,18 +457,17 @@ class JobStore:
                 row = pending.pop(0)
                 cursor = conn.execute(
                     "INSERT INTO jobs (kind, target, description, preset, options, command, status, gpus_requested,"
-                    " created_at, retry_of) SELECT kind, target, description, preset, options, command, 'queued',"
+                    f" created_at, retry_of) SELECT kind, target, description, preset, options, command, '{JobStatus.QUEUED}',"
                     " gpus_requested, ?, id FROM jobs WHERE id = ?", (now, row["id"]))
                 new_id = int(cursor.lastrowid)
-                job_dir = self.ws.job_dir(new_id).relative_to(self.ws.root)
                 conn.execute("UPDATE jobs SET log_path = ?, events_path = ? WHERE id = ?",
-                             (str(job_dir / "log.txt"), str(job_dir / "events.jsonl"), new_id))
+                             (*relative_job_files(self.ws.job_dir(new_id).relative_to(self.ws.root)), new_id))
                 copies[row["id"]] = new_id
                 deps = [dep for (dep,) in conn.execute("SELECT depends_on FROM job_deps WHERE job_id = ?",
                                                         (row["id"],))]
                 conn.executemany("INSERT INTO job_deps (job_id, depends_on) VALUES (?, ?)",
                                  [(new_id, copies.get(dep, dep)) for dep in deps])
-                pending.extend(conn.execute("SELECT * FROM jobs WHERE failed_dependency = ? AND status = 'failed' "
+                pending.extend(conn.execute(f"SELECT * FROM jobs WHERE failed_dependency = ? AND status = '{JobStatus.FAILED}' "
                                             "ORDER BY id", (row["id"],)).fetchall())
         new_ids = list(copies.values())
         return self._jobs(f"WHERE id IN ({','.join('?' * len(new_ids))})", new_ids)
@@ -533,11 +529,11 @@ def _fail_dependents(conn: sqlite3.Connection, job_id: int, how: str) -> None:
     while pending:
         dep, dep_status = pending.pop()
         rows = conn.execute("SELECT j.id FROM jobs j JOIN job_deps d ON d.job_id = j.id "
-                            "WHERE d.depends_on = ? AND j.status = 'queued'", (dep,)).fetchall()
+                            f"WHERE d.depends_on = ? AND j.status = '{JobStatus.QUEUED}'", (dep,)).fetchall()
         for (waiting,) in rows:
-            conn.execute("UPDATE jobs SET status = 'failed', error = ?, failed_dependency = ?, ended_at = ? "
+            conn.execute(f"UPDATE jobs SET status = '{JobStatus.FAILED}', error = ?, failed_dependency = ?, ended_at = ? "
                          "WHERE id = ?", (f"not run: dependency #{dep} {dep_status}", dep, now, waiting))
-            pending.append((waiting, "failed"))
+            pending.append((waiting, JobStatus.FAILED))
 
 
 def list_jobs(ws: Workspace, limit: int | None = None) -> list[Job]:

@@ -12,205 +12,31 @@ queued again to resume from it (``auto_resume``).
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shlex
 import signal
 import subprocess
 import time
-import tomllib
 import traceback
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from engine.events import EventKind
-from engine.files import write_text
+from engine.jobs.fit import job_memory
 from engine.jobs.gpu import GpuInventory, NvmlInventory, system_reading
-from engine.jobs.resume import job_checkpoint, retry_depth
-from engine.jobs.store import Job, JobStore
+from engine.jobs.job_folder import (EXIT_FILE, LOG_HEADER, JobStatus, job_error, job_log_tail, log_tail,
+                                    prepare_job_dir, read_exit_code)
 from engine.jobs.process import (JOB_WRAPPER_MODULE, descendants, kill_all, llmtui_command, process_alive,
                                  process_start_time, python_command, python_env, signal_group)
-from engine.presets.config import slurm_time_problem
-from engine.jobs.fit import job_memory
+from engine.jobs.resume import job_checkpoint, retry_depth
 from engine.jobs.scheduler import Waiting, default_max_parallel, free_gpus, plan_starts
+from engine.jobs.settings import SETTINGS_FILE, WorkerError, WorkerSettings, load_worker_settings
+from engine.jobs.store import Job, JobStore
 from engine.workspace import Workspace
 
 LOCK_FILE = "worker.lock"
 LOG_FILE = "worker.log"
-SETTINGS_FILE = "worker.toml"
-EXIT_FILE = "exit_code"
-PRESET_FILE = "preset.toml"
-LOG_TAIL_LINES = 20
-LOG_HEADER = "# llmtui: "  # lines the worker writes into a job's log (left out of its tail)
-
-
-class WorkerError(RuntimeError):
-    """The worker could not be started, stopped or configured."""
-
-
-@dataclass
-class SlurmSettings:
-    """The ``[slurm]`` table of ``.llmtui/worker.toml``: with ``enabled``, queued jobs go to Slurm."""
-
-    enabled: bool = False
-    partition: str = ""
-    account: str = ""
-    qos: str = ""
-    time: str = ""  # per-job limit; a training's [train] slurm_time overrides it
-    cpus_per_task: int = 0  # 0 = the cluster's default
-    mem: str = ""
-    gpu_flag: str = "--gpus-per-node={n}"  # {n} = GPUs per node; "" on a cluster without GPUs (jobs ask for none)
-    sbatch_args: list[str] = field(default_factory=list)
-    setup: list[str] = field(default_factory=list)  # shell lines run before the job's command
-    signal_before_s: int = 300  # SIGUSR1 this long before the time limit: checkpoint and requeue (0 = none)
-
-
-@dataclass
-class WorkerSettings:
-    """``.llmtui/worker.toml``; every key is optional."""
-
-    max_parallel: int = 0  # 0 = one job per GPU, one job at a time on a CPU-only machine
-    busy_gpu_memory_fraction: float = 0.1  # a GPU with more memory in use by others counts as busy
-    cancel_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
-    poll_interval_s: float = 0.2  # how often an idle worker looks at the queue
-    vllm_python: str = ""  # vLLM's own interpreter, for evaluation's vLLM backend ("" = none)
-    share_gpus: bool = False  # let a second job onto a GPU a running job holds when both estimates fit
-    check_memory: bool = True  # hold a job whose memory estimate fits no GPU (or the CPU) until it does
-    auto_resume: bool = True  # re-queue an interrupted training that left a checkpoint
-    auto_resume_attempts: int = 3  # ... unless this many retries already led to it
-    slurm: SlurmSettings = field(default_factory=SlurmSettings)
-
-
-def _slurm_settings(path: Path, table: object) -> SlurmSettings:
-    if not isinstance(table, dict):
-        raise WorkerError(f"{path}: [slurm] must be a table")
-    known = {f.name: f for f in fields(SlurmSettings)}
-    values: dict = {}
-    for key, value in table.items():
-        where = f"{path}: slurm.{key}"
-        if key not in known:
-            raise WorkerError(f"{path}: unknown key slurm.{key!r}; expected one of {', '.join(known)}")
-        kind = known[key].type
-        if kind == "bool" and not isinstance(value, bool):
-            raise WorkerError(f"{where} = {value!r} must be true or false")
-        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise WorkerError(f"{where} = {value!r} must be a whole number ≥ 0")
-        if kind == "str" and not isinstance(value, str):
-            raise WorkerError(f"{where} = {value!r} must be a string")
-        if kind == "list[str]" and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-            raise WorkerError(f"{where} = {value!r} must be a list of strings")
-        values[key] = value
-    settings = SlurmSettings(**values)
-    if why := slurm_time_problem(settings.time):
-        raise WorkerError(f"{path}: slurm.time = {why}")
-    if settings.gpu_flag and "{n}" not in settings.gpu_flag:
-        raise WorkerError(f"{path}: slurm.gpu_flag = {settings.gpu_flag!r} must contain {{n}} (the GPU count), "
-                          "e.g. \"--gpus-per-node={n}\" or \"--gres=gpu:{n}\"; \"\" on a cluster without GPUs")
-    if any("\n" in line for line in settings.setup):
-        raise WorkerError(f"{path}: slurm.setup lines must not contain line breaks (one list item per line)")
-    return settings
-
-
-#: The environment variable naming vLLM's own interpreter (it wins over ``vllm_python`` in worker.toml).
-VLLM_PYTHON_ENV = "LLMTUI_VLLM_PYTHON"
-
-
-def configured_vllm_python(ws: Workspace) -> str | None:
-    """vLLM's interpreter: ``$LLMTUI_VLLM_PYTHON``, else ``vllm_python`` in ``.llmtui/worker.toml``, else None."""
-    path = os.environ.get(VLLM_PYTHON_ENV, "").strip() or load_worker_settings(ws).vllm_python
-    return path or None
-
-
-def load_worker_settings(ws: Workspace) -> WorkerSettings:
-    """Read ``.llmtui/worker.toml`` (defaults when absent); errors name the file and the key."""
-    path = ws.state_dir / SETTINGS_FILE
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return WorkerSettings()
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise WorkerError(f"{path}: cannot be read: {exc}") from None
-    known = {f.name: f for f in fields(WorkerSettings)}
-    values = {}
-    for key, value in data.items():
-        if key not in known:
-            raise WorkerError(f"{path}: unknown key {key!r}; expected one of {', '.join(known)}")
-        if key == "slurm":
-            values[key] = _slurm_settings(path, value)
-            continue
-        if known[key].type == "str":
-            if not isinstance(value, str):
-                raise WorkerError(f"{path}: {key} = {value!r} must be a string (a path)")
-            values[key] = value
-            continue
-        if known[key].type == "bool":
-            if not isinstance(value, bool):
-                raise WorkerError(f"{path}: {key} = {value!r} must be true or false")
-            values[key] = value
-            continue
-        wanted = int if known[key].type == "int" else float
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (wanted is int and isinstance(value, float)):
-            raise WorkerError(f"{path}: {key} = {value!r} must be a{'n integer' if wanted is int else ' number'}")
-        if value < 0 or (key == "poll_interval_s" and value == 0):
-            raise WorkerError(f"{path}: {key} = {value!r} must be {'above' if key == 'poll_interval_s' else 'at least'} 0")
-        values[key] = wanted(value)
-    return WorkerSettings(**values)
-
-
-# ------------------------------------------------------------------------------------------ job output
-
-
-def read_exit_file(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _tail_text(path: Path, max_bytes: int = 64 << 10) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(handle.tell() - max_bytes, 0))
-            return handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last ``lines`` non-blank lines a job wrote to its log (empty when there are none)."""
-    text = _tail_text(path).replace("\r", "\n")
-    kept = [line for line in text.splitlines() if line.strip() and not line.startswith(LOG_HEADER)]
-    return "\n".join(kept[-lines:])
-
-
-def last_error_event(events_path: Path) -> str:
-    """The message of the last ``error`` event near the end of an events file ('' when none)."""
-    for line in reversed(_tail_text(events_path).splitlines()):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("kind") == EventKind.ERROR and event.get("message"):
-            return str(event["message"])
-    return ""
-
-
-def error_summary(exit_code: int | None, tail: str, events_path: Path) -> str:
-    """One line: how the job ended and its last error message (an ``error`` event, else the last log line)."""
-    if exit_code is None:
-        how = "ended without an exit status"
-    elif exit_code < 0:
-        try:
-            how = f"killed by {signal.Signals(-exit_code).name}"
-        except ValueError:
-            how = f"killed by signal {-exit_code}"
-    else:
-        how = f"exit code {exit_code}"
-    detail = last_error_event(events_path) or (tail.splitlines()[-1] if tail else "")
-    return f"{how}: {detail}"[:400].replace("\n", " ") if detail else how
 
 
 # ------------------------------------------------------------------------------------------ the worker
@@ -253,14 +79,14 @@ class Worker:
 
     def recover(self) -> None:
         """Take over the jobs an earlier worker left ``running``."""
-        for job in self.store.list(statuses=["running"]):
+        for job in self.store.list(statuses=[JobStatus.RUNNING]):
             if job.id in self.running or job.executor != "local":
                 continue
             if job.pid and process_alive(job.pid, job.pid_created):
                 self.running[job.id] = _Running(job.id, job.pid, job.pid_created, job.gpus_assigned, None)
                 self.log(f"job {job.id}: adopted (pid {job.pid} still runs)")
                 continue
-            exit_code = read_exit_file(self.ws.job_dir(job.id) / EXIT_FILE) if job.pid else None
+            exit_code = read_exit_code(self.ws.job_dir(job.id)) if job.pid else None
             if exit_code is not None:
                 status = self._finish(job.id, exit_code)
                 self.log(f"job {job.id}: ended while no worker watched it: {status}")
@@ -334,7 +160,7 @@ class Worker:
                 ended.append(job_id)
         for job_id in ended:
             run = self.running[job_id]
-            exit_code = read_exit_file(self.ws.job_dir(job_id) / EXIT_FILE)
+            exit_code = read_exit_code(self.ws.job_dir(job_id))
             if exit_code is None and run.process is not None:
                 exit_code = run.process.returncode
             status = self._finish(job_id, exit_code)
@@ -342,11 +168,10 @@ class Worker:
             self.log(f"job {job_id}: {status} (exit code {exit_code})")
         return bool(ended)
 
-    def _finish(self, job_id: int, exit_code: int | None) -> str:
+    def _finish(self, job_id: int, exit_code: int | None) -> JobStatus:
         job_dir = self.ws.job_dir(job_id)
-        tail = log_tail(job_dir / "log.txt")
-        error = "" if exit_code == 0 else error_summary(exit_code, tail, job_dir / "events.jsonl")
-        return self.store.finish(job_id, exit_code, error=error, log_tail=tail)
+        tail = job_log_tail(job_dir)
+        return self.store.finish(job_id, exit_code, error=job_error(job_dir, exit_code, tail), log_tail=tail)
 
     def _handle_cancels(self) -> None:
         if not self.running:
@@ -372,7 +197,7 @@ class Worker:
                 self.log(f"job {job_id}: cancel: SIGKILL after {self.settings.cancel_grace_s:g} s")
 
     def _schedule(self) -> bool:
-        waiting = [job for job in self.store.list(statuses=["queued"]) if job.executor == "local"]
+        waiting = [job for job in self.store.list(statuses=[JobStatus.QUEUED]) if job.executor == "local"]
         if not waiting:
             return False
         dependency_status = self.store.statuses(dep for job in waiting for dep in job.depends_on)
@@ -420,10 +245,7 @@ class Worker:
         if not self.store.claim(job.id, gpus):
             return
         job_dir = self.ws.job_dir(job.id)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        if job.preset is not None:
-            write_text(job_dir / PRESET_FILE, job.preset)
-        (job_dir / EXIT_FILE).unlink(missing_ok=True)
+        prepare_job_dir(job_dir, job.preset)
         env = python_env({
             "LLMTUI_JOB_ID": str(job.id), "LLMTUI_WORKSPACE": str(self.ws.root),
             "LLMTUI_EVENTS": str(self.ws.root / job.events_path),
@@ -522,20 +344,6 @@ def run_worker(ws: Workspace, settings: WorkerSettings | None = None,
         os.close(fd)
 
 
-def run_queued(ws: Workspace) -> str:
-    """Hand the queued jobs to what runs them: Slurm when ``[slurm] enabled`` (they are submitted now),
-    else the local worker (started unless one runs). Returns one line saying which."""
-    if load_worker_settings(ws).slurm.enabled:
-        from engine.jobs.slurm import SlurmError, sync
-
-        try:
-            sync(ws)
-        except SlurmError as exc:
-            raise WorkerError(str(exc)) from None
-        return "submitted to Slurm"
-    return f"worker pid {ensure_worker(ws)}"
-
-
 def ensure_worker(ws: Workspace, *, max_parallel: int | None = None, wait_s: float = 15.0) -> int:
     """Start a detached worker (its own session, output to ``.llmtui/worker.log``) unless one runs.
 
@@ -578,51 +386,3 @@ def stop_worker(ws: Workspace, timeout_s: float = 10.0) -> int | None:
             raise WorkerError(f"worker {pid} did not stop within {timeout_s:g} s")
         time.sleep(0.05)
     return pid
-
-
-def cancel_job(ws: Workspace, job_id: int, *, wait_s: float | None = None) -> str:
-    """Cancel a job and return its status afterwards.
-
-    A queued job is cancelled at once. A running one gets SIGTERM to its process group, then SIGKILL
-    after the grace period: from the worker, or from this process when no worker runs.
-    """
-    settings = load_worker_settings(ws)
-    with JobStore(ws) as store:
-        job = store.require(job_id)
-    if job.executor == "slurm" or (settings.slurm.enabled and job.status == "queued"):
-        from engine.jobs.slurm import SlurmError, cancel
-
-        try:
-            return cancel(ws, job_id) if wait_s is None else cancel(ws, job_id, wait_s=wait_s)
-        except SlurmError as exc:
-            raise WorkerError(str(exc)) from None
-    wait_s = settings.cancel_grace_s + 5.0 if wait_s is None else wait_s
-    with JobStore(ws) as store:
-        if store.request_cancel(job_id) == "cancelled":
-            return "cancelled"
-        if not worker_pid(ws):
-            _terminate_orphan(ws, store, store.require(job_id), settings.cancel_grace_s)
-        deadline = time.monotonic() + wait_s
-        while (job := store.require(job_id)).status == "running" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return job.status
-
-
-def _terminate_orphan(ws: Workspace, store: JobStore, job: Job, grace_s: float) -> None:
-    """End a running job no worker watches: SIGTERM its group, SIGKILL after ``grace_s``, record it."""
-    if job.pid and process_alive(job.pid, job.pid_created):
-        tree = descendants(job.pid)
-        signal_group(job.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while process_alive(job.pid, job.pid_created) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if process_alive(job.pid, job.pid_created):
-            tree += descendants(job.pid)
-            signal_group(job.pid, signal.SIGKILL)
-        kill_all(tree)
-        deadline = time.monotonic() + 2.0
-        while process_alive(job.pid, job.pid_created) and time.monotonic() < deadline:
-            time.sleep(0.02)
-    job_dir = ws.job_dir(job.id)
-    store.finish(job.id, read_exit_file(job_dir / EXIT_FILE), log_tail=log_tail(job_dir / "log.txt"))
-

@@ -362,7 +362,7 @@ def step_estimate(config: Any, shape: ModelShape, step: Any, device: str) -> Est
                               checkpointing=config.train.gradient_checkpointing, dtype=config.model.dtype)
     if step.kind == "quantize":
         o = step.options
-        bits = o.get("bits") or (8 if o["method"] == "int8" else 4)
+        bits = o.get("bits") or (8 if str(o["method"]).lower() == "int8" else 4)
         estimate = quantize_estimate(shape, device=device, method=o["method"], bits=bits,
                                      group_size=o.get("group_size") or 64, samples=o.get("samples") or 128)
         if _peft_kind(config) == "lora" and not config.quant.merge_after_train:  # the adapter is merged first
@@ -377,7 +377,8 @@ def step_estimate(config: Any, shape: ModelShape, step: Any, device: str) -> Est
     quantized = next((s for s in config.ptq if step.target.endswith(f"_{s.method.lower()}") or
                       f"_{s.method}" in step.target), None)
     bits = (quantized.bits if quantized else 16)
-    batch = config.eval.batch_size or EVAL_AUTO_BATCH
+    batch = config.eval.batch_size if isinstance(config.eval.batch_size, int) and config.eval.batch_size > 0 \
+        else EVAL_AUTO_BATCH  # 0 or "auto": the engine picks
     return inference_estimate(shape, device=device, bits=bits, batch=batch,
                               context=EVAL_PROMPT_TOKENS + max(MAX_NEW_TOKENS.values()))
 

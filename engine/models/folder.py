@@ -21,7 +21,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"
 #: The preset a training run used, copied beside its weights (and carried into PTQ outputs).
 PRESET_COPY = "preset.toml"
-#: Kinds whose checkpoints the PTQ backends load (``engine.runs.quantize.load_quantized``).
+#: Kinds whose checkpoints the PTQ backends load (``engine.runs.ptq_backends.load_quantized``).
 BACKEND_KINDS = ("gptq", "awq", "hqq")
 #: PTQ methods that bitsandbytes implements (stored as a ``quantization_config`` transformers reads).
 BNB_METHODS = ("INT8", "NF4")
@@ -38,7 +38,7 @@ class ModelKind:
     kind: str  # full | adapter | bnb | gptq | awq | hqq
     trust_remote_code: bool = False
     qlora: bool = False
-    ptq_output: bool = False  # has quantization_metadata.json: loaded by engine.runs.quantize.load_quantized
+    ptq_output: bool = False  # has quantization_metadata.json: loaded by engine.runs.ptq_backends.load_quantized
     base_model_path: str | None = None
     quantization: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)

@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.files import read_json_file
 from engine.models.resolve import model_name_from
-from engine.data.kinds import HEADLINE_METRICS
+from engine.data.kinds import headline_metric
 from engine.models.folder import TRAINING_METADATA, inspect_folder
 from engine.workspace import Workspace
 
@@ -91,10 +91,8 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
             continue
         kind = block.get("type")
         values = block.get("metrics") if isinstance(block.get("metrics"), dict) else {}
-        key = HEADLINE_METRICS.get(kind, "accuracy")
-        value = values.get(key, block.get("accuracy"))
-        if value is None and kind == "math_numeric":
-            key, value = "avg_abs_diff", values.get("avg_abs_diff")
+        key = headline_metric(kind, [name for name, v in values.items() if isinstance(v, (int, float))])
+        value = values.get(key, block.get("accuracy")) if key else None
         out[str(test_file)] = {"metric": key, "value": value if isinstance(value, (int, float)) else None}
     return out
 

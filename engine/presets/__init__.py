@@ -1,1 +1,2 @@
-"""Experiment presets (any process): the typed TOML sections and their validation, output names, plans."""
+"""Experiment presets and job requests (any process): typed knobs, one request per job kind, the TOML sections and
+their validation, output names, plans."""

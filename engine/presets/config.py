@@ -5,33 +5,25 @@ A preset is data only (TOML read with ``tomllib``); nothing in it is ever execut
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
 from engine.data.tasks import BUILTIN_TASKS
+from engine.presets.knobs import (ConfigError, Problem, build_section, did_you_mean, field_specs, knob,
+                                   section_dict)
+from engine.presets.requests import TRACKERS, EvalRequest, QuantizeRequest
 from engine.presets.targets import keyword_problem
-from engine.presets.naming import PTQ_METHODS, TRAIN_QUANT_METHODS, QuantizationSpec, model_name, ptq_spec, qlora_spec
+from engine.presets.naming import TRAIN_QUANT_METHODS, QuantizationSpec, model_name, ptq_spec, qlora_spec
 
 PEFT_METHODS = ("NoPeft", "LoRa", "DoRa", "VeRa")
 FINETUNING_METHODS = ("SFT",)
 BUILTIN_TASK_NAMES = tuple(BUILTIN_TASKS)
-#: Bits each PTQ method supports.
-PTQ_BITS = {"GPTQ": (2, 3, 4, 8), "AWQ": (4,), "HQQ": (1, 2, 3, 4, 8), "INT8": (8,), "NF4": (4,)}
-#: PTQ methods with a group size (bitsandbytes uses its own fixed blocks: int8 per row, nf4 blocks of 64).
-GROUPED_PTQ_METHODS = ("GPTQ", "AWQ", "HQQ")
-#: Group sizes every backend's kernels accept; 0 means one group per output channel.
-PTQ_GROUP_SIZES = (0, 16, 32, 64, 128, 256, 512, 1024)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-#: Evaluation backends: vLLM when configured and able to load the model (auto), the built-in engine, or vLLM.
-EVAL_BACKENDS = ("auto", "hf", "vllm")
-#: Experiment trackers the trainer can report to (transformers' ``report_to`` names).
-TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
 
 
 SLURM_TIME_FORMATS = ("minutes", "minutes:seconds", "hours:minutes:seconds", "days-hours",
@@ -45,126 +37,87 @@ def slurm_time_problem(value: str) -> str | None:
     return f"{value!r} is not a Slurm time limit (formats: {', '.join(SLURM_TIME_FORMATS)})"
 
 
-def _knob(default: Any, *, min: float | None = None, max: float | None = None, above: float | None = None,
-          below: float | None = None, choices: tuple | None = None, check: Any = None, one_or_list: bool = False,
-          help: str = "") -> Any:
-    # one_or_list: a list[str] knob that also takes a single string (report_to = "tensorboard")
-    meta = {"min": min, "max": max, "above": above, "below": below, "choices": choices, "check": check,
-            "one_or_list": one_or_list,
-            "help": help}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass
 class ModelSection:
-    base: str = _knob("Qwen/Qwen3-0.6B", help="hub id or local model folder")
-    trust_remote_code: bool = _knob(False, help="run the model repo's own code (off unless needed)")
-    dtype: str = _knob("auto", choices=DTYPES, help="weights dtype for training")
+    base: str = knob("Qwen/Qwen3-0.6B", help="hub id or local model folder")
+    trust_remote_code: bool = knob(False, help="run the model repo's own code (off unless needed)")
+    dtype: str = knob("auto", choices=DTYPES, help="weights dtype for training")
 
 
 @dataclass
 class DataSection:
-    dataset: str = _knob("openmath", help=" | ".join((*BUILTIN_TASKS, "none", "custom")))
-    trunc_train: int = _knob(0, min=0, help="train rows to use (0 = all)")
-    trunc_eval: int = _knob(0, min=0, help="eval rows to use (0 = all)")
+    dataset: str = knob("openmath", help=" | ".join((*BUILTIN_TASKS, "none", "custom")))
+    trunc_train: int = knob(0, min=0, help="train rows to use (0 = all)")
+    trunc_eval: int = knob(0, min=0, help="eval rows to use (0 = all)")
 
 
 @dataclass
 class PeftSection:
-    method: str = _knob("LoRa", choices=PEFT_METHODS)
-    r: int = _knob(256, min=1, max=4096)
-    alpha: float = _knob(16.0, above=0)
-    dropout: float = _knob(0.1, min=0, below=1)
-    target_modules: list[str] = _knob(["attention"], help="attention | all-linear | module names")
-    vera_d_initial: float = _knob(0.1, above=0)
+    method: str = knob("LoRa", choices=PEFT_METHODS)
+    r: int = knob(256, min=1, max=4096)
+    alpha: float = knob(16.0, above=0)
+    dropout: float = knob(0.1, min=0, below=1)
+    target_modules: list[str] = knob(["attention"], help="attention | all-linear | module names")
+    vera_d_initial: float = knob(0.1, above=0)
 
 
 @dataclass
 class QuantSection:
-    method: str = _knob("NoQuant", choices=TRAIN_QUANT_METHODS)
-    merge_after_train: bool = _knob(False, help="merge adapters into the base and save full weights")
+    method: str = knob("NoQuant", choices=TRAIN_QUANT_METHODS)
+    merge_after_train: bool = knob(False, help="merge adapters into the base and save full weights")
 
 
 @dataclass
 class TrainSection:
-    finetuning: str = _knob("SFT", choices=FINETUNING_METHODS)
-    learning_rate: float = _knob(1e-5, above=0, below=1)
-    per_device_train_batch_size: int = _knob(1, min=1, max=4096)
-    gradient_accumulation_steps: int = _knob(8, min=1, max=4096)
-    num_train_epochs: float = _knob(1.0, above=0)
-    max_steps: int = _knob(-1, min=-1, help="-1 = run num_train_epochs")
-    warmup_ratio: float = _knob(0.06, min=0, below=1)
-    weight_decay: float = _knob(0.0, min=0)
-    max_grad_norm: float = _knob(1.0, min=0)
-    lr_scheduler_type: str = _knob("linear", choices=("linear", "cosine", "constant", "constant_with_warmup"))
-    logging_steps: int = _knob(10, min=1)
-    gradient_checkpointing: bool = _knob(True)
-    packing: bool = _knob(False)
-    assistant_only_loss: bool = _knob(False)
-    max_length: int = _knob(1024, min=16)
-    group_by_length: bool = _knob(False)
-    seed: int = _knob(42, min=0)
-    gpus: int = _knob(1, min=1, max=64, help="processes for data-parallel training (per node on Slurm)")
-    nodes: int = _knob(1, min=1, max=1024, help="Slurm nodes for multi-node data-parallel training")
-    slurm_time: str = _knob("", check=slurm_time_problem, help="Slurm time limit of the training job ('' = [slurm] time)")
+    finetuning: str = knob("SFT", choices=FINETUNING_METHODS)
+    learning_rate: float = knob(1e-5, above=0, below=1)
+    per_device_train_batch_size: int = knob(1, min=1, max=4096)
+    gradient_accumulation_steps: int = knob(8, min=1, max=4096)
+    num_train_epochs: float = knob(1.0, above=0)
+    max_steps: int = knob(-1, min=-1, help="-1 = run num_train_epochs")
+    warmup_ratio: float = knob(0.06, min=0, below=1)
+    weight_decay: float = knob(0.0, min=0)
+    max_grad_norm: float = knob(1.0, min=0)
+    lr_scheduler_type: str = knob("linear", choices=("linear", "cosine", "constant", "constant_with_warmup"))
+    logging_steps: int = knob(10, min=1)
+    gradient_checkpointing: bool = knob(True)
+    packing: bool = knob(False)
+    assistant_only_loss: bool = knob(False)
+    max_length: int = knob(1024, min=16)
+    group_by_length: bool = knob(False)
+    seed: int = knob(42, min=0)
+    gpus: int = knob(1, min=1, max=64, help="processes for data-parallel training (per node on Slurm)")
+    nodes: int = knob(1, min=1, max=1024, help="Slurm nodes for multi-node data-parallel training")
+    slurm_time: str = knob("", check=slurm_time_problem, help="Slurm time limit of the training job ('' = [slurm] time)")
     # 250 steps: a 7-8B LoRA step (batch 1 x accumulation 8 x 1024 tokens) takes about 3-5 s on one GPU,
     # so the newest checkpoint is at most ~15-20 min old; a 0.6B model saves every few minutes.
-    save_steps: int = _knob(250, min=0, help="optimizer steps between checkpoints (0 = none)")
-    save_total_limit: int = _knob(2, min=1, max=1000, help="checkpoints kept while training (oldest deleted)")
-    resume: str = _knob("auto", choices=("auto", "never"),
+    save_steps: int = knob(250, min=0, help="optimizer steps between checkpoints (0 = none)")
+    save_total_limit: int = knob(2, min=1, max=1000, help="checkpoints kept while training (oldest deleted)")
+    resume: str = knob("auto", choices=("auto", "never"),
                         help="auto: continue from this run's newest complete checkpoint")
-    keep_checkpoints: bool = _knob(False, help="keep the checkpoints in the model folder after training")
-    report_to: list[str] = _knob([], choices=TRACKERS, one_or_list=True,
+    keep_checkpoints: bool = knob(False, help="keep the checkpoints in the model folder after training")
+    report_to: list[str] = knob([], choices=TRACKERS, one_or_list=True,
                                  help="experiment trackers: tensorboard, wandb, mlflow, trackio ([] = none)")
 
 
-@dataclass
-class PtqStep:
-    method: str = _knob("GPTQ", choices=PTQ_METHODS)
-    bits: int = _knob(4, min=1, max=8)
-    group_size: int = _knob(64, min=0, max=4096, help="0 = per-channel")
-    calibration: str = _knob("", help="dataset name or text file ('' = the training dataset)")
-    samples: int = _knob(128, min=1, max=100000)
+#: A ``[[ptq]]`` step is a quantize request.
+PtqStep = QuantizeRequest
 
 
 @dataclass
-class EvalSection:
-    after: bool = _knob(False, help="queue evaluation of every output")
-    datasets: list[str] = _knob([], help="test sets ([] = all four)")
-    limit: int = _knob(0, min=0, help="items per test set (0 = all)")
-    batch_size: int = _knob(0, min=0, help="0 = auto")
-    backend: str = _knob("auto", choices=EVAL_BACKENDS, help="auto = vLLM when configured and it can load the model")
-    threads: int = _knob(0, min=0, help="torch CPU threads of the built-in engine (0 = the cores free)")
-    report_to: list[str] = _knob([], choices=TRACKERS, one_or_list=True,
-                                 help="log metrics to the training run of these trackers (when it used them)")
+class EvalSection(EvalRequest):
+    """``[eval]``: the evaluation request every output of the pipeline gets, and whether there is one."""
+
+    after: bool = knob(False, flag=False, help="queue evaluation of every output")
+
+    def request(self) -> EvalRequest:
+        return EvalRequest.from_options(self.options())
 
 
 SECTIONS: dict[str, type] = {
     "model": ModelSection, "data": DataSection, "peft": PeftSection, "quant": QuantSection,
     "train": TrainSection, "eval": EvalSection,
 }
-
-
-@dataclass
-class Problem:
-    """One thing wrong with a preset: where (``section.key``) and why."""
-
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
-
-
-class ConfigError(ValueError):
-    """A preset has problems; ``problems`` lists every one of them."""
-
-    def __init__(self, source: str, problems: list[Problem]):
-        self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
 
 @dataclass
@@ -188,11 +141,11 @@ class ExperimentConfig:
                           self.peft.method, self.peft.r, self.quant_spec())
 
     def ptq_specs(self) -> list[QuantizationSpec]:
-        return [ptq_spec(s.method, s.bits, s.group_size or None, s.calibration or None) for s in self.ptq]
+        return [ptq_spec(s.method, s.resolved_bits(), s.group_size or None, s.calibration or None) for s in self.ptq]
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {name: _section_dict(getattr(self, name)) for name in SECTIONS}
-        data["ptq"] = [_section_dict(step) for step in self.ptq]
+        data: dict[str, Any] = {name: section_dict(getattr(self, name)) for name in SECTIONS}
+        data["ptq"] = [section_dict(step) for step in self.ptq]
         if not data["ptq"]:
             del data["ptq"]
         return data
@@ -206,87 +159,6 @@ class ExperimentConfig:
         return "\n".join(chunk.strip("\n") + "\n" for chunk in chunks)
 
 
-def _section_dict(section: Any) -> dict[str, Any]:
-    return {f.name: (list(v) if isinstance(v := getattr(section, f.name), list) else v) for f in fields(section)}
-
-
-def field_specs(section: type) -> dict[str, dict[str, Any]]:
-    """Per field: default, python type name and the validation metadata (for forms)."""
-    specs = {}
-    for f in fields(section):
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        specs[f.name] = {"default": default, "type": f.type, **f.metadata}
-    return specs
-
-
-# ---------------------------------------------------------------------------------------------- parsing
-
-
-def _type_problem(value: Any, type_name: str) -> str | None:
-    if type_name == "bool":
-        return None if isinstance(value, bool) else "must be true or false"
-    if type_name == "int":
-        return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
-    if type_name == "float":
-        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "must be a number"
-    if type_name == "str":
-        return None if isinstance(value, str) else "must be a string"
-    if type_name == "list[str]":
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        return None if ok else "must be a list of strings"
-    return None
-
-
-def _range_problem(value: Any, meta: dict[str, Any]) -> str | None:
-    if meta.get("check") is not None and (problem := meta["check"](value)):
-        return problem
-    if meta.get("choices") is not None and isinstance(value, list):
-        return next(filter(None, (_range_problem(v, meta) for v in value)), None)
-    if meta.get("choices") is not None and value not in meta["choices"]:
-        hint = _did_you_mean(str(value), [str(c) for c in meta["choices"]])
-        return f"{value!r} is not one of {', '.join(map(str, meta['choices']))}{hint}"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if meta.get("min") is not None and value < meta["min"]:
-            return f"{value!r} is below the minimum {meta['min']}"
-        if meta.get("max") is not None and value > meta["max"]:
-            return f"{value!r} is above the maximum {meta['max']}"
-        if meta.get("above") is not None and value <= meta["above"]:
-            return f"{value!r} must be greater than {meta['above']}"
-        if meta.get("below") is not None and value >= meta["below"]:
-            return f"{value!r} must be less than {meta['below']}"
-    return None
-
-
-def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    if not close:
-        close = [o for o in options if o.lower() == word.lower()]
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _build_section(cls: type, raw: Any, where: str, problems: list[Problem]) -> Any:
-    if not isinstance(raw, dict):
-        problems.append(Problem(where, "must be a table"))
-        return cls()
-    known = {f.name: f for f in fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        spot = f"{where}.{key}"
-        if key not in known:
-            problems.append(Problem(spot, f"unknown key{_did_you_mean(key, list(known))}"))
-            continue
-        f = known[key]
-        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        if f.metadata.get("one_or_list") and isinstance(value, str):
-            value = [value]
-        issue = _type_problem(value, type_name) or _range_problem(value, f.metadata)
-        if issue:
-            problems.append(Problem(spot, issue))
-            continue
-        values[key] = float(value) if type_name == "float" else value
-    return cls(**values)
-
-
 def config_from_dict(data: dict[str, Any], source: str = "<preset>",
                      custom_datasets: tuple[str, ...] = ()) -> ExperimentConfig:
     """Build and validate a config from plain data; raise :class:`ConfigError` listing every problem."""
@@ -297,11 +169,11 @@ def config_from_dict(data: dict[str, Any], source: str = "<preset>",
             if not isinstance(raw, list):
                 problems.append(Problem("ptq", "must be an array of tables ([[ptq]])"))
                 continue
-            built["ptq"] = [_build_section(PtqStep, step, f"ptq[{i}]", problems) for i, step in enumerate(raw)]
+            built["ptq"] = [build_section(PtqStep, step, f"ptq[{i}]", problems) for i, step in enumerate(raw)]
         elif key in SECTIONS:
-            built[key] = _build_section(SECTIONS[key], raw, key, problems)
+            built[key] = build_section(SECTIONS[key], raw, key, problems)
         else:
-            problems.append(Problem(key, f"unknown section{_did_you_mean(key, [*SECTIONS, 'ptq'])}"))
+            problems.append(Problem(key, f"unknown section{did_you_mean(key, [*SECTIONS, 'ptq'])}"))
     config = ExperimentConfig(**built)
     problems.extend(cross_check(config, custom_datasets))
     if problems:
@@ -309,28 +181,12 @@ def config_from_dict(data: dict[str, Any], source: str = "<preset>",
     return config
 
 
-def ptq_problems(method: str, bits: int, group_size: int | None) -> dict[str, str]:
-    """THE PTQ validation rule: ``{"bits"|"group_size": message}`` for what ``method`` does not support.
-
-    ``method`` is upper case and one of PTQ_METHODS; a ``None`` group size (or a method without groups)
-    is not checked.
-    """
-    problems = {}
-    allowed = PTQ_BITS.get(method, ())
-    if allowed and bits not in allowed:
-        problems["bits"] = f"{method} supports bits {', '.join(map(str, allowed))}, not {bits}"
-    if method in GROUPED_PTQ_METHODS and group_size is not None and group_size not in PTQ_GROUP_SIZES:
-        problems["group_size"] = (f"{method} group size {group_size} is not supported; use "
-                                  f"{', '.join(map(str, PTQ_GROUP_SIZES[1:]))} or 0 (per output channel)")
-    return problems
-
-
 def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ()) -> list[Problem]:
     """Rules that involve more than one field or the workspace's datasets."""
     problems: list[Problem] = []
     datasets = (*BUILTIN_TASK_NAMES, *custom_datasets)
     if config.data.dataset not in (*datasets, "none"):
-        hint = _did_you_mean(config.data.dataset, [*datasets, "none"])
+        hint = did_you_mean(config.data.dataset, [*datasets, "none"])
         problems.append(Problem("data.dataset", f"unknown dataset {config.data.dataset!r}; expected one of "
                                 f"{', '.join((*datasets, 'none'))}{hint}"))
     if not config.model.base.strip():
@@ -346,14 +202,11 @@ def cross_check(config: ExperimentConfig, custom_datasets: tuple[str, ...] = ())
     elif (issue := keyword_problem(config.peft.target_modules)) is not None:
         problems.append(Problem("peft.target_modules", issue))
     for i, step in enumerate(config.ptq):
-        for key, message in ptq_problems(step.method, step.bits, step.group_size).items():
-            problems.append(Problem(f"ptq[{i}].{key}", message))
-    for where, trackers in (("train.report_to", config.train.report_to), ("eval.report_to", config.eval.report_to)):
-        if "none" in trackers and len(trackers) > 1:
-            problems.append(Problem(where, f"'none' cannot be combined with other trackers ({trackers})"))
-    for name in config.eval.datasets:
-        if name not in datasets:
-            problems.append(Problem("eval.datasets", f"unknown test set {name!r}{_did_you_mean(name, list(datasets))}"))
+        problems.extend(step.problems(f"ptq[{i}]"))
+    if "none" in config.train.report_to and len(config.train.report_to) > 1:
+        problems.append(Problem("train.report_to", f"'none' cannot be combined with other trackers "
+                                                   f"({config.train.report_to})"))
+    problems.extend(config.eval.problems(datasets))
     return problems
 
 

@@ -49,17 +49,13 @@ def make_plan(config: ExperimentConfig, ws: Workspace) -> Plan:
     for step, spec in zip(config.ptq, config.ptq_specs()):
         out = ptq_output_name(name, spec)
         steps.append(Step("quantize", out, f"{spec.method} {spec.weights_bits}-bit PTQ of {name} → Models/{out}",
-                          after=[0], options={"source": name, "method": step.method.lower(), "bits": step.bits,
-                                              "group_size": step.group_size, "calibration": step.calibration,
-                                              "samples": step.samples}))
+                          after=[0], options={"source": name, **step.options()}))
         outputs.append((out, len(steps) - 1))
     if config.eval.after:
         sets = ", ".join(config.eval.datasets) or "all test sets"
         for out, index in outputs:
             steps.append(Step("eval", out, f"evaluate {out} on {sets}", after=[index],
-                              options={"datasets": list(config.eval.datasets), "limit": config.eval.limit,
-                                       "batch_size": config.eval.batch_size, "backend": config.eval.backend,
-                                       "threads": config.eval.threads, "report_to": list(config.eval.report_to)}))
+                              options=config.eval.request().options()))
     return Plan(name, str(ws.model_dir(name)), steps)
 
 

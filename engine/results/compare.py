@@ -23,7 +23,9 @@ import numpy as np
 from engine.models.resolve import model_name_from
 from engine.results.item_metrics import PairedTest, PredictionsError, item_arrays, jsonl_objects, paired_test
 from engine.results.lmeval import read_samples
-from engine.results.metrics_files import LM_EVAL_KIND, DatasetResult, ResultRecord, metric_direction, scan_results
+from engine.data.kinds import LM_EVAL_KIND
+from engine.results.metrics_files import metric_direction, scan_results
+from engine.results.records import DatasetResult, ResultRecord
 from engine.results.provenance import guard_warnings
 from engine.results.stats import ALPHA, POWER, detectable_difference, mcnemar_exact, paired_bootstrap
 from engine.workspace import Workspace

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from engine.results.metrics_files import LM_EVAL_KIND
+from engine.data.kinds import LM_EVAL_KIND
 from engine.data.kinds import BOOL_WORDS, MCQ_LABELS
 from engine.results.scoring import NO_ANSWER_PHRASES, normalize_squad, parse_number
 from engine.results.stats import BatchMetric

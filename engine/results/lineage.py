@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.results.compare import CompareError, compare, find_record
-from engine.results.metrics_files import LM_EVAL_KIND, ResultRecord, scan_results
+from engine.data.kinds import headline_metric
 from engine.models.scan import ModelRecord, scan_models
-from engine.data.kinds import HEADLINE_METRICS
+from engine.results.compare import CompareError, compare, find_record
+from engine.results.metrics_files import scan_results
+from engine.results.records import ResultRecord
 from engine.results.stats import ALPHA, DEFAULT_DISCORDANCE
 from engine.workspace import Workspace
 
@@ -84,13 +85,6 @@ def descendants(parent_of: dict[str, str], root: str) -> list[tuple[str, int]]:
     return order
 
 
-def result_headline_metric(kind: str | None, metrics: dict[str, Any]) -> str | None:
-    """The metric a test set is summarised by: the kind's headline, lm-eval's ``acc`` (else its first)."""
-    if kind == LM_EVAL_KIND:
-        return "acc" if "acc" in metrics else next(iter(metrics), None)
-    return HEADLINE_METRICS.get(kind or "", "accuracy")
-
-
 def lineage_matrix(ws: Workspace, root: str, *, resamples: int = 1000, seed: int = 0) -> LineageMatrix:
     """The degradation matrix of ``root`` and its descendants (LineageError when ``root`` is unknown).
     Every row, the root's included, is compared with its parent when both are evaluated."""
@@ -109,7 +103,7 @@ def lineage_matrix(ws: Workspace, root: str, *, resamples: int = 1000, seed: int
     columns: dict[str, str] = {}
     for name, _ in order:
         for dataset in by_name[name].datasets.values() if name in by_name else []:
-            metric = result_headline_metric(dataset.kind, dataset.metrics)
+            metric = headline_metric(dataset.kind, dataset.metrics)
             if metric is not None:
                 columns.setdefault(dataset.name, metric)
     rows = []

@@ -21,7 +21,8 @@ from typing import Any
 from engine.files import write_text
 from engine.results.item_metrics import PredictionsError, jsonl_objects
 from engine.models.resolve import model_name_from
-from engine.results.metrics_files import LM_EVAL_KIND, DatasetResult, ResultRecord
+from engine.data.kinds import LM_EVAL_KIND
+from engine.results.records import DatasetResult, ResultRecord
 from engine.workspace import Workspace, safe_name
 
 DATASET_PREFIX = "lm-eval:"

@@ -25,13 +25,12 @@ from typing import Any
 from engine.data.tasks import builtin_tasks_for_display
 from engine.models.folder import TRAINING_METADATA, dig
 from engine.models.resolve import model_name_from
+from engine.results.lmeval import attach, lm_eval_records
+from engine.results.records import DatasetResult, ResultRecord
 from engine.workspace import UnsafeNameError, Workspace
 
 #: Built-in test-set name (file stem) → task kind, in the one order tables show the built-in tasks in.
 BUILTIN_TEST_SET_KINDS = {task.file_stem: task.kind for task in builtin_tasks_for_display()}
-#: The task kind of lm-evaluation-harness results (engine.results.lmeval); their per-sample metrics are
-#: compared with the same paired tests as llmtui's.
-LM_EVAL_KIND = "lm-eval"
 #: Old-script metric keys → llmtui's.
 LEGACY_METRIC_NAMES = {
     "f1_pos": "f1",
@@ -45,74 +44,6 @@ LEGACY_PERCENT_METRICS = {
 }
 #: Keys inside ``metrics`` that are descriptions or counts, not metrics.
 NON_METRIC_KEYS = frozenset({"task", "support"})
-
-
-@dataclass
-class DatasetResult:
-    """One test set's results, every rate a fraction in [0, 1]."""
-
-    file: str
-    name: str
-    kind: str | None
-    total_samples: int | None = None
-    correct: int | None = None
-    incorrect: int | None = None
-    format_success_rate: float | None = None
-    #: Scalar metrics by llmtui's names, ``accuracy`` first.
-    metrics: dict[str, float | None] = field(default_factory=dict)
-    #: Non-scalar metric data as written (per-class scores, confusion matrices).
-    details: dict[str, Any] = field(default_factory=dict)
-    latency_mean_s: float | None = None
-    latency_sum_s: float | None = None
-    tokens_mean: float | None = None
-    #: SHA-256 of the test file as evaluated (None in files written before llmtui recorded it).
-    dataset_sha256: str | None = None
-    #: lm-evaluation-harness results: the per-sample file, and what must match for a paired comparison
-    #: (task config hash, few-shot count…; see engine.results.lmeval).
-    samples_path: Path | None = None
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.metrics.get("accuracy")
-
-
-@dataclass
-class ResultRecord:
-    """One metrics file, normalised. ``error`` is set when the file could not be read at all."""
-
-    path: Path
-    name: str
-    source: str  # "llmtui" | "legacy" (the legacy scripts' files) | "unreadable"
-    raw_model_name: Any = None
-    evaluated_at: str | None = None
-    datasets: dict[str, DatasetResult] = field(default_factory=dict)
-    overall_accuracy: float | None = None
-    total_samples: int | None = None
-    latency_mean_s: float | None = None
-    eval_peak_vram_reserved_gb: float | None = None
-    eval_peak_vram_allocated_gb: float | None = None
-    quantization: dict[str, Any] = field(default_factory=dict)
-    llmtui_version: str | None = None
-    #: The scoring rules' version (engine.results.scoring.EXTRACTOR_VERSION) at evaluation time.
-    extractor_version: int | None = None
-    #: The prompt format record and the evaluation settings as written (for the comparability guard).
-    prompt_format: dict[str, Any] | None = None
-    eval_config: dict[str, Any] | None = None
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def quant_tag(self) -> str | None:
-        tag = self.quantization.get("quant_tag") or self.quantization.get("method")
-        return tag if isinstance(tag, str) else None
-
-    def dataset(self, name_or_file: str) -> DatasetResult | None:
-        """The result for a test set given by file name (``test-boolq.parquet``) or name (``boolq``)."""
-        found = self.datasets.get(name_or_file)
-        if found is None:
-            found = next((d for d in self.datasets.values() if d.name == name_or_file), None)
-        return found
 
 
 def dataset_name_from_file(file_name: str) -> str:
@@ -156,8 +87,6 @@ def scan_results(ws: Workspace) -> list[ResultRecord]:
                 record.warnings.append(f"{record.path.name}: names the same model as {keeper.path.name}; "
                                        f"shown as {record.path.stem}")
                 record.name = record.path.stem
-    from engine.results.lmeval import attach, lm_eval_records  # it builds on this module's records
-
     records = attach(records, lm_eval_records(ws))
     return sorted(records, key=lambda r: r.name.casefold())
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.data.prompts import COMPARED_FIELDS
-from engine.results.metrics_files import DatasetResult, ResultRecord
+from engine.results.records import DatasetResult, ResultRecord
 
 #: eval_config.backend keys compared (the version and thread count do not change greedy outputs).
 BACKEND_KEYS = ("name", "dtype")

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from engine.data.kinds import BOOL_WORDS, DIGIT_TO_LETTER, HEADLINE_METRICS, MCQ_LABELS, TASK_KINDS
+from engine.data.kinds import BOOL_WORDS, DIGIT_TO_LETTER, MCQ_LABELS, TASK_KINDS
 
 #: Version of the answer-extraction and scoring rules in this module, recorded in every metrics file
 #: (``extractor_version``). Bump it whenever a change here can change an item's ``pred`` or ``correct``:
@@ -421,12 +421,6 @@ def compute_metrics(kind: str, scores: list[ItemScore]) -> dict[str, Any]:
     """The dataset's ``metrics`` dict for ``kind`` (keys documented in the per-kind helpers)."""
     _check_kind(kind)
     return _METRICS[kind](list(scores))
-
-
-def headline_metric(kind: str) -> str:
-    """The key of ``kind``'s main metric in ``compute_metrics`` output."""
-    _check_kind(kind)
-    return HEADLINE_METRICS[kind]
 
 
 def describe(values: list[float] | list[int]) -> dict[str, Any]:

@@ -26,14 +26,14 @@ from engine.files import file_sha256, read_json_file, staged_dir, write_json, wr
 from engine.data.prompts import format_differences, prompt_format, stop_token_ids, tokenize_prompts
 from engine.data.tasks import DatasetError, Item, TaskSpec, get_task, load_items, task_registry
 from engine.events import EventKind, EventWriter
-from engine.presets.config import EVAL_BACKENDS
+from engine.presets.knobs import knob
+from engine.presets.requests import AUTO, EVAL_BACKENDS, TRACKERS, EvalRequest
 from engine.models.folder import TRAINING_METADATA, ModelLoadError, detect_kind, dig
 from engine.models.resolve import ModelNotFoundError, resolve_model_folder
 from engine.results.scoring import EXTRACTOR_VERSION, ItemScore, describe, extract_boxed, score_item, summarize_dataset
 from engine.runs.generation import BeforeGenerate, Generation
 from engine.runs.partial_predictions import PartialPredictions, model_fingerprint, partial_path, prompts_hash
 from engine.runs.trackers import chosen, log_evaluation, missing_packages
-from engine.presets.config import TRACKERS
 from engine.workspace import Workspace, safe_name
 
 #: Auto batch size: at most this many rows generate at once, fewer when memory runs out.
@@ -53,18 +53,10 @@ class AlreadyEvaluated(EvalError):
 
 
 @dataclass
-class EvalOptions:
-    """What to evaluate and how: task names (None = every test set present), items per set, batch size,
-    backend (auto | hf | vllm) and torch's CPU threads (0 = as many as cores are free)."""
+class EvalOptions(EvalRequest):
+    """An evaluation request (:class:`engine.presets.requests.EvalRequest`) and the device this process runs it on."""
 
-    datasets: list[str] | None = None
-    limit: int = 0
-    batch_size: int | str = "auto"
-    force: bool = False
-    device: str | None = None
-    backend: str = "auto"
-    threads: int = 0
-    report_to: list[str] = field(default_factory=list)  # trackers of the model's training run to log to
+    device: str | None = knob(None, preset=False, flag=False)
 
 
 # ------------------------------------------------------------------------------------------- datasets
@@ -201,7 +193,7 @@ def quantization_block(found: Any) -> dict[str, Any]:
 
 def start_batch_size(batch_size: int | str, device: str) -> int:
     """The first batch size to try: the number given, or for ``auto`` a device-dependent start (halved on OOM)."""
-    if batch_size == "auto":
+    if batch_size == AUTO:
         return AUTO_START_BATCH["cuda" if device.startswith("cuda") else "cpu"]
     if isinstance(batch_size, int) and batch_size >= 1:
         return batch_size
@@ -245,7 +237,7 @@ def choose_backend(ws: Workspace, requested: str, found: Any, *, device: str | N
     the model is one vLLM can load and — given the ``device``, the model's ``params`` and the ``items`` — the
     speeds measured on this machine predict it faster (:mod:`engine.runs.backend_choice`); else ``hf``.
     Asking for ``vllm`` when it cannot serve raises EvalError."""
-    from engine.jobs.worker import VLLM_PYTHON_ENV, configured_vllm_python
+    from engine.jobs.settings import VLLM_NOT_CONFIGURED, configured_vllm_python
     from engine.runs.vllm_client import vllm_unsupported
 
     if requested not in EVAL_BACKENDS:
@@ -253,9 +245,7 @@ def choose_backend(ws: Workspace, requested: str, found: Any, *, device: str | N
     if requested == "hf":
         return "hf", None, "requested"
     python = configured_vllm_python(ws)
-    problem = vllm_unsupported(found) or (None if python else (
-        f"vLLM is not configured (set {VLLM_PYTHON_ENV} or vllm_python in .llmtui/worker.toml to the interpreter "
-        f"./dev.sh setup-vllm prints)"))
+    problem = vllm_unsupported(found) or (None if python else VLLM_NOT_CONFIGURED)
     if requested == "vllm":
         if problem:
             raise EvalError(problem)
@@ -319,7 +309,7 @@ def _start_backend(ws: Workspace, model_dir: Path, found: Any, options: EvalOpti
             record["reason"] = f"auto: vLLM failed, the built-in engine was used ({exc})"
     loaded = load_for_inference(model_dir, device=device)
     backend = HFBackend(loaded, batch_size=start_batch_size(options.batch_size, device),
-                        host_memory_cap=options.batch_size == "auto" and device == "cpu", threads=threads,
+                        host_memory_cap=options.batch_size == AUTO and device == "cpu", threads=threads,
                         before_generate=before_generate)
     return backend, getattr(loaded.model, "generation_config", None), record
 

@@ -4,7 +4,7 @@ The kind is detected from the folder's files — ``quantization_metadata.json``,
 ``training_metadata.json`` and ``config.json``'s ``quantization_config`` — never from its name.
 ``trust_remote_code`` is on only when the preset that produced the model asked for it.
 PTQ outputs (any folder with ``quantization_metadata.json``) and GPTQ/AWQ/HQQ checkpoints are loaded by
-``engine.runs.quantize.load_quantized`` (the PTQ backends); bitsandbytes checkpoints without that file by
+``engine.runs.ptq_backends.load_quantized``; bitsandbytes checkpoints without that file by
 ``from_pretrained``, which reads their ``quantization_config``.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.models.folder import BACKEND_KINDS, ModelKind, ModelLoadError, detect_kind
 from engine.models.resolve import looks_like_local_path
+from engine.runs.bnb import nf4_config
 
 
 @dataclass
@@ -103,11 +104,7 @@ def _load_adapter(model_dir: Path, found: ModelKind, device: str, *, quantized_b
     base = _check_base(model_dir, found.base_model_path or "")
     kwargs: dict[str, Any] = {}
     if quantized_base:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=_compute_dtype(device))
+        kwargs["quantization_config"] = nf4_config(_compute_dtype(device))
     else:
         kwargs["dtype"] = _dtype_for(device)
     base_model = _from_pretrained(base, device=device, trust_remote_code=found.trust_remote_code, **kwargs)
@@ -130,7 +127,7 @@ def load_for_inference(model_dir: Path | str, *, device: str | None = None) -> L
         import os
 
         os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
-        from engine.runs.quantize import load_quantized
+        from engine.runs.ptq_backends import load_quantized
 
         model = load_quantized(model_dir, found.quantization, device)
     elif found.kind == "bnb":

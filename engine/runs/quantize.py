@@ -6,57 +6,47 @@ backend's weights, the tokenizer and chat template, the source's ``training_meta
 ``preset.toml`` and ``generation_config.json``, and ``quantization_metadata.json``. The folder is
 written through :func:`engine.files.staged_dir`, so a failed run leaves nothing behind.
 Non-quantized weights (embeddings, norms, the lm head) are stored in float16, as the ``headfp16`` tag says.
-:func:`load_quantized` loads GPTQ, AWQ and HQQ folders (and bitsandbytes ones) for
-``engine.runs.loading.load_for_inference``. Each backend is imported inside the function that uses it.
+Loading the outputs is :mod:`engine.runs.ptq_backends`'s. Each backend is imported inside the function that uses it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
-import logging
-import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.data.prompts import tokenize_prompts
 from engine.files import staged_dir, write_json
 from engine.runs.calibration import Calibration, CalibrationError, load_calibration
-from engine.presets.config import GROUPED_PTQ_METHODS, PTQ_BITS, PTQ_GROUP_SIZES, ptq_problems
+from engine.runs.ptq_backends import QuantizeError, backend_version, import_backend
+from engine.presets.requests import GROUPED_PTQ_METHODS, PTQ_GROUP_SIZES, QuantizeRequest, default_bits, ptq_problems
 from engine.events import EventKind, EventWriter
 from engine.presets.naming import PTQ_METHODS, QuantizationSpec, ptq_output_name, ptq_spec
-from engine.models.folder import PRESET_COPY, QUANTIZATION_METADATA, TRAINING_METADATA, ModelLoadError, detect_kind, read_trust_remote_code
+from engine.models.folder import PRESET_COPY, QUANTIZATION_METADATA, TRAINING_METADATA, ModelLoadError, detect_kind
 from engine.models.resolve import ModelNotFoundError, resolve_model_folder
 from engine.workspace import UnsafeNameError, Workspace, safe_name
 
 METHODS = tuple(m.lower() for m in PTQ_METHODS)
 #: Methods that need calibration text.
 CALIBRATED = ("GPTQ", "AWQ")
-DEFAULT_GROUP_SIZE = 64
-DEFAULT_SAMPLES = 128
-INSTALL_HINTS = {"gptqmodel": "pip install gptqmodel", "hqq": "pip install hqq",
-                 "bitsandbytes": "pip install bitsandbytes"}
+DEFAULT_GROUP_SIZE = QuantizeRequest().group_size
+DEFAULT_SAMPLES = QuantizeRequest().samples
 STAGES = ("prepare", "calibration", "quantize", "save")
 #: Files copied from the source folder into the output when present.
 CARRIED_FILES = (TRAINING_METADATA, PRESET_COPY)
-
-
-class QuantizeError(ValueError):
-    """A quantization cannot run or failed in a known way; the message names the value or file at fault."""
 
 
 # ----------------------------------------------------------------------------------------- checks
 
 
 def quantization_spec(method: str, bits: int | None = None, group_size: int | None = None) -> QuantizationSpec:
-    """The validated spec of a PTQ run; ``None`` bits/group size take the method's defaults.
+    """The validated spec of a PTQ run; ``None`` (or 0) bits and a ``None`` group size take the method's defaults.
 
     Raises :class:`QuantizeError` for an unknown method or bits/group size the backend does not support.
     INT8 and NF4 have no group size (any given one is ignored).
@@ -64,8 +54,7 @@ def quantization_spec(method: str, bits: int | None = None, group_size: int | No
     name = str(method).upper()
     if name not in PTQ_METHODS:
         raise QuantizeError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    allowed = PTQ_BITS[name]
-    bits = (4 if 4 in allowed else allowed[0]) if bits is None else bits
+    bits = bits or default_bits(name)
     if name in GROUPED_PTQ_METHODS:
         group_size = DEFAULT_GROUP_SIZE if group_size is None else group_size
     problems = ptq_problems(name, bits, group_size)
@@ -120,30 +109,6 @@ def check_group_size(model_dir: Path, spec: QuantizationSpec) -> None:
                                 f"{width} ({model_dir / 'config.json'}); use {', '.join(map(str, fits)) or '0'}")
 
 
-def _import_backend(module: str, method: str):
-    """The backend module, or one clear :class:`QuantizeError` with the install hint."""
-    if module == "gptqmodel":
-        os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
-    try:
-        imported = importlib.import_module(module)
-    except Exception as exc:  # a missing package raises ImportError; a broken one can raise anything
-        raise QuantizeError(f"{method} needs the {module} package, which cannot be imported here "
-                            f"({type(exc).__name__}: {exc}); install it with: {INSTALL_HINTS[module]}") from None
-    if module == "gptqmodel":
-        # GPTQModel logs a table per layer through its "logbar" logger; keep warnings and errors only.
-        logging.getLogger("logbar").setLevel(logging.WARNING)
-    return imported
-
-
-def _backend_version(module: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(module)
-    except PackageNotFoundError:
-        return str(getattr(importlib.import_module(module), "__version__", "unknown"))
-
-
 def folder_size(path: Path) -> int:
     """Bytes of every file under ``path``."""
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
@@ -158,7 +123,7 @@ def _quantize_gptqmodel(fp_dir: Path, out: Path, spec: QuantizationSpec, calibra
 
     The calibration texts go in as token ids from the one prompt tokenizer: GPTQModel would tokenize raw text
     with the tokenizer's special tokens, a second BOS after the one a chat template writes."""
-    _import_backend("gptqmodel", spec.method)
+    import_backend("gptqmodel", spec.method)
     import torch
     from gptqmodel import GPTQModel, QuantizeConfig
     from gptqmodel.quantization import FORMAT, METHOD
@@ -186,7 +151,7 @@ def _quantize_gptqmodel(fp_dir: Path, out: Path, spec: QuantizationSpec, calibra
 def _quantize_hqq(fp_dir: Path, out: Path, spec: QuantizationSpec, device: str,
                   trust_remote_code: bool) -> dict[str, Any]:
     """HQQ with the hqq library (data-free, zero point and scale per group)."""
-    _import_backend("hqq", spec.method)
+    import_backend("hqq", spec.method)
     import torch
     from hqq.core.quantize import BaseQuantizeConfig
     from hqq.models.hf.base import AutoHQQHFModel
@@ -203,16 +168,17 @@ def _quantize_hqq(fp_dir: Path, out: Path, spec: QuantizationSpec, device: str,
 def _quantize_bnb(fp_dir: Path, out: Path, spec: QuantizationSpec, device: str,
                   trust_remote_code: bool) -> dict[str, Any]:
     """INT8 (LLM.int8) or NF4 with bitsandbytes, saved with a ``quantization_config`` transformers reloads."""
-    _import_backend("bitsandbytes", spec.method)
+    import_backend("bitsandbytes", spec.method)
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from engine.runs.bnb import nf4_config
 
     if spec.method == "INT8":
         config = BitsAndBytesConfig(load_in_8bit=True)
         extras = {"llm_int8_threshold": config.llm_int8_threshold}
     else:
-        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False,
-                                    bnb_4bit_compute_dtype=torch.float16)
+        config = nf4_config(torch.float16, double_quant=False)
         extras = {"quant_type": "nf4", "double_quant": False, "compute_dtype": "float16", "blocksize": 64}
     model = AutoModelForCausalLM.from_pretrained(str(fp_dir), quantization_config=config, dtype=torch.float16,
                                                  device_map={"": device}, trust_remote_code=trust_remote_code)
@@ -380,7 +346,7 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
             spec = replace(spec, extras={**extras, "storage_dtype": "float16"})
             metadata = {
                 **spec.metadata(),
-                "backend_version": _backend_version(spec.backend or ""),
+                "backend_version": backend_version(spec.backend or ""),
                 "calibration": calibration.metadata() if calibration else None,
                 "source_model": source.name,
                 "source_model_path": str(source),
@@ -399,110 +365,3 @@ def _quantize(ws: Workspace, source_dir: str | Path, method: str, bits: int | No
               "size_after_bytes": metadata["size_after_bytes"], "metadata": metadata}
     events.emit(EventKind.DONE, **{k: v for k, v in result.items() if k != "metadata"})
     return result
-
-
-# ------------------------------------------------------------------------------------------ loading
-
-
-def _restore_generation_config(model: Any, model_dir: Path) -> None:
-    """GPTQModel rewrites the generation config on load; put back the one saved in the folder."""
-    if (model_dir / "generation_config.json").is_file():
-        from transformers import GenerationConfig
-
-        model.generation_config = GenerationConfig.from_pretrained(str(model_dir))
-
-
-def load_quantized(model_dir: Path | str, metadata: dict[str, Any], device: str | None = None) -> Any:
-    """Load a PTQ output folder for inference and return the transformers model (tokenizer: load it yourself).
-
-    ``metadata`` is its ``quantization_metadata.json`` (or a ``quantization_config`` with ``method``).
-    On the CPU the model computes in float32; on a GPU in the stored float16. Raises
-    ``engine.runs.loading.ModelLoadError`` naming the folder when it cannot be loaded.
-    """
-    model_dir = Path(model_dir)
-    method = str((metadata or {}).get("method", "")).upper()
-    device = _resolve_device(device)
-    trust = read_trust_remote_code(model_dir)
-    bits = (metadata or {}).get("weights_bits", (metadata or {}).get("bits", 4))
-    loaders: dict[str, Callable[[], Any]] = {
-        "GPTQ": lambda: _load_gptqmodel(model_dir, method, bits, device, trust),
-        "AWQ": lambda: _load_gptqmodel(model_dir, method, bits, device, trust),
-        "HQQ": lambda: _load_hqq(model_dir, device),
-        "INT8": lambda: _load_bnb(model_dir, device, trust),
-        "NF4": lambda: _load_bnb(model_dir, device, trust),
-    }
-    if method not in loaders:
-        raise ModelLoadError(f"{model_dir}: quantization method {method or None!r} is not one of "
-                             f"{', '.join(PTQ_METHODS)}")
-    try:
-        with contextlib.redirect_stdout(sys.stderr):  # the libraries print banners; keep the caller's stdout clean
-            model = loaders[method]()
-    except QuantizeError as exc:
-        raise ModelLoadError(f"{model_dir}: {exc}") from None
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"{model_dir}: cannot load the {method} model ({type(exc).__name__}: {exc})") from None
-    _restore_generation_config(model, model_dir)
-    model.eval()
-    return model
-
-
-def _load_gptqmodel(model_dir: Path, method: str, metadata_bits: int, device: str, trust_remote_code: bool) -> Any:
-    _import_backend("gptqmodel", f"loading {method}")
-    import torch
-    from gptqmodel import BACKEND, GPTQModel
-
-    options: dict[str, Any] = {}
-    if not device.startswith("cuda"):
-        # Torch kernels named outright: the automatic choice first compiles an AVX512 C++ extension (about
-        # two minutes on a small machine). The fused kernels run 4-bit weights in float32; other bit widths
-        # run on the plain torch kernel, which computes in bfloat16.
-        if method == "AWQ":
-            options = {"dtype": torch.float32, "backend": BACKEND.AWQ_TORCH_FUSED}
-        elif int(metadata_bits) == 4:
-            options = {"dtype": torch.float32, "backend": BACKEND.GPTQ_TORCH_FUSED}
-        else:
-            options = {"dtype": torch.bfloat16, "backend": BACKEND.GPTQ_TORCH}
-    return GPTQModel.load(str(model_dir), device=device, trust_remote_code=trust_remote_code, **options).model
-
-
-class _ReadOnce(dict):
-    """The saved tensors as hqq's loader asks for them, by module name, each handed over once (the file's copy
-    is dropped as soon as its module is built). A tied output head is handed nothing: hqq would build it as a
-    second full copy of the embeddings in the compute dtype (0.6 GB in float32 for Qwen3-0.6B's 151,936 × 1,024);
-    it is tied to the embeddings after loading instead."""
-
-    def __init__(self, weights: dict, tied: tuple[str, ...] = ()):
-        super().__init__(weights)
-        self.tied = tied
-
-    def __getitem__(self, key: str) -> Any:
-        value = self.pop(key)
-        return {} if key in self.tied else value
-
-
-def _load_hqq(model_dir: Path, device: str) -> Any:
-    _import_backend("hqq", "loading HQQ")
-    import torch
-    from hqq.models.hf.base import AutoHQQHFModel
-
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    tied = ("lm_head",) if _text_config(config).get("tie_word_embeddings", config.get("tie_word_embeddings")) else ()
-
-    class StreamingHQQModel(AutoHQQHFModel):
-        @classmethod
-        def load_weights(cls, save_dir: str, map_location: Any = None) -> dict:
-            return _ReadOnce(super().load_weights(save_dir, map_location), tied)
-
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    model = StreamingHQQModel.from_quantized(str(model_dir), compute_dtype=dtype, device=device)
-    if tied:
-        model.tie_weights()
-    return model
-
-
-def _load_bnb(model_dir: Path, device: str, trust_remote_code: bool) -> Any:
-    _import_backend("bitsandbytes", "loading INT8/NF4")
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(model_dir), device_map={"": device},
-                                                trust_remote_code=trust_remote_code)

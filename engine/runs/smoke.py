@@ -3,7 +3,7 @@
 On a tiny model built on the fly (:mod:`engine.runs.tiny`, no download) in a scratch workspace, each step
 calls the code a user's run calls — :func:`engine.runs.train.train`, :func:`engine.runs.quantize.quantize_model`,
 :func:`engine.runs.loading.load_for_inference`, and the job queue's worker running ``llmtui eval`` and
-``llmtui train`` as job processes — and reports a :class:`engine.doctor.Check` (pass / fail / skipped)
+``llmtui train`` as job processes — and reports a :class:`engine.doctor.check.Check` (pass / fail / skipped)
 with its seconds. Without a CUDA device the CUDA-only rows say ``skipped: no CUDA device`` and the CPU
 paths run. The in-process steps run on the first GPU of ``gpus`` (all NVML GPUs by default), the queue rows
 on all of them, and NVML is read while a job runs.
@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from engine.doctor import FAIL, PASS, SKIPPED, Check
+from engine.doctor.check import FAIL, PASS, SKIPPED, Check
 from engine.jobs.gpu import GpuInventory, NvmlInventory, SelectedGpus
+from engine.jobs.job_folder import JobStatus
 from engine.models.folder import TRAINING_METADATA
 from engine.workspace import Workspace
 
@@ -262,9 +263,11 @@ def run_queue(smoke: Smoke) -> QueueRun:
     """Queue the evaluation jobs (and with 2+ GPUs a data-parallel training job), run them with the worker's own
     scheduling loop, and read NVML every ~0.2 s while they run."""
     from engine.jobs.enqueue import enqueue_eval, enqueue_pipeline
+    from engine.presets.requests import EvalRequest
     from engine.jobs.process import descendants
+    from engine.jobs.settings import WorkerSettings
     from engine.jobs.store import JobStore
-    from engine.jobs.worker import Worker, WorkerSettings
+    from engine.jobs.worker import Worker
     from engine.presets.config import load_preset
 
     run = QueueRun()
@@ -275,12 +278,12 @@ def run_queue(smoke: Smoke) -> QueueRun:
     _release_cuda_memory()  # before the baseline readings, so the jobs' own use stands out
     inventory = smoke.inventory
     readings = {r.index: r for r in inventory.gpus()}
-    run.eval_job = enqueue_eval(smoke.ws, [source.name], datasets=["boolq"], limit=EVAL_ITEMS,
-                                inventory=inventory)[0].id
+    request = EvalRequest(datasets=["boolq"], limit=EVAL_ITEMS)
+    run.eval_job = enqueue_eval(smoke.ws, [source.name], request, inventory=inventory)[0].id
     if len(readings) >= 2:
         if "merged" in smoke.outputs:
-            run.second_eval_job = enqueue_eval(smoke.ws, [smoke.outputs["merged"].name], datasets=["boolq"],
-                                               limit=EVAL_ITEMS, inventory=inventory)[0].id
+            run.second_eval_job = enqueue_eval(smoke.ws, [smoke.outputs["merged"].name], request,
+                                               inventory=inventory)[0].id
         overrides = TRAIN_OVERRIDES + ["train.gpus=2", "data.dataset=arc"]
         path = smoke.ws.experiments_dir / "boolq-full.toml"
         config = load_preset(path, overrides)
@@ -312,7 +315,7 @@ def run_queue(smoke: Smoke) -> QueueRun:
                     break
                 now = {r.index: r for r in inventory.gpus()}
                 for job in jobs.values():
-                    if job.status != "running" or not job.gpus_assigned:
+                    if job.status != JobStatus.RUNNING or not job.gpus_assigned:
                         continue
                     watch = run.watch.setdefault(job.id, _Watch(baseline={i: baseline.get(i, 0)
                                                                           for i in job.gpus_assigned}))
@@ -353,7 +356,7 @@ def step_eval_hf(smoke: Smoke, queue: QueueRun) -> str:
     if queue.eval_job is None:
         raise Skip(queue.error)
     job = queue.jobs.get(queue.eval_job)
-    if job is None or job.status != "done":
+    if job is None or job.status != JobStatus.DONE:
         raise AssertionError(_job_failure(smoke, job) if job else queue.error)
     metrics = json.loads(smoke.ws.metrics_file(job.target).read_text(encoding="utf-8"))
     total = metrics["summary"]["total_samples"]
@@ -367,13 +370,13 @@ def step_eval_hf(smoke: Smoke, queue: QueueRun) -> str:
 
 def step_eval_vllm(smoke: Smoke, queue: QueueRun) -> str:
     """The same 16 items through the vLLM backend; its outputs must equal the built-in engine's job above."""
-    from engine.jobs.worker import VLLM_PYTHON_ENV, configured_vllm_python
+    from engine.jobs.settings import VLLM_NOT_CONFIGURED, configured_vllm_python
     from engine.runs.evaluate import EvalOptions, evaluate_model
 
     if not configured_vllm_python(smoke.ws):
-        raise Skip(f"vLLM is not configured ({VLLM_PYTHON_ENV} is not set and worker.toml names no vllm_python)")
+        raise Skip(VLLM_NOT_CONFIGURED)
     job = queue.jobs.get(queue.eval_job) if queue.eval_job is not None else None
-    if job is None or job.status != "done":
+    if job is None or job.status != JobStatus.DONE:
         raise Skip("needs the built-in engine's evaluation, which did not pass above")
     predictions = smoke.ws.predictions_folder(job.target)
     built_in = {path.name: path.read_text(encoding="utf-8") for path in sorted(predictions.glob("*.jsonl"))}
@@ -427,7 +430,7 @@ def step_data_parallel(smoke: Smoke, queue: QueueRun) -> str:
     if queue.dp_job is None:
         raise Skip(queue.error)
     job = queue.jobs.get(queue.dp_job)
-    if job is None or job.status != "done":
+    if job is None or job.status != JobStatus.DONE:
         raise AssertionError(_job_failure(smoke, job) if job else queue.error)
     meta = json.loads((smoke.ws.model_dir(job.target) / TRAINING_METADATA).read_text(encoding="utf-8"))
     hardware = meta["hardware_info"]
@@ -450,7 +453,7 @@ def step_scheduler(smoke: Smoke, queue: QueueRun) -> str:
         raise Skip(queue.error or "needs the merged model, which did not pass above")
     first, second = queue.jobs.get(queue.eval_job), queue.jobs.get(queue.second_eval_job)
     for job in (first, second):
-        if job is None or job.status != "done":
+        if job is None or job.status != JobStatus.DONE:
             raise AssertionError(_job_failure(smoke, job) if job else queue.error)
     a, b = set(first.gpus_assigned), set(second.gpus_assigned)
     if not a or not b or a & b:

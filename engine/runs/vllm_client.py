@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.runs.generation import Generation, RowsDone, cut_at_stop
-from engine.jobs.worker import VLLM_PYTHON_ENV
+from engine.jobs.settings import VLLM_PYTHON_ENV
 
 WORKER_SCRIPT = Path(__file__).with_name("vllm_worker.py")
 #: KV cache vLLM reserves on the CPU (GiB) unless ``VLLM_CPU_KVCACHE_SPACE`` says otherwise.

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.doctor import (CHECKS, ERROR, OK, SKIPPED, WARNING, exit_code, run_report, torch_build_info)
+from engine.doctor.check import ERROR, OK, SKIPPED, WARNING, exit_code
+from engine.doctor.facts import torch_build_info
+from engine.doctor.report import CHECKS, run_report
 from engine.jobs.gpu import DriverInfo, GpuProcess, GpuReading, NvmlInventory, SelectedGpus
 from engine.jobs.store import JobStore
 from engine.workspace import Workspace
@@ -74,7 +76,7 @@ def test_report_on_this_machine_has_every_check_with_a_sensible_status(ws):
 def test_report_is_fast_and_imports_no_ml_library(ws):
     """A fresh interpreter makes the whole report in well under 5 s without importing torch or its kin."""
     code = ("import sys, time; from pathlib import Path; started = time.perf_counter()\n"
-            "from engine.doctor import run_report; from engine.workspace import Workspace\n"
+            "from engine.doctor.report import run_report; from engine.workspace import Workspace\n"
             f"checks = run_report(Workspace(Path({str(ws.root)!r})))\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'transformers', 'peft', 'trl', 'bitsandbytes', 'gptqmodel', 'hqq', 'accelerate'))\n"
@@ -221,7 +223,7 @@ def test_selected_gpus_keep_only_the_chosen_indexes():
 
 def test_cuda_probe_runs_and_answers_json():
     """The probe itself is a real child process here too: it says torch sees no CUDA device."""
-    from engine.doctor import run_cuda_probe
+    from engine.doctor.facts import run_cuda_probe
 
     answer = run_cuda_probe()
     assert "probe_error" not in answer, answer

@@ -8,7 +8,7 @@ import json
 from textual.widgets import DataTable, Static
 
 from engine.files import write_json
-from metrics_files import PROVENANCE, boxed, write_evaluation
+from metrics_fixtures import PROVENANCE, boxed, write_evaluation
 from tui_workspace import make_model, make_workspace, wait_for
 from tui.screens.compare import CompareScreen
 from tui.screens.lineage import LineageScreen

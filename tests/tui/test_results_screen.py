@@ -7,7 +7,7 @@ from textual.widgets import DataTable
 from engine.results import export
 from engine.results.compare import compare
 from engine.results.metrics_files import results_table
-from metrics_files import boxed, write_evaluation
+from metrics_fixtures import boxed, write_evaluation
 from tui_workspace import make_model, make_workspace, wait_for
 from tui.modals.export import ExportModal
 from tui.screens.compare import CompareScreen
@@ -163,3 +163,28 @@ async def test_percent_toggle_is_remembered_and_the_chart_draws_the_marked_model
         assert screen.percent
         assert str(screen.query_one("#results", DataTable).get_cell("good-model", "boolq__accuracy")) == \
             f"{good * 100:.1f}"
+
+
+async def test_lm_eval_results_are_charted_by_their_acc(tmp_path, tui_app):
+    """Bug: the Results screen took ``{task}__accuracy`` as an lm-eval task's headline; lm-eval calls it ``acc``
+    (the one headline rule, engine.data.kinds.headline_metric, is used here as in lineage and the model scan)."""
+    import shutil
+    from pathlib import Path
+
+    ws = _workspace(tmp_path)
+    recorded = Path(__file__).parents[1] / "engine" / "results" / "lm_eval_output"  # real lm-eval output
+    shutil.copytree(recorded, ws.lm_eval_dir, dirs_exist_ok=True)
+    expected = {row["model"]: row for row in results_table(ws).rows}
+    app = tui_app(ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await _open(app, pilot)
+        assert screen.headlines["lm-eval:tinycolors"] == "lm-eval:tinycolors__acc"
+        table = screen.query_one("#results", DataTable)
+        table.move_cursor(row=_models(screen).index("tiny-qwen3"))
+        await pilot.press("space", "g")
+        await pilot.pause()
+        models, sets, values, _ = screen.query_one("#results-chart").drawn
+        assert models == ("tiny-qwen3",)
+        assert ("lm-eval:tinycolors__acc", "lm-eval:ti acc") in sets
+        assert dict(dict(values)["tiny-qwen3"])["lm-eval:tinycolors__acc"] == \
+            expected["tiny-qwen3"]["lm-eval:tinycolors__acc"] is not None

@@ -14,7 +14,7 @@ from textual.widgets import Input, OptionList, Select
 
 from engine.jobs.gpu import GpuReading
 from engine.jobs.store import JobStore
-from metrics_files import boxed, write_evaluation
+from metrics_fixtures import boxed, write_evaluation
 from tui_workspace import make_model, make_workspace, wait_for
 from tui.screens.compare import CompareScreen
 from fake_gpus import FakeInventory

@@ -48,15 +48,6 @@ def add_workspace_arg(parser: argparse.ArgumentParser, *, top_level: bool = Fals
                         help="workspace folder (default: $LLMTUI_WORKSPACE, else the current folder)")
 
 
-def add_preset_args(parser, *, overwrite: bool = False) -> None:
-    """The preset argument and ``--set SECTION.KEY=VALUE`` (and ``--overwrite`` where a model is written)."""
-    parser.add_argument("preset", help="preset TOML file, or a preset name in the workspace's experiments/")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a preset value (repeatable), e.g. --set train.max_steps=50")
-    if overwrite:
-        parser.add_argument("--overwrite", action="store_true", help="replace the model folder if it exists")
-
-
 def preset_path(ws: Workspace, name: str) -> Path:
     """A preset argument: a file path as given, else a name in the workspace's ``experiments/``."""
     path = Path(name).expanduser()

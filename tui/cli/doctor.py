@@ -85,7 +85,8 @@ def _summary(label: str, checks: list, seconds: float) -> str:
 
 
 def run(args) -> int:
-    from engine.doctor import exit_code, run_report
+    from engine.doctor.check import exit_code
+    from engine.doctor.report import run_report
 
     ws = workspace_from(args, must_exist=False)
     gpus = _parse_gpus(args.gpu)
@@ -104,7 +105,7 @@ def run(args) -> int:
 
 def _smoke(gpus: list[int] | None, *, json_output: bool) -> list:
     """Run the smoke steps in a scratch workspace; it is removed after a clean run and kept when a step failed."""
-    from engine.doctor import exit_code
+    from engine.doctor.check import exit_code
     from engine.jobs.process import output_to_file
 
     root = tempfile.mkdtemp(prefix="llmtui-smoke-")

@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
 
 from rich.markup import escape
 
-from engine.data.tasks import DISPLAY_ORDER
 from engine.events import EventKind
-from engine.presets.config import EVAL_BACKENDS
+from engine.presets.requests import EvalRequest
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
-
-
-def _batch_size(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        size = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer or 'auto'") from None
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer or 'auto'")
-    return size
-
-
-def _limit(value: str) -> int:
-    try:
-        limit = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if limit < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be 0 (all items) or more")
-    return limit
 
 
 def register(subparsers) -> None:
@@ -45,22 +21,8 @@ def register(subparsers) -> None:
     parser.add_argument("--untested", action="store_true",
                         help="evaluate every model in Models/ without a metrics file, one after another "
                              "(broken folders are listed, never evaluated)")
-    parser.add_argument("--datasets", metavar="LIST",
-                        help=f"comma-separated test sets: {','.join(DISPLAY_ORDER)} or custom names "
-                             "(default: every test set present)")
-    parser.add_argument("--limit", type=_limit, default=0, metavar="N", help="items per test set (0 = all)")
-    parser.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
-                        help="prompts per generate call; auto starts high and halves on out-of-memory")
+    EvalRequest.add_flags(parser)
     parser.add_argument("--device", metavar="DEV", help="cuda, cuda:1 or cpu (default: cuda when available)")
-    parser.add_argument("--backend", default="auto", choices=EVAL_BACKENDS,
-                        help="auto (default): vLLM when configured (LLMTUI_VLLM_PYTHON or vllm_python in "
-                             ".llmtui/worker.toml) and it can load the model, else the built-in engine (hf)")
-    parser.add_argument("--threads", type=_limit, default=0, metavar="N",
-                        help="torch CPU threads of the built-in engine (0 = as many as cores are free)")
-    parser.add_argument("--force", action="store_true", help="evaluate again even if a metrics file exists")
-    parser.add_argument("--report-to", metavar="LIST", default="",
-                        help="also log the metrics to the tracker runs the model's training used "
-                             "(comma-separated: tensorboard,wandb,mlflow)")
     parser.add_argument("--events", metavar="FILE", help="append JSONL progress events here (default: $LLMTUI_EVENTS)")
     parser.add_argument("--json", action="store_true", help="print the run's outcome as JSON")
     parser.set_defaults(func=run)
@@ -73,11 +35,11 @@ def _terminate(signum, frame) -> None:
 
 def _result_line(name: str, metrics: dict) -> str:
     """``✓ model: boolq accuracy=0.980 (200 items), … — 312.5 items/s`` (each set's headline metric)."""
-    from engine.results.scoring import headline_metric
+    from engine.data.kinds import headline_metric
 
     parts = []
     for test_file, block in metrics["datasets"].items():
-        key = headline_metric(block["type"])
+        key = headline_metric(block["type"], block["metrics"])
         value = block["metrics"].get(key)
         shown = "n/a" if value is None else f"{value:.3f}"
         parts.append(f"{test_file.removeprefix('test-').removesuffix('.parquet')} {key}={shown} "
@@ -97,10 +59,7 @@ def run(args) -> int:
         fail("give MODEL_DIR arguments or --untested, not both")
     if not args.untested and not args.models:
         fail("name at least one MODEL_DIR, or use --untested")
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
-    report_to = [t.strip() for t in args.report_to.split(",") if t.strip()]
-    options = EvalOptions(datasets=datasets, limit=args.limit, batch_size=args.batch_size, force=args.force,
-                          device=args.device, backend=args.backend, threads=args.threads, report_to=report_to)
+    options = EvalOptions(**EvalRequest.from_flags(args).options(), device=args.device)
     signal.signal(signal.SIGTERM, _terminate)
     broken = []
     if args.untested:

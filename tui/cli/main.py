@@ -1,23 +1,23 @@
 """The ``llmtui`` command: no subcommand opens the app; subcommands call the engine (CLI and job processes).
 
 Each subcommand lives in ``tui/cli/<name>.py`` with ``register(subparsers)``, which adds its
-parser and sets ``func(args) -> int``. Parsing and rich output stay here on the UI side.
+parser and sets ``func(args) -> int``; :data:`COMMANDS` imports them by name, so a missing module fails at once
+and ``lint-imports`` sees every edge. Parsing and rich output stay here on the UI side.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from engine import __version__
+from tui.cli import (chat, chat_server, compare, data, demo, doctor, eval, init, models, plan, power, quantize, queue,
+                     results, train, worker)
 from tui.cli.common import add_workspace_arg
 
-#: Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES = (
-    "init", "demo", "plan", "models", "data", "train", "quantize", "eval", "queue", "worker",
-    "results", "compare", "power", "chat", "chat_server", "doctor",
-)
+#: The subcommand modules, in the order ``--help`` lists them.
+COMMANDS = (init, demo, plan, models, data, train, quantize, eval, queue, worker, results, compare, power, chat,
+            chat_server, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llmtui {__version__}")
     add_workspace_arg(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"tui.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"tui.cli.{name}":
-                raise
-            continue
+    for module in COMMANDS:
         module.register(subparsers)
     return parser
 

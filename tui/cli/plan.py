@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from tui.cli.common import add_workspace_arg, console, err_console, print_json, workspace_from
-from tui.cli.common import add_preset_args, load_preset_or_exit
+from engine.presets.requests import TrainRequest
+from tui.cli.common import add_workspace_arg, console, err_console, load_preset_or_exit, print_json, workspace_from
 from tui.format import human_duration
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("plan", help="validate a preset and show what it would run")
     add_workspace_arg(parser)
-    add_preset_args(parser)
+    TrainRequest.add_flags(parser, overwrite=False)
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=run)
 

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
 from typing import Any
 
 from rich.markup import escape
 
 from engine.jobs.process import stdout_to_stderr
-from engine.presets.naming import PTQ_METHODS
-
+from engine.presets.requests import QuantizeRequest
 from tui.cli.common import add_workspace_arg, console, fail, print_json, workspace_from
 from tui.format import human_duration, human_size
-
-
-
-def _whole_number(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
 
 
 def register(subparsers) -> None:
@@ -31,17 +21,7 @@ def register(subparsers) -> None:
                     "is carried over.")
     add_workspace_arg(parser)
     parser.add_argument("model", metavar="MODEL_DIR", help="model folder, or a model name in Models/")
-    parser.add_argument("--method", required=True, type=str.lower, choices=[m.lower() for m in PTQ_METHODS])
-    parser.add_argument("--bits", type=_whole_number, default=None,
-                        help="weight bits (default 4; 8 for int8): gptq 2/3/4/8, awq 4, hqq 1/2/3/4/8")
-    parser.add_argument("--group-size", type=_whole_number, default=None, metavar="N",
-                        help="gptq/awq/hqq group size (default 64; 0 = per output channel); "
-                             "int8 and nf4 use bitsandbytes' fixed blocks and ignore it")
-    parser.add_argument("--calibration", metavar="FILE|DATASET", default=None,
-                        help="gptq/awq calibration: a text file (one sample per line) or a dataset name "
-                             "(default: the source model's training dataset)")
-    parser.add_argument("--samples", type=_whole_number, default=128, metavar="N",
-                        help="calibration samples (default 128)")
+    QuantizeRequest.add_flags(parser)
     parser.add_argument("--out", metavar="NAME", default=None,
                         help="output folder name in Models/ (default: the source name with the PTQ tag)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -62,11 +42,13 @@ def run(args) -> int:
     from engine.runs.quantize import QuantizeError, quantize_model
 
     ws = workspace_from(args)
+    request = QuantizeRequest.from_flags(args)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         with EventWriter(args.events or events_path_from_env()) as events, stdout_to_stderr():
-            result = quantize_model(ws, args.model, args.method, args.bits, args.group_size, args.calibration,
-                                    args.samples, args.out, events, overwrite=args.overwrite, device=args.device)
+            result = quantize_model(ws, args.model, request.method, request.bits or None, request.group_size,
+                                    request.calibration or None, request.samples, args.out, events,
+                                    overwrite=args.overwrite, device=args.device)
     except QuantizeError as exc:
         fail(str(exc), 1)
     except KeyboardInterrupt:

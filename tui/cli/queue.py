@@ -10,10 +10,10 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from engine.jobs.job_folder import CANCELLING, JobStatus
 from engine.jobs.store import Job, JobError, JobStore
-from engine.presets.config import EVAL_BACKENDS
+from engine.presets.requests import EvalRequest, QuantizeRequest, TrainRequest
 from tui.cli.common import add_workspace_arg, console, err_console, fail, print_json, workspace_from
-from tui.cli.common import add_preset_args
 from tui.format import human_duration, slurm_state_text, status_style
 
 
@@ -26,25 +26,15 @@ def register(subparsers) -> None:
     add_workspace_arg(add)
     kinds = add.add_subparsers(dest="kind", metavar="KIND", required=True)
     train = kinds.add_parser("train", help="a preset: train, then its [[ptq]] steps and evaluation as dependent jobs")
-    add_preset_args(train, overwrite=True)
+    TrainRequest.add_flags(train)
     quantize = kinds.add_parser("quantize", help="post-training quantization of a model")
     quantize.add_argument("model", help="model name in Models/ (or its folder)")
-    quantize.add_argument("--method", required=True, help="gptq | awq | hqq | int8 | nf4")
-    quantize.add_argument("--bits", type=int, default=4)
-    quantize.add_argument("--group-size", type=int, default=64, help="0 = per-channel")
-    quantize.add_argument("--calibration", default="", help="dataset name or text file")
-    quantize.add_argument("--samples", type=int, default=128, help="calibration samples")
+    QuantizeRequest.add_flags(quantize)
     quantize.add_argument("--out", default=None, help="output model name (default: derived from the method)")
     evaluate = kinds.add_parser("eval", help="evaluate models (one job per model)")
     evaluate.add_argument("models", nargs="*", metavar="MODEL", help="model names in Models/")
     evaluate.add_argument("--untested", action="store_true", help="every model without Testing/metrics/{name}.json")
-    evaluate.add_argument("--datasets", default="", help="comma-separated test sets (default: all)")
-    evaluate.add_argument("--limit", type=int, default=0, help="items per test set (0 = all)")
-    evaluate.add_argument("--batch-size", type=int, default=0, help="0 = auto")
-    evaluate.add_argument("--backend", default="auto", choices=EVAL_BACKENDS,
-                          help="auto = vLLM when configured and it can load the model, else the built-in engine")
-    evaluate.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = the cores free)")
-    evaluate.add_argument("--force", action="store_true", help="evaluate again models that have a metrics file")
+    EvalRequest.add_flags(evaluate)
     for sub in (train, quantize, evaluate):
         add_workspace_arg(sub)
         sub.add_argument("--after", type=int, action="append", default=[], metavar="ID",
@@ -96,12 +86,12 @@ def _add(ws, args) -> int:
 
         config = load_preset_or_exit(ws, args.preset, args.overrides)
         text = preset_path(ws, args.preset).read_text(encoding="utf-8")
-        jobs = enqueue.enqueue_pipeline(ws, config, text, overrides=args.overrides, overwrite=args.overwrite,
+        train = TrainRequest.from_flags(args)
+        jobs = enqueue.enqueue_pipeline(ws, config, text, overrides=train.overrides, overwrite=train.overwrite,
                                         after=args.after)
     elif args.kind == "quantize":
-        jobs = [enqueue.enqueue_quantize(ws, args.model, method=args.method, bits=args.bits,
-                                         group_size=args.group_size, calibration=args.calibration,
-                                         samples=args.samples, out=args.out, after=args.after)]
+        jobs = [enqueue.enqueue_quantize(ws, args.model, QuantizeRequest.from_flags(args), out=args.out,
+                                         after=args.after)]
     else:
         if args.untested == bool(args.models):
             fail("name the models to evaluate, or give --untested (not both)")
@@ -113,9 +103,7 @@ def _add(ws, args) -> int:
             custom = tuple(custom_tasks(ws.datasets_dir))
         except DatasetError as exc:
             fail(str(exc))
-        datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
-        jobs = enqueue.enqueue_eval(ws, models, datasets=datasets, limit=args.limit, batch_size=args.batch_size,
-                                    force=args.force, backend=args.backend, threads=args.threads, after=args.after,
+        jobs = enqueue.enqueue_eval(ws, models, EvalRequest.from_flags(args), after=args.after,
                                     custom_datasets=custom)
     how = _start_worker(ws)
     if args.json:
@@ -131,7 +119,8 @@ def _add(ws, args) -> int:
 
 
 def _start_worker(ws) -> str:
-    from engine.jobs.worker import WorkerError, run_queued
+    from engine.jobs.control import run_queued
+    from engine.jobs.settings import WorkerError
 
     try:
         return run_queued(ws)
@@ -142,8 +131,8 @@ def _start_worker(ws) -> str:
 def _sync(ws) -> None:
     """Bring Slurm jobs up to date (submitting what waits) before showing the queue; a Slurm that does not
     answer is reported, and the last known state is shown."""
+    from engine.jobs.settings import WorkerError
     from engine.jobs.slurm import SlurmError, sync
-    from engine.jobs.worker import WorkerError
 
     try:
         sync(ws)
@@ -176,7 +165,7 @@ TABLE_ROWS_MAX = 500
 
 def _row(job: Job, slurm: bool = False) -> list[str]:
     gpus = ",".join(map(str, job.gpus_assigned)) if job.gpus_assigned else str(job.gpus_requested or "-")
-    status = job.status + (" (cancelling)" if job.status == "running" and job.cancel_requested_at else "")
+    status = job.status + (f" ({CANCELLING})" if job.status == JobStatus.RUNNING and job.cancel_requested_at else "")
     row = [str(job.id), job.kind, status, job.target, gpus, ",".join(map(str, job.depends_on)) or "-",
            _when(job.started_at), _duration(job)]
     if slurm:
@@ -259,7 +248,7 @@ def _show(ws, args) -> int:
     console.print(table)
     console.print("[bold]command[/]")
     console.print(" ".join(job.command), markup=False, highlight=False)
-    if job.log_tail and job.status != "done":
+    if job.log_tail and job.status != JobStatus.DONE:
         console.print("[bold]last log lines[/]")
         console.print(job.log_tail, markup=False, highlight=False)
     return 0
@@ -269,10 +258,10 @@ def _show(ws, args) -> int:
 
 
 def _cancel(ws, args) -> int:
-    from engine.jobs.worker import cancel_job
+    from engine.jobs.control import cancel_job
 
     status = cancel_job(ws, args.id)
-    if status == "running":
+    if status == JobStatus.RUNNING:
         err_console.print(f"job {args.id} was asked to stop but still runs; check [bold]llmtui queue show {args.id}[/]")
         return 1
     console.print(f"job {args.id}: [{status_style(status)}]{status}[/]")

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import EventKind, EventWriter, events_path_from_env, read_events
-from tui.cli.common import add_preset_args, add_workspace_arg, console, err_console, fail, workspace_from
+from engine.presets.requests import TrainRequest
+from tui.cli.common import add_workspace_arg, console, err_console, fail, workspace_from
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="fine-tune a model from a preset (SFT, LoRA/DoRA/VeRA, QLoRA)")
     add_workspace_arg(parser)
-    add_preset_args(parser, overwrite=True)
+    TrainRequest.add_flags(parser)
     parser.add_argument("--events", metavar="FILE", default=None,
                         help="append JSONL progress events here (default: $LLMTUI_EVENTS)")
     parser.set_defaults(func=run)
@@ -29,7 +30,9 @@ def run(args) -> int:
     from engine.presets.config import ConfigError, load_preset
     from engine.data.tasks import DatasetError, custom_tasks
     from engine.jobs.requeue import REQUEUE_EXIT_CODE, install_stop_handler
-    from engine.runs.train import TrainError, TrainStopped, in_data_parallel_child, preflight, rank, train
+    from engine.runs.data_parallel import in_data_parallel_child, rank
+    from engine.runs.train import preflight, train
+    from engine.runs.train_errors import TrainError, TrainStopped
     from tui.cli.common import preset_path
 
     ws = workspace_from(args)
@@ -91,7 +94,7 @@ def _error_event(events_path, message: str) -> None:
 
 def _relaunch(args, ws, preset, gpus: int, events_path) -> int:
     """Run this command again as ``gpus`` data-parallel ranks; report a failure the ranks did not."""
-    from engine.runs.train import launch_data_parallel
+    from engine.runs.data_parallel import launch_data_parallel
 
     module_args = ["tui.cli", "-w", str(ws.root), "train", str(Path(preset).resolve())]
     for override in args.overrides:

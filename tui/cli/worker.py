@@ -21,7 +21,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from engine.jobs.worker import WorkerError, ensure_worker, load_worker_settings, run_worker, stop_worker, worker_pid
+    from engine.jobs.settings import WorkerError, load_worker_settings
+    from engine.jobs.worker import ensure_worker, run_worker, stop_worker, worker_pid
 
     ws = workspace_from(args)
     if args.max_parallel is not None and args.max_parallel < 1:

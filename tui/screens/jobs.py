@@ -16,8 +16,9 @@ from textual.widgets import DataTable, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from engine.events import EventTail
+from engine.jobs.job_folder import CANCELLING, STATUSES, JobStatus
 from engine.jobs.progress import JobProgress, TrainingCurve
-from engine.jobs.store import STATUSES, Job, JobStore
+from engine.jobs.store import Job, JobStore
 from tui.format import human_duration, slurm_state_text, status_style
 from tui.messages import WorkspaceChanged
 from tui.modals.confirm import ConfirmModal
@@ -30,7 +31,7 @@ from tui.widgets.table_sync import Column, TableSync, clip, visible_columns
 #: The most recent jobs listed.
 MAX_JOBS = 500
 #: The status column fits the longest status, so no status is ever cut.
-STATUS_WIDTH = max(len(s) for s in (*STATUSES, "cancelling"))
+STATUS_WIDTH = max(len(s) for s in (*STATUSES, CANCELLING))
 #: How often the screen asks Slurm about the workspace's Slurm jobs (squeue is not free on a busy cluster).
 SLURM_SYNC_S = 5.0
 COLUMNS = [
@@ -67,7 +68,7 @@ def job_view(job: Job, progress: JobProgress | None, now: float) -> JobView:
         if progress.resumed_from_step is not None and view.label:
             view.label += f" (resumed at step {progress.resumed_from_step})"
         view.fraction = progress.fraction
-        view.eta_s = progress.eta_s(now) if job.status == "running" else None
+        view.eta_s = progress.eta_s(now) if job.status == JobStatus.RUNNING else None
         view.curve, view.latest = progress.curve.copy(), dict(progress.latest)
         view.event_error = progress.error
     return view
@@ -153,7 +154,7 @@ class JobsScreen(WorkspaceScreen):
                 now = self.llmtui.clock()
                 views = []
                 for job in reversed(jobs):
-                    if job.status == "running" or job.id == self.selected_id or job.id in trackers:
+                    if job.status == JobStatus.RUNNING or job.id == self.selected_id or job.id in trackers:
                         tail, progress = trackers.setdefault(
                             job.id, (EventTail(self.ws.root / job.events_path), JobProgress()))
                         progress.update(tail.read_new())
@@ -171,7 +172,7 @@ class JobsScreen(WorkspaceScreen):
     def _uses_slurm(self, jobs: list[Job]) -> bool:
         if any(job.slurm_job_id and not job.finished for job in jobs):
             return True
-        from engine.jobs.worker import WorkerError, load_worker_settings
+        from engine.jobs.settings import WorkerError, load_worker_settings
 
         try:
             return load_worker_settings(self.ws).slurm.enabled
@@ -180,8 +181,8 @@ class JobsScreen(WorkspaceScreen):
 
     def _sync_slurm(self) -> None:
         """Submit waiting jobs and read Slurm's state into the queue (the poll then sees the change)."""
+        from engine.jobs.settings import WorkerError
         from engine.jobs.slurm import SlurmError, sync
-        from engine.jobs.worker import WorkerError
 
         try:
             sync(self.ws)
@@ -210,15 +211,15 @@ class JobsScreen(WorkspaceScreen):
         if self.selected_id not in self.views:
             self.select_row()
         self.update_panel()
-        holders = {gpu: f"#{v.job.id} {v.job.kind}" for v in views if v.job.status == "running"
+        holders = {gpu: f"#{v.job.id} {v.job.kind}" for v in views if v.job.status == JobStatus.RUNNING
                    for gpu in v.job.gpus_assigned}
         self.query_one("#gpu-panel", GpuPanel).set_holders(holders)
 
     def _cells_of(self, view: JobView, columns: list[Column]) -> tuple:
         job = view.job
         status = job.status
-        if status == "running" and job.cancel_requested_at is not None:
-            status = "cancelling"
+        if status == JobStatus.RUNNING and job.cancel_requested_at is not None:
+            status = CANCELLING
         target_width = max(self.size.width - 60, 16)
         values = {
             "id": Text(str(job.id), justify="right"),
@@ -226,7 +227,7 @@ class JobsScreen(WorkspaceScreen):
             "kind": job.kind,
             "target": clip(job.target or "-", target_width),
             "gpu": (job.node or "slurm") if job.slurm_job_id else (
-                ",".join(map(str, job.gpus_assigned)) or ("cpu" if job.status == "running" else "-")),
+                ",".join(map(str, job.gpus_assigned)) or ("cpu" if job.status == JobStatus.RUNNING else "-")),
             "elapsed": human_duration(view.elapsed_s),
             "eta": human_duration(view.eta_s) if view.eta_s is not None else "-",
             "what": clip(job.description, 60),
@@ -234,7 +235,7 @@ class JobsScreen(WorkspaceScreen):
         return tuple(values[c.key] for c in columns)
 
     def _cursor_to_running(self, views: list[JobView]) -> None:
-        running = next((v.job.id for v in views if v.job.status == "running"), None)
+        running = next((v.job.id for v in views if v.job.status == JobStatus.RUNNING), None)
         table = self.query_one("#jobs", DataTable)
         if running is not None and str(running) in table.rows:
             table.move_cursor(row=table.get_row_index(str(running)), animate=False)
@@ -273,12 +274,12 @@ class JobsScreen(WorkspaceScreen):
         text.append(f"#{job.id} {job.kind} ", style="bold")
         text.append(job.target or "-")
         text.append(f"  {job.status}", style=status_style(job.status))
-        if job.depends_on and job.status == "queued":
+        if job.depends_on and job.status == JobStatus.QUEUED:
             text.append(f"  waits for #{', #'.join(map(str, job.depends_on))}", style="dim")
         if job.slurm_job_id:
             text.append(f"\nSlurm job {job.slurm_job_id}: {slurm_state_text(job)}", style="dim")
         error = job.error or view.event_error
-        if error and job.status != "done":
+        if error and job.status != JobStatus.DONE:
             text.append(f"\n{error}", style="red")
         title.update(text)
         progress_line.display = bool(view.label)
@@ -310,14 +311,15 @@ class JobsScreen(WorkspaceScreen):
             if yes:
                 self.cancel_job(job.id)
 
-        what = "stop the running process" if job.status == "running" else "remove it from the queue"
+        what = "stop the running process" if job.status == JobStatus.RUNNING else "remove it from the queue"
         self.app.push_screen(ConfirmModal(f"Cancel job #{job.id} ({job.kind} {job.target})? This will {what}.",
                                           yes="Cancel job", no="Keep it"), answered)
 
     @work(thread=True, group="jobs-cancel", exit_on_error=False)
     def cancel_job(self, job_id: int) -> None:
+        from engine.jobs.control import cancel_job
+        from engine.jobs.settings import WorkerError
         from engine.jobs.store import JobError
-        from engine.jobs.worker import WorkerError, cancel_job
 
         try:
             status = cancel_job(self.ws, job_id)

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Input, Static
 from textual.worker import get_current_worker
 
 from engine.data.tasks import builtin_tasks_for_display
+from engine.jobs.job_folder import JobStatus
 from engine.models.index import ModelIndex
 from engine.models.scan import ModelRecord
 from tui.format import METRIC_TITLES, human_count, human_size, status_style
@@ -31,7 +32,7 @@ FIXED_COLUMNS = [
 #: A long table is filled a part per frame: the first rows show at once, the rest follow in parts.
 FIRST_ROWS, FILL_PART = 100, 1000
 #: Job states that replace the model scan's status in the table.
-JOB_STATES_SHOWN = ("queued", "running")
+JOB_STATES_SHOWN = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 @dataclass
@@ -58,8 +59,8 @@ def merge_job_status(records: list[ModelRecord], jobs: dict[str, str]) -> list[M
         status = record.status
         if job in JOB_STATES_SHOWN:
             status = job
-        elif job in ("failed", "interrupted") and status == "untested":
-            status = "failed"
+        elif job in (JobStatus.FAILED, JobStatus.INTERRUPTED) and status == "untested":
+            status = JobStatus.FAILED
         rows.append(ModelRow(record.name, status, record))
     known = {r.name for r in records}
     rows += [ModelRow(name, job, None) for name, job in sorted(jobs.items())

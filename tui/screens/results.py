@@ -17,7 +17,8 @@ from textual.worker import get_current_worker
 
 from engine.data.tasks import builtin_tasks_for_display
 from engine.results.lmeval import DATASET_PREFIX as LM_EVAL_PREFIX
-from engine.results.metrics_files import ResultRecord, ResultsTable, is_rate, metric_direction
+from engine.results.metrics_files import ResultsTable, is_rate, metric_direction
+from engine.results.records import ResultRecord
 from engine.data.kinds import TABLE_METRICS
 from tui.format import METRIC_TITLES
 from tui.messages import WorkspaceChanged
@@ -87,13 +88,14 @@ def display_number(key: str, value: Any, percent: bool) -> str:
 
 
 def headline_columns(records: list[ResultRecord]) -> dict[str, str]:
-    """Test set name → the results column of its headline metric (accuracy for custom kinds)."""
-    from engine.data.kinds import HEADLINE_METRICS
+    """Test set name → the results column of its headline metric (:func:`engine.data.kinds.headline_metric`)."""
+    from engine.data.kinds import headline_metric
 
     columns: dict[str, str] = {}
     for record in records:
         for result in record.datasets.values():
-            columns.setdefault(result.name, f"{result.name}__{HEADLINE_METRICS.get(result.kind or '', 'accuracy')}")
+            if (metric := headline_metric(result.kind, result.metrics)) is not None:
+                columns.setdefault(result.name, f"{result.name}__{metric}")
     return columns
 
 

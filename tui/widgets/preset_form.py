@@ -65,6 +65,8 @@ def _parse(text: str, type_name: str) -> tuple[Value, str]:
             return text, "must be a number" if text else "must be a number (empty)"
     if type_name == "list[str]":
         return [part.strip() for part in text.split(",") if part.strip()], ""
+    if type_name == "int | str":  # a number or a word (batch_size = 8 | "auto"): the knob's rule checks which
+        return (int(text) if text.lstrip("-").isdigit() else text), ""
     return text, ""
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -13,22 +12,15 @@ from engine.events import read_events
 from engine.jobs.enqueue import enqueue_pipeline
 from engine.jobs.progress import JobProgress
 from engine.jobs.store import JobStore
-from engine.jobs.worker import WorkerError, ensure_worker, load_worker_settings, process_alive, stop_worker, worker_pid
+from engine.jobs.process import process_alive
+from engine.jobs.settings import WorkerError, load_worker_settings
+from engine.jobs.worker import ensure_worker, stop_worker, worker_pid
 from engine.presets.config import load_preset
 from engine.staging import latest_checkpoint
+from waiting import wait_for
 
 FAST = ["train.logging_steps=1", "train.per_device_train_batch_size=4", "data.trunc_train=64",
         "train.max_steps=60", "train.save_steps=10", "eval.after=false"]
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_worker_settings_for_auto_resume(tmp_path):
@@ -55,8 +47,9 @@ def test_an_interrupted_training_is_requeued_and_resumes(demo_ws, monkeypatch):
         with JobStore(ws) as store:
             [job] = enqueue_pipeline(ws, config, preset.read_text(), overrides=FAST)
             worker = ensure_worker(ws)
-            staging = wait_for(lambda: next(iter(ws.models_dir.glob(".tmp-*-run-*")), None), 120, "the staging folder")
-            checkpoint = wait_for(lambda: latest_checkpoint(staging), 120, "the first checkpoint")
+            staging = wait_for(lambda: next(iter(ws.models_dir.glob(".tmp-*-run-*")), None), 120, "the staging folder",
+                               0.005)
+            checkpoint = wait_for(lambda: latest_checkpoint(staging), 120, "the first checkpoint", 0.005)
             running = store.get(job.id)
             # the machine "reboots": the worker and the job die at once, nobody records anything
             os.kill(worker, signal.SIGKILL)
@@ -94,7 +87,8 @@ def test_auto_resume_stops_after_the_allowed_attempts(tmp_path):
     import sys
 
     from engine.jobs.process import process_start_time
-    from engine.jobs.worker import Worker, WorkerSettings
+    from engine.jobs.settings import WorkerSettings
+    from engine.jobs.worker import Worker
     from engine.staging import mark_complete, staging_dir
     from engine.workspace import Workspace
 

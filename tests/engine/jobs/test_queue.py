@@ -18,25 +18,18 @@ import psutil
 import pytest
 
 from engine.jobs.store import JobError, JobStore
-from engine.jobs.worker import cancel_job, ensure_worker, process_alive, stop_worker, worker_pid
+from engine.jobs.control import cancel_job
+from engine.jobs.process import process_alive
+from engine.jobs.worker import ensure_worker, stop_worker, worker_pid
 from engine.workspace import Workspace
 from tui.cli.main import main as cli_main
+from waiting import wait_for
 
 PY = sys.executable
 
 
 def py(code: str) -> list[str]:
     return [PY, "-c", textwrap.dedent(code)]
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def all_finished(store: JobStore) -> bool:
@@ -405,13 +398,14 @@ def test_the_job_reads_the_preset_frozen_at_enqueue_time(ws, tmp_path):
 
 def test_quantize_and_eval_requests_name_their_outputs_and_wait_for_their_dependencies(ws):
     from engine.jobs.enqueue import enqueue_eval, enqueue_quantize
-    from fake_gpus import FakeInventory
     from engine.presets.naming import ptq_output_name, ptq_spec
+    from engine.presets.requests import EvalRequest, QuantizeRequest
+    from fake_gpus import FakeInventory
 
     source = "tiny-boolq_SFT_LoRa16_NoQuant"
     (ws.models_dir / source).mkdir()
     one_gpu = FakeInventory.with_gpus(1)  # NVML cannot exist here
-    job = enqueue_quantize(ws, source, method="gptq", bits=4, group_size=128, inventory=one_gpu)
+    job = enqueue_quantize(ws, source, QuantizeRequest(method="gptq", bits=4, group_size=128), inventory=one_gpu)
     assert job.kind == "quantize" and job.gpus_requested == 1
     assert job.target == ptq_output_name(source, ptq_spec("GPTQ", 4, 128)) != source
     assert job.command[job.command.index("quantize") + 1] == str(ws.model_dir(source))
@@ -419,7 +413,7 @@ def test_quantize_and_eval_requests_name_their_outputs_and_wait_for_their_depend
     # The output does not exist yet: evaluating it is fine when the job waits for the quantization.
     with pytest.raises(JobError, match="no model"):
         enqueue_eval(ws, [job.target], inventory=one_gpu)
-    evals = enqueue_eval(ws, [job.target, source], datasets=["boolq"], limit=5, force=True, after=[job.id],
+    evals = enqueue_eval(ws, [job.target, source], EvalRequest(datasets=["boolq"], limit=5, force=True), after=[job.id],
                          inventory=FakeInventory([]))
     assert [e.depends_on for e in evals] == [[job.id], [job.id]]
     assert [e.gpus_requested for e in evals] == [0, 0]

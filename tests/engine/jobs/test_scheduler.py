@@ -13,7 +13,8 @@ import pytest
 from engine.jobs.gpu import GpuReading, NvmlInventory
 from engine.jobs.store import JobStore
 from engine.jobs.scheduler import Waiting, default_max_parallel, free_gpus, plan_starts
-from engine.jobs.worker import Worker, WorkerSettings
+from engine.jobs.settings import WorkerSettings
+from engine.jobs.worker import Worker
 from engine.workspace import Workspace
 from fake_gpus import FakeInventory
 
@@ -124,7 +125,7 @@ def test_the_worker_with_fake_gpus_never_shares_a_gpu(tmp_path):
     ("vllm_python = 3", "vllm_python = 3 must be a string"),
 ])
 def test_bad_worker_settings_name_the_file_and_key(tmp_path, text, message):
-    from engine.jobs.worker import WorkerError, load_worker_settings
+    from engine.jobs.settings import WorkerError, load_worker_settings
 
     ws = Workspace(tmp_path).init()
     (ws.state_dir / "worker.toml").write_text(text)

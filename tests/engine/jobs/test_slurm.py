@@ -13,7 +13,8 @@ import pytest
 
 from engine.jobs.slurm import read_squeue, sync
 from engine.jobs.store import JobRequest, JobStore
-from engine.jobs.worker import cancel_job, run_queued
+from engine.jobs.control import cancel_job, run_queued
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,18 +38,21 @@ def cli(ws, *args: str) -> subprocess.CompletedProcess:
 
 
 def wait_status(ws, job_id: int, statuses: tuple[str, ...], timeout_s: float = 120.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        sync(ws)
+    def job():
         with JobStore(ws) as store:
-            job = store.require(job_id)
-        if job.status in statuses:
-            return job
-        if time.monotonic() > deadline:
-            log = (ws.root / job.log_path).read_text(errors="replace") if (ws.root / job.log_path).exists() else ""
-            raise AssertionError(f"job {job_id} is {job.status} ({job.slurm_state} {job.pending_reason}) after "
-                                 f"{timeout_s:g} s, wanted {statuses}; log:\n{log[-2000:]}")
-        time.sleep(0.5)
+            return store.require(job_id)
+
+    def reached():
+        sync(ws)
+        return (found := job()).status in statuses and found
+
+    def seen() -> str:
+        last = job()
+        log = (ws.root / last.log_path).read_text(errors="replace") if (ws.root / last.log_path).exists() else ""
+        return (f"job {job_id} to be {statuses}; it is {last.status} ({last.slurm_state} {last.pending_reason}); "
+                f"log:\n{log[-2000:]}")
+
+    return wait_for(reached, timeout_s, seen, interval=0.5)
 
 
 def python_job(code: str, **fields) -> JobRequest:

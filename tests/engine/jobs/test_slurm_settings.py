@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.jobs.slurm import Resources, _record, batch_script
+from engine.jobs.settings import WorkerError, load_worker_settings
+from engine.jobs.slurm import Reading, Resources, _record, batch_script, parse_readings
 from engine.jobs.store import JobRequest, JobStore
-from engine.jobs.worker import WorkerError, load_worker_settings
 from engine.presets.config import ConfigError, load_preset_text
 from engine.workspace import Workspace
 
@@ -126,3 +126,17 @@ def test_no_local_worker_runs_a_slurm_workspace(tmp_path):
     said: list[str] = []
     assert run_worker(ws, say=said.append) == 1
     assert "runs its jobs on Slurm" in said[0]
+
+
+def test_one_parser_reads_squeue_and_sacct_rows():
+    """squeue's ``%i|%T|%r|%N|%M|%S|%e`` and sacct's ``--parsable2`` rows of the same fields, as Slurm prints them."""
+    squeue = ("41|RUNNING|None|node1|1-02:03:04|2026-12-02T03:00:00|2026-12-03T03:00:00\n"
+              "42|PENDING|Dependency|(null)|0:00|N/A|N/A\n")
+    sacct = "43|CANCELLED by 1000|None|node2|65|2026-12-02T03:00:00|2026-12-02T03:01:05\nnot a row\n"
+    readings = parse_readings(squeue) | parse_readings(sacct)
+    assert set(readings) == {"41", "42", "43"}
+    assert readings["41"].state == "RUNNING" and readings["41"].node == "node1"
+    assert readings["41"].elapsed_s == ((1 * 24 + 2) * 60 + 3) * 60 + 4
+    assert readings["42"] == Reading("PENDING", "Dependency", "", 0.0, None, None)
+    assert readings["43"].state == "CANCELLED" and readings["43"].elapsed_s == 65.0
+    assert readings["43"].ended_at - readings["43"].started_at == 65.0

@@ -17,7 +17,7 @@ from engine.results.export import comparison_csv, comparison_json, comparison_la
 from engine.results.item_metrics import PAIRED_TESTS, item_arrays
 from engine.results.scoring import compute_metrics, score_item
 from engine.workspace import Workspace
-from metrics_files import KIND_BY_FILE, boxed, legacy_metrics, write_evaluation
+from metrics_fixtures import KIND_BY_FILE, boxed, legacy_metrics, write_evaluation
 from tui.cli.main import main
 
 BOOLQ = "test-boolq.parquet"

@@ -12,7 +12,7 @@ import pytest
 from engine.results.compare import compare
 from engine.results.export import comparison_markdown, flips_text
 from engine.workspace import Workspace
-from metrics_files import PROVENANCE, boxed, write_evaluation
+from metrics_fixtures import PROVENANCE, boxed, write_evaluation
 from tui.cli.main import main
 
 BOOLQ = "test-boolq.parquet"

@@ -11,7 +11,7 @@ import pytest
 from engine.results.export import lineage_latex, lineage_markdown
 from engine.results.lineage import LineageError, descendants, lineage_matrix, parents
 from engine.workspace import Workspace
-from metrics_files import boxed, write_evaluation
+from metrics_fixtures import boxed, write_evaluation
 from test_power import make_model
 from tui.cli.main import main
 

@@ -24,7 +24,7 @@ from engine.results.compare import compare
 from engine.results.lmeval import import_output
 from engine.results.metrics_files import results_table
 from engine.workspace import Workspace
-from metrics_files import boxed, write_evaluation
+from metrics_fixtures import boxed, write_evaluation
 from tui.cli.main import main
 
 RECORDED = Path(__file__).parent / "lm_eval_output"

@@ -12,10 +12,9 @@ import pytest
 from engine.files import write_json
 from engine.results.export import results_csv, results_json, results_latex, results_markdown
 from engine.models.resolve import model_name_from
-from engine.results.metrics_files import (LEGACY_SUMMARY_COLUMNS, load_metrics_file, results_table, scan_results,
-                                          training_peaks)
+from engine.results.metrics_files import LEGACY_SUMMARY_COLUMNS, load_metrics_file, results_table, scan_results, training_peaks
 from engine.workspace import Workspace
-from metrics_files import boxed, legacy_boolq_dataset, legacy_metrics, write_evaluation
+from metrics_fixtures import boxed, legacy_boolq_dataset, legacy_metrics, write_evaluation
 from tui.cli.main import main
 
 LEGACY_NAME = "Qwen3-8B-openmath_SFT_LoRa256_QLORA_w4_headbf16"

@@ -12,7 +12,7 @@ import pytest
 from engine.files import write_json
 from engine.results.stats import DEFAULT_DISCORDANCE, detectable_difference, items_needed
 from engine.workspace import Workspace
-from metrics_files import boxed, write_evaluation
+from metrics_fixtures import boxed, write_evaluation
 from tui.cli.main import main
 
 Z_975 = 1.959963984540054  # z(1 - 0.05 / 2)

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
+from engine.data.kinds import TASK_KINDS, headline_metric
 from engine.results.scoring import (
-    TASK_KINDS,
     ItemScore,
     compute_metrics,
     describe,
     extract_boxed,
     first_box_closed,
-    headline_metric,
     normalize_squad,
     parse_bool,
     parse_mcq_choice,
@@ -501,7 +500,6 @@ def test_unknown_kind_is_named():
     for call in (
         lambda: score_item("mcq5", "x", "A"),
         lambda: compute_metrics("mcq5", []),
-        lambda: headline_metric("mcq5"),
         lambda: summarize_dataset("mcq5", [], [], []),
     ):
         with pytest.raises(ValueError, match="'mcq5'.*mcq4, boolq, squad_v2, math_numeric"):
@@ -512,6 +510,16 @@ def test_headline_metric_is_a_key_of_compute_metrics():
     assert [headline_metric(kind) for kind in TASK_KINDS] == ["macro_f1", "accuracy", "F1", "accuracy"]
     for kind in TASK_KINDS:
         assert headline_metric(kind) in compute_metrics(kind, [])
+        assert headline_metric(kind, compute_metrics(kind, [])) == headline_metric(kind)
+
+
+def test_the_one_headline_metric_is_tolerant_of_any_kind():
+    """Built-in kinds, lm-eval results (``acc``, else their first metric), old files and kinds it does not know."""
+    assert headline_metric("lm-eval", {"acc_norm": 0.4, "acc": 0.5}) == "acc"
+    assert headline_metric("lm-eval", ["exact_match", "f1"]) == "exact_match"
+    assert headline_metric("lm-eval", []) is None
+    assert headline_metric("math_numeric", ["avg_abs_diff"]) == "avg_abs_diff"  # an old math file
+    assert headline_metric("mcq5") == headline_metric(None) == "accuracy"
 
 
 # --- real benchmark golds: an oracle that boxes the gold answer scores 1.0 ------------------------

@@ -66,7 +66,8 @@ def test_family_trains_evaluates_and_quantizes(family_ws, name):
     from engine.data.tasks import get_task, load_items
     from engine.runs.loading import load_tokenizer
     from engine.runs.quantize import quantize_model
-    from engine.runs.train import build_dataset, train
+    from engine.runs.train import train
+    from engine.runs.train_data import build_dataset
 
     ws, base = family_ws
     config = _config(base(name))
@@ -116,7 +117,8 @@ def test_family_qlora(family_ws, name):
 
 
 def test_phi3_explicit_modules_that_do_not_exist_fail_naming_the_real_ones(family_ws):
-    from engine.runs.train import TrainError, train
+    from engine.runs.train import train
+    from engine.runs.train_errors import TrainError
 
     ws, base = family_ws
     import shutil
@@ -132,7 +134,7 @@ def test_phi3_explicit_modules_that_do_not_exist_fail_naming_the_real_ones(famil
 def test_all_linear_and_attention_resolve_per_architecture(family_ws):
     from transformers import AutoModelForCausalLM
 
-    from engine.runs.train import resolve_target_modules
+    from engine.runs.model_setup import resolve_target_modules
 
     ws, base = family_ws
     model = AutoModelForCausalLM.from_pretrained(ws.model_dir(base("phi3")))
@@ -215,7 +217,8 @@ def test_a_doubled_bos_after_the_trainer_preparation_stops_training(family_token
 
     from datasets import Dataset
 
-    from engine.runs.train import TrainError, check_trainer_inputs
+    from engine.runs.train_data import check_trainer_inputs
+    from engine.runs.train_errors import TrainError
 
     tokenizer = family_tokenizer("gemma2")
     bos = tokenizer.bos_token_id
@@ -230,7 +233,8 @@ def test_absolute_and_home_model_base_train_and_evaluate(family_ws, tmp_path, mo
     """``model.base`` as an absolute folder and as ``~/…`` (users' own checkpoints) trains and evaluates."""
     import shutil
 
-    from engine.runs.train import TrainError, train
+    from engine.runs.train import train
+    from engine.runs.train_errors import TrainError
 
     ws, base = family_ws
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from engine.doctor import FAIL, PASS
+from engine.doctor.check import FAIL, PASS
 from engine.runs.smoke import Smoke, _timed, run_queue, step_data_parallel, step_eval_hf, step_nvml, step_scheduler
 from fake_gpus import FakeInventory
 

@@ -9,7 +9,8 @@ import pytest
 
 from engine.presets.config import load_preset
 from engine.runs.evaluate import EvalOptions, evaluate_model
-from engine.runs.train import TrainError, preflight, train
+from engine.runs.train import preflight, train
+from engine.runs.train_errors import TrainError
 
 SHORT = ["train.max_steps=6", "train.logging_steps=2", "train.per_device_train_batch_size=4", "data.trunc_train=32",
          "train.save_steps=3"]

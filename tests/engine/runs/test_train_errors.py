@@ -19,7 +19,8 @@ def _config(ws, overrides=(), preset="boolq-full.toml"):
 def _fails(ws, config, *fragments, overwrite=False):
     """Run training expecting a TrainError; check its message, the error event and the Models/ folder."""
     from engine.events import read_events
-    from engine.runs.train import TrainError, train
+    from engine.runs.train import train
+    from engine.runs.train_errors import TrainError
 
     before = sorted(p.name for p in ws.models_dir.iterdir())
     events_file = ws.state_dir / "events.jsonl"

@@ -190,12 +190,13 @@ def test_full_finetuning_few_steps(peft_runs):
 
 def test_outputs_load_through_the_shared_loader(peft_runs):
     """The rest of llmtui (engine.runs.loading) loads adapter and merged outputs to the same logits."""
-    models = pytest.importorskip("engine.runs.loading")
+    from engine.runs.loading import load_for_inference  # a broken module fails here, never skips
+
     ws, runs = peft_runs
     adapter_dir, _, _ = runs["LoRa"]["adapter"]
     merged_dir, _, _ = runs["LoRa"]["merged"]
-    adapter = models.load_for_inference(adapter_dir, device="cpu")
-    merged = models.load_for_inference(merged_dir, device="cpu")
+    adapter = load_for_inference(adapter_dir, device="cpu")
+    merged = load_for_inference(merged_dir, device="cpu")
     assert adapter.kind == "adapter" and merged.kind == "full"
     batch = _prompt_batch(ws, adapter.tokenizer)
     assert (_logits(adapter.model, batch) - _logits(merged.model, batch)).abs().max().item() < 1e-4

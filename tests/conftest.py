@@ -20,6 +20,7 @@ def _shared(name: str) -> Path:
 
 SHARED_DATASETS = _shared("datasets")
 CHAT_TEMPLATES = _shared("chat-templates")
+REAL_CONFIGS = _shared("real-configs")
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 #: The queue's tests run trivial ``python -c`` jobs; the workers they start accept them only with this set

@@ -4,6 +4,12 @@ Rules: jobs start in id order once every dependency is ``done``; at most ``max_p
 a job gets exactly the number of GPUs it asked for, never one that another running job holds. GPU jobs
 keep their order: while the oldest one waits for GPUs, younger GPU jobs wait too (so a 2-GPU job is
 not starved by a stream of 1-GPU jobs); jobs that need no GPU may still start in a free slot.
+
+Memory: a job whose estimate (``Waiting.memory``, bytes on each of its GPUs, or on the CPU for a job without
+GPUs; see ``engine.jobs.fit``) fits no allowed GPU's free memory stays queued with the reason ("needs ~18.2 GB,
+largest free 11.5 GB on GPU 1"); with sharing on, a GPU one running job holds is offered to a second job that
+fits in what is left. A CPU job larger than the machine's available memory is refused when nothing of ours
+runs (nothing would free memory for it) and waits otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ class Waiting:
     id: int
     gpus: int
     depends_on: tuple[int, ...] = ()
+    memory: float | None = None  # bytes the job's estimate needs on each GPU (on the CPU without GPUs)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class Decision:
 
     starts: list[Start] = field(default_factory=list)
     impossible: dict[int, Impossible] = field(default_factory=dict)
+    waiting: dict[int, str] = field(default_factory=dict)  # why a job that could start by the rules waits
 
 
 def default_max_parallel(gpu_count: int) -> int:
@@ -58,16 +66,35 @@ def free_gpus(readings: Iterable[GpuReading], assigned: Iterable[int], busy_memo
                   if r.index not in taken and r.memory_fraction <= busy_memory_fraction)
 
 
+def _gb(value: float) -> str:
+    return f"{value / 1e9:.1f} GB"
+
+
+def memory_reason(need: float, free_memory: dict[int, int], candidates: Iterable[int]) -> str:
+    """``needs ~18.2 GB, largest free 11.5 GB on GPU 1`` (or that no allowed GPU is free)."""
+    offered = [g for g in candidates if g in free_memory]
+    if not offered:
+        return f"needs ~{_gb(need)}, no allowed GPU is free"
+    largest = max(offered, key=lambda g: free_memory[g])
+    return f"needs ~{_gb(need)}, largest free {_gb(free_memory[largest])} on GPU {largest}"
+
+
 def plan_starts(waiting: Iterable[Waiting], *, running: int, free: Iterable[int], total_gpus: int,
-                max_parallel: int, dependency_status: dict[int, str]) -> Decision:
+                max_parallel: int, dependency_status: dict[int, str], gpu_free_memory: dict[int, int] | None = None,
+                shareable: Iterable[int] = (), cpu_available: float | None = None) -> Decision:
     """Decide which of ``waiting`` start now.
 
     ``running`` is how many jobs run already; ``free`` the GPU indexes free now; ``total_gpus`` how
     many GPUs the machine has; ``dependency_status`` maps job ids to their status (an id missing
     from it was cleared from the queue after it finished, so it counts as satisfied).
+    ``gpu_free_memory`` maps GPU indexes to their free bytes (None: memory is not checked); ``shareable``
+    the GPUs a running job holds that a second job may share; ``cpu_available`` the machine's available
+    memory in bytes (None: not checked).
     """
     decision = Decision()
     available = list(free)
+    shared = [g for g in shareable if g not in available]
+    room = dict(gpu_free_memory or {})
     slots = max_parallel - running
     gpu_line_blocked = False
     for job in sorted(waiting, key=lambda j: j.id):
@@ -86,9 +113,32 @@ def plan_starts(waiting: Iterable[Waiting], *, running: int, free: Iterable[int]
         if job.gpus:
             if gpu_line_blocked:
                 continue
+            if job.memory is not None and gpu_free_memory is not None:
+                fitting = [g for g in available + shared if room.get(g, 0) >= job.memory]
+                if len(fitting) < job.gpus:
+                    decision.waiting[job.id] = memory_reason(job.memory, room, available + shared)
+                    gpu_line_blocked = True
+                    continue
+                chosen = tuple(sorted(fitting[:job.gpus]))
+                for g in chosen:
+                    room[g] -= int(job.memory)
+                available = [g for g in available if g not in chosen]
+                shared = [g for g in shared if g not in chosen]
+                decision.starts.append(Start(job.id, chosen))
+                slots -= 1
+                continue
             if len(available) < job.gpus:
                 gpu_line_blocked = True
                 continue
+        elif job.memory is not None and cpu_available is not None:
+            if job.memory > cpu_available:
+                reason = f"needs ~{_gb(job.memory)}, the machine has {_gb(cpu_available)} available"
+                if running == 0 and not decision.starts:  # nothing of ours would free memory for it
+                    decision.impossible[job.id] = Impossible(f"refused: {reason}")
+                else:
+                    decision.waiting[job.id] = reason
+                continue
+            cpu_available -= job.memory
         chosen, available = tuple(available[:job.gpus]), available[job.gpus:]
         decision.starts.append(Start(job.id, chosen))
         slots -= 1

@@ -51,6 +51,8 @@ class WorkerSettings:
     cancel_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
     poll_interval_s: float = 0.2  # how often an idle worker looks at the queue
     vllm_python: str = ""  # vLLM's own interpreter, for evaluation's vLLM backend ("" = none)
+    share_gpus: bool = False  # let a second job onto a GPU a running job holds when both estimates fit
+    check_memory: bool = True  # hold a job whose memory estimate fits no GPU (or the CPU) until it does
     auto_resume: bool = True  # re-queue an interrupted training that left a checkpoint
     auto_resume_attempts: int = 3  # ... unless this many retries already led to it
     slurm: SlurmSettings = field(default_factory=SlurmSettings)

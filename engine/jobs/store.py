@@ -327,9 +327,14 @@ class JobStore:
     def claim(self, job_id: int, gpus: Iterable[int]) -> bool:
         """Move a queued job to ``running`` with its GPUs; False when it is no longer queued."""
         with self._write() as conn:
-            cursor = conn.execute(f"UPDATE jobs SET status = '{JobStatus.RUNNING}', started_at = ?, gpus_assigned = ? "
+            cursor = conn.execute(f"UPDATE jobs SET status = '{JobStatus.RUNNING}', started_at = ?, gpus_assigned = ?, pending_reason = '' "
                                   f"WHERE id = ? AND status = '{JobStatus.QUEUED}'", (time.time(), json.dumps(list(gpus)), job_id))
             return cursor.rowcount == 1
+
+    def set_pending_reason(self, job_id: int, reason: str) -> None:
+        """Why a queued local job waits (e.g. its memory estimate fits no GPU now); '' when it no longer does."""
+        with self._write() as conn:
+            conn.execute("UPDATE jobs SET pending_reason = ? WHERE id = ? AND status = 'queued'", (reason, job_id))
 
     def set_process(self, job_id: int, pid: int, pid_created: float | None) -> None:
         """Record the process that runs a claimed job (``pid_created`` guards against pid reuse)."""

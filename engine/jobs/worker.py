@@ -23,8 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from engine.jobs.gpu import GpuInventory, NvmlInventory
 from engine.fault_points import pause_point
+from engine.jobs.fit import job_memory
+from engine.jobs.gpu import GpuInventory, NvmlInventory, system_reading
 from engine.jobs.job_folder import (EXIT_FILE, LOG_HEADER, JobStatus, give_up_launch, job_error, job_log_tail,
                                     log_tail, prepare_job_dir, read_exit_code, read_launcher)
 from engine.jobs.process import (JOB_ENTRY_MODULE, JOB_WRAPPER_MODULE, descendants, is_job_command, kill_all,
@@ -70,6 +71,7 @@ class Worker:
         self._say = say or (lambda message: None)
         self._seen_version: int | None = None
         self._last_pass = 0.0
+        self._needs: dict[int, float | None] = {}
 
     def log(self, message: str) -> None:
         self._say(f"{datetime.now().isoformat(timespec='seconds')} {message}")
@@ -234,12 +236,24 @@ class Worker:
         dependency_status = self.store.statuses(dep for job in waiting for dep in job.depends_on)
         readings = self.inventory.gpus()
         held = [gpu for run in self.running.values() for gpu in run.gpus]
+        check = self.settings.check_memory
+        needs = {job.id: self._memory_need(job) for job in waiting} if check else {}
+        shareable = [g for g in set(held) if held.count(g) == 1] if self.settings.share_gpus else []
+        max_parallel = self.settings.max_parallel or default_max_parallel(len(readings))
         decision = plan_starts(
-            [Waiting(job.id, job.gpus_requested, tuple(job.depends_on)) for job in waiting],
+            [Waiting(job.id, job.gpus_requested, tuple(job.depends_on), needs.get(job.id)) for job in waiting],
             running=len(self.running), free=free_gpus(readings, held, self.settings.busy_gpu_memory_fraction),
             total_gpus=len(readings),
-            max_parallel=self.settings.max_parallel or default_max_parallel(len(readings)),
-            dependency_status=dependency_status)
+            max_parallel=max_parallel + (len(shareable) if self.settings.share_gpus else 0),
+            dependency_status=dependency_status,
+            gpu_free_memory={r.index: r.memory_free for r in readings} if check else None, shareable=shareable,
+            cpu_available=self.cpu_available() if check else None)
+        for job in waiting:
+            reason = decision.waiting.get(job.id, "")
+            if reason != job.pending_reason:
+                self.store.set_pending_reason(job.id, reason)
+                if reason:
+                    self.log(f"job {job.id}: waits: {reason}")
         for job_id, why in decision.impossible.items():
             self.store.fail_waiting(job_id, why.reason, why.dependency)
             self.log(f"job {job_id}: failed: {why.reason}")
@@ -247,6 +261,18 @@ class Worker:
         for start in decision.starts:
             self._start(by_id[start.job_id], list(start.gpus))
         return bool(decision.starts or decision.impossible)
+
+    @staticmethod
+    def cpu_available() -> int:
+        """The machine's available memory now (bytes)."""
+        reading = system_reading()
+        return reading.memory_total - reading.memory_used
+
+    def _memory_need(self, job: Job) -> float | None:
+        """The job's memory estimate (bytes), kept once known (unknown: asked again, its model may appear)."""
+        if self._needs.get(job.id) is None:
+            self._needs[job.id] = job_memory(self.ws, job)
+        return self._needs[job.id]
 
     def _start(self, job: Job, gpus: list[int]) -> None:
         if not is_job_command(job.command):  # queue.db is data: only llmtui's own job entry runs from it

@@ -231,9 +231,12 @@ def load_test_sets(ws: Workspace, options: EvalOptions) -> TestSets:
     return TestSets(tasks, items)
 
 
-def choose_backend(ws: Workspace, requested: str, found: Any) -> tuple[str, str | None, str]:
-    """``(backend, vLLM interpreter or None, why)``: ``vllm`` when asked for (or, for ``auto``, configured) and the
-    model is one vLLM can load; else ``hf``. Asking for ``vllm`` when it cannot serve raises EvalError."""
+def choose_backend(ws: Workspace, requested: str, found: Any, *, device: str | None = None, params: int = 0,
+                   items: int = 0) -> tuple[str, str | None, str]:
+    """``(backend, vLLM interpreter or None, why)``: ``vllm`` when asked for, or for ``auto`` when it is configured,
+    the model is one vLLM can load and — given the ``device``, the model's ``params`` and the ``items`` — the
+    speeds measured on this machine predict it faster (:mod:`engine.runs.backend_choice`); else ``hf``.
+    Asking for ``vllm`` when it cannot serve raises EvalError."""
     from engine.jobs.settings import VLLM_NOT_CONFIGURED, configured_vllm_python
     from engine.runs.vllm_client import vllm_unsupported
 
@@ -247,7 +250,25 @@ def choose_backend(ws: Workspace, requested: str, found: Any) -> tuple[str, str 
         if problem:
             raise EvalError(problem)
         return "vllm", python, "requested"
-    return ("hf", None, problem) if problem else ("vllm", python, "auto: vLLM is configured")
+    if problem:
+        return "hf", None, problem
+    if device is None or not params:
+        return "vllm", python, "auto: vLLM is configured"
+    from engine.runs.backend_choice import auto_backend
+
+    choice, why = auto_backend(device="cpu" if device == "cpu" else "gpu", params=params, items=items)
+    return choice, python if choice == "vllm" else None, why
+
+
+def model_parameters(model_dir: Path) -> int:
+    """Parameters from the folder's config.json (an adapter's base's); 0 when it has none."""
+    from engine.models.estimate import EstimateError, ModelShape, folder_config
+
+    path = folder_config(model_dir)
+    try:
+        return ModelShape.from_file(path).params if path else 0
+    except EstimateError:
+        return 0
 
 
 def _folder_generation_config(model_dir: Path) -> Any:
@@ -267,7 +288,8 @@ def _start_backend(ws: Workspace, model_dir: Path, found: Any, options: EvalOpti
     from engine.runs.loading import load_for_inference, load_tokenizer
     from engine.runs.vllm_client import VLLMBackend, VLLMError
 
-    choice, python, why = choose_backend(ws, options.backend, found)
+    choice, python, why = choose_backend(ws, options.backend, found, device=device, params=model_parameters(model_dir),
+                                         items=sum(len(v) for v in test_sets.items.values()))
     threads = choose_threads(options.threads) if device == "cpu" else None
     record = {"requested": options.backend, "reason": why, "threads": threads}
     if choice == "vllm":
@@ -377,6 +399,12 @@ def _evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions |
         "backend": described, "backend_choice": choice,
     }, load_s=load_s, wall_s=time.perf_counter() - wall_started)
     metrics["prompt_format"] = used_format
+    from engine.runs.backend_choice import record_speed
+
+    throughput = metrics["throughput"]
+    record_speed(backend=described["name"], device="cpu" if device == "cpu" else "gpu",
+                 params=model_parameters(model_dir), items=metrics["summary"]["total_samples"],
+                 generation_s=throughput["generation_seconds"], load_s=throughput["load_seconds"])
     if format_warning:
         metrics["prompt_format_warning"] = format_warning
     for task in tasks:  # provenance: llmtui compare warns when two runs read different files

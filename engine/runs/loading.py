@@ -178,3 +178,14 @@ def load_full_precision(model_dir: Path | str, *, device: str = "cpu", dtype: An
         model = PeftModel.from_pretrained(base_model, str(model_dir)).merge_and_unload()
     model.eval()
     return model, tokenizer
+
+
+def save_merged(adapter_dir: Path | str, out_dir: Path | str) -> Path:
+    """Merge an adapter into its base (in place, in the stored dtype) and save it as a full model folder."""
+    from engine.files import staged_dir
+
+    model, tokenizer = load_full_precision(adapter_dir, device="cpu")
+    with staged_dir(Path(out_dir), overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return Path(out_dir)

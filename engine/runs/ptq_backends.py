@@ -109,13 +109,42 @@ def _load_gptqmodel(model_dir: Path, method: str, metadata_bits: int, device: st
     return GPTQModel.load(str(model_dir), device=device, trust_remote_code=trust_remote_code, **options).model
 
 
+class _ReadOnce(dict):
+    """The saved tensors as hqq's loader asks for them, by module name, each handed over once (the file's copy
+    is dropped as soon as its module is built). A tied output head is handed nothing: hqq would build it as a
+    second full copy of the embeddings in the compute dtype (0.6 GB in float32 for Qwen3-0.6B's 151,936 × 1,024);
+    it is tied to the embeddings after loading instead."""
+
+    def __init__(self, weights: dict, tied: tuple[str, ...] = ()):
+        super().__init__(weights)
+        self.tied = tied
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.pop(key)
+        return {} if key in self.tied else value
+
+
 def _load_hqq(model_dir: Path, device: str) -> Any:
     import_backend("hqq", "loading HQQ")
+    import json
+
     import torch
     from hqq.models.hf.base import AutoHQQHFModel
 
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    text = config.get("text_config") or config
+    tied = ("lm_head",) if text.get("tie_word_embeddings", config.get("tie_word_embeddings")) else ()
+
+    class StreamingHQQModel(AutoHQQHFModel):
+        @classmethod
+        def load_weights(cls, save_dir: str, map_location: Any = None) -> dict:
+            return _ReadOnce(super().load_weights(save_dir, map_location), tied)
+
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    return AutoHQQHFModel.from_quantized(str(model_dir), compute_dtype=dtype, device=device)
+    model = StreamingHQQModel.from_quantized(str(model_dir), compute_dtype=dtype, device=device)
+    if tied:
+        model.tie_weights()
+    return model
 
 
 def _load_bnb(model_dir: Path, device: str, trust_remote_code: bool) -> Any:

@@ -242,7 +242,7 @@ def build_family_model(out_dir: Path | str, family: Family | str, chat_template:
                        seed: int = 0) -> Path:
     """A randomly initialised tiny model of ``family``'s architecture with its template and tokenizer."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoConfig
 
     family = FAMILIES[family] if isinstance(family, str) else family
     tokenizer = family_tokenizer(family, chat_template, texts, cache=cache)
@@ -256,11 +256,21 @@ def build_family_model(out_dir: Path | str, family: Family | str, chat_template:
     if family.model_type in ("gemma2", "gemma3_text"):
         options.update(sliding_window=64, query_pre_attn_scalar=hidden_size // heads)
     config = AutoConfig.for_model(family.model_type, **options)
+    return save_random_model(out_dir, config, family, tokenizer, dtype=torch.float32, seed=seed)
+
+
+def save_random_model(out_dir: Path | str, config, family: Family, tokenizer, *, dtype, seed: int = 0) -> Path:
+    """Initialise ``config`` at random straight in ``dtype`` (no copy in another dtype), with ``family``'s
+    generation stops, and save it with ``tokenizer`` into ``out_dir``."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    token_id = tokenizer.convert_tokens_to_ids
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.generation_config = GenerationConfig(
-        eos_token_id=[token_id(t) for t in family.generation_eos], bos_token_id=options["bos_token_id"],
-        pad_token_id=options["pad_token_id"], do_sample=False)
+        eos_token_id=[token_id(t) for t in family.generation_eos], bos_token_id=config.bos_token_id,
+        pad_token_id=config.pad_token_id, do_sample=False)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)

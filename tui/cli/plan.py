@@ -7,6 +7,7 @@ from rich.text import Text
 
 from engine.presets.requests import TrainRequest
 from tui.cli.common import add_workspace_arg, console, err_console, load_preset_or_exit, print_json, workspace_from
+from tui.format import human_duration
 
 
 def register(subparsers) -> None:
@@ -18,14 +19,20 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from engine.models.estimate import EstimateError, plan_estimates
     from engine.presets.plan import make_plan, model_preview
 
     ws = workspace_from(args, must_exist=False)
     config = load_preset_or_exit(ws, args.preset, args.overrides, json_errors=args.json)
     plan = make_plan(config, ws)
     model = model_preview(config, ws)
+    try:
+        estimates = plan_estimates(config, ws, plan.steps)
+    except EstimateError as exc:
+        estimates = {"available": False, "reason": str(exc)}
     if args.json:
-        print_json({"valid": True, "config": config.to_dict(), **plan.to_dict(), "model": model})
+        print_json({"valid": True, "config": config.to_dict(), **plan.to_dict(), "model": model,
+                    "estimates": estimates})
         return 0
     console.print(f"[bold]output[/]  {plan.output_name}\n[bold]folder[/]  {plan.output_dir}")
     _print_model(model)
@@ -35,6 +42,7 @@ def run(args) -> int:
     for i, step in enumerate(plan.steps):
         steps.add_row(str(i), step.kind, Text(step.target), Text(step.description), ",".join(map(str, step.after)))
     console.print(steps)
+    _print_estimates(estimates)
     console.print("[bold]resolved config[/]")
     console.print(config.to_toml(), markup=False, highlight=False)
     if plan.output_dir and (ws.models_dir / plan.output_name).exists():
@@ -58,3 +66,18 @@ def _print_model(model: dict) -> None:
         console.print(f"template {template[:12]}, {fields}", highlight=False, markup=False)
     else:
         console.print(f"[bold]prompt format[/]  {prompt_format}", highlight=False)
+
+
+def _print_estimates(estimates: dict) -> None:
+    """Peak memory per step on a GPU and on the CPU (from the base's config.json), and a time where known."""
+    if not estimates["available"]:
+        console.print(f"[bold]memory[/]  no estimate: {estimates['reason']}", highlight=False)
+        return
+    table = Table("#", "step", "GPU GB", "CPU GB", "time", "what the GPU figure assumes",
+                  title=f"memory estimate ({estimates['parameters'] / 1e9:.2f} B parameters, {estimates['config']})",
+                  title_justify="left")
+    for row in estimates["steps"]:
+        times = ", ".join(f"{device} ~{human_duration(s)}" for device, s in row["time_s"].items()) or "—"
+        table.add_row(str(row["index"]), row["kind"], f"{row['memory_gb']['gpu']:.1f}",
+                      f"{row['memory_gb']['cpu']:.1f}", times, row["note"])
+    console.print(table)

@@ -6,6 +6,7 @@ message, watch the answer stream in; ``ctrl+t`` shows the exact prompt the one p
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,8 @@ class ChatScreen(WorkspaceScreen):
         self.request_id = 0
         self.answering: int | None = None  # the request being answered
         self.prompt_text = ""
+        self.load_started = 0.0
+        self.load_timer: Any = None  # ticks the "loading … s" line while the server loads
 
     def compose(self) -> ComposeResult:
         yield self.tabs()
@@ -154,7 +157,18 @@ class ChatScreen(WorkspaceScreen):
         self.model, self.ready, self.load_failed = model, False, False
         self.server = ChatProcess(self.ws, model, self._reply_from_thread)
         self.server.start()
+        self.load_started = time.monotonic()
         self.set_state(f"loading {model}…")
+        if self.load_timer is not None:
+            self.load_timer.stop()
+        # a real-size model takes tens of seconds to load on a CPU: show the time passing
+        self.load_timer = self.set_interval(1.0, self._show_loading)
+
+    def _show_loading(self) -> None:
+        if self.server is None or self.ready or self.load_failed:
+            self.load_timer.stop()
+            return
+        self.set_state(f"loading {self.model}… {time.monotonic() - self.load_started:.0f} s")
 
     def stop_server(self, *, wait: bool = False) -> None:
         """End the server; in the background unless ``wait`` (a busy one takes a moment to stop)."""
@@ -180,7 +194,8 @@ class ChatScreen(WorkspaceScreen):
         if kind == "ready":
             self.ready = True
             self.query_one("#chat-input", Input).placeholder = "type a message, enter sends (ctrl+t: the prompt)"
-            self.set_state(f"{reply.get('model')} ({reply.get('kind')}, {reply.get('device')}) ready"
+            self.set_state(f"{reply.get('model')} ({reply.get('kind')}, {reply.get('device')}) ready, loaded in "
+                           f"{time.monotonic() - self.load_started:.1f} s"
                            + ("" if reply.get("template") else " · no chat template: plain System/User/Assistant"))
         elif kind == "prompt":
             self.prompt_text = str(reply.get("text", ""))

@@ -83,7 +83,7 @@ def test_vllm_evaluation_matches_the_built_in_engine_item_for_item(weak_arc_mode
     options = dict(datasets=["arc", "boolq"], limit=16, threads=1)
     hf = evaluate_model(ws, name, EvalOptions(backend="hf", **options))
     hf_rows = {stem: _rows(ws, name, stem) for stem in ("test-boolq", "test-ai2_arc")}
-    vllm = evaluate_model(ws, name, EvalOptions(force=True, **options))  # auto: vLLM is configured
+    vllm = evaluate_model(ws, name, EvalOptions(force=True, backend="vllm", **options))
     assert vllm["eval_config"]["backend"] == {"name": "vllm", "version": "0.32.0", "dtype": "float32",
                                               "threads": 1}
     assert hf["eval_config"]["backend"]["name"] == "hf" and hf["eval_config"]["backend"]["dtype"] == "float32"

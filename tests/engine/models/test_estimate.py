@@ -1,0 +1,148 @@
+"""The memory estimator's formulas against values computed by hand for Qwen3-8B and Llama-3.1-8B (their
+published config.json from ../shared/real-configs), and ``llmtui plan``'s estimates of a preset on
+``Qwen/Qwen3-8B`` whose config.json sits in a Hugging Face cache layout in a temp folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from engine.models.estimate import (CPU_RUNTIME_BYTES, GPU_RUNTIME_BYTES, SLACK, TOKENIZER_BYTES_PER_ENTRY,
+                                     WEIGHT_SLACK, EstimateError, ModelShape,
+                                     inference_estimate, quantize_estimate, train_estimate, weight_bytes)
+
+from conftest import REAL_CONFIGS
+
+pytestmark = pytest.mark.skipif(not REAL_CONFIGS.is_dir(), reason="../shared/real-configs is not here")
+
+
+def shape(name: str) -> ModelShape:
+    return ModelShape.from_file(REAL_CONFIGS / f"{name}.json")
+
+
+def test_parameter_counts_equal_the_publishers():
+    assert shape("Qwen3-8B").params == 8_190_735_360
+    assert shape("Llama-3.1-8B").params == 8_030_261_248
+    assert shape("Qwen3-0.6B").params == 596_049_920
+    assert shape("Llama-3.2-1B").params == 1_235_814_400
+
+
+def test_qwen3_8b_lora_on_a_gpu_by_hand():
+    s = shape("Qwen3-8B")
+    # LoRA r 256 on q, k, v, o: 256 × ((4096+4096) + (4096+1024) × 2 + (4096+4096)) a layer, 36 layers
+    lora = 36 * 256 * (8192 + 5120 + 5120 + 8192)
+    assert lora == 245_366_784 == s.lora_params(256, "attention")
+    e = train_estimate(s, device="gpu", r=256, batch=1, seq=1024, checkpointing=True)
+    weights = 8_190_735_360 * 2
+    # checkpointed: each layer's input (h × 2 bytes) + one layer's full set (6h + 2kv + 4i) × 2, per token;
+    # logits 1024 × 151,936 × (2 + 12): bf16 logits, their float32 copy, the log-softmax and its gradient
+    activations = 1024 * (36 * 4096 * 2 + (6 * 4096 + 2 * 1024 + 4 * 12288) * 2) + 1024 * 151_936 * 14
+    assert e.parts == {"runtime": GPU_RUNTIME_BYTES, "weights": weights, "adapter": lora * 4, "gradients": lora * 4,
+                       "optimizer": lora * 8, "activations": activations}
+    assert e.floor_bytes == GPU_RUNTIME_BYTES + weights + lora * 16 + activations
+    assert e.bytes == pytest.approx(GPU_RUNTIME_BYTES + weights * WEIGHT_SLACK + (lora * 16 + activations) * SLACK)
+    assert round(e.floor_bytes / 1e9, 2) == 23.84
+
+
+def test_llama_31_8b_qlora_and_full_by_hand():
+    s = shape("Llama-3.1-8B")
+    linear = 32 * (4096 * 4096 * 2 + 4096 * 1024 * 2 + 4096 * 14336 * 3)
+    embeddings = 128_256 * 4096 * 2  # untied: input embedding and head
+    norms = 32 * 2 * 4096 + 4096
+    assert s.params == linear + embeddings + norms
+    nf4 = linear * (0.5 + 4 / 64) + (embeddings + norms) * 2
+    assert weight_bytes(s, 4, 64) == nf4
+    q = train_estimate(s, device="gpu", quant="4bit", r=16, targets="all-linear", batch=1, seq=1024)
+    lora = 32 * 16 * ((4096 + 4096) * 2 + (4096 + 1024) * 2 + (4096 + 14336) * 3)
+    assert q.parts["weights"] == nf4 and q.parts["optimizer"] == lora * 8
+    # full fine-tuning on a GPU in bf16: weights 2 + gradients 2 + AdamW 8 + fp32 master 4 bytes a parameter
+    f = train_estimate(s, device="gpu", method="full", seq=1024)
+    assert f.parts["weights"] + f.parts["gradients"] + f.parts["optimizer"] == s.params * 16
+    # on the CPU llmtui trains in float32: 4 + 4 + 8 (no master copy)
+    c = train_estimate(s, device="cpu", method="full", seq=1024)
+    assert c.parts["weights"] + c.parts["gradients"] + c.parts["optimizer"] == s.params * 16
+    assert c.parts["runtime"] == CPU_RUNTIME_BYTES + 128_256 * TOKENIZER_BYTES_PER_ENTRY  # the tokenizer in RAM
+
+
+def test_inference_and_quantize_by_hand():
+    s = shape("Llama-3.1-8B")
+    e = inference_estimate(s, device="gpu", bits=16, batch=8, context=2048)
+    assert e.parts["kv_cache"] == 2 * 32 * (8 * 128) * (8 * 2048) * 2  # K and V, 32 layers, 8 KV heads × 128
+    assert e.parts["weights"] == s.params * 2
+    int8 = inference_estimate(s, device="gpu", bits=8, batch=1, context=2048)
+    rows = 32 * (4096 + 1024 * 2 + 4096 + 14336 * 2 + 4096)
+    assert int8.parts["weights"] == 32 * (4096 * 4096 * 2 + 4096 * 1024 * 2 + 4096 * 14336 * 3) + rows * 4 + \
+        (128_256 * 4096 * 2 + 32 * 2 * 4096 + 4096) * 2
+    g = quantize_estimate(s, device="gpu", method="gptq", samples=128, seq=512)
+    assert g.parts["hessian"] == 4 * (4096 ** 2 * 6 + 14336 ** 2)  # q k v gate up see h, o sees 4096, down sees i
+    assert g.parts["calibration"] == 128 * 512 * 4096 * 4 + 512 * 14336 * 16
+
+
+def test_bad_config_is_named(tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text(json.dumps({"hidden_size": 8}))
+    with pytest.raises(EstimateError, match=r"config.json: no num_attention_heads field"):
+        ModelShape.from_file(bad)
+    bad.write_text("{")
+    with pytest.raises(EstimateError, match="cannot be read as JSON"):
+        ModelShape.from_file(bad)
+
+
+def test_llmtui_plan_prints_estimates_for_qwen3_8b(tmp_path):
+    """A preset on the hub id Qwen/Qwen3-8B; its config.json in a Hugging Face cache layout (no download)."""
+    snapshot = tmp_path / "hf" / "models--Qwen--Qwen3-8B" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    shutil.copy(REAL_CONFIGS / "Qwen3-8B.json", snapshot / "config.json")
+    ws = tmp_path / "ws"
+    for sub in ("Models", "Datasets", "experiments", "Testing/metrics"):
+        (ws / sub).mkdir(parents=True)
+    preset = ws / "experiments" / "q8.toml"
+    preset.write_text('[model]\nbase = "Qwen/Qwen3-8B"\n[data]\ndataset = "boolq"\n[quant]\nmethod = "QLORA"\n'
+                      '[peft]\nr = 16\n[[ptq]]\nmethod = "HQQ"\n[eval]\nafter = true\n')
+    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / "hf"), COLUMNS="160")
+    cmd = [sys.executable, "-m", "tui.cli", "-w", str(ws), "plan", str(preset)]
+    data = json.loads(subprocess.run(cmd + ["--json"], env=env, capture_output=True, text=True, check=True).stdout)
+    est = data["estimates"]
+    assert est["available"] and est["parameters"] == 8_190_735_360
+    kinds = [row["kind"] for row in est["steps"]]
+    assert kinds == ["train", "quantize", "eval", "eval"]
+    train = est["steps"][0]
+    s = shape("Qwen3-8B")
+    expected = train_estimate(s, device="gpu", quant="4bit", r=16, targets=["attention"], seq=1024)
+    assert train["memory_gb"]["gpu"] == expected.gb
+    assert set(train["memory_gb"]) == {"gpu", "cpu"}
+    # the 4-bit evaluation needs less than the 16-bit one on either device
+    assert est["steps"][3]["memory_gb"]["gpu"] < est["steps"][2]["memory_gb"]["gpu"]
+    text = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    assert "memory estimate (8.19 B parameters" in text
+    assert f"{expected.gb:.1f}" in text
+
+
+def test_plan_time_from_an_earlier_runs_recorded_speed(tmp_path):
+    from engine.models.estimate import plan_estimates
+    from engine.presets.config import load_preset_text
+    from engine.presets.plan import make_plan
+    from engine.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws").init()
+    base = ws.models_dir / "Llama-3.1-8B"
+    base.mkdir()
+    shutil.copy(REAL_CONFIGS / "Llama-3.1-8B.json", base / "config.json")
+    earlier = ws.models_dir / "earlier-run"
+    earlier.mkdir()
+    earlier.joinpath("training_metadata.json").write_text(json.dumps({
+        "model_info": {"base_model": "Models/Llama-3.1-8B"},
+        "training_parameters": {"preset": {"peft": {"method": "LoRa"}}},
+        "training_stats": {"tokens_per_s": 2048.0}, "hardware_info": {"device": "cuda (Fake H100)"}}))
+    config = load_preset_text('[model]\nbase = "Models/Llama-3.1-8B"\n[data]\ndataset = "boolq"\n'
+                              '[train]\nmax_steps = 10\n')
+    estimates = plan_estimates(config, ws, make_plan(config, ws).steps)
+    train = estimates["steps"][0]
+    assert train["time_s"] == {"gpu": 10 * 1 * 8 * 1024 / 2048.0}  # steps × batch × accumulation × max_length
+    assert train["memory_gb"]["gpu"] == train_estimate(shape("Llama-3.1-8B"), device="gpu", r=256,
+                                                       targets=["attention"], seq=1024).gb

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["LLMTUI_TEST_ANY_JOB_COMMAND"] = "1"
 #: Taken out of the environment so that no evaluation in the suite starts vLLM unless a test asks for it.
 VLLM_PYTHON_FROM_ENV = os.environ.pop("LLMTUI_VLLM_PYTHON", None)
+#: Evaluations record their speeds for ``auto`` (engine.runs.backend_choice): the suite's go to a file of its
+#: own, so that it neither reads the machine's records nor adds its tiny models' speeds to them.
+os.environ["LLMTUI_EVAL_SPEEDS"] = os.path.join(tempfile.mkdtemp(prefix="llmtui-test-speeds-"), "eval_speeds.json")
 
 
 @pytest.fixture(scope="session")
@@ -268,3 +272,14 @@ def two_nodes(slurm_two_node_cluster, monkeypatch):
     """The two-node cluster, with ``SLURM_CONF`` pointing at it for this test (and the processes it starts)."""
     monkeypatch.setenv("SLURM_CONF", str(slurm_two_node_cluster.conf))
     return slurm_two_node_cluster
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: tiny models gain nothing from threads, and they thrash on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

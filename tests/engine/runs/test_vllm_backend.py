@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.runs.backend_choice import record_speed
 from engine.runs.evaluate import EvalError, EvalOptions, choose_backend, evaluate_model
 from engine.runs.loading import ModelKind
 from engine.workspace import Workspace
@@ -43,7 +44,7 @@ def test_auto_uses_vllm_only_when_configured_and_able_and_vllm_says_why_not(tmp_
     full, adapter, gptq = ModelKind("full"), ModelKind("adapter"), ModelKind("gptq")
     backend, _, why = choose_backend(ws, "auto", full)
     assert backend == "hf" and "not configured" in why
-    with pytest.raises(EvalError, match="LLMTUI_VLLM_PYTHON or vllm_python"):
+    with pytest.raises(EvalError, match="LLMTUI_VLLM_PYTHON is not set and .llmtui/worker.toml names no vllm_python"):
         choose_backend(ws, "vllm", full)
     (ws.state_dir / "worker.toml").write_text('vllm_python = "/opt/vllm/bin/python"\n')
     assert choose_backend(ws, "auto", full)[:2] == ("vllm", "/opt/vllm/bin/python")
@@ -100,10 +101,16 @@ def test_vllm_evaluation_matches_the_built_in_engine_item_for_item(weak_arc_mode
 
 @pytest.mark.slow
 def test_a_model_vllm_cannot_serve_falls_back_under_auto_and_fails_clearly_under_vllm(demo_ws, vllm_python,
-                                                                                      monkeypatch):
+                                                                                      monkeypatch, tmp_path):
     """A context shorter than a prompt plus its ceiling (vLLM would not generate past it; the built-in engine
     does), and an architecture vLLM does not know (transformers loads the folder by its model_type)."""
     monkeypatch.setenv("LLMTUI_VLLM_PYTHON", vllm_python)
+    # auto tries vLLM on the CPU only where this machine measured it faster: records saying so
+    speeds = tmp_path / "eval_speeds.json"
+    monkeypatch.setenv("LLMTUI_EVAL_SPEEDS", str(speeds))
+    for backend, seconds_per_item in (("hf", 10.0), ("vllm", 0.1)):
+        record_speed(backend=backend, device="cpu", params=1_000_000, items=100,
+                     generation_s=100 * seconds_per_item, load_s=1.0, path=speeds)
     for name, change in (("short-context", {"max_position_embeddings": 64}),
                          ("odd-arch", {"architectures": ["NoSuchModelForCausalLM"]})):
         folder = demo_ws.models_dir / name

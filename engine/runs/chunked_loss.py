@@ -20,9 +20,10 @@ from __future__ import annotations
 import functools
 import types
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # annotations only: torch is imported where the loss runs
+    import torch
 
 #: The model's forward keyword that asks for the chunked loss.
 LABELS_KWARG = "llmtui_loss_labels"
@@ -35,6 +36,8 @@ def liger_status() -> tuple[bool, str]:
     except Exception as exc:  # not installed, or a build that does not match this torch/triton
         return False, (f"liger-kernel does not load ({type(exc).__name__}: {exc}); "
                        "pip install 'llmtui[liger]' on a GPU box")
+    import torch
+
     if not torch.cuda.is_available():
         return False, "liger-kernel loads but there is no CUDA device; the plain-torch chunked loss is used"
     return True, "liger-kernel loads: its fused linear cross-entropy is used on CUDA"
@@ -50,93 +53,102 @@ def _head_transform(config) -> tuple[float | None, float]:
     return softcap, float(scale if scale is not None else 1.0)
 
 
-class ChunkedLinearCrossEntropy(torch.autograd.Function):
-    """``sum_i -log softmax(transform(hidden_i @ weight.T + bias))[target_i]`` over ``chunk`` rows at a time
-    (``transform``: the logit scale, then the soft cap).
+@functools.cache
+def _chunked_function() -> type:
+    """The autograd function, made on first use: torch is imported by the job process only when it trains."""
+    import torch
 
-    Returns ``(nll_sum, correct)``: the summed loss and how many targets are the arg-max (no gradient). The
-    gradients are computed in the forward pass and scaled by the incoming gradient in the backward pass.
-    """
+    class ChunkedLinearCrossEntropy(torch.autograd.Function):
+        """``sum_i -log softmax(transform(hidden_i @ weight.T + bias))[target_i]`` over ``chunk`` rows at a time
+        (``transform``: the logit scale, then the soft cap).
 
-    @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-                chunk: int, softcap: float | None, scale: float, grads: bool):
-        device = hidden.device
-        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else hidden.dtype
-        need_h, need_w = grads and ctx.needs_input_grad[0], grads and ctx.needs_input_grad[1]
-        need_b = bias is not None and grads and ctx.needs_input_grad[2]
-        w = weight.to(dtype)
-        grad_h = torch.empty(hidden.shape, device=device, dtype=hidden.dtype) if need_h else None
-        grad_w = torch.zeros(weight.shape, device=device, dtype=torch.float32) if need_w else None
-        grad_b = torch.zeros(bias.shape, device=device, dtype=torch.float32) if need_b else None
-        nll = torch.zeros((), device=device, dtype=torch.float32)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        with torch.autocast(device.type, enabled=False):
-            for start in range(0, hidden.shape[0], chunk):
-                h = hidden[start:start + chunk].to(dtype)
-                t = targets[start:start + chunk]
-                z = (h @ w.t()).float()  # the one [chunk, vocab] buffer, reused below for log-probs and gradients
-                if bias is not None:
-                    z += bias.float()
-                if scale != 1.0:
-                    z *= scale
-                if softcap is not None:
-                    z.div_(softcap).tanh_().mul_(softcap)
-                correct += (z.argmax(-1) == t).sum()
-                target_logit = z.gather(1, t[:, None]).squeeze(1)
-                top = z.amax(-1)
-                total = z.sub_(top[:, None]).exp_().sum(-1)  # in place: no second [chunk, vocab] buffer
-                nll += (top + total.log() - target_logit).sum()
-                if not (need_h or need_w or need_b):
-                    continue
-                z.div_(total[:, None])  # softmax
-                z[torch.arange(len(t), device=device), t] -= 1.0  # d(nll)/d(logits) = softmax - one-hot
-                if softcap is not None or scale != 1.0:
-                    # through the cap: d(c*tanh(y/c))/dy = 1 - tanh(y/c)^2, recomputed from the capped logits
-                    capped = (h @ w.t()).float()
+        Returns ``(nll_sum, correct)``: the summed loss and how many targets are the arg-max (no gradient). The
+        gradients are computed in the forward pass and scaled by the incoming gradient in the backward pass.
+        """
+
+        @staticmethod
+        def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                    chunk: int, softcap: float | None, scale: float, grads: bool):
+            device = hidden.device
+            dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else hidden.dtype
+            need_h, need_w = grads and ctx.needs_input_grad[0], grads and ctx.needs_input_grad[1]
+            need_b = bias is not None and grads and ctx.needs_input_grad[2]
+            w = weight.to(dtype)
+            grad_h = torch.empty(hidden.shape, device=device, dtype=hidden.dtype) if need_h else None
+            grad_w = torch.zeros(weight.shape, device=device, dtype=torch.float32) if need_w else None
+            grad_b = torch.zeros(bias.shape, device=device, dtype=torch.float32) if need_b else None
+            nll = torch.zeros((), device=device, dtype=torch.float32)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            with torch.autocast(device.type, enabled=False):
+                for start in range(0, hidden.shape[0], chunk):
+                    h = hidden[start:start + chunk].to(dtype)
+                    t = targets[start:start + chunk]
+                    z = (h @ w.t()).float()  # the one [chunk, vocab] buffer, reused below for log-probs and gradients
                     if bias is not None:
-                        capped += bias.float()
-                    capped *= scale
+                        z += bias.float()
+                    if scale != 1.0:
+                        z *= scale
                     if softcap is not None:
-                        capped.div_(softcap).tanh_().square_().neg_().add_(1.0)
-                        z.mul_(capped)
-                    del capped
-                    z *= scale
-                g = z.to(dtype)
-                if need_h:
-                    grad_h[start:start + chunk] = (g @ w).to(hidden.dtype)
-                if need_w:
-                    grad_w.addmm_(g.t().float() if dtype != torch.float32 else g.t(), h.float())
-                if need_b:
-                    grad_b += z.sum(0)
-                del z, g
-        ctx.grads = (grad_h, None if grad_w is None else grad_w.to(weight.dtype),
-                     None if grad_b is None else grad_b.to(bias.dtype))
-        ctx.mark_non_differentiable(correct)
-        return nll, correct
+                        z.div_(softcap).tanh_().mul_(softcap)
+                    correct += (z.argmax(-1) == t).sum()
+                    target_logit = z.gather(1, t[:, None]).squeeze(1)
+                    top = z.amax(-1)
+                    total = z.sub_(top[:, None]).exp_().sum(-1)  # in place: no second [chunk, vocab] buffer
+                    nll += (top + total.log() - target_logit).sum()
+                    if not (need_h or need_w or need_b):
+                        continue
+                    z.div_(total[:, None])  # softmax
+                    z[torch.arange(len(t), device=device), t] -= 1.0  # d(nll)/d(logits) = softmax - one-hot
+                    if softcap is not None or scale != 1.0:
+                        # through the cap: d(c*tanh(y/c))/dy = 1 - tanh(y/c)^2, recomputed from the capped logits
+                        capped = (h @ w.t()).float()
+                        if bias is not None:
+                            capped += bias.float()
+                        capped *= scale
+                        if softcap is not None:
+                            capped.div_(softcap).tanh_().square_().neg_().add_(1.0)
+                            z.mul_(capped)
+                        del capped
+                        z *= scale
+                    g = z.to(dtype)
+                    if need_h:
+                        grad_h[start:start + chunk] = (g @ w).to(hidden.dtype)
+                    if need_w:
+                        grad_w.addmm_(g.t().float() if dtype != torch.float32 else g.t(), h.float())
+                    if need_b:
+                        grad_b += z.sum(0)
+                    del z, g
+            ctx.grads = (grad_h, None if grad_w is None else grad_w.to(weight.dtype),
+                         None if grad_b is None else grad_b.to(bias.dtype))
+            ctx.mark_non_differentiable(correct)
+            return nll, correct
 
-    @staticmethod
-    def backward(ctx, grad_nll, _grad_correct):
-        grad_h, grad_w, grad_b = ctx.grads
-        ctx.grads = None
-        scale = grad_nll.to(torch.float32)
-        return (None if grad_h is None else grad_h * scale.to(grad_h.dtype),
-                None if grad_w is None else grad_w * scale.to(grad_w.dtype),
-                None if grad_b is None else grad_b * scale.to(grad_b.dtype), None, None, None, None, None)
+        @staticmethod
+        def backward(ctx, grad_nll, _grad_correct):
+            grad_h, grad_w, grad_b = ctx.grads
+            ctx.grads = None
+            scale = grad_nll.to(torch.float32)
+            return (None if grad_h is None else grad_h * scale.to(grad_h.dtype),
+                    None if grad_w is None else grad_w * scale.to(grad_w.dtype),
+                    None if grad_b is None else grad_b * scale.to(grad_b.dtype), None, None, None, None, None)
+
+    return ChunkedLinearCrossEntropy
 
 
 def chunked_nll(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, *,
                 chunk: int, softcap: float | None = None, scale: float = 1.0,
                 use_liger: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(summed loss, count of arg-max hits or None) of ``hidden`` ``[N, H]`` rows against ``targets`` ``[N]``
-    (all trained), through Liger's kernel when asked and possible, else :class:`ChunkedLinearCrossEntropy`."""
+    (all trained), through Liger's kernel when asked and possible, else the chunked autograd function (:func:`_chunked_function`)."""
     if use_liger and hidden.is_cuda and scale == 1.0:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
         return LigerFusedLinearCrossEntropyLoss(reduction="sum", softcap=softcap)(weight, hidden, targets, bias), None
+    import torch
+
     # inside Function.forward grad mode is off: whether to build gradients is decided at the call
     grads = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    return ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, chunk, softcap, scale, grads)
+    return _chunked_function().apply(hidden, weight, bias, targets, chunk, softcap, scale, grads)
 
 
 @dataclass
@@ -199,6 +211,8 @@ def trainer_class(base: type) -> type:
                 self._metrics[mode]["mean_token_accuracy"].append(
                     (correct / trained).item() if trained > 0 else 0.0)
             if mode == "train":
+                import torch
+
                 tokens = inputs["attention_mask"].sum() if "attention_mask" in inputs else \
                     torch.tensor(inputs["position_ids"].size(1), device=loss.device)
                 self._total_train_tokens += int(self.accelerator.gather_for_metrics(tokens).sum().item())

@@ -23,8 +23,9 @@ from engine.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[3]
 #: Keys that measure time or memory (they differ between any two runs) or say how the run went.
+#: Measurements of the machine, not results: ``threads`` is picked from the cores idle when each run starts.
 VOLATILE = {"evaluated_at", "throughput", "hardware", "latency_seconds", "latency_s", "items_per_second",
-            "resumed_items", "peak_vram_reserved_gb", "peak_vram_allocated_gb", "peak_rss_gb"}
+            "resumed_items", "peak_vram_reserved_gb", "peak_vram_allocated_gb", "peak_rss_gb", "threads"}
 
 
 def _stable(value):

@@ -373,10 +373,10 @@ def test_orchestrator_continues_past_failures_lists_broken_folders_and_exits_non
     base = quick_ws.model_dir("tiny-qwen3")
     garbage = quick_ws.models_dir / "aaa-garbage-weights"
     shutil.copytree(base, garbage)
-    weights = (garbage / "model.safetensors").read_bytes()
-    header_end = 8 + int.from_bytes(weights[:8], "little")
-    # A readable header (the registry lists it as untested) but truncated tensors: it fails when loaded.
-    (garbage / "model.safetensors").write_bytes(weights[:header_end + 16])
+    # Whole, well-formed weights (the scan lists the folder as untested; a truncated file would be listed as
+    # broken) that do not fit the configuration: it fails only when loaded.
+    config = json.loads((garbage / "config.json").read_text())
+    (garbage / "config.json").write_text(json.dumps({**config, "intermediate_size": 2 * config["intermediate_size"]}))
     bad_json = quick_ws.models_dir / "bbb-bad-config"
     bad_json.mkdir()
     (bad_json / "config.json").write_text("{ oops")

@@ -157,7 +157,7 @@ def _prompts(ws: Workspace, tokenizer, task_name: str, limit: int) -> list[list[
 def test_stop_criterion_ends_each_row_at_its_first_closed_box_or_eos(demo_ws):
     import torch
 
-    from engine.runs.generation import _stop_criterion
+    from engine.runs.generation import _stop_criterion, box_stop
     from engine.runs.loading import load_tokenizer
 
     tokenizer = load_tokenizer(demo_ws.model_dir("tiny-qwen3"))
@@ -169,7 +169,8 @@ def test_stop_criterion_ends_each_row_at_its_first_closed_box_or_eos(demo_ws):
     width = max(map(len, rows)) + 2
     padded = [r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows]
     prompt = [7, 8, 9]
-    criterion = _stop_criterion(tokenizer, len(prompt), len(rows), [tokenizer.eos_token_id], mask, "cpu")
+    criterion = _stop_criterion(tokenizer, len(prompt), len(rows), [tokenizer.eos_token_id], mask, "cpu",
+                                box_stop(tokenizer))
     for step in range(1, width + 1):
         criterion(torch.tensor([prompt + r[:step] for r in padded]), None)
     expected = []

@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
@@ -25,21 +24,13 @@ from engine.jobs.process import ANY_COMMAND_ENV, llmtui_command, process_alive
 from engine.jobs.store import JobStore
 from engine.jobs.worker import Worker, ensure_worker, stop_worker, worker_pid
 from engine.workspace import Workspace
+from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def py(code: str) -> list[str]:
     return [sys.executable, "-c", textwrap.dedent(code)]
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture

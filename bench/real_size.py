@@ -277,7 +277,9 @@ class Bench:
                        floor(stage_estimate("full fine-tuning", shape, a)),
                        note="1 step × batch 1, AdamW fp32")
         if on("checkpoint"):
-            p = preset("ckpt", peft="LoRa", peft_extra=lora_extra, quant="NoQuant", accum=1, steps=2, save_steps=1)
+            # 3 steps: the signal is sent once step 1 is logged, so it lands in step 2, before the last step
+            # (a signal during the last step lets the run finish instead)
+            p = preset("ckpt", peft="LoRa", peft_extra=lora_extra, quant="NoQuant", accum=1, steps=3, save_steps=1)
             events = root / "ckpt-events.jsonl"
             events.unlink(missing_ok=True)
 
@@ -290,9 +292,9 @@ class Bench:
 
             self.stage(size, "checkpoint save (stop)", llmtui(ws, "train", p, "--overwrite", "--events", str(events)),
                        env, floor(stage_estimate("LoRA", shape, a)), alongside=stop_after_first_step,
-                       note="LoRA stopped after step 1: checkpoint written, exit 75")
+                       note="3-step LoRA stopped after step 2: checkpoint written, exit 75")
             self.stage(size, "resume", llmtui(ws, "train", p, "--overwrite"), env,
-                       floor(stage_estimate("LoRA", shape, a)), note="from the step-1 checkpoint")
+                       floor(stage_estimate("LoRA", shape, a)), note="from the step-2 checkpoint to step 3")
         if on("merge") and adapter is not None:
             self.stage(size, "merge", [PY, "-c", MERGE, str(adapter), str(ws / "Models" / f"{base}-merged")], env,
                        floor(stage_estimate("merge", shape, a)),

@@ -102,7 +102,12 @@ def progress_callback(events: ProgressEvents) -> Any:
 def stop_callback() -> Any:
     """A ``TrainerCallback`` that ends training at the end of a step once this process got the stop signal
     (:mod:`engine.jobs.requeue`), asking the trainer to save a checkpoint first. Data-parallel ranks agree
-    (one all-reduce of a flag per step), so they all stop after the same step."""
+    (one all-reduce of a flag per step), so they all stop after the same step.
+
+    A signal that arrives during the last step does not stop the run: training is over, and the final save
+    (the model alone) is shorter than a checkpoint. Stopped there, the next attempt resumed from a checkpoint
+    at ``max_steps`` and the trainer took one step past it ("step 3/2", 0.6B bench).
+    """
     from transformers import TrainerCallback
 
     from engine.jobs.requeue import stop_requested
@@ -121,7 +126,7 @@ def stop_callback() -> Any:
                 tensor = torch.tensor([1.0 if flag else 0.0], device=device)
                 dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
                 flag = bool(tensor.item())
-            if flag:
+            if flag and state.global_step < state.max_steps:
                 self.stopped = True
                 control.should_save = True
                 control.should_training_stop = True

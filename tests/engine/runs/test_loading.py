@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.runs.loading import ModelLoadError, detect_kind, load_for_inference, load_full_precision
+from engine.runs.loading import (ModelLoadError, _load_converting_read, detect_kind, load_for_inference,
+                                 load_full_precision)
 from engine.presets.naming import ptq_spec, qlora_spec
 
 
@@ -184,3 +185,30 @@ def test_quantized_folders_cannot_be_loaded_in_full_precision(demo_ws):
     _write_json(folder / "quantization_metadata.json", ptq_spec("HQQ").metadata())
     with pytest.raises(ModelLoadError, match="already quantized"):
         load_full_precision(folder)
+
+
+def test_cpu_float32_load_read_tensor_by_tensor_equals_transformers_own(demo_ws):
+    """The CPU loader reads safetensors with pread (no memory map holding the stored copy): a bf16 model in
+    three shards with its own generation settings loads to the same float32 weights, logits and generation
+    config as ``from_pretrained(dtype=float32)``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    source = AutoModelForCausalLM.from_pretrained(demo_ws.model_dir("tiny-qwen3"), dtype=torch.bfloat16)
+    source.generation_config.eos_token_id = [1, 2]
+    folder = demo_ws.models_dir / "sharded-bf16"
+    source.save_pretrained(folder, max_shard_size="200KB")
+    shutil.copy(demo_ws.model_dir("tiny-qwen3") / "tokenizer.json", folder)
+    shutil.copy(demo_ws.model_dir("tiny-qwen3") / "tokenizer_config.json", folder)
+    assert len(list(folder.glob("model-*.safetensors"))) >= 3
+    assert _load_converting_read(folder, device="cpu", dtype=torch.float32) is not None  # not the mmap fallback
+
+    loaded = load_for_inference(folder, device="cpu").model
+    reference = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    assert loaded.dtype == torch.float32 and loaded.name_or_path == str(folder)
+    assert loaded.generation_config.eos_token_id == [1, 2] == reference.generation_config.eos_token_id
+    ids = torch.tensor([[5, 9, 14, 3]])
+    with torch.inference_mode():
+        assert torch.equal(loaded(ids).logits, reference(ids).logits)
+    for (name, mine), (_, theirs) in zip(sorted(loaded.state_dict().items()), sorted(reference.state_dict().items())):
+        assert torch.equal(mine, theirs), name

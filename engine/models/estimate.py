@@ -39,6 +39,8 @@ TOKENIZER_BYTES_PER_ENTRY = 550
 #: What the estimate adds to the floor (the allocator, transient buffers while loading and saving), measured
 #: against bench/real_size.py's peaks: the weights × WEIGHT_SLACK, every other part but the runtime × SLACK.
 WEIGHT_SLACK = 1.05
+#: Float32 copies of one weight that HQQ's proximal optimiser holds at once (hqq.core.optimize: W_f, W_q, W_r, W_e, beta-scaled error).
+HQQ_WORKING_COPIES = 5
 SLACK = 1.3
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -279,11 +281,15 @@ def quantize_estimate(shape: ModelShape, *, device: str, method: str, bits: int 
     """PTQ of a 16-bit model, layer by layer: the source weights once in 16 bit (on the CPU; a GPU holds one
     layer at a time), the quantized copy growing beside them, and for GPTQ/AWQ one layer's calibration
     inputs and outputs (``samples × seq × h``, 16 bit each) and GPTQ's Hessians of one layer (``in²`` float32
-    for each module)."""
+    for each module); HQQ's float32 working copies of the largest module."""
     method = method.lower()
     one_layer = shape.linear_params / shape.layers * 2
     parts = {"runtime": _runtime(device, shape), "weights": shape.params * 2 if device == "cpu" else one_layer,
              "quantized": weight_bytes(shape, bits, group_size)}
+    if method == "hqq":
+        # HQQ optimises each weight's zero and scale in float32: the weight, its quantized and dequantized
+        # forms, the error and the shrinkage term of the largest module exist at once.
+        parts["optimizer"] = max(a * b for a, b in shape.module_shapes().values()) * 4 * HQQ_WORKING_COPIES
     if method in ("gptq", "awq"):
         parts["calibration"] = samples * seq * shape.hidden * 2 * 2 + seq * shape.intermediate * 4 * 4
         if method == "gptq":

@@ -102,15 +102,16 @@ def _safetensors_files(folder: Path) -> list[Path]:
     return [single] if single.is_file() else []
 
 
-def _load_converting_read(folder: Path, *, device: str, dtype: Any):
+def load_converting_read(folder: Path, *, device: str, dtype: Any):
     """A local safetensors model converted into ``dtype`` on the CPU, its weights read with ``pread`` tensor by
     tensor; None where this does not apply (another weights format, a class not in transformers).
 
     Why not ``from_pretrained(folder)``: it memory-maps the files, and every page read stays in the process's
     resident memory until the load ends — on the CPU, where bf16 weights become float32, that is a whole
     second (stored-dtype) copy at the peak (1B eval and chat: 8.6 GB where the float32 model and runtime need
-    6.1). Read with ``pread`` (the page cache is not the process's memory), each stored tensor lives only
-    until its converted copy is made. The loading itself is still transformers' (``state_dict=``).
+    6.1; 1B LoRA's load likewise). Read with ``pread`` (the page cache is not the process's memory), each
+    stored tensor lives only until its converted copy is made. The loading itself is still transformers'
+    (``state_dict=``). Used by :func:`load_for_inference` and training's base model load.
     """
     from safetensors import safe_open
     from transformers import AutoConfig, GenerationConfig
@@ -144,7 +145,7 @@ def _from_pretrained(source: str, *, device: str, trust_remote_code: bool, **kwa
         dtype = kwargs.get("dtype")
         if device == "cpu" and dtype not in (None, "auto") and not trust_remote_code and set(kwargs) == {"dtype"} \
                 and Path(source).is_dir():
-            model = _load_converting_read(Path(source), device=device, dtype=dtype)
+            model = load_converting_read(Path(source), device=device, dtype=dtype)
             if model is not None:
                 return model
         return AutoModelForCausalLM.from_pretrained(source, device_map={"": device},

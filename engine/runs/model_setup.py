@@ -5,12 +5,13 @@ said clearly (:mod:`engine.runs.bnb`)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from engine.presets.config import ExperimentConfig
 from engine.runs.bnb import bitsandbytes_failure, bnb_message, nf4_config
 from engine.runs.device import DeviceChoice, torch_dtype
-from engine.runs.loading import ModelLoadError, load_tokenizer
+from engine.runs.loading import ModelLoadError, load_converting_read, load_tokenizer
 from engine.runs.train_errors import TrainError
 
 
@@ -35,6 +36,10 @@ def load_base_model(source: str, config: ExperimentConfig, choice: DeviceChoice,
         kwargs.update(quantization_config=nf4_config(torch_dtype(choice.compute_dtype)),
                       device_map=device_map_for(choice))
     try:
+        if not qlora and kwargs["dtype"] != "auto" and not config.model.trust_remote_code and Path(source).is_dir():
+            model = load_converting_read(Path(source), device="cpu", dtype=kwargs["dtype"])  # no stored-dtype copy
+            if model is not None:
+                return model
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (ImportError, RuntimeError) as exc:
         cause = bitsandbytes_failure(exc) if qlora else None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runs.loading import (ModelLoadError, _load_converting_read, detect_kind, load_for_inference,
+from engine.runs.loading import (ModelLoadError, detect_kind, load_converting_read, load_for_inference,
                                  load_full_precision)
 from engine.presets.naming import ptq_spec, qlora_spec
 
@@ -201,7 +201,7 @@ def test_cpu_float32_load_read_tensor_by_tensor_equals_transformers_own(demo_ws)
     shutil.copy(demo_ws.model_dir("tiny-qwen3") / "tokenizer.json", folder)
     shutil.copy(demo_ws.model_dir("tiny-qwen3") / "tokenizer_config.json", folder)
     assert len(list(folder.glob("model-*.safetensors"))) >= 3
-    assert _load_converting_read(folder, device="cpu", dtype=torch.float32) is not None  # not the mmap fallback
+    assert load_converting_read(folder, device="cpu", dtype=torch.float32) is not None  # not the mmap fallback
 
     loaded = load_for_inference(folder, device="cpu").model
     reference = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()

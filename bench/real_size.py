@@ -97,7 +97,7 @@ def stage_estimate(stage: str, shape: ModelShape, a) -> Estimate:
     if rest == "quantize":
         return quantize_estimate(shape, device="cpu", method=kind.lower(), bits=bits, samples=a.samples, seq=256)
     if rest == "reload":
-        return inference_estimate(shape, device="cpu", bits=bits, context=256, step="reload")
+        return inference_estimate(shape, device="cpu", bits=bits, context=256, step="reload", method=kind.lower())
     if kind == "eval":
         return inference_estimate(shape, device="cpu", batch=min(a.eval_items, 32), context=1024 + a.eval_tokens)
     return inference_estimate(shape, device="cpu", context=512, step="chat")

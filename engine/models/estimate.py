@@ -12,14 +12,24 @@ parameters, ``T`` tokens of a sequence, ``b`` the batch, ``L`` layers, ``h`` hid
   targeted module;
 - activations kept for the backward pass, per token and layer: ``(6h + 2kv + 4i) × B`` without gradient
   checkpointing (norm outputs, q/k/v, attention output, gate, up, activation, down input), ``h × B`` with
-  it plus one layer's full set being recomputed; the logits ``T × V × (B + 12)`` (the model's logits, their
-  float32 copy for the loss, the log-softmax and its gradient);
-- inference: the KV cache ``2 × L × kv × T × b × B`` and one step's logits;
+  it plus one layer's full set being recomputed; the logits ``C × V × (B + 12)`` (the model's logits, their
+  float32 copy for the loss, the log-softmax and its gradient) over ``C`` = ``train.loss_chunk_tokens``
+  positions at a time (llmtui's chunked loss; all ``T`` with 0, TRL's own head);
+- training a quantized base on the CPU (``mapped_file``): the stored file's pages stay mapped while the quantized model is
+  built, ``N × B_stored`` at once, before training allocates anything — the part is what this load needs
+  beyond what the training step holds (0 where the step holds more; 1B QLoRA's peak is this load);
+- inference: the KV cache ``2 × L × kv × T × b × B`` and one step's logits; a quantized model's 16-bit
+  parts (embeddings, norms) in 16 bit where its backend keeps them so (bitsandbytes, GPTQModel's CPU kernel),
+  in the compute dtype for HQQ; 4-bit reloads hold one more 16-bit embedding-sized matrix while loading
+  (measured: NF4 at 1B, HQQ at 2 layers), 8-bit ones do not;
 - the runtime: the CUDA context (GPU) or the Python process with torch and transformers imported (CPU).
 
 On the CPU llmtui trains and evaluates in float32 (bf16 matmuls are slow there), so the CPU figures use
-``B = 4`` for a 16-bit model. The floor is the sum of the parts; the estimate adds the allocator's slack
-(:data:`SLACK`), measured against ``bench/real_size.py``'s peaks on a CPU.
+``B = 4`` for a 16-bit model. The floor is the sum of the parts. The estimate adds slack measured against
+``bench/real_size.py``'s peaks on a CPU: tensors of a known size (weights, adapter, gradients, optimizer
+state, the quantized copy, the file being converted) × :data:`WEIGHT_SLACK`; shape-dependent transients
+(activations, logits, KV cache, calibration, Hessians, working copies) × :data:`SLACK`; the runtime ×
+:data:`RUNTIME_SLACK` (it differs between machines with their library builds).
 """
 
 from __future__ import annotations
@@ -37,8 +47,11 @@ GPU_RUNTIME_BYTES = 0.9e9
 #: A fast tokenizer in memory, per vocabulary entry (81 MB measured for Qwen3's 151,669 entries; CPU only).
 TOKENIZER_BYTES_PER_ENTRY = 550
 #: What the estimate adds to the floor (the allocator, transient buffers while loading and saving), measured
-#: against bench/real_size.py's peaks: the weights × WEIGHT_SLACK, every other part but the runtime × SLACK.
+#: against bench/real_size.py's peaks: parts of a known size (:data:`EXACT_PARTS`) × WEIGHT_SLACK, the other
+#: parts but the runtime × SLACK, the runtime × RUNTIME_SLACK (0.98-0.99 GB measured on the bench machine).
 WEIGHT_SLACK = 1.05
+RUNTIME_SLACK = 1.1
+EXACT_PARTS = frozenset({"weights", "adapter", "gradients", "optimizer", "quantized", "loading"})
 #: Float32 copies of one weight that HQQ's proximal optimiser holds at once (hqq.core.optimize: W_f, W_q, W_r, W_e, beta-scaled error).
 HQQ_WORKING_COPIES = 5
 SLACK = 1.3
@@ -156,14 +169,16 @@ def weight_bytes(shape: ModelShape, bits: int, group_size: int = 64, bytes_16: i
     return shape.linear_params * per_weight + rest
 
 
-def activation_bytes(shape: ModelShape, tokens: int, dtype_bytes: int, checkpointing: bool) -> float:
-    """Activations kept for backward over ``tokens`` (batch × sequence), and the loss's logits."""
+def activation_bytes(shape: ModelShape, tokens: int, dtype_bytes: int, checkpointing: bool,
+                     loss_chunk: int = 0) -> float:
+    """Activations kept for backward over ``tokens`` (batch × sequence), and the loss's logits over
+    ``loss_chunk`` positions at a time (all ``tokens`` with 0)."""
     per_layer = (6 * shape.hidden + 2 * shape.kv_width + 4 * shape.intermediate) * dtype_bytes
     if checkpointing:
         kept = tokens * (shape.layers * shape.hidden * dtype_bytes + per_layer)
     else:
         kept = tokens * shape.layers * per_layer
-    return kept + logits_bytes(shape, tokens, dtype_bytes, training=True)
+    return kept + logits_bytes(shape, min(tokens, loss_chunk) if loss_chunk else tokens, dtype_bytes, training=True)
 
 
 def logits_bytes(shape: ModelShape, tokens: int, dtype_bytes: int, *, training: bool) -> float:
@@ -184,7 +199,6 @@ class Estimate:
     device: str  # "gpu" | "cpu"
     parts: dict[str, float] = field(default_factory=dict)
     note: str = ""
-    room: float = 0.0  # bytes a step may take beyond its floor at times (part of the estimate, not the floor)
 
     @property
     def floor_bytes(self) -> float:
@@ -192,9 +206,10 @@ class Estimate:
 
     @property
     def bytes(self) -> float:
-        """The estimate: the runtime as is, the weights × :data:`WEIGHT_SLACK`, the other parts and the room × :data:`SLACK`."""
-        runtime, weights = self.parts.get("runtime", 0.0), self.parts.get("weights", 0.0)
-        return runtime + weights * WEIGHT_SLACK + (self.floor_bytes - runtime - weights + self.room) * SLACK
+        """The estimate: the runtime × :data:`RUNTIME_SLACK`, :data:`EXACT_PARTS` × :data:`WEIGHT_SLACK`, the
+        other parts × :data:`SLACK`."""
+        return sum(value * (RUNTIME_SLACK if name == "runtime" else WEIGHT_SLACK if name in EXACT_PARTS else SLACK)
+                   for name, value in self.parts.items())
 
     @property
     def gb(self) -> float:
@@ -203,8 +218,7 @@ class Estimate:
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "device": self.device, "memory_gb": self.gb,
                 "floor_gb": round(self.floor_bytes / GB, 2),
-                "parts_gb": {k: round(v / GB, 3) for k, v in self.parts.items()}, "room_gb": round(self.room / GB, 3),
-                "note": self.note}
+                "parts_gb": {k: round(v / GB, 3) for k, v in self.parts.items()}, "note": self.note}
 
 
 def _runtime(device: str, shape: ModelShape) -> float:
@@ -221,8 +235,10 @@ def _compute_bytes(device: str, dtype: str = "auto") -> int:
 
 def train_estimate(shape: ModelShape, *, device: str, method: str = "lora", quant: str = "none", r: int = 256,
                    targets: tuple[str, ...] | list[str] | str = "attention", batch: int = 1, seq: int = 1024,
-                   checkpointing: bool = True, optimizer: str = "adamw", dtype: str = "auto") -> Estimate:
-    """A training step: ``method`` full | lora; ``quant`` none | 4bit (QLoRA) | 8bit."""
+                   checkpointing: bool = True, optimizer: str = "adamw", dtype: str = "auto",
+                   loss_chunk: int = 128) -> Estimate:
+    """A training step: ``method`` full | lora; ``quant`` none | 4bit (QLoRA) | 8bit; ``loss_chunk`` the
+    preset's ``train.loss_chunk_tokens`` (its default 128)."""
     b = _compute_bytes(device, dtype)
     if quant == "4bit":
         weights = weight_bytes(shape, 4, group_size=64, bytes_16=b)  # NF4, blocks of 64 with double quant
@@ -241,21 +257,32 @@ def train_estimate(shape: ModelShape, *, device: str, method: str = "lora", quan
         parts["adapter"] = trainable * 4
         parts["gradients"] = trainable * 4
         parts["optimizer"] = trainable * optimizer_bytes_per
-    parts["activations"] = activation_bytes(shape, batch * seq, b, checkpointing)
+    parts["activations"] = activation_bytes(shape, batch * seq, b, checkpointing, loss_chunk)
+    if quant != "none" and device == "cpu":  # the stored file mapped while the quantized model is built
+        step = sum(v for k, v in parts.items() if k not in ("runtime", "weights"))
+        loading = shape.params * shape.stored_bytes - step
+        if loading > 0:
+            parts["mapped_file"] = loading
     name = {"full": "full fine-tuning", "lora": "QLoRA" if quant == "4bit" else "LoRA"}.get(method, method)
     return Estimate("train", device, parts, note=f"{name}, batch {batch} × {seq} tokens"
                     + (", gradient checkpointing" if checkpointing else ""))
 
 
+#: Quantization methods whose loaded model keeps the unquantized parts in 16 bit on the CPU too.
+KEEPS_16_BIT = ("int8", "nf4", "gptq", "awq")
+
+
 def inference_estimate(shape: ModelShape, *, device: str, bits: int = 16, batch: int = 1, context: int = 2048,
-                       group_size: int = 64, step: str = "eval") -> Estimate:
-    """Generation at ``batch`` sequences of up to ``context`` positions (prompt + answer)."""
+                       group_size: int = 64, step: str = "eval", method: str = "hqq") -> Estimate:
+    """Generation at ``batch`` sequences of up to ``context`` positions (prompt + answer); ``method`` the
+    quantization of a ``bits`` < 16 model (it decides the dtype of its unquantized parts)."""
     b = _compute_bytes(device)
-    weights = weight_bytes(shape, bits if bits < 16 else b * 8, group_size, bytes_16=b)
+    rest = 2 if method.lower() in KEEPS_16_BIT else b
+    weights = weight_bytes(shape, bits if bits < 16 else b * 8, group_size, bytes_16=rest)
     parts = {"runtime": _runtime(device, shape), "weights": weights,
              "kv_cache": kv_cache_bytes(shape, batch * context, b),
              "logits": logits_bytes(shape, batch, 4, training=False)}
-    if bits < 16 and b != 2:  # loading: the file's 16-bit embeddings beside the copy made in the compute dtype
+    if bits == 4 and device == "cpu":  # measured: one more 16-bit embedding-sized matrix while a 4-bit model loads
         parts["loading"] = shape.vocab * shape.hidden * 2
     return Estimate(step, device, parts, note=f"{bits if bits < 16 else b * 8}-bit weights, batch {batch} × "
                                              f"{context} positions")
@@ -268,12 +295,12 @@ def snapshot_estimate(shape: ModelShape, *, device: str) -> Estimate:
 
 def merge_estimate(shape: ModelShape, *, device: str, r: int, targets: tuple[str, ...] | list[str] | str) -> Estimate:
     """Base in its stored dtype + adapter, merged in place and saved; the adapter twice (the file's float32
-    tensors as read, and the modules' copies they are loaded into), and room for one more copy of the weights
-    while saving (measured: the same merge of the reduced real-vocabulary model peaked at 1.51 GB in one run
-    and 1.89 GB in another, the difference one copy of its 0.37 GB of weights)."""
+    tensors as read, and the modules' copies they are loaded into). Saving adds no copy (safetensors writes
+    from the tensors' memory); the 1.89 GB once measured for the reduced model's 1.51 GB merge was the
+    measurement counting a forked ``ldconfig`` as a second copy (:mod:`engine.jobs.peak`)."""
     weights = shape.params * shape.stored_bytes
     return Estimate("merge", device, {"runtime": _runtime(device, shape), "weights": weights,
-                                      "adapter": shape.lora_params(r, targets) * 4 * 2}, room=weights)
+                                      "adapter": shape.lora_params(r, targets) * 4 * 2})
 
 
 def quantize_estimate(shape: ModelShape, *, device: str, method: str, bits: int = 4, group_size: int = 64,
@@ -289,7 +316,7 @@ def quantize_estimate(shape: ModelShape, *, device: str, method: str, bits: int 
     if method == "hqq":
         # HQQ optimises each weight's zero and scale in float32: the weight, its quantized and dequantized
         # forms, the error and the shrinkage term of the largest module exist at once.
-        parts["optimizer"] = max(a * b for a, b in shape.module_shapes().values()) * 4 * HQQ_WORKING_COPIES
+        parts["working"] = max(a * b for a, b in shape.module_shapes().values()) * 4 * HQQ_WORKING_COPIES
     if method in ("gptq", "awq"):
         parts["calibration"] = samples * seq * shape.hidden * 2 * 2 + seq * shape.intermediate * 4 * 4
         if method == "gptq":
@@ -365,7 +392,8 @@ def step_estimate(config: Any, shape: ModelShape, step: Any, device: str) -> Est
                               quant="4bit" if config.quant.method == "QLORA" else "none", r=config.peft.r,
                               targets=list(config.peft.target_modules),
                               batch=config.train.per_device_train_batch_size, seq=config.train.max_length,
-                              checkpointing=config.train.gradient_checkpointing, dtype=config.model.dtype)
+                              checkpointing=config.train.gradient_checkpointing, dtype=config.model.dtype,
+                              loss_chunk=config.train.loss_chunk_tokens)
     if step.kind == "quantize":
         o = step.options
         bits = o.get("bits") or (8 if str(o["method"]).lower() == "int8" else 4)
@@ -374,8 +402,7 @@ def step_estimate(config: Any, shape: ModelShape, step: Any, device: str) -> Est
         if _peft_kind(config) == "lora" and not config.quant.merge_after_train:  # the adapter is merged first
             merged = merge_estimate(shape, device=device, r=config.peft.r, targets=list(config.peft.target_modules))
             if merged.bytes > estimate.bytes:
-                return Estimate("quantize", device, merged.parts, note=estimate.note + ", after merging the adapter",
-                                room=merged.room)
+                return Estimate("quantize", device, merged.parts, note=estimate.note + ", after merging the adapter")
         return estimate
     # evaluation of the training output or of a PTQ output
     from engine.data.tasks import MAX_NEW_TOKENS
@@ -385,8 +412,8 @@ def step_estimate(config: Any, shape: ModelShape, step: Any, device: str) -> Est
     bits = (quantized.bits if quantized else 16)
     batch = config.eval.batch_size if isinstance(config.eval.batch_size, int) and config.eval.batch_size > 0 \
         else EVAL_AUTO_BATCH  # 0 or "auto": the engine picks
-    return inference_estimate(shape, device=device, bits=bits, batch=batch,
-                              context=EVAL_PROMPT_TOKENS + max(MAX_NEW_TOKENS.values()))
+    return inference_estimate(shape, device=device, bits=bits, batch=batch, context=EVAL_PROMPT_TOKENS +
+                              max(MAX_NEW_TOKENS.values()), method=quantized.method if quantized else "none")
 
 
 def plan_estimates(config: Any, ws: Any, steps: list[Any]) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def _enqueue_train(ws: Workspace, preset: str, *, gpus: int):
 def test_the_worker_holds_a_qwen3_8b_lora_job_on_a_small_gpu(tmp_path):
     ws = _workspace_with_8b(tmp_path)
     job = _enqueue_train(ws, '[model]\nbase = "Models/Qwen3-8B"\n[data]\ndataset = "boolq"\n', gpus=1)
-    small = FakeInventory([GpuReading(0, "Fake 24 GB", 2 << 30, 24 << 30, 0.0, 30.0),
+    small = FakeInventory([GpuReading(0, "Fake 20 GB", 1 << 30, 20 << 30, 0.0, 30.0),
                            GpuReading(1, "Fake 16 GB", 0, 16 << 30, 0.0, 30.0)])
     worker = Worker(ws, WorkerSettings(poll_interval_s=0.05), inventory=small)
     try:
@@ -82,7 +82,7 @@ def test_the_worker_holds_a_qwen3_8b_lora_job_on_a_small_gpu(tmp_path):
         waiting = worker.store.get(job.id)
         assert waiting.status == "queued"
         assert waiting.pending_reason.startswith("needs ~")
-        assert waiting.pending_reason.endswith("largest free 23.6 GB on GPU 0")  # 24 GiB − 2 GiB in use
+        assert waiting.pending_reason.endswith("largest free 20.4 GB on GPU 0")  # 20 GiB − 1 GiB in use
     finally:
         worker.close()
     big = FakeInventory.with_gpus(1, memory_total=80 << 30)

@@ -158,8 +158,13 @@ def _quantize_hqq(fp_dir: Path, out: Path, spec: QuantizationSpec, device: str,
     from hqq.models.hf.base import AutoHQQHFModel
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(fp_dir), dtype=torch.float16,
-                                                 trust_remote_code=trust_remote_code)
+    from engine.runs.loading import load_converting_read
+
+    # read tensor by tensor: the bf16 file's mapped pages would otherwise stay resident beside the float16 copy
+    model = None if trust_remote_code else load_converting_read(fp_dir, device="cpu", dtype=torch.float16)
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(str(fp_dir), dtype=torch.float16,
+                                                     trust_remote_code=trust_remote_code)
     config = BaseQuantizeConfig(nbits=spec.weights_bits, group_size=spec.group_size)
     AutoHQQHFModel.quantize_model(model, quant_config=config, compute_dtype=torch.float16, device=device)
     AutoHQQHFModel.save_quantized(model, str(out))

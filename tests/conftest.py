@@ -283,3 +283,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def queue_ws(tmp_path):
+    """A fresh workspace for queue tests; afterwards its worker is stopped and any job process still running
+    is killed with its group, so no test leaves a process behind."""
+    import signal
+
+    from engine.jobs.process import process_alive
+    from engine.jobs.store import JobStore
+    from engine.jobs.worker import stop_worker
+    from engine.workspace import Workspace
+
+    workspace = Workspace(tmp_path / "ws").init()
+    yield workspace
+    stop_worker(workspace)
+    with JobStore(workspace) as store:
+        for job in store.list(statuses=["running"]):
+            if job.pid and process_alive(job.pid, job.pid_created):
+                os.killpg(job.pid, signal.SIGKILL)

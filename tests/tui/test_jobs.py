@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from textual.app import App, ComposeResult
+from textual.widgets import DataTable
 from textual_plotext import PlotextPlot
 
 from fake_gpus import FakeInventory
@@ -125,12 +126,17 @@ async def test_gpu_panel_shows_memory_utilisation_temperature_and_the_holding_jo
         assert gpu1.startswith("GPU1") and "2.0/80.0G" in gpu1 and f"#{job.id} eval" in gpu1 and "°C" not in gpu1
 
 
-async def test_retry_queues_a_copy_of_a_failed_job(tmp_path, tui_app):
-    ws = make_workspace(tmp_path / "ws")
+def _failed_job(ws, target: str):
     with JobStore(ws) as store:
-        job = store.enqueue("eval", ["false"], target="some-model")
+        job = store.enqueue("eval", ["false"], target=target)
         store.claim(job.id, [])
         store.finish(job.id, 1, error="exit code 1")
+    return job
+
+
+async def test_retry_queues_a_copy_of_a_failed_job(tmp_path, tui_app):
+    ws = make_workspace(tmp_path / "ws")
+    job = _failed_job(ws, "some-model")
     app = tui_app(ws, gpus=0)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("3")
@@ -195,3 +201,18 @@ def test_the_jobs_screen_says_where_a_training_resumed():
               events_path="", retry_of=None, cancel_requested_at=None, failed_dependency=None)
     view = job_view(job, progress, 110.0)
     assert view.label == "train (resumed at step 250)" and (view.done, view.total) == (260, 300)
+
+
+async def test_names_with_brackets_are_shown_as_written(tmp_path, tui_app):
+    """DataTable reads a plain string as Rich markup: ``[/x]`` in a name would stop the screen, ``[bold]``
+    would vanish. Every table cell is shown literally."""
+    ws = make_workspace(tmp_path / "ws")
+    job = _failed_job(ws, "run[/x]-[bold]v2")
+    app = tui_app(ws, gpus=0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("3")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.selected_id == job.id, what="the failed job")
+        table = screen.query_one("#jobs", DataTable)
+        shown = [table.render_line(y).text for y in range(table.size.height)]
+        assert any("run[/x]-[bold]v2" in line for line in shown), shown

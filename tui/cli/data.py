@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from engine.data.tasks import BUILTIN_TASKS
 from tui.cli.common import add_workspace_arg, console, fail, print_json, workspace_from
@@ -50,8 +51,9 @@ def run(args) -> int:
         return 0
     table = Table("name", "kind", "train", "test", title=f"datasets in {ws.datasets_dir}", title_justify="left")
     for row in rows:
-        mark = {True: "[green]✓[/]", False: "[red]missing[/]"}
-        table.add_row(row["name"], row["kind"], f"{row['train_file']} {mark[row['train_present']]}",
-                      f"{row['test_file']} {mark[row['test_present']]}")
+        mark = {True: ("✓", "green"), False: ("missing", "red")}
+        table.add_row(Text(row["name"]), Text(row["kind"]),
+                      Text.assemble(row["train_file"], " ", mark[row["train_present"]]),
+                      Text.assemble(row["test_file"], " ", mark[row["test_present"]]))
     console.print(table)
     return 0

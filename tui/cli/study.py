@@ -8,6 +8,7 @@ the queue to the worker or Slurm; ``show`` prints the study's table (JSON, Markd
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from tui.cli.common import add_workspace_arg, console, err_console, exit_invalid, fail, print_json, workspace_from
 
@@ -66,7 +67,8 @@ def run_plan(args) -> int:
         statuses = [plan.jobs[key].status for key in run.jobs]
         jobs = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "running", "queued", "failed", "missing")
                          if s in statuses)
-        table.add_row(run.name, run.label, run.status, jobs, _num(work.get("steps")), _num(work.get("tokens")))
+        table.add_row(Text(run.name), Text(run.label), run.status, jobs, _num(work.get("steps")),
+                      _num(work.get("tokens")))
     console.print(table)
     counts = ", ".join(f"{n} {s}" for s, n in data["counts"].items() if n)
     hours = data["work"]["hours"]

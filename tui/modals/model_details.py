@@ -139,7 +139,7 @@ class ModelDetailsModal(ModalScreen[None]):
             table.add_column("key", style="dim", no_wrap=True, ratio=1)
             table.add_column("value", ratio=3, overflow="fold")
             for key, value in rows:
-                table.add_row(key, value)
+                table.add_row(Text(key), value if isinstance(value, Text) else Text(str(value)))
             body.mount(Static(table, classes="details-section"))
         body.loading = False
         body.focus()

@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from engine.results.compare import Comparison, FlipItem, Flips
 from engine.workspace import Workspace
-from tui.widgets.table_sync import clip
+from tui.widgets.table_sync import clip, literal_cells
 
 
 def _delta_style(delta: str, direction: str | None, significant: bool) -> str:
@@ -161,7 +161,7 @@ class CompareScreen(Screen):
         table.clear(columns=True)
         table.add_columns(*headers)
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*literal_cells(row))
         table.loading = False
         legend = [f"{label} = {name}" for label, name in zip(short_labels(self.models), self.models) if label != name]
         notes = legend + comparison_notes(comparison) + comparison.warnings

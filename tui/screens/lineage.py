@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Static
 from engine.results.lineage import LineageMatrix
 from engine.workspace import Workspace
 from tui.screens.compare import short_labels
-from tui.widgets.table_sync import clip
+from tui.widgets.table_sync import clip, literal_cells
 
 #: Model names are clipped so the values stay on screen (the parent column, last, holds the rest).
 NAME_MIN, NAME_MAX, VALUE_WIDTH = 24, 60, 26
@@ -95,7 +95,7 @@ class LineageScreen(Screen):
         table.clear(columns=True)
         table.add_columns(*headers)
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*literal_cells(row))
         table.loading = False
         notes = lineage_notes(matrix)
         if len(matrix.rows) == 1:

@@ -21,7 +21,7 @@ from textual_plotext import PlotextPlot
 
 from engine.jobs.study_table import StudyTable
 from engine.workspace import Workspace
-from tui.widgets.table_sync import clip
+from tui.widgets.table_sync import clip, literal_cells
 
 PARETO_MARK = "★"
 #: Seconds between readings of the study while any of its jobs is queued or running.
@@ -142,7 +142,7 @@ class StudyScreen(Screen):
         widget.clear(columns=True)
         widget.add_columns(*headers)
         for row, source in zip(rows, table.rows):
-            widget.add_row(*row, key=source.name)
+            widget.add_row(*literal_cells(row), key=source.name)
         widget.loading = False
         if cursor.row < len(rows):
             widget.cursor_coordinate = cursor

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rich.text import Text
 from textual.widgets import DataTable
 
 Cells = tuple[Any, ...]
@@ -49,10 +50,10 @@ class TableSync:
                     continue
                 for column, value, old in zip(keys, cells, before or (None,) * len(cells)):
                     if value != old:  # a longer value widens its column ("queued" → "running")
-                        table.update_cell(key, column, value, update_width=True)
+                        table.update_cell(key, column, literal(value), update_width=True)
                 self.shown[key] = cells
             for key, cells in rows[len(current_keys):]:
-                table.add_row(*cells, key=key)
+                table.add_row(*literal_cells(cells), key=key)
                 self.shown[key] = cells
             return
         cursor_key = current_keys[table.cursor_row] if 0 <= table.cursor_row < len(current_keys) else None
@@ -62,11 +63,22 @@ class TableSync:
             for column in columns:
                 table.add_column(column.label, key=column.key, width=column.width)
         for key, cells in rows:
-            table.add_row(*cells, key=key)
+            table.add_row(*literal_cells(cells), key=key)
         self.shown = dict(rows)
         if cursor_key is not None and cursor_key in table.rows:
             table.move_cursor(row=table.get_row_index(cursor_key), animate=False, scroll=False)
             table.scroll_to(y=scroll_y, animate=False, immediate=True)
+
+
+def literal(value: Any) -> Any:
+    """A cell's text shown as written: DataTable reads a plain ``str`` as Rich markup, so a model folder, job
+    error or dataset name holding ``[…]`` would be restyled, lose its brackets, or (``[/…]``) stop the screen."""
+    return Text(value) if isinstance(value, str) else value
+
+
+def literal_cells(cells: Cells) -> Cells:
+    """Every ``str`` of ``cells`` as :func:`literal` text."""
+    return tuple(literal(value) for value in cells)
 
 
 def visible_columns(columns: list[Column], width: int) -> list[Column]:

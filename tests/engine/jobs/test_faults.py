@@ -34,14 +34,8 @@ def py(code: str) -> list[str]:
 
 
 @pytest.fixture
-def ws(tmp_path):
-    workspace = Workspace(tmp_path / "ws").init()
-    yield workspace
-    stop_worker(workspace)
-    with JobStore(workspace) as store:
-        for job in store.list(statuses=["running"]):
-            if job.pid and process_alive(job.pid, job.pid_created):
-                os.killpg(job.pid, signal.SIGKILL)
+def ws(queue_ws):
+    return queue_ws
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ import pytest
 from engine.jobs.store import JobError, JobStore
 from engine.jobs.control import cancel_job
 from engine.jobs.process import process_alive
-from engine.jobs.worker import ensure_worker, stop_worker, worker_pid
+from engine.jobs.worker import ensure_worker, worker_pid
 from engine.workspace import Workspace
 from tui.cli.main import main as cli_main
 from waiting import wait_for
@@ -37,15 +37,8 @@ def all_finished(store: JobStore) -> bool:
 
 
 @pytest.fixture
-def ws(tmp_path):
-    workspace = Workspace(tmp_path / "ws").init()
-    yield workspace
-    # Leave nothing behind: stop the worker, then end any job process that still runs.
-    stop_worker(workspace)
-    with JobStore(workspace) as store:
-        for job in store.list(statuses=["running"]):
-            if process_alive(job.pid, job.pid_created):
-                os.killpg(job.pid, signal.SIGKILL)
+def ws(queue_ws):
+    return queue_ws
 
 
 def write_settings(ws: Workspace, **values) -> None:

@@ -494,3 +494,19 @@ def test_quantization_block_reports_training_time_qlora_of_a_merged_model():
     assert (block["method"], block["quant_tag"], block["source"], block["bits"]) == \
         ("QLORA", "QLORA_w4_headbf16", "training", 4)
     assert quantization_block(ModelKind("full"))["quant_tag"] == "NoQuant"
+
+
+def test_failure_records_from_concurrent_evaluations_are_all_kept(tmp_path):
+    """Four processes record 25 failures each at once into ``.llmtui/eval-failures.json``: the lock around its
+    read-modify-write keeps every record (without it, interleaved writes drop some)."""
+    import subprocess
+    import sys
+
+    ws = Workspace(tmp_path / "ws").init()
+    code = ("import sys; from pathlib import Path; from engine.workspace import Workspace; "
+            "from engine.runs.evaluate import _record_outcome; ws = Workspace(Path(sys.argv[1])); "
+            "[_record_outcome(ws, f'{sys.argv[2]}-{i}', 'boom', '') for i in range(25)]")
+    repo = Path(__file__).resolve().parents[3]
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(ws.root), f"w{n}"], cwd=repo) for n in range(4)]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0, 0, 0]
+    assert set(read_failures(ws)) == {f"w{n}-{i}" for n in range(4) for i in range(25)}

@@ -19,8 +19,8 @@ parameters, ``T`` tokens of a sequence, ``b`` the batch, ``L`` layers, ``h`` hid
   built, ``N × B_stored`` at once, before training allocates anything — the part is what this load needs
   beyond what the training step holds (0 where the step holds more; 1B QLoRA's peak is this load);
 - inference: the KV cache ``2 × L × kv × T × b × B`` and one step's logits; a quantized model's 16-bit
-  parts (embeddings, norms) in 16 bit where its backend keeps them so (bitsandbytes, GPTQModel's CPU kernel),
-  in the compute dtype for HQQ; 4-bit reloads hold one more 16-bit embedding-sized matrix while loading
+  parts (embeddings, norms) in 16 bit where its backend keeps them so (bitsandbytes), in the compute dtype
+  otherwise (HQQ, and GPTQ/AWQ's fused CPU kernels: float32); 4-bit reloads hold one more 16-bit embedding-sized matrix while loading
   (measured: NF4 at 1B, HQQ at 2 layers), 8-bit ones do not;
 - the runtime: the CUDA context (GPU) or the Python process with torch and transformers imported (CPU).
 
@@ -268,8 +268,8 @@ def train_estimate(shape: ModelShape, *, device: str, method: str = "lora", quan
                     + (", gradient checkpointing" if checkpointing else ""))
 
 
-#: Quantization methods whose loaded model keeps the unquantized parts in 16 bit on the CPU too.
-KEEPS_16_BIT = ("int8", "nf4", "gptq", "awq")
+#: Quantization methods whose loaded model keeps the unquantized parts in 16 bit on the CPU too (bitsandbytes).
+KEEPS_16_BIT = ("int8", "nf4")
 
 
 def inference_estimate(shape: ModelShape, *, device: str, bits: int = 16, batch: int = 1, context: int = 2048,

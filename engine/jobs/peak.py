@@ -1,8 +1,11 @@
 """Run a command as a child and measure its peak resident memory and wall time (bench/real_size.py and the
 real-size tests; any process that may start children).
 
-The peak is the larger of ``os.wait4``'s ``ru_maxrss`` (the largest of the child and the descendants it
-waited for) and the summed RSS of its process tree, polled every 0.2 s (workers that run side by side).
+The peak is the larger of the largest high-water mark (``VmHWM``) of any process of the tree and the summed
+RSS of the tree (workers that run side by side), both polled every 0.2 s. Not ``wait4``'s ``ru_maxrss``: a
+child started by ``subprocess`` (a fork or vfork of this process) carries this process's resident size into
+its own ``ru_maxrss`` when it execs, so a large measuring process (pytest after heavy tests) was measured
+in its child (a 0.42 GB child measured 0.87 GB); a high-water mark belongs to the child's own memory.
 The sum leaves out descendants forked and not yet exec'd: their pages are their parent's (a ``vfork``
 child runs in the very same memory; a ``fork`` child's pages are shared until written), so adding their RSS
 counted the parent twice whenever a poll fell between a ``subprocess`` call's fork and its exec (ctypes'
@@ -43,6 +46,17 @@ def forked_not_execed(pid: int) -> bool:
     return bool(int(stat.rpartition(")")[2].split()[6]) & PF_FORKNOEXEC)  # fields after "(comm)" start at 3
 
 
+def high_water(pid: int) -> int:
+    """``pid``'s peak resident bytes so far (``VmHWM``; 0 once gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and its descendants now, each address space once (0 once gone)."""
     import psutil
@@ -61,6 +75,18 @@ def tree_rss(pid: int) -> int:
         except psutil.Error:
             pass
     return total
+
+
+def tree_high_water(pid: int) -> int:
+    """The largest ``VmHWM`` of ``pid`` and its exec'd descendants now."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        pids = [pid] + [c.pid for c in root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    return max((high_water(p) for p in pids if p == pid or not forked_not_execed(p)), default=0)
 
 
 def run_measured(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | str | None = None,
@@ -82,12 +108,12 @@ def run_measured(argv: list[str], *, env: dict[str, str] | None = None, cwd: Pat
     helper = threading.Thread(target=alongside, args=(child,), daemon=True) if alongside else None
     if helper:
         helper.start()
-    peak, maxrss, rc, timed_out = 0, 0, None, False
+    peak, rc, timed_out = 0, None, False
     while rc is None:
-        peak = max(peak, tree_rss(child.pid))
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        peak = max(peak, tree_rss(child.pid), tree_high_water(child.pid))
+        pid, status = os.waitpid(child.pid, os.WNOHANG)
         if pid:
-            rc, maxrss = os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024
+            rc = os.waitstatus_to_exitcode(status)
             child.returncode = rc
             break
         if not timed_out and time.perf_counter() - started > timeout:
@@ -96,4 +122,4 @@ def run_measured(argv: list[str], *, env: dict[str, str] | None = None, cwd: Pat
         time.sleep(0.2)
     if helper:
         helper.join(timeout=5)
-    return Measured(round(time.perf_counter() - started, 1), max(peak, maxrss), rc, timed_out)
+    return Measured(round(time.perf_counter() - started, 1), peak, rc, timed_out)

@@ -2,7 +2,7 @@
 CPU: wall time, peak resident memory, and peak ÷ the stage's analytic floor.
 
 Each stage runs as its own child process — the real ``llmtui`` commands where one exists — measured by
-``engine.jobs.peak.run_measured`` (the larger of ``wait4``'s ``ru_maxrss`` and the tree's RSS polled at 0.2 s).
+``engine.jobs.peak.run_measured`` (the larger of the tree's high-water marks and its summed RSS, polled at 0.2 s).
 
 The floor of a stage (``engine.models.estimate``, the formulas are written there) is the sum of what the
 stage cannot do without: the weights in the dtype the stage uses (float32 on the CPU for training,
@@ -112,7 +112,8 @@ def recompute(rows: list[dict], runtimes: dict[str, int], a) -> None:
     for row in rows:
         if row["stage"] == "decode" or not row.get("peak_bytes"):
             continue
-        estimate = stage_estimate(row["stage"], shape_for(row["size"]), a)
+        settings = SimpleNamespace(**{**vars(a), **row.get("settings", {})})  # the row's own run settings
+        estimate = stage_estimate(row["stage"], shape_for(row["size"]), settings)
         row["estimate_bytes"] = estimate.bytes
         row["floor_bytes"] = estimate.floor_bytes - CPU_RUNTIME_BYTES + runtimes.get(row["size"], CPU_RUNTIME_BYTES)
         row["ratio"] = round(row["peak_bytes"] / row["floor_bytes"], 2)
@@ -189,7 +190,8 @@ class Bench:
         result = vars(run_measured(argv, env=env, cwd=REPO, timeout=timeout or self.args.stage_timeout, log=self.log,
                                    **kwargs))
         floor_bytes = floor.floor_bytes if floor is not None else None
-        row = {"size": size, "stage": name, **result, "floor_bytes": floor_bytes,
+        settings = {k: getattr(self.args, k) for k in ("eval_items", "eval_tokens", "samples", "max_length")}
+        row = {"size": size, "stage": name, **result, "settings": settings, "floor_bytes": floor_bytes,
                "estimate_bytes": floor.bytes if floor is not None else None,
                "ratio": round(result["peak_bytes"] / floor_bytes, 2) if floor_bytes else None, "note": note}
         self.rows.append(row)

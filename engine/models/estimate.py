@@ -52,6 +52,8 @@ TOKENIZER_BYTES_PER_ENTRY = 550
 WEIGHT_SLACK = 1.05
 RUNTIME_SLACK = 1.1
 EXACT_PARTS = frozenset({"weights", "adapter", "gradients", "optimizer", "quantized", "loading"})
+#: Parts in the estimate but not the floor: copies a library's loader makes that the stage does not need.
+OVERHEAD_PARTS = frozenset({"mapped_file"})
 #: Float32 copies of one weight that HQQ's proximal optimiser holds at once (hqq.core.optimize: W_f, W_q, W_r, W_e, beta-scaled error).
 HQQ_WORKING_COPIES = 5
 SLACK = 1.3
@@ -202,7 +204,7 @@ class Estimate:
 
     @property
     def floor_bytes(self) -> float:
-        return sum(self.parts.values())
+        return sum(v for k, v in self.parts.items() if k not in OVERHEAD_PARTS)
 
     @property
     def bytes(self) -> float:

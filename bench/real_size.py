@@ -174,7 +174,7 @@ class Bench:
         self.out = Path(args.out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         earlier = self.file(".json")
-        data = json.loads(earlier.read_text()) if args.append and earlier.exists() else {}
+        data = json.loads(earlier.read_text()) if (args.append or args.recompute) and earlier.exists() else {}
         self.rows: list[dict] = data.get("rows", [])
         self.runtimes: dict[str, int] = data.get("runtimes", {})  # measured once per model size
         self.log = self.file(".log")

@@ -238,8 +238,11 @@ def run_lm_eval(ws: Workspace, model_ref: str | Path, options: EvalOptions, *,
         if options.check_backends:
             from engine.runs.lmeval_agreement import backend_agreement
 
-            results["llmtui"]["backend_agreement"] = backend_agreement(ws, model_dir, lm, samples,
-                                                                       options.check_backends)
+            agreement = backend_agreement(ws, model_dir, lm, samples, options.check_backends)
+            results["llmtui"]["backend_agreement"] = agreement
+            if not agreement["measured"]:  # recorded as not measured: the comparability guard ignores it
+                events.emit(EventKind.WARNING, model=name,
+                            message=f"--check-backends: agreement not measured: {agreement['reason']}")
         tracker.general_config_tracker.log_experiment_args(
             model_source="llmtui", model_args=model_args, system_instruction=None,
             chat_template=lm.chat_template(options.apply_chat_template) if options.apply_chat_template else None,

@@ -253,7 +253,7 @@ def test_continuous_batching_equals_one_prompt_at_a_time(trained_boolq_model, we
     """Rows leaving and joining the batch, padding and the shared prefix change no output; nor does the stop rule."""
     import torch
 
-    from engine.runs.generation import generate_single
+    from engine.runs.generation import generate_single, ready_decode_mask
     from engine.runs.loading import load_for_inference
 
     ceiling = 96
@@ -263,6 +263,7 @@ def test_continuous_batching_equals_one_prompt_at_a_time(trained_boolq_model, we
         tokenizer, model = loaded.tokenizer, loaded.model
         prompts = [ids for task in sets for ids in _prompts(ws, tokenizer, task, 12)]
         mask = brace_token_mask(tokenizer, model.config.vocab_size)
+        assert ready_decode_mask(model)  # decoding steps take the mask made here, not transformers'
         # BoolQ alone shares the system prompt's KV cache; mixed with OpenMath the rows are left-padded
         assert (shared_prefix_length(prompts) >= MIN_SHARED_PREFIX) == (len(sets) == 1)
         single = [generate_single(model, tokenizer, ids, ceiling, mask) for ids in prompts]
@@ -301,7 +302,7 @@ def test_sliding_window_models_batch_like_one_prompt_at_a_time(demo_ws, arch, ex
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from engine.runs.generation import attention_layout, generate_single
+    from engine.runs.generation import attention_layout, generate_single, ready_decode_mask
     from engine.runs.loading import load_tokenizer
 
     tokenizer = load_tokenizer(demo_ws.model_dir("tiny-qwen3"))
@@ -311,7 +312,7 @@ def test_sliding_window_models_batch_like_one_prompt_at_a_time(demo_ws, arch, ex
                                   pad_token_id=tokenizer.pad_token_id, **extra)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).eval()
-    assert attention_layout(model) == "sliding"
+    assert attention_layout(model) == "sliding" and not ready_decode_mask(model)  # a window: transformers' mask
     mask = brace_token_mask(tokenizer, len(tokenizer))
     prompts = _prompts(demo_ws, tokenizer, "boolq", 3) + _prompts(demo_ws, tokenizer, "arc", 4)
     single = [generate_single(model, tokenizer, ids, 12, mask) for ids in prompts]

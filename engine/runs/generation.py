@@ -381,7 +381,7 @@ class _Engine:
         self.eos = torch.tensor(eos_ids, dtype=torch.long, device=self.device)
         self.brace = brace_mask.to(self.device)
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.eos[0])
-        self.ready_mask = ready_decode_mask(model)
+        self.ready_mask = ready_decode_mask(model) and self._ready_mask_agrees(token_ids[0][-1] if token_ids else 0)
         self.prefix_length = 0
         self.prefix: list[Any] = []  # the shared prefix's cache layers (one row)
         if len(token_ids) > 1 and attention_layout(model) == "full":
@@ -398,6 +398,28 @@ class _Engine:
         output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
                             use_cache=True, logits_to_keep=1)
         return output.logits[:, -1, :], output.cache.layers
+
+    def _ready_mask_agrees(self, token: int) -> bool:
+        """Whether a decoding step with the ready-made mask gives exactly the logits transformers' own mask gives,
+        on two rows, one left-padded (not so for a model that reads the 2D mask for more than attention, as
+        ALiBi models build their biases from it)."""
+        import torch
+
+        mask = torch.tensor([[1, 1], [0, 1]], device=self.device)
+        step = torch.cat([mask, mask.new_ones(2, 1)], dim=1)
+        logits = []
+        try:
+            with torch.inference_mode():
+                for ready in (False, True):
+                    _, layers = self._forward(torch.tensor([[token, token], [self.pad, token]], device=self.device),
+                                              mask, (mask.cumsum(1) - 1).clamp(min=0), [])
+                    out, _ = self._forward(torch.tensor([[token], [token]], device=self.device),
+                                           step.bool()[:, None, None, :] if ready else step,
+                                           step.sum(1, keepdim=True) - 1, layers)
+                    logits.append(out)
+        except (RuntimeError, ValueError, TypeError):
+            return False
+        return torch.equal(*logits)
 
     def _forward_layers(self, input_ids):
         import torch

@@ -317,6 +317,44 @@ def buffer_layer_class():
             self.keys, self.values = keys[:, :, :end], values[:, :, :end]
             return self.keys, self.values
 
+        @classmethod
+        def stacked(cls, parts: list[Any], width: int) -> "BufferLayer":
+            """The rows of ``parts`` one after another, each left-padded with zeros to ``width`` columns, written
+            straight into buffers with room to grow (as the next update would make them)."""
+            buffers = []
+            for name in ("keys", "values"):
+                tensors = [getattr(part, name) for part in parts]
+                first = tensors[0]
+                buffer = first.new_empty((sum(t.shape[0] for t in tensors), first.shape[1], 2 * width, first.shape[-1]))
+                row = 0
+                for tensor in tensors:
+                    rows, pad = tensor.shape[0], width - tensor.shape[-2]
+                    buffer[row:row + rows, :, :pad] = 0  # masked, but must be finite: 0 x NaN is NaN
+                    buffer[row:row + rows, :, pad:width] = tensor
+                    row += rows
+                buffers.append(buffer)
+            layer = cls(buffers[0][:, :, :width], buffers[1][:, :, :width])
+            layer.buffers = tuple(buffers)  # its own: updates write into them
+            return layer
+
+        def keep(self, rows: list[int], start: int) -> None:
+            """Keep ``rows`` (ascending) and the columns from ``start``, moved to the front of this layer's own
+            buffers: no new buffer (the next update would grow it, copying again), and the rows before the
+            first one dropped stay where they are."""
+            if self.buffers is None:  # made from tensors it may not write to
+                self.keys, self.values = self.keys[rows, :, start:], self.values[rows, :, start:]
+                self.length = self.keys.shape[-2]
+                return
+            end = self.length - start
+            for buffer in self.buffers:
+                for row, source in enumerate(rows):
+                    if source != row or start:
+                        moved = buffer[source, :, start:self.length]
+                        buffer[row, :, :end] = moved.clone() if source == row else moved  # a row onto itself overlaps
+            self.buffers = tuple(buffer[:len(rows)] for buffer in self.buffers)
+            self.length = end
+            self.keys, self.values = self.buffers[0][:, :, :end], self.buffers[1][:, :, :end]
+
     return BufferLayer
 
 
@@ -341,8 +379,8 @@ class _Batch:
         used = self.mask.any(dim=0).nonzero()
         start = int(used[0]) if len(used) else self.mask.shape[1]
         self.mask = self.mask[:, start:]
-        layer = buffer_layer_class()
-        self.layers = [layer(old.keys[index, :, start:], old.values[index, :, start:]) for old in self.layers]
+        for layer in self.layers:
+            layer.keep(rows, start)
 
     def join(self, other: "_Batch") -> None:
         """Append ``other``'s rows, padding the shorter cache on the left (its rows stay contiguous)."""
@@ -359,9 +397,7 @@ class _Batch:
             return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
         layer = buffer_layer_class()
-        self.layers = [layer(torch.cat([left_pad(mine.keys, 2), left_pad(theirs.keys, 2)]),
-                             torch.cat([left_pad(mine.values, 2), left_pad(theirs.values, 2)]))
-                       for mine, theirs in zip(self.layers, other.layers)]
+        self.layers = [layer.stacked([mine, theirs], width) for mine, theirs in zip(self.layers, other.layers)]
         self.mask = torch.cat([left_pad(self.mask, 1), left_pad(other.mask, 1)])
         self.last = torch.cat([self.last, other.last])
         self.items += other.items

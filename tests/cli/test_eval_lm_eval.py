@@ -30,6 +30,7 @@ def test_eval_lm_eval_writes_lm_evals_output_that_results_reads(demo_template, s
     assert report["evaluated"] == ["tiny-qwen3"] and report["failed"] == []
     assert set(report["results"]["tiny-qwen3"]) == {"llmtui_boolq", "llmtui_openmath"}
     assert report["llmtui"]["tiny-qwen3"]["adapter_effect"] is None  # the base has no parent
+    assert report["llmtui"]["tiny-qwen3"]["threads"]["reason"].endswith("cores idle")  # chosen as evaluation's
     # the suite's children see no LLMTUI_VLLM_PYTHON (tests/conftest.py): the agreement is recorded as not measured
     assert report["llmtui"]["tiny-qwen3"]["backend_agreement"]["measured"] is False
     assert report["llmtui"]["tiny-qwen3"]["backend_agreement"]["reason"].startswith("vLLM is not configured")

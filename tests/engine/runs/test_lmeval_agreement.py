@@ -63,6 +63,7 @@ def test_without_vllm_the_run_says_so_and_records_no_agreement(lm_ws, tmp_path, 
     results, events = _check_backends(lm_ws, tmp_path)
     assert results["llmtui"]["backend_agreement"] == {"measured": False, "reason": VLLM_NOT_CONFIGURED}
     assert results["results"][TASK]["exact_match,number"] >= 0  # the run itself completed
+    assert results["llmtui"]["threads"]["threads"] == 1 and results["llmtui"]["threads"]["reason"] == "requested"
     [warning] = [e for e in events if e["kind"] == "warning"]
     assert warning["message"] == f"--check-backends: agreement not measured: {VLLM_NOT_CONFIGURED}"
     [path] = (lm_ws.lm_eval_dir / "tiny-qwen3").glob("results_*.json")

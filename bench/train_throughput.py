@@ -11,8 +11,8 @@ real one, so the LM head costs what it costs in Qwen3-0.6B). The data are the re
 sets in ``../shared/datasets``. Both sides train the same LoRA (r 16, alpha 32, no dropout, on q/k/v/o) for
 ``--steps`` optimizer steps of ``--batch`` examples from the same seed, at the precision llmtui picks for the
 device (float32 on a CPU: TRL's default would be bf16 autocast there), with activation checkpointing (TRL's
-default). Every run is its own child process, so each peak is its own: peak RSS on a CPU,
-``torch.cuda.max_memory_allocated`` on a GPU.
+default). Every run is its own child process, so each peak is its own: peak RSS on a CPU (the
+child's ``VmHWM``), ``torch.cuda.max_memory_allocated`` on a GPU.
 
 Printed per data set: non-padding tokens per second of both (the trainers' own count of non-padding tokens
 over ``train_runtime``, and over the training loop's CPU time, which a loaded machine barely moves),
@@ -37,12 +37,19 @@ sys.path.insert(0, str(REPO))
 
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
 
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child's starts at its
+# parent's peak (this script's, which built the model: ~2.2 GB, above llmtui's own). llmtui resets VmHWM when
+# its training starts (engine.runs.device.reset_memory_peaks), so its side also reads it before calling train.
 PEAK = r"""
 def peak_mb():
     import resource, torch
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):  # not Linux: ru_maxrss
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 """
 
 LLMTUI_RUN = PEAK + r"""
@@ -55,10 +62,11 @@ from engine.runs.train import train
 from engine.workspace import Workspace
 ws = Workspace(Path(sys.argv[1]))
 config = load_preset(ws.experiments_dir / f"{sys.argv[2]}.toml", [f"train.max_steps={sys.argv[3]}"])
+before_train = peak_mb()
 result = train(ws, config, overwrite=True)
 stats = result.metadata["training_stats"]
 print(json.dumps({"tokens": stats["tokens_seen"], "runtime": stats["train_runtime_s"], "cpu": stats["train_cpu_s"],
-                  "peak_mb": peak_mb(),
+                  "peak_mb": max(before_train, peak_mb()),
                   "loss": stats["mean_train_loss"], "padding_free": result.metadata["padding_free"]["used"],
                   "loss_kind": result.metadata["loss_chunk_tokens"]["loss"]}))
 """

@@ -1,4 +1,5 @@
-"""Where training runs and what it cost: device and dtype choice, GPU memory peaks, peak RSS (job process).
+"""Where training runs and what it cost: device and dtype choice, GPU memory peaks, peak RSS, and freed host
+memory given back to the system (job process).
 
 Everything torch-related is imported inside the functions, so importing this module is cheap.
 """

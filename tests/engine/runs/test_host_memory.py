@@ -1,4 +1,5 @@
-"""A CPU training run gives freed activation-sized blocks back to the system (engine.runs.device.return_freed_host_memory)."""
+"""A CPU training run gives freed activation-sized blocks back to the system at once
+(engine.runs.device.return_freed_host_memory)."""
 
 import os
 import platform

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +40,7 @@ sys.path.insert(0, str(REPO))
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
 
 # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child's starts at its
-# parent's peak (this script's, which built the model: ~2.2 GB, above llmtui's own). llmtui resets VmHWM when
+# parent's peak (this script's, when it built the model itself: 2.2 GB, above llmtui's own). llmtui resets VmHWM when
 # its training starts (engine.runs.device.reset_memory_peaks), so its side also reads it before calling train.
 PEAK = r"""
 def peak_mb():
@@ -165,6 +167,11 @@ def build_workspace(root: Path, layers: int, vocab: int, batch: int, steps: int,
     return ws.root, run
 
 
+def _build_in_child(shared: list[Path], *args) -> tuple[Path, dict]:
+    SHARED.extend(shared)
+    return build_workspace(*args)
+
+
 def run_side(kind: str, root: Path, dataset: str, steps: int, threads: int, run: dict) -> dict:
     code = LLMTUI_RUN if kind == "llmtui" else BARE_TRL_RUN
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
@@ -194,8 +201,10 @@ def main() -> None:
     SHARED.extend([args.shared] if args.shared else [])
 
     with tempfile.TemporaryDirectory(prefix="llmtui-bench-throughput-") as tmp:
-        root, run = build_workspace(Path(tmp) / "ws", args.layers, args.vocab, args.batch, args.steps,
-                                    args.max_length, args.datasets)
+        # built in a process of its own: this one stays small (no torch, no model) while the runs go
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            root, run = pool.submit(_build_in_child, SHARED, Path(tmp) / "ws", args.layers, args.vocab, args.batch,
+                                    args.steps, args.max_length, args.datasets).result()
         print(f"Qwen3-0.6B config with {args.layers} layers (hidden 1024, vocabulary 151,936), LoRA r {LORA['r']}, "
               f"{args.steps} steps x batch {args.batch}, max_length {args.max_length}, {args.threads} thread(s)",
               flush=True)

@@ -37,9 +37,10 @@ LEGACY_MAX_NEW_TOKENS = 1000
 MIXED_SETS = ("openmath", "squad", "arc", "boolq")
 
 
-def trained_demo_model(root: Path, preset_name: str, *, test_rows: int,
-                       skip_ptq: bool = False) -> tuple[Workspace, str]:
-    """The demo workspace at ``root`` with one of its presets trained by the product's own training path.
+def trained_demo_model(root: Path, preset_name: str, *, test_rows: int, skip_ptq: bool = False,
+                       dataset: str | None = None, max_steps: int | None = None) -> tuple[Workspace, str]:
+    """The demo workspace at ``root`` with one of its presets trained by the product's own training path
+    (on ``dataset`` instead of the preset's, for ``max_steps``, when given: the name says so).
 
     Both are reused when ``root`` already has them.
     """
@@ -52,6 +53,10 @@ def trained_demo_model(root: Path, preset_name: str, *, test_rows: int,
     config = load_preset(preset)
     if skip_ptq:
         config.ptq = []
+    if dataset:
+        config.data.dataset, config.eval.datasets = dataset, [dataset]
+    if max_steps:
+        config.train.max_steps, config.model.output_suffix = max_steps, f"s{max_steps}"
     if ws.model_dir(config.output_name()).is_dir():
         return ws, config.output_name()
     print(f"training {config.output_name()} (demo preset {preset_name}) …", flush=True)

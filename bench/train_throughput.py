@@ -11,8 +11,8 @@ real one, so the LM head costs what it costs in Qwen3-0.6B). The data are the re
 sets in ``../shared/datasets``. Both sides train the same LoRA (r 16, alpha 32, no dropout, on q/k/v/o) for
 ``--steps`` optimizer steps of ``--batch`` examples from the same seed, at the precision llmtui picks for the
 device (float32 on a CPU: TRL's default would be bf16 autocast there), with activation checkpointing (TRL's
-default). Every run is its own child process, so each peak is its own: peak RSS on a CPU,
-``torch.cuda.max_memory_allocated`` on a GPU.
+default). Every run is its own child process, so each peak is its own: peak RSS on a CPU (the
+child's ``VmHWM``), ``torch.cuda.max_memory_allocated`` on a GPU.
 
 Printed per data set: non-padding tokens per second of both (the trainers' own count of non-padding tokens
 over ``train_runtime``, and over the training loop's CPU time, which a loaded machine barely moves),
@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,12 +39,19 @@ sys.path.insert(0, str(REPO))
 
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
 
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child's starts at its
+# parent's peak (this script's, when it built the model itself: 2.2 GB, above llmtui's own). llmtui resets VmHWM when
+# its training starts (engine.runs.device.reset_memory_peaks), so its side also reads it before calling train.
 PEAK = r"""
 def peak_mb():
     import resource, torch
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):  # not Linux: ru_maxrss
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 """
 
 LLMTUI_RUN = PEAK + r"""
@@ -55,10 +64,11 @@ from engine.runs.train import train
 from engine.workspace import Workspace
 ws = Workspace(Path(sys.argv[1]))
 config = load_preset(ws.experiments_dir / f"{sys.argv[2]}.toml", [f"train.max_steps={sys.argv[3]}"])
+before_train = peak_mb()
 result = train(ws, config, overwrite=True)
 stats = result.metadata["training_stats"]
 print(json.dumps({"tokens": stats["tokens_seen"], "runtime": stats["train_runtime_s"], "cpu": stats["train_cpu_s"],
-                  "peak_mb": peak_mb(),
+                  "peak_mb": max(before_train, peak_mb()),
                   "loss": stats["mean_train_loss"], "padding_free": result.metadata["padding_free"]["used"],
                   "loss_kind": result.metadata["loss_chunk_tokens"]["loss"]}))
 """
@@ -157,6 +167,11 @@ def build_workspace(root: Path, layers: int, vocab: int, batch: int, steps: int,
     return ws.root, run
 
 
+def _build_in_child(shared: list[Path], *args) -> tuple[Path, dict]:
+    SHARED.extend(shared)
+    return build_workspace(*args)
+
+
 def run_side(kind: str, root: Path, dataset: str, steps: int, threads: int, run: dict) -> dict:
     code = LLMTUI_RUN if kind == "llmtui" else BARE_TRL_RUN
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
@@ -186,8 +201,10 @@ def main() -> None:
     SHARED.extend([args.shared] if args.shared else [])
 
     with tempfile.TemporaryDirectory(prefix="llmtui-bench-throughput-") as tmp:
-        root, run = build_workspace(Path(tmp) / "ws", args.layers, args.vocab, args.batch, args.steps,
-                                    args.max_length, args.datasets)
+        # built in a process of its own: this one stays small (no torch, no model) while the runs go
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            root, run = pool.submit(_build_in_child, SHARED, Path(tmp) / "ws", args.layers, args.vocab, args.batch,
+                                    args.steps, args.max_length, args.datasets).result()
         print(f"Qwen3-0.6B config with {args.layers} layers (hidden 1024, vocabulary 151,936), LoRA r {LORA['r']}, "
               f"{args.steps} steps x batch {args.batch}, max_length {args.max_length}, {args.threads} thread(s)",
               flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -109,6 +110,17 @@ def weak_arc_model(demo_template, tmp_path_factory) -> tuple[Path, str]:
     finally:
         torch.set_num_threads(threads)
     return root, result.model_name
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    """vLLM's interpreter: ``$LLMTUI_VLLM_PYTHON``, else the one ``./dev.sh setup-vllm`` builds or finds cached."""
+    if VLLM_PYTHON_FROM_ENV:
+        return VLLM_PYTHON_FROM_ENV
+    done = subprocess.run([str(Path(__file__).resolve().parents[1] / "dev.sh"), "setup-vllm"], capture_output=True,
+                          text=True, timeout=1800)
+    assert done.returncode == 0, f"./dev.sh setup-vllm failed:\n{done.stderr[-3000:]}"
+    return done.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,19 @@
 """Run a command as a child and measure its peak resident memory and wall time (bench/real_size.py and the
 real-size tests; any process that may start children).
 
-The peak is the larger of the largest high-water mark (``VmHWM``) of any process of the tree and the summed
-RSS of the tree (workers that run side by side), both polled every 0.2 s. Not ``wait4``'s ``ru_maxrss``: a
-child started by ``subprocess`` (a fork or vfork of this process) carries this process's resident size into
-its own ``ru_maxrss`` when it execs, so a large measuring process (pytest after heavy tests) was measured
-in its child (a 0.42 GB child measured 0.87 GB); a high-water mark belongs to the child's own memory.
-The sum leaves out descendants forked and not yet exec'd: their pages are their parent's (a ``vfork``
-child runs in the very same memory; a ``fork`` child's pages are shared until written), so adding their RSS
-counted the parent twice whenever a poll fell between a ``subprocess`` call's fork and its exec (ctypes'
-``find_library`` runs ``ldconfig``, ``gcc`` and ``ld`` while a merge saves: the 2-layer real-vocabulary merge
-measured 1.5 GB in some runs and 1.9 GB in others). Workers forked without exec (``multiprocessing``'s fork
-start method) are thus counted through their parent only; llmtui's own workers are exec'd processes.
+The peak is the larger of the summed RSS of its process tree (workers that run side by side) and the largest
+high-water mark (``VmHWM``) of a process in it, both polled every 0.1 s. Not ``wait4``'s ``ru_maxrss``: Linux
+carries it over exec from the spawning process's memory (``subprocess`` spawns with ``vfork``), so every child
+of a 2 GB pytest process "peaked" at 2 GB — the CI run that measured three different stages at 1.96 GB each.
+A ``VmHWM`` belongs to the exec'd address space alone; what it can miss is a rise in the last 0.1 s of a process.
+
+Both leave out descendants forked and not yet exec'd: their pages are their parent's (a ``vfork`` child runs
+in the very same memory; a ``fork`` child's pages are shared until written), so adding their RSS counted the
+parent twice whenever a poll fell between a ``subprocess`` call's fork and its exec (ctypes' ``find_library``
+runs ``ldconfig``, ``gcc`` and ``ld`` while a merge saves: a 1 GB process calling it measured 2.03 GB, the
+2-layer real-vocabulary merge 1.5 GB in some runs and 1.9 GB in others). Workers forked without exec
+(``multiprocessing``'s fork start method) are thus counted through their parent only; llmtui's own workers
+are exec'd processes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+#: The kernel's "forked but did not exec" process flag (include/linux/sched.h), field 9 of /proc/PID/stat.
+PF_FORKNOEXEC = 0x40
+
 
 @dataclass
 class Measured:
@@ -31,10 +36,6 @@ class Measured:
     peak_bytes: int
     rc: int | None
     timed_out: bool
-
-
-#: The kernel's "forked but did not exec" process flag (include/linux/sched.h), field 9 of /proc/PID/stat.
-PF_FORKNOEXEC = 0x40
 
 
 def forked_not_execed(pid: int) -> bool:
@@ -46,15 +47,15 @@ def forked_not_execed(pid: int) -> bool:
     return bool(int(stat.rpartition(")")[2].split()[6]) & PF_FORKNOEXEC)  # fields after "(comm)" start at 3
 
 
-def high_water(pid: int) -> int:
-    """``pid``'s peak resident bytes so far (``VmHWM``; 0 once gone)."""
+def _tree(pid: int) -> list:
+    """``pid`` and its descendants that have their own address space (exec'd), as psutil processes."""
+    import psutil
+
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+        root = psutil.Process(pid)
+        return [root] + [c for c in root.children(recursive=True) if not forked_not_execed(c.pid)]
+    except psutil.Error:
+        return []
 
 
 def tree_rss(pid: int) -> int:
@@ -62,14 +63,7 @@ def tree_rss(pid: int) -> int:
     import psutil
 
     total = 0
-    try:
-        root = psutil.Process(pid)
-        processes = [root] + root.children(recursive=True)
-    except psutil.Error:
-        return 0
-    for process in processes:
-        if process is not root and forked_not_execed(process.pid):
-            continue
+    for process in _tree(pid):
         try:
             total += process.memory_info().rss
         except psutil.Error:
@@ -77,16 +71,16 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def tree_high_water(pid: int) -> int:
-    """The largest ``VmHWM`` of ``pid`` and its exec'd descendants now."""
-    import psutil
-
+def high_water_mark(pid: int) -> int:
+    """Peak resident bytes of ``pid``'s current address space (``VmHWM``; 0 once gone or where unreadable)."""
     try:
-        root = psutil.Process(pid)
-        pids = [pid] + [c.pid for c in root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    return max((high_water(p) for p in pids if p == pid or not forked_not_execed(p)), default=0)
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def run_measured(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | str | None = None,
@@ -110,7 +104,7 @@ def run_measured(argv: list[str], *, env: dict[str, str] | None = None, cwd: Pat
         helper.start()
     peak, rc, timed_out = 0, None, False
     while rc is None:
-        peak = max(peak, tree_rss(child.pid), tree_high_water(child.pid))
+        peak = max(peak, tree_rss(child.pid), *(high_water_mark(p.pid) for p in _tree(child.pid)))
         pid, status = os.waitpid(child.pid, os.WNOHANG)
         if pid:
             rc = os.waitstatus_to_exitcode(status)
@@ -119,7 +113,7 @@ def run_measured(argv: list[str], *, env: dict[str, str] | None = None, cwd: Pat
         if not timed_out and time.perf_counter() - started > timeout:
             timed_out = True
             child.kill()
-        time.sleep(0.2)
+        time.sleep(0.1)
     if helper:
         helper.join(timeout=5)
     return Measured(round(time.perf_counter() - started, 1), peak, rc, timed_out)

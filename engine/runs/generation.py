@@ -126,6 +126,17 @@ def attention_layout(model: Any) -> str:
     return "full" if kinds == {"full_attention"} else "sliding"
 
 
+def ready_decode_mask(model: Any) -> bool:
+    """Whether a decoding step may hand the model its attention mask ready-made, as transformers' SDPA path
+    makes it for one new token ([rows, 1, 1, columns], True where a column holds one of the row's tokens):
+    every layer full attention, SDPA, and transformers' own model code (its mask builder passes a 4D mask
+    through). Building the mask anew took a sixth of a small model's decoding step."""
+    config = _text_config(model)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper's model
+    return attention_layout(model) == "full" and getattr(config, "_attn_implementation", None) == "sdpa" \
+        and type(base).__module__.startswith("transformers.")
+
+
 def kv_cache_bytes_per_token(model: Any) -> int:
     """Bytes of KV cache one token of one sequence takes (keys and values, every layer)."""
     import torch
@@ -306,6 +317,44 @@ def buffer_layer_class():
             self.keys, self.values = keys[:, :, :end], values[:, :, :end]
             return self.keys, self.values
 
+        @classmethod
+        def stacked(cls, parts: list[Any], width: int) -> "BufferLayer":
+            """The rows of ``parts`` one after another, each left-padded with zeros to ``width`` columns, written
+            straight into buffers with room to grow (as the next update would make them)."""
+            buffers = []
+            for name in ("keys", "values"):
+                tensors = [getattr(part, name) for part in parts]
+                first = tensors[0]
+                buffer = first.new_empty((sum(t.shape[0] for t in tensors), first.shape[1], 2 * width, first.shape[-1]))
+                row = 0
+                for tensor in tensors:
+                    rows, pad = tensor.shape[0], width - tensor.shape[-2]
+                    buffer[row:row + rows, :, :pad] = 0  # masked, but must be finite: 0 x NaN is NaN
+                    buffer[row:row + rows, :, pad:width] = tensor
+                    row += rows
+                buffers.append(buffer)
+            layer = cls(buffers[0][:, :, :width], buffers[1][:, :, :width])
+            layer.buffers = tuple(buffers)  # its own: updates write into them
+            return layer
+
+        def keep(self, rows: list[int], start: int) -> None:
+            """Keep ``rows`` (ascending) and the columns from ``start``, moved to the front of this layer's own
+            buffers: no new buffer (the next update would grow it, copying again), and the rows before the
+            first one dropped stay where they are."""
+            if self.buffers is None:  # made from tensors it may not write to
+                self.keys, self.values = self.keys[rows, :, start:], self.values[rows, :, start:]
+                self.length = self.keys.shape[-2]
+                return
+            end = self.length - start
+            for buffer in self.buffers:
+                for row, source in enumerate(rows):
+                    if source != row or start:
+                        moved = buffer[source, :, start:self.length]
+                        buffer[row, :, :end] = moved.clone() if source == row else moved  # a row onto itself overlaps
+            self.buffers = tuple(buffer[:len(rows)] for buffer in self.buffers)
+            self.length = end
+            self.keys, self.values = self.buffers[0][:, :, :end], self.buffers[1][:, :, :end]
+
     return BufferLayer
 
 
@@ -330,8 +379,8 @@ class _Batch:
         used = self.mask.any(dim=0).nonzero()
         start = int(used[0]) if len(used) else self.mask.shape[1]
         self.mask = self.mask[:, start:]
-        layer = buffer_layer_class()
-        self.layers = [layer(old.keys[index, :, start:], old.values[index, :, start:]) for old in self.layers]
+        for layer in self.layers:
+            layer.keep(rows, start)
 
     def join(self, other: "_Batch") -> None:
         """Append ``other``'s rows, padding the shorter cache on the left (its rows stay contiguous)."""
@@ -348,9 +397,7 @@ class _Batch:
             return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
         layer = buffer_layer_class()
-        self.layers = [layer(torch.cat([left_pad(mine.keys, 2), left_pad(theirs.keys, 2)]),
-                             torch.cat([left_pad(mine.values, 2), left_pad(theirs.values, 2)]))
-                       for mine, theirs in zip(self.layers, other.layers)]
+        self.layers = [layer.stacked([mine, theirs], width) for mine, theirs in zip(self.layers, other.layers)]
         self.mask = torch.cat([left_pad(self.mask, 1), left_pad(other.mask, 1)])
         self.last = torch.cat([self.last, other.last])
         self.items += other.items
@@ -370,6 +417,7 @@ class _Engine:
         self.eos = torch.tensor(eos_ids, dtype=torch.long, device=self.device)
         self.brace = brace_mask.to(self.device)
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(self.eos[0])
+        self.ready_mask = ready_decode_mask(model) and self._ready_mask_agrees(token_ids[0][-1] if token_ids else 0)
         self.prefix_length = 0
         self.prefix: list[Any] = []  # the shared prefix's cache layers (one row)
         if len(token_ids) > 1 and attention_layout(model) == "full":
@@ -386,6 +434,28 @@ class _Engine:
         output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
                             use_cache=True, logits_to_keep=1)
         return output.logits[:, -1, :], output.cache.layers
+
+    def _ready_mask_agrees(self, token: int) -> bool:
+        """Whether a decoding step with the ready-made mask gives exactly the logits transformers' own mask gives,
+        on two rows, one left-padded (not so for a model that reads the 2D mask for more than attention, as
+        ALiBi models build their biases from it)."""
+        import torch
+
+        mask = torch.tensor([[1, 1], [0, 1]], device=self.device)
+        step = torch.cat([mask, mask.new_ones(2, 1)], dim=1)
+        logits = []
+        try:
+            with torch.inference_mode():
+                for ready in (False, True):
+                    _, layers = self._forward(torch.tensor([[token, token], [self.pad, token]], device=self.device),
+                                              mask, (mask.cumsum(1) - 1).clamp(min=0), [])
+                    out, _ = self._forward(torch.tensor([[token], [token]], device=self.device),
+                                           step.bool()[:, None, None, :] if ready else step,
+                                           step.sum(1, keepdim=True) - 1, layers)
+                    logits.append(out)
+        except (RuntimeError, ValueError, TypeError):
+            return False
+        return torch.equal(*logits)
 
     def _forward_layers(self, input_ids):
         import torch
@@ -419,7 +489,8 @@ class _Engine:
 
         batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch.items), 1)], dim=1)
         positions = (batch.mask.sum(1, keepdim=True) - 1)
-        logits, batch.layers = self._forward(batch.last[:, None], batch.mask, positions, batch.layers)
+        mask = batch.mask.bool()[:, None, None, :] if self.ready_mask else batch.mask
+        logits, batch.layers = self._forward(batch.last[:, None], mask, positions, batch.layers)
         batch.last = logits.argmax(-1)
 
     def finished_rows(self, batch: _Batch) -> list[int]:

@@ -30,21 +30,35 @@ from engine.runs.loading import LoadedModel, load_for_inference
 
 #: A shared context is worth its own prefill only when at least this many different continuations follow it.
 MIN_SHARED_CONTINUATIONS = 2
+#: The stop check decodes only a generated text's last tokens: up to this many per character of the longest
+#: stop string (a character can take four byte-level tokens) plus a margin (tokens that decode to nothing,
+#: a leading space SentencePiece drops at the window's start).
+STOP_TAIL_TOKENS_PER_CHAR = 4
+STOP_TAIL_MARGIN = 8
 
 
-def stop_token_mask(token_texts: list[str], until: list[str], size: int):
-    """Tokens after which a row's text may newly contain one of ``until``: a token holding a stop string's
-    last character (or a partial UTF-8 byte, shown as U+FFFD). Every token when a stop string ends in
-    whitespace (SentencePiece decodes a lone space token to nothing)."""
+def token_texts(tokenizer: Any) -> list[str]:
+    """Each token's text alone and as it reads after another token, joined: the characters it may add to a
+    text (SentencePiece drops a leading space from a text's first token only; U+FFFD where the two disagree
+    otherwise, so that the token is asked about)."""
+    size = len(tokenizer)
+    alone = tokenizer.batch_decode([[i] for i in range(size)], skip_special_tokens=False)
+    anchor_ids = tokenizer.encode("a", add_special_tokens=False)[-1:]
+    anchor = tokenizer.decode(anchor_ids, skip_special_tokens=False)
+    after = tokenizer.batch_decode([anchor_ids + [i] for i in range(size)], skip_special_tokens=False)
+    return [a + (b[len(anchor):] if b.startswith(anchor) else "\ufffd") for a, b in zip(alone, after)]
+
+
+def stop_token_mask(texts: list[str], until: list[str], size: int):
+    """Tokens after which a row's text may newly contain one of ``until``: a token whose text (``token_texts``)
+    holds a stop string's last character, or a partial UTF-8 byte (U+FFFD). A token missed here only lets
+    its row run on: lm-eval cuts every answer at its first stop string, so the answer is the same."""
     stops = [s for s in until if s]
     import torch
 
     mask = torch.zeros(size, dtype=torch.bool)
-    if any(s[-1].isspace() for s in stops):
-        mask[:] = True
-        return mask
     last = {s[-1] for s in stops} | {"\ufffd"}
-    mask[[i for i, text in enumerate(token_texts) if any(c in text for c in last)]] = True
+    mask[[i for i, text in enumerate(texts) if any(c in text for c in last)]] = True
     return mask
 
 
@@ -128,14 +142,21 @@ def llmtui_lm_class() -> type:
             max_gen_toks = kwargs.pop("max_gen_toks")
             stops = [s for s in until if s]
 
+            window = STOP_TAIL_TOKENS_PER_CHAR * max((len(s) for s in stops), default=0) + STOP_TAIL_MARGIN
+
             def text_stop(tokens: list[int]) -> bool:
                 # Like HFLM's stopping criterion: special tokens' texts count (an EOS spelt out in ``until``).
+                # Asked after (nearly) every token, so only the tail is decoded: a stop string that appears
+                # now ends in the newest token. A hit is confirmed on the whole text; a miss (a stop spread
+                # over more than the window) only lets the row run on, and lm-eval's cut gives the same answer.
+                tail = self.tokenizer.decode(tokens[-window:], skip_special_tokens=False)
+                if not any(s in tail for s in stops):
+                    return False
                 text = self.tokenizer.decode(tokens, skip_special_tokens=False)
                 return any(s in text for s in stops)
 
             if self._token_texts is None:
-                self._token_texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))],
-                                                                skip_special_tokens=False)
+                self._token_texts = token_texts(self.tokenizer)
             rows = max(len(self.tokenizer), int(getattr(self.config, "vocab_size", 0) or 0))
             return GreedyPlan(until=until, max_gen_toks=max_gen_toks,
                               token_ids=[self.context_tokens(c, self.max_length - max_gen_toks) for c in contexts],

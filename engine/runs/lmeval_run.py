@@ -199,6 +199,7 @@ def run_lm_eval(ws: Workspace, model_ref: str | Path, options: EvalOptions, *,
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
 
+    from engine.runs.generation import choose_threads
     from engine.runs.lmeval_backend import LlmtuiLM
     from engine.runs.loading import load_for_inference, resolve_device
 
@@ -211,6 +212,7 @@ def run_lm_eval(ws: Workspace, model_ref: str | Path, options: EvalOptions, *,
     name = safe_name(model_dir.name)
     manager = manager or load_tasks(ws, options.lm_eval_tasks)  # before the model: unreachable data fails fast
     device = resolve_device(options.device)
+    threads = choose_threads(options.threads) if device == "cpu" else None  # as the built-in evaluation's
     events.emit(EventKind.START, model=name, model_dir=str(model_dir), lm_eval_tasks=options.lm_eval_tasks)
     loaded = load_for_inference(model_dir, device=device, trust_remote_code=options.trust_remote_code)
     effect = adapter_effect(ws, model_dir, loaded, device, trust_remote_code=options.trust_remote_code)
@@ -234,12 +236,16 @@ def run_lm_eval(ws: Workspace, model_ref: str | Path, options: EvalOptions, *,
                 task_manager=manager, evaluation_tracker=tracker, batch_size=batch_size)
         samples = results.pop("samples")
         results["config"]["model"] = "llmtui"
-        results["llmtui"] = {"model_kind": loaded.kind, "device": device, "adapter_effect": effect}
+        results["llmtui"] = {"model_kind": loaded.kind, "device": device, "threads": threads,
+                             "adapter_effect": effect}
         if options.check_backends:
             from engine.runs.lmeval_agreement import backend_agreement
 
-            results["llmtui"]["backend_agreement"] = backend_agreement(ws, model_dir, lm, samples,
-                                                                       options.check_backends)
+            agreement = backend_agreement(ws, model_dir, lm, samples, options.check_backends)
+            results["llmtui"]["backend_agreement"] = agreement
+            if not agreement["measured"]:  # recorded as not measured: the comparability guard ignores it
+                events.emit(EventKind.WARNING, model=name,
+                            message=f"--check-backends: agreement not measured: {agreement['reason']}")
         tracker.general_config_tracker.log_experiment_args(
             model_source="llmtui", model_args=model_args, system_instruction=None,
             chat_template=lm.chat_template(options.apply_chat_template) if options.apply_chat_template else None,

@@ -177,7 +177,7 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
            events: ProgressEvents) -> TrainResult:
     from transformers import PrinterCallback, set_seed
 
-    from engine.runs.device import reset_memory_peaks
+    from engine.runs.device import reset_memory_peaks, return_freed_host_memory
     from engine.runs.efficiency import choose as choose_efficiency, make_trainer
 
     final = preflight(ws, config, overwrite=overwrite)
@@ -211,6 +211,8 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
                                eval_dataset=eval_set, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
         check_trainer_inputs(trainer, tokenizer)
+        if choice.use_cpu:  # activations and loss chunks live in host memory: freed ones go back at once
+            return_freed_host_memory()
         cpu_started = time.process_time()
         output = trainer.train(resume_from_checkpoint=str(resume_from.path) if resume_from else None)
         train_cpu_s = time.process_time() - cpu_started

@@ -24,12 +24,16 @@ def test_eval_lm_eval_writes_lm_evals_output_that_results_reads(demo_template, s
     shutil.copytree(demo_template, root, symlinks=True)
     write_task_folder(root / "Datasets" / "lm-eval-tasks", shared_datasets, rows=3)
     done = _llmtui("-w", str(root), "eval", "tiny-qwen3", "--lm-eval", "llmtui_boolq,llmtui_openmath",
-                   "--limit", "3", "--num-fewshot", "1", "--json")
+                   "--limit", "3", "--num-fewshot", "1", "--check-backends", "2", "--json")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["evaluated"] == ["tiny-qwen3"] and report["failed"] == []
     assert set(report["results"]["tiny-qwen3"]) == {"llmtui_boolq", "llmtui_openmath"}
     assert report["llmtui"]["tiny-qwen3"]["adapter_effect"] is None  # the base has no parent
+    assert report["llmtui"]["tiny-qwen3"]["threads"]["reason"].endswith("cores idle")  # chosen as evaluation's
+    # the suite's children see no LLMTUI_VLLM_PYTHON (tests/conftest.py): the agreement is recorded as not measured
+    assert report["llmtui"]["tiny-qwen3"]["backend_agreement"]["measured"] is False
+    assert report["llmtui"]["tiny-qwen3"]["backend_agreement"]["reason"].startswith("vLLM is not configured")
     names = sorted(p.name.split("_2")[0] for p in (root / "Testing" / "lm-eval" / "tiny-qwen3").iterdir())
     assert names == ["results", "samples_llmtui_boolq", "samples_llmtui_openmath"]
 

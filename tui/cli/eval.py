@@ -132,6 +132,14 @@ def _run_lm_eval(ws, args, options) -> int:
                          if "," in key and "stderr" not in key and isinstance(value, (int, float))]
                 parts.append(f"{task} {' '.join(shown)}")
             console.print(f"[green]✓[/] {escape(name)}: {escape('; '.join(parts))}", highlight=False)
+            agreement = run["results"]["llmtui"].get("backend_agreement")
+            if agreement and agreement["measured"]:
+                console.print(f"  --check-backends: {agreement['agreeing']}/{agreement['items']} answers identical "
+                              f"on the built-in engine and {escape(str(agreement['other'].get('name')))}",
+                              highlight=False)
+            elif agreement:
+                err_console.print(f"  --check-backends: agreement not measured: {escape(agreement['reason'])}",
+                                  highlight=False)
         for name, error in failed:
             err_console.print(f"[bold red]✗[/] {escape(name)}: {escape(error)}", highlight=False)
         for record in broken:

@@ -253,7 +253,7 @@ def test_continuous_batching_equals_one_prompt_at_a_time(trained_boolq_model, we
     """Rows leaving and joining the batch, padding and the shared prefix change no output; nor does the stop rule."""
     import torch
 
-    from engine.runs.generation import generate_single
+    from engine.runs.generation import _Engine, generate_single
     from engine.runs.loading import load_for_inference
 
     ceiling = 96
@@ -263,6 +263,8 @@ def test_continuous_batching_equals_one_prompt_at_a_time(trained_boolq_model, we
         tokenizer, model = loaded.tokenizer, loaded.model
         prompts = [ids for task in sets for ids in _prompts(ws, tokenizer, task, 12)]
         mask = brace_token_mask(tokenizer, model.config.vocab_size)
+        # decoding steps take the mask made here, not transformers' (and it gives the same logits)
+        assert _Engine(model, tokenizer, prompts, ceiling, mask, [tokenizer.eos_token_id], lambda _: False).ready_mask
         # BoolQ alone shares the system prompt's KV cache; mixed with OpenMath the rows are left-padded
         assert (shared_prefix_length(prompts) >= MIN_SHARED_PREFIX) == (len(sets) == 1)
         single = [generate_single(model, tokenizer, ids, ceiling, mask) for ids in prompts]
@@ -301,7 +303,7 @@ def test_sliding_window_models_batch_like_one_prompt_at_a_time(demo_ws, arch, ex
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from engine.runs.generation import attention_layout, generate_single
+    from engine.runs.generation import attention_layout, generate_single, ready_decode_mask
     from engine.runs.loading import load_tokenizer
 
     tokenizer = load_tokenizer(demo_ws.model_dir("tiny-qwen3"))
@@ -311,9 +313,34 @@ def test_sliding_window_models_batch_like_one_prompt_at_a_time(demo_ws, arch, ex
                                   pad_token_id=tokenizer.pad_token_id, **extra)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).eval()
-    assert attention_layout(model) == "sliding"
+    assert attention_layout(model) == "sliding" and not ready_decode_mask(model)  # a window: transformers' mask
     mask = brace_token_mask(tokenizer, len(tokenizer))
     prompts = _prompts(demo_ws, tokenizer, "boolq", 3) + _prompts(demo_ws, tokenizer, "arc", 4)
+    single = [generate_single(model, tokenizer, ids, 12, mask) for ids in prompts]
+    batched, _ = generate_all(model, tokenizer, prompts, max_new_tokens=12, batch_size=3, brace_mask=mask)
+    assert [(g.text, g.tokens) for g in batched] == single
+
+
+def test_a_model_reading_its_mask_for_more_than_attention_keeps_transformers_mask(demo_ws):
+    """Falcon with ALiBi builds its biases from the 2D mask: the ready-made decoding mask passes the static check,
+    fails the measured one (different logits), and is not used; batches still equal one prompt at a time."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.runs.generation import _Engine, generate_single, ready_decode_mask
+    from engine.runs.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(demo_ws.model_dir("tiny-qwen3"))
+    config = AutoConfig.for_model("falcon", alibi=True, new_decoder_architecture=False, multi_query=True,
+                                  vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    mask = brace_token_mask(tokenizer, len(tokenizer))
+    prompts = _prompts(demo_ws, tokenizer, "boolq", 3) + _prompts(demo_ws, tokenizer, "arc", 4)
+    assert ready_decode_mask(model)
+    assert not _Engine(model, tokenizer, prompts, 12, mask, [tokenizer.eos_token_id], lambda _: False).ready_mask
     single = [generate_single(model, tokenizer, ids, 12, mask) for ids in prompts]
     batched, _ = generate_all(model, tokenizer, prompts, max_new_tokens=12, batch_size=3, brace_mask=mask)
     assert [(g.text, g.tokens) for g in batched] == single

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,20 +16,6 @@ from engine.runs.backend_choice import record_speed
 from engine.runs.evaluate import EvalError, EvalOptions, choose_backend, evaluate_model
 from engine.runs.loading import ModelKind
 from engine.workspace import Workspace
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def vllm_python() -> str:
-    """vLLM's interpreter: ``$LLMTUI_VLLM_PYTHON``, else the one ``./dev.sh setup-vllm`` builds or finds cached."""
-    from conftest import VLLM_PYTHON_FROM_ENV
-
-    if VLLM_PYTHON_FROM_ENV:
-        return VLLM_PYTHON_FROM_ENV
-    done = subprocess.run([str(ROOT / "dev.sh"), "setup-vllm"], capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, f"./dev.sh setup-vllm failed:\n{done.stderr[-3000:]}"
-    return done.stdout.strip().splitlines()[-1]
 
 
 def _rows(ws: Workspace, name: str, stem: str) -> list[dict]:

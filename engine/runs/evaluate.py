@@ -402,9 +402,11 @@ def _evaluate_model(ws: Workspace, model_ref: str | Path, options: EvalOptions |
     from engine.runs.backend_choice import record_speed
 
     throughput = metrics["throughput"]
-    record_speed(backend=described["name"], device="cpu" if device == "cpu" else "gpu",
-                 params=model_parameters(model_dir), items=metrics["summary"]["total_samples"],
-                 generation_s=throughput["generation_seconds"], load_s=throughput["load_seconds"])
+    if found.kind == "full":  # auto weighs backends only for full-weight folders: quantized kernels and
+        # unmerged adapters run at other speeds and would stand in for the built-in engine at that size
+        record_speed(backend=described["name"], device="cpu" if device == "cpu" else "gpu",
+                     params=model_parameters(model_dir), items=metrics["summary"]["total_samples"],
+                     generation_s=throughput["generation_seconds"], load_s=throughput["load_seconds"])
     if format_warning:
         metrics["prompt_format_warning"] = format_warning
     for task in tasks:  # provenance: llmtui compare warns when two runs read different files

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runs.backend_choice import record_speed
+from engine.runs.backend_choice import read_speeds, record_speed
 from engine.runs.evaluate import EvalError, EvalOptions, choose_backend, evaluate_model
 from engine.runs.loading import ModelKind
 from engine.workspace import Workspace
@@ -44,9 +44,12 @@ def test_auto_uses_vllm_only_when_configured_and_able_and_vllm_says_why_not(tmp_
         choose_backend(ws, "fast", full)
 
 
-def test_a_quantized_model_falls_back_to_the_built_in_engine_and_the_metrics_say_so(demo_ws, monkeypatch):
+def test_a_quantized_model_falls_back_to_the_built_in_engine_and_the_metrics_say_so(demo_ws, monkeypatch,
+                                                                                     tmp_path):
     from engine.runs.quantize import quantize_model
 
+    speeds = tmp_path / "eval_speeds.json"
+    monkeypatch.setenv("LLMTUI_EVAL_SPEEDS", str(speeds))
     monkeypatch.setenv("LLMTUI_VLLM_PYTHON", "/nonexistent/python")  # configured, but never started for HQQ
     name = quantize_model(demo_ws, "tiny-qwen3", "hqq", bits=4, group_size=64, device="cpu")["model_name"]
     metrics = evaluate_model(demo_ws, name, EvalOptions(datasets=["boolq"], limit=2, threads=1))
@@ -55,6 +58,10 @@ def test_a_quantized_model_falls_back_to_the_built_in_engine_and_the_metrics_say
     assert config["backend_choice"]["requested"] == "auto" and "hqq" in config["backend_choice"]["reason"]
     with pytest.raises(EvalError, match="hqq model"):
         evaluate_model(demo_ws, name, EvalOptions(datasets=["boolq"], limit=2, backend="vllm", force=True))
+    # the quantized kernels' speed is not the built-in engine's at this size: only the full-weight run is recorded
+    assert read_speeds(speeds) == []
+    evaluate_model(demo_ws, "tiny-qwen3", EvalOptions(datasets=["boolq"], limit=2, threads=1, backend="hf"))
+    assert [(r["backend"], r["items"]) for r in read_speeds(speeds)] == [("hf", 2)]
 
 
 @pytest.mark.slow

@@ -4,10 +4,10 @@ Every evaluation of a full-weight folder on this machine records its speed — b
 parameters, items, seconds generating and seconds loading (vLLM's start-up included) — in
 ``~/.cache/llmtui/eval_speeds.json`` (``$LLMTUI_EVAL_SPEEDS`` elsewhere). For a new evaluation ``auto``
 predicts each backend's time from the record nearest in model size on the same device kind (seconds an item
-scale with the parameters; the load time is taken as measured) and picks the faster. Without a record of both backends on this device
-kind it uses what the project measured: on a GPU vLLM, on the CPU the built-in engine (the demo workload,
-16 items × 4 test sets: built-in 2.2 s, vLLM 8.2 s plus 92 s of start-up). The reason is returned, and the
-metrics file keeps it.
+scale with the parameters; the load time is taken as measured) and picks the faster. Without a record of both
+backends on this device kind it uses what the project measured: on a GPU vLLM, on the CPU the built-in engine
+(the demo workload, 16 items × 4 test sets: built-in 2.2 s, vLLM 8.2 s plus 92 s of start-up). The reason is
+returned, and the metrics file keeps it.
 """
 
 from __future__ import annotations

@@ -58,12 +58,12 @@ def _tree(pid: int) -> list:
         return []
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and its descendants now, each address space once (0 once gone)."""
+def summed_rss(processes: list) -> int:
+    """Resident bytes of ``processes`` (psutil processes) now; one that is gone counts 0."""
     import psutil
 
     total = 0
-    for process in _tree(pid):
+    for process in processes:
         try:
             total += process.memory_info().rss
         except psutil.Error:
@@ -104,7 +104,8 @@ def run_measured(argv: list[str], *, env: dict[str, str] | None = None, cwd: Pat
         helper.start()
     peak, rc, timed_out = 0, None, False
     while rc is None:
-        peak = max(peak, tree_rss(child.pid), *(high_water_mark(p.pid) for p in _tree(child.pid)))
+        tree = _tree(child.pid)  # walked once a poll: both measures read the same processes
+        peak = max(peak, summed_rss(tree), *(high_water_mark(process.pid) for process in tree))
         pid, status = os.waitpid(child.pid, os.WNOHANG)
         if pid:
             rc = os.waitstatus_to_exitcode(status)

@@ -156,13 +156,11 @@ def local_gpu_peaks() -> list[dict[str, Any]]:
 
 def peak_rss_gb() -> float:
     """This process's peak resident memory in GB since :func:`reset_memory_peaks` (Linux) or since it started."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) * 1024 / GB, 3)
-    except (OSError, ValueError, IndexError):
-        pass
+    from engine.jobs.peak import high_water_mark
+
+    high = high_water_mark(os.getpid())
+    if high:
+        return round(high / GB, 3)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / GB if sys.platform == "darwin" else peak * 1024 / GB, 3)
 

@@ -102,9 +102,10 @@ def _safetensors_files(folder: Path) -> list[Path]:
     return [single] if single.is_file() else []
 
 
-def load_converting_read(folder: Path, *, device: str, dtype: Any):
+def load_converting_read(folder: Path | str, *, device: str, dtype: Any, trust_remote_code: bool = False):
     """A local safetensors model converted into ``dtype`` on the CPU, its weights read with ``pread`` tensor by
-    tensor; None where this does not apply (another weights format, a class not in transformers).
+    tensor; None where this does not apply (not a local folder, no explicit dtype, the folder's own code asked
+    for, another weights format, a class not in transformers).
 
     Why not ``from_pretrained(folder)``: it memory-maps the files, and every page read stays in the process's
     resident memory until the load ends — on the CPU, where bf16 weights become float32, that is a whole
@@ -117,6 +118,9 @@ def load_converting_read(folder: Path, *, device: str, dtype: Any):
     from transformers import AutoConfig, GenerationConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
+    folder = Path(folder)
+    if trust_remote_code or dtype in (None, "auto") or not folder.is_dir():
+        return None
     files = _safetensors_files(folder)
     if not files:
         return None
@@ -142,10 +146,9 @@ def _from_pretrained(source: str, *, device: str, trust_remote_code: bool, **kwa
 
     require_model(source)
     try:
-        dtype = kwargs.get("dtype")
-        if device == "cpu" and dtype not in (None, "auto") and not trust_remote_code and set(kwargs) == {"dtype"} \
-                and Path(source).is_dir():
-            model = load_converting_read(Path(source), device=device, dtype=dtype)
+        if device == "cpu" and set(kwargs) == {"dtype"}:
+            model = load_converting_read(source, device=device, dtype=kwargs["dtype"],
+                                         trust_remote_code=trust_remote_code)
             if model is not None:
                 return model
         return AutoModelForCausalLM.from_pretrained(source, device_map={"": device},

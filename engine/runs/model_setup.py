@@ -5,7 +5,6 @@ said clearly (:mod:`engine.runs.bnb`)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from engine.presets.config import ExperimentConfig
@@ -36,8 +35,9 @@ def load_base_model(source: str, config: ExperimentConfig, choice: DeviceChoice,
         kwargs.update(quantization_config=nf4_config(torch_dtype(choice.compute_dtype)),
                       device_map=device_map_for(choice))
     try:
-        if not qlora and kwargs["dtype"] != "auto" and not config.model.trust_remote_code and Path(source).is_dir():
-            model = load_converting_read(Path(source), device="cpu", dtype=kwargs["dtype"])  # no stored-dtype copy
+        if not qlora:  # read tensor by tensor: no stored-dtype copy beside the converted one
+            model = load_converting_read(source, device="cpu", dtype=kwargs["dtype"],
+                                         trust_remote_code=config.model.trust_remote_code)
             if model is not None:
                 return model
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)

@@ -166,7 +166,7 @@ def _quantize_hqq(fp_dir: Path, out: Path, spec: QuantizationSpec, device: str,
     from engine.runs.loading import load_converting_read
 
     # read tensor by tensor: the bf16 file's mapped pages would otherwise stay resident beside the float16 copy
-    model = None if trust_remote_code else load_converting_read(fp_dir, device="cpu", dtype=torch.float16)
+    model = load_converting_read(fp_dir, device="cpu", dtype=torch.float16, trust_remote_code=trust_remote_code)
     if model is None:
         model = AutoModelForCausalLM.from_pretrained(str(fp_dir), dtype=torch.float16,
                                                      trust_remote_code=trust_remote_code)

@@ -106,7 +106,30 @@ def _load_gptqmodel(model_dir: Path, method: str, metadata_bits: int, device: st
             options = {"dtype": torch.float32, "backend": BACKEND.GPTQ_TORCH_FUSED}
         else:
             options = {"dtype": torch.bfloat16, "backend": BACKEND.GPTQ_TORCH}
-    return GPTQModel.load(str(model_dir), device=device, trust_remote_code=trust_remote_code, **options).model
+    with contextlib.nullcontext() if device.startswith("cuda") else _without_disk_offload():
+        return GPTQModel.load(str(model_dir), device=device, trust_remote_code=trust_remote_code, **options).model
+
+
+@contextlib.contextmanager
+def _without_disk_offload():
+    """GPTQModel loads GPTQ and AWQ checkpoints with accelerate's ``offload_state_dict``: every CPU-placed
+    tensor is first written to a memory-mapped file on disk and read back at the end, so the mapped copy and
+    the loaded one are resident at once (+1.0 GB at 0.6B, measured). On the CPU the tensors stay where they
+    are loaded anyway: load them without that detour."""
+    from gptqmodel.models import loader
+
+    original = loader.load_checkpoint_in_model_then_tie_weights
+
+    def load_in_place(model, *args, **kwargs):
+        kwargs.pop("offload_state_dict", None)
+        kwargs.pop("offload_buffers", None)
+        return original(model, *args, **kwargs)
+
+    loader.load_checkpoint_in_model_then_tie_weights = load_in_place
+    try:
+        yield
+    finally:
+        loader.load_checkpoint_in_model_then_tie_weights = original
 
 
 class _ReadOnce(dict):

@@ -180,8 +180,8 @@ def mixed_workload(root: Path, limit: int, vllm_python: str | None) -> dict:
         from engine.runs.vllm_client import VLLMBackend
 
         started = time.perf_counter()
-        longest = max(len(row) + task.max_new_tokens for task, _, ids in sets for row in ids)
-        backend = VLLMBackend(vllm_python, ws.model_dir(name), tokenizer, max_model_len=longest,
+        sequences = [[len(row) + task.max_new_tokens for row in ids] for task, _, ids in sets]
+        backend = VLLMBackend(vllm_python, ws.model_dir(name), tokenizer, sequences=sequences, device="cpu",
                               threads=threads["threads"])
         figures["vllm_startup_s"] = round(time.perf_counter() - started, 1)
         eos = stop_token_ids(tokenizer, model.generation_config)

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.tasks import DatasetError, custom_tasks
-from engine.models.estimate import (EVAL_AUTO_BATCH, EstimateError, ModelShape, find_config, folder_config, inference_estimate, quantize_estimate,
-                                    step_estimate)
+from engine.jobs.settings import configured_vllm_python
+from engine.models.estimate import (EVAL_AUTO_BATCH, EstimateError, ModelShape, eval_estimate, find_config,
+                                    folder_config, quantize_estimate, step_estimate)
 from engine.presets.config import ConfigError, load_preset_text
 from engine.presets.plan import make_plan
 from engine.workspace import Workspace
@@ -38,7 +39,8 @@ def job_memory(ws: Workspace, job: Any) -> float | None:
             path = find_config(ws, config.model.base)
             if step is None or path is None:
                 return None
-            return step_estimate(config, ModelShape.from_file(path), step, device).bytes
+            return step_estimate(config, ModelShape.from_file(path), step, device,
+                                 vllm=configured_vllm_python(ws) is not None).bytes
         folder = ws.model_dir(job.options.get("source") or job.target) if job.kind == "quantize" else \
             ws.model_dir(job.target)
         path = folder_config(folder)
@@ -50,9 +52,11 @@ def job_memory(ws: Workspace, job: Any) -> float | None:
                                      bits=job.options.get("bits") or 4,
                                      samples=job.options.get("samples") or 128).bytes
         if job.kind == "eval":
-            return inference_estimate(shape, device=device, bits=_quantized_bits(folder),
-                                      batch=batch if isinstance(batch := job.options.get("batch_size"), int) and batch > 0
-                                      else EVAL_AUTO_BATCH).bytes
+            batch = job.options.get("batch_size")
+            return eval_estimate(shape, device=device, bits=_quantized_bits(folder),
+                                 batch=batch if isinstance(batch, int) and batch > 0 else EVAL_AUTO_BATCH,
+                                 backend=str(job.options.get("backend", "auto")),
+                                 vllm=configured_vllm_python(ws) is not None).bytes
     except (ConfigError, DatasetError, EstimateError, ValueError):
         return None  # an unreadable preset or config fails in the job itself, with its own message
     return None

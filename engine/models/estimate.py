@@ -22,7 +22,10 @@ parameters, ``T`` tokens of a sequence, ``b`` the batch, ``L`` layers, ``h`` hid
   parts (embeddings, norms) in 16 bit where its backend keeps them so (bitsandbytes), in the compute dtype
   otherwise (HQQ, and GPTQ/AWQ's fused CPU kernels: float32); 4-bit reloads hold one more 16-bit embedding-sized matrix while loading
   (measured: NF4 at 1B, HQQ at 2 layers), 8-bit ones do not;
-- the runtime: the CUDA context (GPU) or the Python process with torch and transformers imported (CPU).
+- the runtime: the CUDA context (GPU) or the Python process with torch and transformers imported (CPU);
+- vLLM on the CPU (:func:`vllm_estimate`): its own process beside llmtui's, the weights in float32, the KV
+  cache it reserves for the largest request in whole 128-position blocks (at most 2 GiB), and the stored file
+  its loader keeps mapped while converting (``mapped_file``).
 
 On the CPU llmtui trains and evaluates in float32 (bf16 matmuls are slow there), so the CPU figures use
 ``B = 4`` for a 16-bit model. The floor is the sum of the parts. The estimate adds slack measured against
@@ -51,7 +54,7 @@ TOKENIZER_BYTES_PER_ENTRY = 550
 #: parts but the runtime × SLACK, the runtime × RUNTIME_SLACK (0.98-0.99 GB measured on the bench machine).
 WEIGHT_SLACK = 1.05
 RUNTIME_SLACK = 1.1
-EXACT_PARTS = frozenset({"weights", "adapter", "gradients", "optimizer", "quantized", "loading"})
+EXACT_PARTS = frozenset({"weights", "adapter", "gradients", "optimizer", "quantized", "loading", "kv_reserved"})
 #: Parts in the estimate but not the floor: copies a library's loader makes that the stage does not need.
 OVERHEAD_PARTS = frozenset({"mapped_file"})
 #: Float32 copies of one weight that HQQ's proximal optimiser holds at once (hqq.core.optimize: W_f, W_q, W_r, W_e, beta-scaled error).
@@ -210,8 +213,8 @@ class Estimate:
     def bytes(self) -> float:
         """The estimate: the runtime × :data:`RUNTIME_SLACK`, :data:`EXACT_PARTS` × :data:`WEIGHT_SLACK`, the
         other parts × :data:`SLACK`."""
-        return sum(value * (RUNTIME_SLACK if name == "runtime" else WEIGHT_SLACK if name in EXACT_PARTS else SLACK)
-                   for name, value in self.parts.items())
+        return sum(value * (RUNTIME_SLACK if name.endswith("runtime") else WEIGHT_SLACK if name in EXACT_PARTS
+                            else SLACK) for name, value in self.parts.items())
 
     @property
     def gb(self) -> float:
@@ -288,6 +291,44 @@ def inference_estimate(shape: ModelShape, *, device: str, bits: int = 16, batch:
         parts["loading"] = shape.vocab * shape.hidden * 2
     return Estimate(step, device, parts, note=f"{bits if bits < 16 else b * 8}-bit weights, batch {batch} × "
                                              f"{context} positions")
+
+
+#: The most KV cache llmtui has vLLM reserve on the CPU (``VLLM_CPU_KVCACHE_SPACE``, in GiB, overrides it).
+VLLM_CPU_KV_CACHE_BYTES = 2 * 2**30
+#: Positions of one KV cache block of vLLM's CPU attention: a sequence takes whole blocks.
+VLLM_BLOCK_TOKENS = 128
+#: vLLM's own process on the CPU before the model: Python with its torch and vLLM imported (0.64 GB) and the
+#: buffers its engine allocates for a batch at start-up, measured on the bench machine.
+VLLM_CPU_RUNTIME_BYTES = 1.0e9
+
+
+def vllm_kv_cache_bytes(shape: ModelShape, sequences: list[int] | tuple[int, ...], dtype_bytes: int) -> int:
+    """The KV cache llmtui asks vLLM to reserve on the CPU: room for ``sequences`` (each a prompt's positions
+    plus the ceiling on new tokens) all at once in whole blocks, at most :data:`VLLM_CPU_KV_CACHE_BYTES` (vLLM
+    then runs fewer at a time), never less than the longest one needs."""
+    def blocks(positions: int) -> int:
+        return -(-positions // VLLM_BLOCK_TOKENS) * VLLM_BLOCK_TOKENS
+
+    per_token = kv_cache_bytes(shape, 1, dtype_bytes)
+    everything = sum(blocks(n) for n in sequences) * per_token
+    longest = blocks(max(sequences, default=1) + VLLM_BLOCK_TOKENS) * per_token
+    return int(max(min(everything, VLLM_CPU_KV_CACHE_BYTES), longest))
+
+
+def vllm_estimate(shape: ModelShape, *, device: str, sequences: list[int] | tuple[int, ...]) -> Estimate:
+    """An evaluation through vLLM on the CPU: llmtui's process (the runtime and the tokenizer, no model) beside
+    vLLM's, which holds the weights in float32 and the KV cache it reserved (:func:`vllm_kv_cache_bytes`); its
+    loader keeps the stored file mapped while it converts it (in the estimate, not the floor). On a GPU vLLM
+    reserves 90 % of the card (its ``gpu_memory_utilization``), which no config sizes: the figure there is what
+    the evaluation itself needs, the built-in engine's for the same sequences."""
+    if device != "cpu":
+        return inference_estimate(shape, device=device, batch=len(sequences) or 1,
+                                  context=max(sequences, default=1), step="eval vllm")
+    parts = {"runtime": _runtime(device, shape), "vllm_runtime": VLLM_CPU_RUNTIME_BYTES,
+             "weights": shape.params * 4, "kv_reserved": vllm_kv_cache_bytes(shape, sequences, 4),
+             "mapped_file": shape.params * shape.stored_bytes}
+    return Estimate("eval vllm", device, parts, note=f"vLLM, float32 weights, {len(sequences)} sequences of up to "
+                                                   f"{max(sequences, default=0)} positions")
 
 
 def snapshot_estimate(shape: ModelShape, *, device: str) -> Estimate:
@@ -389,8 +430,9 @@ def _peft_kind(config: Any) -> str:
     return "full" if config.peft.method == "NoPeft" else "lora"
 
 
-def step_estimate(config: Any, shape: ModelShape, step: Any, device: str) -> Estimate:
-    """The estimate of one :class:`engine.presets.plan.Step` of ``config`` on ``device`` (gpu | cpu)."""
+def step_estimate(config: Any, shape: ModelShape, step: Any, device: str, *, vllm: bool = False) -> Estimate:
+    """The estimate of one :class:`engine.presets.plan.Step` of ``config`` on ``device`` (gpu | cpu); ``vllm``:
+    vLLM is configured, so an evaluation of full weights on ``auto`` may run there (the larger figure counts)."""
     if step.kind == "snapshot":
         return snapshot_estimate(shape, device=device)
     if step.kind == "train":
@@ -411,20 +453,33 @@ def step_estimate(config: Any, shape: ModelShape, step: Any, device: str) -> Est
                 return Estimate("quantize", device, merged.parts, note=estimate.note + ", after merging the adapter")
         return estimate
     # evaluation of the training output or of a PTQ output
-    from engine.data.tasks import MAX_NEW_TOKENS
-
     quantized = next((s for s in config.ptq if step.target.endswith(f"_{s.method.lower()}") or
                       f"_{s.method}" in step.target), None)
-    bits = (quantized.bits if quantized else 16)
     batch = config.eval.batch_size if isinstance(config.eval.batch_size, int) and config.eval.batch_size > 0 \
         else EVAL_AUTO_BATCH  # 0 or "auto": the engine picks
-    return inference_estimate(shape, device=device, bits=bits, batch=batch, context=EVAL_PROMPT_TOKENS +
-                              max(MAX_NEW_TOKENS.values()), method=quantized.method if quantized else "none")
+    return eval_estimate(shape, device=device, bits=quantized.bits if quantized else 16, batch=batch,
+                         method=quantized.method if quantized else "none", backend=config.eval.backend, vllm=vllm)
 
 
-def plan_estimates(config: Any, ws: Any, steps: list[Any]) -> dict[str, Any]:
+def eval_estimate(shape: ModelShape, *, device: str, bits: int = 16, batch: int = EVAL_AUTO_BATCH,
+                  method: str = "none", backend: str = "auto", vllm: bool = False) -> Estimate:
+    """An evaluation (prompts of up to :data:`EVAL_PROMPT_TOKENS` and the largest built-in ceiling): the built-in
+    engine's figure, or vLLM's where it will run — ``backend`` vllm, or ``auto`` with vLLM configured (``vllm``),
+    where either may run and the larger counts. vLLM loads full weights only."""
+    from engine.data.tasks import MAX_NEW_TOKENS
+
+    context = EVAL_PROMPT_TOKENS + max(MAX_NEW_TOKENS.values())
+    builtin = inference_estimate(shape, device=device, bits=bits, batch=batch, context=context, method=method)
+    if bits < 16 or backend == "hf" or (backend != "vllm" and not vllm):
+        return builtin
+    through_vllm = vllm_estimate(shape, device=device, sequences=[context] * batch)
+    return through_vllm if backend == "vllm" or through_vllm.bytes > builtin.bytes else builtin
+
+
+def plan_estimates(config: Any, ws: Any, steps: list[Any], *, vllm: bool = False) -> dict[str, Any]:
     """Per step of ``steps``: ``memory_gb`` on a GPU and on the CPU, their parts, and a time where a speed was
-    recorded. ``{"available": False, "reason"}`` when the base model's config.json cannot be found."""
+    recorded (``vllm``: as :func:`step_estimate`). ``{"available": False, "reason"}`` when the base model's
+    config.json cannot be found."""
     path = find_config(ws, config.model.base)
     if path is None:
         return {"available": False, "reason": f"no config.json for {config.model.base} (not a model folder, "
@@ -432,7 +487,7 @@ def plan_estimates(config: Any, ws: Any, steps: list[Any]) -> dict[str, Any]:
     shape = ModelShape.from_file(path)
     rows = []
     for index, step in enumerate(steps):
-        by_device = {device: step_estimate(config, shape, step, device) for device in ("gpu", "cpu")}
+        by_device = {device: step_estimate(config, shape, step, device, vllm=vllm) for device in ("gpu", "cpu")}
         row: dict[str, Any] = {"index": index, "kind": step.kind, "target": step.target,
                                "memory_gb": {d: e.gb for d, e in by_device.items()},
                                "floor_gb": {d: round(e.floor_bytes / GB, 2) for d, e in by_device.items()},

@@ -294,11 +294,12 @@ def _start_backend(ws: Workspace, model_dir: Path, found: Any, options: EvalOpti
     record = {"requested": options.backend, "reason": why, "threads": threads}
     if choice == "vllm":
         tokenizer = load_tokenizer(model_dir, trust_remote_code=found.trust_remote_code)
-        longest = max(len(ids) + task.max_new_tokens for task in test_sets.tasks
-                      for ids in tokenize_prompts(tokenizer, [render_prompt(tokenizer, task, item)
-                                                              for item in test_sets.items[task.name]]))
+        sequences = [[len(ids) + task.max_new_tokens for ids in tokenize_prompts(
+            tokenizer, [render_prompt(tokenizer, task, item) for item in test_sets.items[task.name]])]
+            for task in test_sets.tasks]
         try:
-            backend = VLLMBackend(python, model_dir, tokenizer, max_model_len=longest,
+            backend = VLLMBackend(python, model_dir, tokenizer, sequences=sequences,
+                                  device="cpu" if device == "cpu" else "gpu",
                                   trust_remote_code=found.trust_remote_code,
                                   dtype="float32" if device == "cpu" else "auto",
                                   threads=threads["threads"] if threads else None)

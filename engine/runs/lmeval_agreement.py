@@ -57,11 +57,12 @@ def backend_agreement(ws: Workspace, model_dir: Path, lm: Any, samples: dict[str
     plans = [(indexes, plan) for indexes, plan in plans if plan is not None]
     if not plans:
         return {"measured": False, "reason": "the generate_until items are sampled, not greedy"}
-    longest = max(len(ids) + plan.max_gen_toks for _, plan in plans for ids in plan.token_ids)
+    sequences = [[len(ids) + plan.max_gen_toks for ids in plan.token_ids] for _, plan in plans]
+    device = "cpu" if str(lm.device) == "cpu" else "gpu"
     try:
-        backend = VLLMBackend(python, model_dir, lm.tokenizer, max_model_len=longest,
+        backend = VLLMBackend(python, model_dir, lm.tokenizer, sequences=sequences, device=device,
                               trust_remote_code=found.trust_remote_code,
-                              dtype="float32" if str(lm.device) == "cpu" else "auto")
+                              dtype="float32" if device == "cpu" else "auto")
     except VLLMError as exc:
         return {"measured": False, "reason": str(exc)}
     agreeing, differing = 0, []  # answers equal / not

@@ -19,8 +19,6 @@ from engine.runs.generation import Generation, RowsDone, TextStop, cut_at_stop
 from engine.jobs.settings import VLLM_PYTHON_ENV
 
 WORKER_SCRIPT = Path(__file__).with_name("vllm_worker.py")
-#: KV cache vLLM reserves on the CPU (GiB) unless ``VLLM_CPU_KVCACHE_SPACE`` says otherwise.
-CPU_KV_CACHE_GB = 2
 STDERR_TAIL_LINES = 15
 
 
@@ -40,6 +38,18 @@ def vllm_unsupported(found: Any) -> str | None:
     return f"vLLM backend: {what} is loaded by the built-in engine only"
 
 
+def cpu_kv_cache_bytes(model_dir: Path, sequences: list[int], dtype: str) -> int | None:
+    """The KV cache vLLM reserves on the CPU for ``sequences`` (:func:`engine.models.estimate.vllm_kv_cache_bytes`);
+    None (vLLM's own default) when the folder's config.json cannot be read."""
+    from engine.models.estimate import EstimateError, ModelShape, vllm_kv_cache_bytes
+
+    try:
+        shape = ModelShape.from_file(model_dir / "config.json")
+    except EstimateError:
+        return None
+    return vllm_kv_cache_bytes(shape, sequences, 4 if dtype == "float32" else 2)
+
+
 def _stderr_tail(path: Path) -> str:
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -53,18 +63,26 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, python: str, model_dir: Path | str, tokenizer: Any, *, max_model_len: int,
-                 trust_remote_code: bool = False, dtype: str = "float32", threads: int | None = None) -> None:
-        """Start the worker and load the model. ``max_model_len`` is the longest prompt plus the ceiling: vLLM
-        refuses a model whose context is shorter (a VLLMError), rather than generating past it.
-        ``threads`` (CPU) replaces vLLM's binding of one thread per core."""
+    def __init__(self, python: str, model_dir: Path | str, tokenizer: Any, *, sequences: list[list[int]],
+                 device: str, trust_remote_code: bool = False, dtype: str = "float32",
+                 threads: int | None = None) -> None:
+        """Start the worker and load the model. ``sequences``: per request to come (a test set), each prompt's
+        positions plus the ceiling on new tokens. The longest is vLLM's ``max_model_len`` (it refuses a model whose
+        context is shorter, a VLLMError, rather than generating past it); on the CPU the request that needs the
+        most sizes the KV cache vLLM reserves. ``threads`` (CPU) replaces vLLM's binding of one thread per core."""
         if not Path(python).is_file():
             raise VLLMError(f"vLLM's interpreter {python} does not exist (set {VLLM_PYTHON_ENV} or vllm_python in "
                             f".llmtui/worker.toml; ./dev.sh setup-vllm builds one)")
         self.tokenizer, self.dtype = tokenizer, dtype
         self.vocab_size = len(tokenizer)
         env = dict(os.environ)
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GB))
+        kv_cache_bytes = None
+        if device == "cpu":
+            # One process: vLLM's engine core in a second one held its own torch and vLLM (+1.4 GB measured)
+            # while this worker only hands it token ids.
+            env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            if "VLLM_CPU_KVCACHE_SPACE" not in env:
+                kv_cache_bytes = cpu_kv_cache_bytes(Path(model_dir), max(sequences, key=sum), dtype)
         self.threads: int | str = env.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
         if threads and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             # vLLM's own choice binds one spinning thread to each core, which thrashes on a shared machine
@@ -73,8 +91,8 @@ class VLLMBackend:
             self.threads = threads
         env.pop("PYTHONPATH", None)  # llmtui's environment must not leak into vLLM's
         self._log = Path(tempfile.mkstemp(prefix="llmtui-vllm-", suffix=".log")[1])
-        config = {"model": str(model_dir), "dtype": dtype, "max_model_len": max_model_len,
-                  "trust_remote_code": trust_remote_code, "seed": 0}
+        config = {"model": str(model_dir), "dtype": dtype, "max_model_len": max((max(r) for r in sequences if r), default=1),
+                  "trust_remote_code": trust_remote_code, "seed": 0, "kv_cache_memory_bytes": kv_cache_bytes}
         with open(self._log, "w") as log:
             self._process = subprocess.Popen([python, str(WORKER_SCRIPT), json.dumps(config)], stdin=subprocess.PIPE,
                                              stdout=subprocess.PIPE, stderr=log, text=True, env=env)

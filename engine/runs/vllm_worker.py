@@ -5,7 +5,7 @@ file by path with that interpreter and speaks JSON lines over its stdin/stdout (
 libraries print goes to stderr). It imports nothing of llmtui but the stop rule
 (``engine.results.scoring``, plain Python). Protocol:
 
-    argv[1]: {"model", "dtype", "max_model_len", "trust_remote_code", "seed"}
+    argv[1]: {"model", "dtype", "max_model_len", "trust_remote_code", "seed", "kv_cache_memory_bytes" (or null)}
     out: {"ready": true, "vllm": version, "torch": version}  or  {"error": message} (then exit 1)
     in:  {"prompts": [[token id, …], …], "max_new_tokens": N, "stop_token_ids": [id, …]}
     out: {"done": [[prompt index, [generated token ids]], …]} as rows finish, then {"finished": true}
@@ -85,9 +85,11 @@ def main() -> int:
         import vllm
         from vllm import LLM, SamplingParams
 
+        reserve = {"kv_cache_memory_bytes": config["kv_cache_memory_bytes"]} if config.get("kv_cache_memory_bytes") \
+            else {}
         llm = LLM(model=config["model"], dtype=config["dtype"], enforce_eager=True, seed=config.get("seed", 0),
                   max_model_len=config["max_model_len"], trust_remote_code=config.get("trust_remote_code", False),
-                  logits_processors=[BoxStop])
+                  logits_processors=[BoxStop], **reserve)
     except Exception as exc:  # any reason vLLM cannot load the model is reported, not a traceback
         # on one line, cut short: vLLM's messages can list every architecture it supports
         message = " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -73,6 +73,7 @@ async def test_build_a_preset_see_the_name_fix_an_inline_error_and_save(demo_ws,
         await pilot.pause()
         assert not row.has_class("-invalid")
         assert "Models/tiny-qwen3-boolq_SFT_LoRa8_NoQuant" in _summary(screen)  # the live name
+        assert "1. train ~" in _summary(screen) and " GB GPU · " in _summary(screen)  # each step's memory estimate
 
         await pilot.press("ctrl+s")  # a new preset asks for its name
         await wait_for(pilot, lambda: isinstance(app.screen, NamePrompt), what="the name prompt")

@@ -19,6 +19,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from engine.jobs.settings import configured_vllm_python
     from engine.models.estimate import EstimateError, plan_estimates
     from engine.presets.plan import make_plan, model_preview
 
@@ -27,7 +28,7 @@ def run(args) -> int:
     plan = make_plan(config, ws)
     model = model_preview(config, ws)
     try:
-        estimates = plan_estimates(config, ws, plan.steps)
+        estimates = plan_estimates(config, ws, plan.steps, vllm=configured_vllm_python(ws) is not None)
     except EstimateError as exc:
         estimates = {"available": False, "reason": str(exc)}
     if args.json:

@@ -17,6 +17,8 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
+from engine.jobs.settings import configured_vllm_python
+from engine.models.estimate import EstimateError, plan_estimates
 from engine.presets.config import ConfigError, ExperimentConfig, Problem, config_from_dict, save_preset
 from engine.presets.naming import QuantizationSpec, model_name, qlora_spec
 from engine.presets.plan import make_plan
@@ -245,9 +247,21 @@ class ExperimentsScreen(WorkspaceScreen):
         if name and self.info and name in self.info.models:
             text.append("  exists: training would need --overwrite", style="red")
         if self.config is not None:
-            for i, step in enumerate(make_plan(self.config, self.ws).steps, 1):
-                text.append(f"\n{i}. {step.kind}: ", style="bold")
+            steps = make_plan(self.config, self.ws).steps
+            vllm = configured_vllm_python(self.ws) is not None
+            try:
+                estimates = plan_estimates(self.config, self.ws, steps, vllm=vllm)
+            except EstimateError as exc:
+                estimates = {"available": False, "reason": str(exc)}
+            memory = {row["index"]: row["memory_gb"] for row in estimates.get("steps", [])}
+            for i, step in enumerate(steps):
+                text.append(f"\n{i + 1}. {step.kind}", style="bold")
+                if i in memory:  # the peak it needs, as `llmtui plan` prints it
+                    text.append(f" ~{memory[i]['gpu']:g} GB GPU · {memory[i]['cpu']:g} GB CPU", style="dim")
+                text.append(": ", style="bold")
                 text.append(step.description)
+            if not estimates["available"]:
+                text.append(f"\nmemory: {estimates['reason']}", style="dim")
         else:
             count = len(self.problems)
             text.append(f"\n✗ {count} problem{'s' if count != 1 else ''}: cannot save or queue", style="bold red")

@@ -13,8 +13,9 @@ import sys
 import pytest
 
 from engine.models.estimate import (CPU_RUNTIME_BYTES, GPU_RUNTIME_BYTES, RUNTIME_SLACK, SLACK,
-                                     TOKENIZER_BYTES_PER_ENTRY, WEIGHT_SLACK, EstimateError, ModelShape,
-                                     inference_estimate, quantize_estimate, train_estimate, weight_bytes)
+                                     TOKENIZER_BYTES_PER_ENTRY, VLLM_CPU_KV_CACHE_BYTES, VLLM_CPU_RUNTIME_BYTES,
+                                     WEIGHT_SLACK, EstimateError, ModelShape, inference_estimate, quantize_estimate,
+                                     eval_estimate, train_estimate, vllm_estimate, vllm_kv_cache_bytes, weight_bytes)
 
 from conftest import REAL_CONFIGS
 
@@ -99,6 +100,36 @@ def test_inference_and_quantize_by_hand():
     g = quantize_estimate(s, device="gpu", method="gptq", samples=128, seq=512)
     assert g.parts["hessian"] == 4 * (4096 ** 2 * 6 + 14336 ** 2)  # q k v gate up see h, o sees 4096, down sees i
     assert g.parts["calibration"] == 128 * 512 * 4096 * 4 + 512 * 14336 * 16
+
+
+def test_vllm_on_the_cpu_by_hand():
+    s = shape("Qwen3-0.6B")
+    per_token = 2 * 28 * (8 * 128) * 4  # K and V, 28 layers, 8 KV heads × 128, float32
+    # two prompts of 200 and 300 positions with their ceilings: whole 128-position blocks, 256 + 384
+    assert vllm_kv_cache_bytes(s, [200, 300], 4) == (256 + 384) * per_token
+    # 32 SQuAD-long rows would need 33 × 1,152 positions: capped at 2 GiB, vLLM then runs fewer at once
+    assert vllm_kv_cache_bytes(s, [1100] * 32, 4) == VLLM_CPU_KV_CACHE_BYTES == 2 * 2**30
+    # never less than the longest sequence and one more block (vLLM refuses a smaller cache)
+    assert vllm_kv_cache_bytes(s, [9000], 4) == (9088 + 128) * per_token
+    e = vllm_estimate(s, device="cpu", sequences=[200, 300])
+    assert e.parts == {"runtime": CPU_RUNTIME_BYTES + 151_936 * TOKENIZER_BYTES_PER_ENTRY,
+                       "vllm_runtime": VLLM_CPU_RUNTIME_BYTES, "weights": 596_049_920 * 4,
+                       "kv_reserved": 640 * per_token, "mapped_file": 596_049_920 * 2}
+    assert e.floor_bytes == sum(e.parts.values()) - 596_049_920 * 2  # the mapped file is the loader's, not the stage's
+    assert e.bytes == pytest.approx((e.parts["runtime"] + VLLM_CPU_RUNTIME_BYTES) * RUNTIME_SLACK
+                                    + (596_049_920 * 4 + 640 * per_token) * WEIGHT_SLACK + 596_049_920 * 2 * SLACK)
+
+
+def test_an_evaluation_counts_vllm_where_it_may_run():
+    s = shape("Qwen3-0.6B")
+    builtin = eval_estimate(s, device="cpu", batch=1)
+    assert builtin.step == "eval" and eval_estimate(s, device="cpu", batch=1, vllm=True, backend="hf") == builtin
+    assert eval_estimate(s, device="cpu", batch=1, backend="vllm").step == "eval vllm"
+    # auto with vLLM configured: either may run, the larger counts (vLLM's own process and reserved cache here)
+    assert eval_estimate(s, device="cpu", batch=1, vllm=True).bytes == max(
+        builtin.bytes, vllm_estimate(s, device="cpu", sequences=[2048]).bytes) > builtin.bytes
+    # a 4-bit model never goes to vLLM
+    assert eval_estimate(s, device="cpu", bits=4, backend="vllm").step == "eval"
 
 
 def test_bad_config_is_named(tmp_path):

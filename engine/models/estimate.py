@@ -54,7 +54,8 @@ TOKENIZER_BYTES_PER_ENTRY = 550
 #: parts but the runtime × SLACK, the runtime × RUNTIME_SLACK (0.98-0.99 GB measured on the bench machine).
 WEIGHT_SLACK = 1.05
 RUNTIME_SLACK = 1.1
-EXACT_PARTS = frozenset({"weights", "adapter", "gradients", "optimizer", "quantized", "loading", "kv_reserved"})
+EXACT_PARTS = frozenset({"weights", "adapter", "gradients", "optimizer", "quantized", "loading", "kv_reserved",
+                         "mapped_file"})
 #: Parts in the estimate but not the floor: copies a library's loader makes that the stage does not need.
 OVERHEAD_PARTS = frozenset({"mapped_file"})
 #: Float32 copies of one weight that HQQ's proximal optimiser holds at once (hqq.core.optimize: W_f, W_q, W_r, W_e, beta-scaled error).
@@ -287,8 +288,9 @@ def inference_estimate(shape: ModelShape, *, device: str, bits: int = 16, batch:
     parts = {"runtime": _runtime(device, shape), "weights": weights,
              "kv_cache": kv_cache_bytes(shape, batch * context, b),
              "logits": logits_bytes(shape, batch, 4, training=False)}
-    if bits == 4 and device == "cpu":  # measured: one more 16-bit embedding-sized matrix while a 4-bit model loads
-        parts["loading"] = shape.vocab * shape.hidden * 2
+    if bits == 4 and device == "cpu":  # measured: one more 16-bit embedding-sized matrix while a 4-bit model loads;
+        # GPTQModel's loader (accelerate) builds the float32 embedding beside its skeleton's float32 one
+        parts["loading"] = shape.vocab * shape.hidden * (4 if method.lower() in ("gptq", "awq") else 2)
     return Estimate(step, device, parts, note=f"{bits if bits < 16 else b * 8}-bit weights, batch {batch} × "
                                              f"{context} positions")
 
@@ -337,13 +339,12 @@ def snapshot_estimate(shape: ModelShape, *, device: str) -> Estimate:
 
 
 def merge_estimate(shape: ModelShape, *, device: str, r: int, targets: tuple[str, ...] | list[str] | str) -> Estimate:
-    """Base in its stored dtype + adapter, merged in place and saved; the adapter twice (the file's float32
-    tensors as read, and the modules' copies they are loaded into). Saving adds no copy (safetensors writes
-    from the tensors' memory); the 1.89 GB once measured for the reduced model's 1.51 GB merge was the
-    measurement counting a forked ``ldconfig`` as a second copy (:mod:`engine.jobs.peak`)."""
+    """Base in its stored dtype + the float32 adapter, merged in place and saved. The adapter counts once: the
+    file's tensors are read lazily into the modules (counted twice until the bench measured 0.6B's r 256 merge
+    at 2.57 GB, below that floor's 2.81). Saving adds no copy (safetensors writes from the tensors' memory)."""
     weights = shape.params * shape.stored_bytes
     return Estimate("merge", device, {"runtime": _runtime(device, shape), "weights": weights,
-                                      "adapter": shape.lora_params(r, targets) * 4 * 2})
+                                      "adapter": shape.lora_params(r, targets) * 4})
 
 
 def quantize_estimate(shape: ModelShape, *, device: str, method: str, bits: int = 4, group_size: int = 64,
@@ -368,6 +369,10 @@ def quantize_estimate(shape: ModelShape, *, device: str, method: str, bits: int 
             parts["hessian"] = sum(a * a * 4 for a, _ in shape.module_shapes().values())
             if device == "cpu":  # GPTQModel's loader keeps the stored file mapped beside its float16 copy
                 parts["mapped_file"] = shape.params * shape.stored_bytes
+    if method == "nf4" and device == "cpu":
+        # transformers converts every stored tensor to float16 before bitsandbytes' 4-bit pass, with the file
+        # still mapped (8-bit quantizes each tensor as it is converted: no such peak; 0.6B: 3.94 vs 3.53 GB)
+        parts["mapped_file"] = shape.params * shape.stored_bytes
     return Estimate("quantize", device, parts, note=f"{method.upper()} {bits}-bit")
 
 

@@ -14,8 +14,9 @@ import pytest
 
 from engine.models.estimate import (CPU_RUNTIME_BYTES, GPU_RUNTIME_BYTES, RUNTIME_SLACK, SLACK,
                                      TOKENIZER_BYTES_PER_ENTRY, VLLM_CPU_KV_CACHE_BYTES, VLLM_CPU_RUNTIME_BYTES,
-                                     WEIGHT_SLACK, EstimateError, ModelShape, inference_estimate, quantize_estimate,
-                                     eval_estimate, train_estimate, vllm_estimate, vllm_kv_cache_bytes, weight_bytes)
+                                     WEIGHT_SLACK, EstimateError, ModelShape, eval_estimate, inference_estimate,
+                                     merge_estimate, quantize_estimate, train_estimate, vllm_estimate,
+                                     vllm_kv_cache_bytes, weight_bytes)
 
 from conftest import REAL_CONFIGS
 
@@ -97,6 +98,13 @@ def test_inference_and_quantize_by_hand():
     assert nf4_cpu.parts["loading"] == 128_256 * 4096 * 2
     hqq_cpu = inference_estimate(s, device="cpu", bits=4, context=2048, method="hqq")  # float32 compute on the CPU
     assert hqq_cpu.parts["weights"] - nf4_cpu.parts["weights"] == (128_256 * 4096 * 2 + 32 * 2 * 4096 + 4096) * 2
+    gptq_cpu = inference_estimate(s, device="cpu", bits=4, context=2048, method="gptq")  # float32 embedding twice
+    assert gptq_cpu.parts["loading"] == 128_256 * 4096 * 4
+    # NF4 on the CPU: the stored file stays mapped while every tensor is converted to float16 first; INT8 not
+    assert quantize_estimate(s, device="cpu", method="nf4").parts["mapped_file"] == s.params * 2
+    assert "mapped_file" not in quantize_estimate(s, device="cpu", method="int8", bits=8).parts
+    assert merge_estimate(s, device="cpu", r=256, targets="attention").parts["adapter"] == \
+        32 * 256 * (4096 + 4096 + 4096 + 1024 + 4096 + 1024 + 4096 + 4096) * 4  # q k v o, float32, once
     g = quantize_estimate(s, device="gpu", method="gptq", samples=128, seq=512)
     assert g.parts["hessian"] == 4 * (4096 ** 2 * 6 + 14336 ** 2)  # q k v gate up see h, o sees 4096, down sees i
     assert g.parts["calibration"] == 128 * 512 * 4096 * 4 + 512 * 14336 * 16
@@ -117,7 +125,7 @@ def test_vllm_on_the_cpu_by_hand():
                        "kv_reserved": 640 * per_token, "mapped_file": 596_049_920 * 2}
     assert e.floor_bytes == sum(e.parts.values()) - 596_049_920 * 2  # the mapped file is the loader's, not the stage's
     assert e.bytes == pytest.approx((e.parts["runtime"] + VLLM_CPU_RUNTIME_BYTES) * RUNTIME_SLACK
-                                    + (596_049_920 * 4 + 640 * per_token) * WEIGHT_SLACK + 596_049_920 * 2 * SLACK)
+                                    + (596_049_920 * 4 + 640 * per_token + 596_049_920 * 2) * WEIGHT_SLACK)
 
 
 def test_an_evaluation_counts_vllm_where_it_may_run():

@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.jobs.peak import run_measured  # noqa: E402
-from engine.models.estimate import (CPU_RUNTIME_BYTES, Estimate, ModelShape, inference_estimate, merge_estimate, quantize_estimate,  # noqa: E402
-                                     snapshot_estimate, train_estimate)
+from engine.models.estimate import (CPU_RUNTIME_BYTES, Estimate, ModelShape, inference_estimate, merge_estimate,  # noqa: E402
+                                     quantize_estimate, snapshot_estimate, train_estimate, vllm_estimate)
 
 SHARED = REPO.parent.parent / "shared" if (REPO.parent.parent / "shared").is_dir() else Path("/work/shared")
 PY = sys.executable
@@ -99,7 +99,12 @@ def stage_estimate(stage: str, shape: ModelShape, a) -> Estimate:
     if rest == "reload":
         return inference_estimate(shape, device="cpu", bits=bits, context=256, step="reload", method=kind.lower())
     if kind == "eval":
-        return inference_estimate(shape, device="cpu", batch=min(a.eval_items, 32), context=1024 + a.eval_tokens)
+        # the engine's auto batch on the CPU takes a whole test set of ≤ 128 rows at once, each row's cache as
+        # long as the set's longest prompt + the ceiling (read from the run's predictions where there are some)
+        batch, context = getattr(a, "eval_batch", None) or a.eval_items, getattr(a, "eval_context", None) or 1024
+        if rest == "vllm":
+            return vllm_estimate(shape, device="cpu", sequences=[context + a.eval_tokens] * batch)
+        return inference_estimate(shape, device="cpu", batch=batch, context=context + a.eval_tokens)
     return inference_estimate(shape, device="cpu", context=512, step="chat")
 
 
@@ -107,11 +112,25 @@ def shape_for(size: str) -> ModelShape:
     return ModelShape.from_file(SHARED / "real-configs" / ("Qwen3-0.6B.json" if size == "0.6b" else "Llama-3.2-1B.json"))
 
 
+def eval_shape(ws: Path, model: str) -> dict[str, int]:
+    """The evaluation's largest set as the engine batched it: its rows and its longest prompt (tokens), from
+    the predictions the run wrote; empty where there are none."""
+    best: dict[str, int] = {}
+    for path in (ws / "Testing" / "predictions" / model).glob("*.jsonl"):
+        prompts = [json.loads(line).get("prompt_tokens", 0) for line in path.read_text().splitlines() if line.strip()]
+        if prompts and len(prompts) * max(prompts) > best.get("eval_batch", 0) * best.get("eval_context", 0):
+            best = {"eval_batch": len(prompts), "eval_context": max(prompts)}
+    return best
+
+
 def recompute(rows: list[dict], runtimes: dict[str, int], a) -> None:
     """Floors and estimates of recorded rows with the estimator as it is now (the measurements stay)."""
     for row in rows:
         if row["stage"] == "decode" or not row.get("peak_bytes"):
             continue
+        if row["stage"].startswith("eval") and "eval_context" not in row.get("settings", {}):
+            row.setdefault("settings", {}).update(eval_shape(Path(a.root) / row["size"] / "ws", row["model"])
+                                                  if row.get("model") else {})
         settings = SimpleNamespace(**{**vars(a), **row.get("settings", {})})  # the row's own run settings
         estimate = stage_estimate(row["stage"], shape_for(row["size"]), settings)
         row["estimate_bytes"] = estimate.bytes
@@ -324,11 +343,14 @@ class Bench:
         for backend in ("hf", "vllm"):
             if not on(f"eval-{backend}") or (backend == "vllm" and not os.environ.get("LLMTUI_VLLM_PYTHON")):
                 continue
-            self.stage(size, f"eval {backend}", llmtui(ws, "eval", snapshot, "--datasets", sets, "--limit",
-                                                       str(a.eval_items), "--force", "--backend", backend,
-                                                       "--device", "cpu"), env,
-                       floor(stage_estimate(f"eval {backend}", shape, a)),
-                       note=f"{a.eval_items} items × 4 sets, ≤ {a.eval_tokens} new tokens")
+            row = self.stage(size, f"eval {backend}", llmtui(ws, "eval", snapshot, "--datasets", sets, "--limit",
+                                                             str(a.eval_items), "--force", "--backend", backend,
+                                                             "--device", "cpu"), env,
+                             floor(stage_estimate(f"eval {backend}", shape, a)),
+                             note=f"{a.eval_items} items × 4 sets, ≤ {a.eval_tokens} new tokens")
+            row["model"] = snapshot
+            recompute([row], self.runtimes, a)  # with the batch and prompt lengths the run really had
+            self.save()
         if on("chat"):
             self.chat(size, ws, snapshot, env, floor(stage_estimate("chat", shape, a)))
         if on("decode"):

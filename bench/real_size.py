@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.jobs.peak import run_measured  # noqa: E402
+from engine.runs.backend_choice import speeds_path  # noqa: E402
 from engine.models.estimate import (CPU_RUNTIME_BYTES, Estimate, ModelShape, inference_estimate, merge_estimate,  # noqa: E402
                                      quantize_estimate, snapshot_estimate, train_estimate, vllm_estimate)
 
@@ -410,6 +411,33 @@ class Bench:
         print(f"    {json.dumps(data)}", flush=True)
 
 
+def auto_check(rows: list[dict], speeds: Path) -> list[str]:
+    """``auto``'s choice for each size's evaluation predicted from the *other* size's recorded speeds (the
+    records this run's evaluations wrote), against which backend this run measured faster (wall time)."""
+    from engine.runs.backend_choice import auto_backend, read_speeds  # plain Python, no torch
+
+    records = read_speeds(speeds)
+    lines = []
+    for size in sorted({r["size"] for r in rows}):
+        walls = {r["stage"].split()[1]: r["wall_s"] for r in rows if r["size"] == size and r["stage"] in
+                 ("eval hf", "eval vllm") and r.get("rc") == 0}
+        items = next((4 * r["settings"]["eval_items"] for r in rows if r["size"] == size and r["stage"] == "eval hf"),
+                     None)
+        params = shape_for(size).params
+        others = [r for r in records if r.get("device") == "cpu" and abs(r["params"] - params) / params > 0.2]
+        if len(walls) < 2 or not items or {r["backend"] for r in others} != {"hf", "vllm"}:
+            continue
+        tmp = speeds.with_name(f"auto-check-{size}.json")
+        tmp.write_text(json.dumps(others))
+        choice, why = auto_backend(device="cpu", params=params, items=items, path=tmp)
+        tmp.unlink()
+        faster = min(walls, key=walls.get)
+        lines.append(f"- {size}, {items} items: auto from the other size's records → {choice} ({why}); measured here "
+                     f"built-in {walls['hf']:.0f} s, vLLM {walls['vllm']:.0f} s wall → {faster}: "
+                     f"{'right' if choice == faster else 'wrong'}")
+    return lines
+
+
 def gb(value) -> str:
     return "—" if value is None else f"{value / 1e9:.2f}"
 
@@ -420,22 +448,23 @@ def fmt_row(row: dict) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | stage | wall s | peak GB | floor GB | peak ÷ floor | estimate GB | rc | note |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    lines = ["| model | stage | wall s | peak GB | floor GB | peak ÷ floor | estimate GB | estimate ÷ peak | rc | note |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for row in rows:
         if row["stage"] == "decode":
             d = row["decode"]
             if "rows" in d:
                 speeds = ", ".join(f"b{r['batch']} {r['tokens_per_s']}" for r in d["rows"])
-                lines.append(f"| {row['size']} | decode | | | | | | | copy bandwidth {d['bandwidth_gb_s']} GB/s, "
+                lines.append(f"| {row['size']} | decode | | | | | | | | copy bandwidth {d['bandwidth_gb_s']} GB/s, "
                              f"weights {d['weight_bytes'] / 1e9:.2f} GB → bound {d['bound_tokens_per_s']} tokens/s; "
                              f"measured tokens/s {speeds}; batch 1 is {d['batch1_vs_bound']}× the bound; "
                              f"batching stops paying (<1.25× a doubling) at {d['stops_paying_at']} |")
             else:
-                lines.append(f"| {row['size']} | decode | | | | | | | failed: {d.get('error', '')[:200]} |")
+                lines.append(f"| {row['size']} | decode | | | | | | | | failed: {d.get('error', '')[:200]} |")
             continue
+        over = f"{row['estimate_bytes'] / row['peak_bytes']:.2f}" if row.get("estimate_bytes") else "—"
         lines.append(f"| {row['size']} | {row['stage']} | {row['wall_s']:.1f} | {gb(row['peak_bytes'])} | "
-                     f"{gb(row['floor_bytes'])} | {row['ratio']} | {gb(row['estimate_bytes'])} | {row['rc']} | "
+                     f"{gb(row['floor_bytes'])} | {row['ratio']} | {gb(row['estimate_bytes'])} | {over} | {row['rc']} | "
                      f"{row['note']} |")
     return "\n".join(lines) + "\n"
 
@@ -461,18 +490,22 @@ def main() -> int:
                         help="tokens of the longest training sequence (the synthetic BoolQ rows are shorter than "
                              "max_length 1024; the floor uses what a step really holds)")
     parser.add_argument("--stage-timeout", type=float, default=1500)
+    parser.add_argument("--speeds", type=Path, default=speeds_path(),
+                        help="the evaluation speeds file the run's evaluations recorded (for the auto check)")
     args = parser.parse_args()
     bench = Bench(args)
     if args.recompute:
         recompute(bench.rows, bench.runtimes, args)
         bench.save()
         print(markdown(bench.rows))
+        print("\n".join(auto_check(bench.rows, args.speeds)))
         return 0
     started = time.time()
     for size in args.sizes.split(","):
         bench.run_size(size)
     print(f"\ntotal {time.time() - started:.0f} s\n")
     print(markdown(bench.rows))
+    print("\n".join(auto_check(bench.rows, args.speeds)))
     return 0
 
 

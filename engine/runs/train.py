@@ -22,6 +22,7 @@ from engine.data.prompts import prompt_format
 from engine.data.tasks import task_registry
 from engine.events import EventKind, EventWriter
 from engine.files import staged_dir
+from engine.fault_points import pause_point
 from engine.models.resolve import ModelNotFoundError, resolve_model_ref
 from engine.results.retire import retire_results
 from engine.presets.config import ExperimentConfig, cross_check
@@ -33,7 +34,8 @@ from engine.runs.trackers import continue_runs, identity_callback, missing_packa
 from engine.runs.train_args import quiet_libraries, sft_args, trl_args_dict
 from engine.runs.train_data import build_dataset, check_trainer_inputs, load_training_items
 from engine.runs.train_errors import TrainError, TrainStopped
-from engine.runs.train_progress import ProgressEvents, Reporter, progress_callback, stop_callback
+from engine.runs.train_progress import (AlreadyTrained, ProgressEvents, Reporter, max_steps_guard, progress_callback,
+                                       stop_callback)
 from engine.runs.train_save import build_metadata, plain, save_model, write_extras
 from engine.runs.train_staging import (checkpoint_callback, clear_for_final_save, promote_run, read_trackers,
                                        record_trackers, run_staging)
@@ -205,7 +207,8 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
         args = sft_args(config, choice, str(staging), has_eval=eval_set is not None)
         stopper = stop_callback()  # after checkpoint_callback: its save on the stop signal must stand
         callbacks = [progress_callback(events), checkpoint_callback(config.train.save_steps),
-                     identity_callback(config.train.report_to, lambda found: record_trackers(staging, found)), stopper]
+                     identity_callback(config.train.report_to, lambda found: record_trackers(staging, found)), stopper,
+                     max_steps_guard()]
         efficiency = choose_efficiency(config, model)
         trainer = make_trainer(efficiency, model=model, tokenizer=tokenizer, args=args, train_dataset=train_set,
                                eval_dataset=eval_set, callbacks=callbacks)
@@ -214,18 +217,25 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
         if choice.use_cpu:  # activations and loss chunks live in host memory: freed ones go back at once
             return_freed_host_memory()
         cpu_started = time.process_time()
-        output = trainer.train(resume_from_checkpoint=str(resume_from.path) if resume_from else None)
+        try:
+            output = trainer.train(resume_from_checkpoint=str(resume_from.path) if resume_from else None)
+        except AlreadyTrained:  # the checkpoint at max_steps holds the trained weights: save them
+            trainer.callback_handler.on_train_end(args, trainer.state, trainer.control)  # trackers close their runs
+            output = None
         train_cpu_s = time.process_time() - cpu_started
         if stopper.stopped:
             raise TrainStopped(f"stopped on request at step {trainer.state.global_step} of "
                                f"{trainer.state.max_steps} (a cancel, a time limit or a preemption); run it again to go on")
         state = trainer.state
-        runtime = float(output.metrics.get("train_runtime", 0.0))
+        runtime = float(output.metrics.get("train_runtime", 0.0)) if output else 0.0
         steps_run = state.global_step - (resumed_step or 0)  # this attempt's steps (the runtime is this attempt's)
         total_tokens = int(getattr(trainer, "_total_train_tokens", 0) or 0)
+        logged = [entry["loss"] for entry in state.log_history if "loss" in entry]  # the checkpoint's history
+        mean_loss = float(output.training_loss) if output else (sum(logged) / len(logged) if logged else None)
         stats = {"total_steps": state.global_step, "epochs_completed": round(float(state.epoch or 0.0), 4),
-                 "final_loss": events.last_loss if events.last_loss is not None else float(output.training_loss),
-                 "mean_train_loss": float(output.training_loss), "train_runtime_s": round(runtime, 3),
+                 "final_loss": events.last_loss if events.last_loss is not None else (logged[-1] if logged else
+                                                                                      mean_loss),
+                 "mean_train_loss": mean_loss, "train_runtime_s": round(runtime, 3),
                  "train_steps_per_s": round(steps_run / runtime, 4) if runtime else None,
                  "train_cpu_s": round(train_cpu_s, 3), "resumed_from_step": resumed_step,
                  "tokens_seen": total_tokens, "tokens_per_s": round(total_tokens / runtime, 1) if runtime else None}
@@ -233,6 +243,7 @@ def _train(ws: Workspace, config: ExperimentConfig, preset_text: str, overwrite:
         if not trainer.is_world_process_zero():
             return TrainResult(config.output_name(), None, "")
         bnb = nf4_config(torch_dtype(choice.compute_dtype)) if qlora else None
+        pause_point("train-before-final-save")
         clear_for_final_save(staging)
         model_type = save_model(trainer.model, tokenizer, config, base_path, choice, staging)
         metadata = build_metadata(config, base_path=base_path, model_type=model_type, counts=counts,

@@ -132,3 +132,24 @@ def stop_callback() -> Any:
                 control.should_training_stop = True
 
     return StopCallback()
+
+
+class AlreadyTrained(Exception):
+    """Raised before a step when the run resumed from a checkpoint at ``max_steps``: nothing is left to train."""
+
+
+def max_steps_guard() -> Any:
+    """A ``TrainerCallback`` that ends ``trainer.train`` before a step past ``max_steps`` (:class:`AlreadyTrained`).
+
+    The trainer checks ``max_steps`` only after a step: resumed from a checkpoint at ``max_steps`` (a run killed
+    while saving its model), it skipped the epoch's trained batches and took one more step ("step 3/2") whenever
+    ``max_steps`` did not end an epoch. By then it has loaded the checkpoint's weights, which are the model.
+    """
+    from transformers import TrainerCallback
+
+    class MaxStepsGuard(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.max_steps > 0 and state.global_step >= state.max_steps:
+                raise AlreadyTrained(f"resumed at step {state.global_step} of {state.max_steps}")
+
+    return MaxStepsGuard()

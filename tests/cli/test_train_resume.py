@@ -3,6 +3,7 @@ an uninterrupted run ends (full fine-tuning and LoRA on the tiny demo model, CPU
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -121,3 +122,38 @@ def test_sigkilled_training_resumes_to_the_same_weights(demo_ws, tmp_path, prese
     for event in second:
         if event["kind"] == "train_step":
             assert event["loss"] == pytest.approx(ref_losses[event["step"]], abs=1e-6 if exact else 1e-2)
+
+
+def test_killed_during_its_final_save_the_run_resumes_at_max_steps_and_trains_no_further(demo_ws, tmp_path):
+    """SIGKILL at ``train-before-final-save`` (every step done, the last checkpoint written, the model not yet
+    saved): nothing looks finished, and the rerun resumes from the checkpoint at ``max_steps``, trains no step
+    past it and saves the model."""
+    from engine.fault_points import PAUSE_ENV, PAUSE_FILE_ENV
+
+    settings = ["--set", "train.max_steps=2", "--set", "train.save_steps=1", "--set", "data.trunc_train=16",
+                "--set", "train.logging_steps=1"]
+    events, pause = tmp_path / "events.jsonl", tmp_path / "pause"
+    command, env = _command(demo_ws.root, "boolq-lora", events)
+    command = [*command[:command.index("--events")], *settings, "--events", str(events)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**env, PAUSE_ENV: "train-before-final-save", PAUSE_FILE_ENV: str(pause)})
+    marker = Path(f"{pause}.train-before-final-save")
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None and time.monotonic() < deadline, f"the run ended first ({process.poll()})"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first = read_events(events)
+    assert [e["step"] for e in first if e["kind"] == "train_step"] == [1, 2]
+    assert not any(e["kind"] in ("saved", "done") for e in first)
+    assert sorted(p.name for p in demo_ws.models_dir.iterdir() if not p.name.startswith(".")) == ["tiny-qwen3"]
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    second = read_events(events)[len(first):]
+    assert second[0]["resumed_from_step"] == 2
+    assert [e["step"] for e in second if e["kind"] == "train_step"] == [], "no step past max_steps (was: step 3 of 2)"
+    assert second[-1]["kind"] == "done" and second[-1]["steps"] == 2
+    metadata = json.loads((demo_ws.model_dir(second[0]["model"]) / "training_metadata.json").read_text())
+    assert metadata["training_stats"]["total_steps"] == 2 and metadata["training_stats"]["resumed_from_step"] == 2

@@ -289,10 +289,12 @@ class Bench:
         adapter = next((n for n in sorted((ws / "Models").iterdir()) if n.name.startswith(base) and "LoRa" in n.name
                         and (n / "adapter_config.json").exists()), None)
         if on("qlora"):
-            p = preset("qlora", peft="LoRa", peft_extra=lora_extra, quant="QLORA", accum=1, steps=1, save_steps=0)
+            # two steps: AdamW's moments exist from the first optimizer step on, beside the next step's activations
+            p = preset("qlora", peft="LoRa", peft_extra=lora_extra, quant="QLORA", accum=1, steps=a.steps,
+                       save_steps=0)
             self.stage(size, "QLoRA", llmtui(ws, "train", p, "--overwrite"), env,
                        floor(stage_estimate("QLoRA", shape, a)),
-                       note="1 step × batch 1 × accumulation 1")
+                       note=f"{a.steps} steps × batch 1 × accumulation 1")
         if on("full") and size == "0.6b":
             p = preset("full", peft="NoPeft", peft_extra="", quant="NoQuant", accum=1, steps=1, save_steps=0)
             self.stage(size, "full fine-tuning", llmtui(ws, "train", p, "--overwrite"), env,

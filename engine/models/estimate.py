@@ -15,9 +15,8 @@ parameters, ``T`` tokens of a sequence, ``b`` the batch, ``L`` layers, ``h`` hid
   it plus one layer's full set being recomputed; the logits ``C × V × (B + 12)`` (the model's logits, their
   float32 copy for the loss, the log-softmax and its gradient) over ``C`` = ``train.loss_chunk_tokens``
   positions at a time (llmtui's chunked loss; all ``T`` with 0, TRL's own head);
-- training a quantized base on the CPU (``mapped_file``): the stored file's pages stay mapped while the quantized model is
-  built, ``N × B_stored`` at once, before training allocates anything — the part is what this load needs
-  beyond what the training step holds (0 where the step holds more; 1B QLoRA's peak is this load);
+- training a quantized base on the CPU: its stored file is read tensor by tensor (``engine.runs.loading``), so
+  no mapped copy of it stays beside the 4-bit model being built (1B QLoRA's peak was that load: 5.98 → 3.51 GB);
 - inference: the KV cache ``2 × L × kv × T × b × B`` and one step's logits; a quantized model's 16-bit
   parts (embeddings, norms) in 16 bit where its backend keeps them so (bitsandbytes), in the compute dtype
   otherwise (HQQ, and GPTQ/AWQ's fused CPU kernels: float32); 4-bit reloads hold one more 16-bit embedding-sized matrix while loading
@@ -264,11 +263,6 @@ def train_estimate(shape: ModelShape, *, device: str, method: str = "lora", quan
         parts["gradients"] = trainable * 4
         parts["optimizer"] = trainable * optimizer_bytes_per
     parts["activations"] = activation_bytes(shape, batch * seq, b, checkpointing, loss_chunk)
-    if quant != "none" and device == "cpu":  # the stored file mapped while the quantized model is built
-        step = sum(v for k, v in parts.items() if k not in ("runtime", "weights"))
-        loading = shape.params * shape.stored_bytes - step
-        if loading > 0:
-            parts["mapped_file"] = loading
     name = {"full": "full fine-tuning", "lora": "QLoRA" if quant == "4bit" else "LoRA"}.get(method, method)
     return Estimate("train", device, parts, note=f"{name}, batch {batch} × {seq} tokens"
                     + (", gradient checkpointing" if checkpointing else ""))

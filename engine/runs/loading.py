@@ -102,7 +102,8 @@ def _safetensors_files(folder: Path) -> list[Path]:
     return [single] if single.is_file() else []
 
 
-def load_converting_read(folder: Path | str, *, device: str, dtype: Any, trust_remote_code: bool = False):
+def load_converting_read(folder: Path | str, *, device: str, dtype: Any, trust_remote_code: bool = False,
+                         quantization_config: Any = None):
     """A local safetensors model converted into ``dtype`` on the CPU, its weights read with ``pread`` tensor by
     tensor; None where this does not apply (not a local folder, no explicit dtype, the folder's own code asked
     for, another weights format, a class not in transformers).
@@ -112,7 +113,8 @@ def load_converting_read(folder: Path | str, *, device: str, dtype: Any, trust_r
     second (stored-dtype) copy at the peak (1B eval and chat: 8.6 GB where the float32 model and runtime need
     6.1; 1B LoRA's load likewise). Read with ``pread`` (the page cache is not the process's memory), each
     stored tensor lives only until its converted copy is made. The loading itself is still transformers'
-    (``state_dict=``). Used by :func:`load_for_inference` and training's base model load.
+    (``state_dict=``), bitsandbytes' on-the-fly ``quantization_config`` included. Used by
+    :func:`load_for_inference` and training's base model load (QLoRA's on the CPU too).
     """
     from safetensors import safe_open
     from transformers import AutoConfig, GenerationConfig
@@ -134,7 +136,7 @@ def load_converting_read(folder: Path | str, *, device: str, dtype: Any, trust_r
             handle = stack.enter_context(safe_open(str(file), framework="pt", device="cpu", backend="pread"))
             weights.update((key, handle.get_slice(key)) for key in handle.keys())  # read when loaded, one by one
         model = model_class.from_pretrained(None, config=config, state_dict=weights, dtype=dtype,
-                                            device_map={"": device})
+                                            device_map={"": device}, quantization_config=quantization_config)
     if (folder / "generation_config.json").is_file():  # from_pretrained reads it from a folder, not a state dict
         model.generation_config = GenerationConfig.from_pretrained(str(folder))
     model.name_or_path = str(folder)
@@ -188,6 +190,13 @@ def load_for_inference(model_dir: Path | str, *, device: str | None = None,
     model_dir = Path(model_dir)
     found = detect_kind(model_dir, trust_remote_code=trust_remote_code)
     device = resolve_device(device)
+    if device == "cpu":
+        # blocks freed while loading and at the first forward (GPTQModel's AWQ kernel unpacks each module's
+        # weights to int64 and repacks them there) went back to the heap, fragmented: 0.6B AWQ reload 3.14 →
+        # 2.62 GB with them returned at once
+        from engine.runs.device import return_freed_host_memory
+
+        return_freed_host_memory()
     tokenizer_fallback = found.base_model_path if found.kind == "adapter" else None
     tokenizer = load_tokenizer(model_dir, trust_remote_code=found.trust_remote_code, fallback=tokenizer_fallback)
     if found.kind == "adapter":

@@ -220,8 +220,10 @@ def search_ws(demo_template, tmp_path_factory):
     _kill_worker(ws)
     ensure_worker(ws, max_parallel=2)
     try:
-        _wait(lambda: len(trials("COMPLETE")) + len(trials("FAIL")) >= 6 and not trials("RUNNING"),
-              "six trials", ws)
+        # a trial completes when its evaluation's metrics exist; its job is done once its process has exited
+        # (stopping the worker between the two left the last job "running")
+        _wait(lambda: len(trials("COMPLETE")) + len(trials("FAIL")) >= 6 and not trials("RUNNING")
+              and all(job.status == "done" for job in _jobs(ws)), "six trials and their jobs done", ws)
     finally:
         stop_worker(ws)
     return ws, started, trials()

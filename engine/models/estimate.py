@@ -346,7 +346,8 @@ def merge_estimate(shape: ModelShape, *, device: str, r: int, targets: tuple[str
 def quantize_estimate(shape: ModelShape, *, device: str, method: str, bits: int = 4, group_size: int = 64,
                       samples: int = 128, seq: int = 512) -> Estimate:
     """PTQ of a 16-bit model, layer by layer: the source weights once in 16 bit (on the CPU; a GPU holds one
-    layer at a time), the quantized copy growing beside them, and for GPTQ/AWQ one layer's calibration
+    layer at a time), the quantized copy growing beside them (on the CPU HQQ, GPTQ and AWQ replace modules in
+    place, so only one layer's quantized modules are new, :data:`IN_PLACE_METHODS`), and for GPTQ/AWQ one layer's calibration
     inputs and outputs (``samples × seq × h``, 16 bit each) and GPTQ's Hessians of one layer (``in²`` float32
     for each module), on the CPU also the stored file GPTQModel's loader keeps mapped beside its float16 copy
     (0.6B: 4.15 GB measured, one copy of the weights over the rest); HQQ's float32 working copies of the

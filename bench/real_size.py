@@ -105,7 +105,7 @@ def stage_estimate(stage: str, shape: ModelShape, a) -> Estimate:
         batch, context = getattr(a, "eval_batch", None) or a.eval_items, getattr(a, "eval_context", None) or 1024
         if rest == "vllm":
             return vllm_estimate(shape, device="cpu", sequences=[context + a.eval_tokens] * batch)
-        return inference_estimate(shape, device="cpu", batch=batch, context=context + a.eval_tokens)
+        return inference_estimate(shape, device="cpu", batch=batch, context=context + a.eval_tokens, prompt=context)
     return inference_estimate(shape, device="cpu", context=512, step="chat")
 
 
@@ -114,13 +114,20 @@ def shape_for(size: str) -> ModelShape:
 
 
 def eval_shape(ws: Path, model: str) -> dict[str, int]:
-    """The evaluation's largest set as the engine batched it: its rows and its longest prompt (tokens), from
-    the predictions the run wrote; empty where there are none."""
+    """The evaluation's largest set as the engine batched it: the rows it ran at once (the batch its metrics record,
+    at most the set's rows) and its longest prompt (tokens), from the files the run wrote; empty where there are
+    none."""
+    try:
+        recorded = json.loads((ws / "Testing" / "metrics" / f"{model}.json").read_text())["eval_config"]
+        used = {Path(test_file).stem: batch for test_file, batch in recorded["batch_size_used"].items()}
+    except (OSError, ValueError, KeyError):
+        used = {}
     best: dict[str, int] = {}
     for path in (ws / "Testing" / "predictions" / model).glob("*.jsonl"):
         prompts = [json.loads(line).get("prompt_tokens", 0) for line in path.read_text().splitlines() if line.strip()]
-        if prompts and len(prompts) * max(prompts) > best.get("eval_batch", 0) * best.get("eval_context", 0):
-            best = {"eval_batch": len(prompts), "eval_context": max(prompts)}
+        batch = min(len(prompts), used.get(path.stem) or len(prompts))
+        if prompts and batch * max(prompts) > best.get("eval_batch", 0) * best.get("eval_context", 0):
+            best = {"eval_batch": batch, "eval_context": max(prompts)}
     return best
 
 

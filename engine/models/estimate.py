@@ -17,7 +17,10 @@ parameters, ``T`` tokens of a sequence, ``b`` the batch, ``L`` layers, ``h`` hid
   positions at a time (llmtui's chunked loss; all ``T`` with 0, TRL's own head);
 - training a quantized base on the CPU: its stored file is read tensor by tensor (``engine.runs.loading``), so
   no mapped copy of it stays beside the 4-bit model being built (1B QLoRA's peak was that load: 5.98 → 3.51 GB);
-- inference: the KV cache ``2 × L × kv × T × b × B`` and one step's logits; a quantized model's 16-bit
+- inference: the KV cache ``2 × L × kv × T × b × B``, one step's logits, and the prefill's transient: one
+  layer's MLP (gate, up, activation, product) and two hidden-size tensors over every prompt position the batch
+  prefills at once, ``b × P × (4i + 2h) × B`` (``P`` prompt positions; SDPA computes attention in blocks, so no
+  ``P²`` term — measured: 131 KB a prompt token at Llama-3.2-1B's shape, 55 KB at Qwen3-0.6B's); a quantized model's 16-bit
   parts (embeddings, norms) in 16 bit where its backend keeps them so (bitsandbytes), in the compute dtype
   otherwise (HQQ, and GPTQ/AWQ's fused CPU kernels: float32); 4-bit reloads hold one more 16-bit embedding-sized matrix while loading
   (measured: NF4 at 1B, HQQ at 2 layers), 8-bit ones do not;
@@ -29,8 +32,9 @@ parameters, ``T`` tokens of a sequence, ``b`` the batch, ``L`` layers, ``h`` hid
 On the CPU llmtui trains and evaluates in float32 (bf16 matmuls are slow there), so the CPU figures use
 ``B = 4`` for a 16-bit model. The floor is the sum of the parts. The estimate adds slack measured against
 ``bench/real_size.py``'s peaks on a CPU: tensors of a known size (weights, adapter, gradients, optimizer
-state, the quantized copy, the file being converted) × :data:`WEIGHT_SLACK`; shape-dependent transients
-(activations, logits, KV cache, calibration, Hessians, working copies) × :data:`SLACK`; the runtime ×
+state, the quantized copy, the file being converted, the KV cache the built-in engine allocates whole and vLLM
+reserves) × :data:`WEIGHT_SLACK`; shape-dependent transients (activations, prefill, logits, calibration,
+Hessians, working copies) × :data:`SLACK`; the runtime ×
 :data:`RUNTIME_SLACK` (it differs between machines with their library builds).
 """
 
@@ -53,8 +57,8 @@ TOKENIZER_BYTES_PER_ENTRY = 550
 #: parts but the runtime × SLACK, the runtime × RUNTIME_SLACK (0.98-0.99 GB measured on the bench machine).
 WEIGHT_SLACK = 1.05
 RUNTIME_SLACK = 1.1
-EXACT_PARTS = frozenset({"weights", "adapter", "gradients", "optimizer", "quantized", "loading", "kv_reserved",
-                         "mapped_file"})
+EXACT_PARTS = frozenset({"weights", "adapter", "gradients", "optimizer", "quantized", "loading", "kv_cache",
+                         "kv_reserved", "mapped_file"})
 #: Parts in the estimate but not the floor: copies a library's loader makes that the stage does not need.
 OVERHEAD_PARTS = frozenset({"mapped_file"})
 #: PTQ methods that replace each linear module by its quantized form in place, layer by layer (on the CPU).
@@ -102,6 +106,16 @@ class ModelShape:
             raise EstimateError(f"{source}: no {exc.args[0]} field") from None
         except (TypeError, ValueError) as exc:
             raise EstimateError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_attributes(cls, config: Any) -> "ModelShape":
+        """From a loaded model's config object (its attribute aliases resolve GPT-2-style names; the MLP width of
+        architectures that leave it implicit is their 4 × hidden)."""
+        names = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+                 "vocab_size", "tie_word_embeddings", "intermediate_size", "model_type")
+        fields = {name: getattr(config, name, None) for name in names}
+        fields["intermediate_size"] = fields["intermediate_size"] or 4 * int(fields["hidden_size"] or 0)
+        return cls.from_config(fields, type(config).__name__)
 
     @classmethod
     def from_file(cls, path: Path | str) -> "ModelShape":
@@ -198,6 +212,17 @@ def kv_cache_bytes(shape: ModelShape, tokens: int, dtype_bytes: int) -> float:
     return 2 * shape.layers * shape.kv_width * tokens * dtype_bytes
 
 
+def prefill_bytes(shape: ModelShape, tokens: int, dtype_bytes: int) -> float:
+    """The transient of one layer while ``tokens`` prompt positions (batch × prompt) go through it at once."""
+    return tokens * (4 * shape.intermediate + 2 * shape.hidden) * dtype_bytes
+
+
+def generation_row_bytes(shape: ModelShape, prompt: int, new_tokens: int, dtype_bytes: int) -> float:
+    """What one more row of a generation batch costs: its KV cache (prompt + new tokens) and its prefill transient
+    (the built-in engine sizes its CPU batch by it)."""
+    return kv_cache_bytes(shape, prompt + new_tokens, dtype_bytes) + prefill_bytes(shape, prompt, dtype_bytes)
+
+
 @dataclass
 class Estimate:
     """One step's memory on one device kind: its parts in bytes, the floor (their sum) and the bound."""
@@ -275,15 +300,18 @@ KEEPS_16_BIT = ("int8", "nf4")
 
 
 def inference_estimate(shape: ModelShape, *, device: str, bits: int = 16, batch: int = 1, context: int = 2048,
-                       group_size: int = 64, step: str = "eval", method: str = "hqq") -> Estimate:
-    """Generation at ``batch`` sequences of up to ``context`` positions (prompt + answer); ``method`` the
-    quantization of a ``bits`` < 16 model (it decides the dtype of its unquantized parts)."""
+                       prompt: int | None = None, group_size: int = 64, step: str = "eval",
+                       method: str = "hqq") -> Estimate:
+    """Generation at ``batch`` sequences of up to ``context`` positions, ``prompt`` of them (all when None) the
+    prompt prefilled at once; ``method`` the quantization of a ``bits`` < 16 model (it decides the dtype of its
+    unquantized parts)."""
     b = _compute_bytes(device)
     rest = 2 if method.lower() in KEEPS_16_BIT else b
     weights = weight_bytes(shape, bits if bits < 16 else b * 8, group_size, bytes_16=rest)
     parts = {"runtime": _runtime(device, shape), "weights": weights,
              "kv_cache": kv_cache_bytes(shape, batch * context, b),
-             "logits": logits_bytes(shape, batch, 4, training=False)}
+             "logits": logits_bytes(shape, batch, 4, training=False),
+             "prefill": prefill_bytes(shape, batch * (context if prompt is None else prompt), b)}
     if bits == 4 and device == "cpu":  # measured: one more 16-bit embedding-sized matrix while a 4-bit model loads;
         # GPTQModel's loader (accelerate) builds the float32 embedding beside its skeleton's float32 one
         parts["loading"] = shape.vocab * shape.hidden * (4 if method.lower() in ("gptq", "awq") else 2)
@@ -480,7 +508,8 @@ def eval_estimate(shape: ModelShape, *, device: str, bits: int = 16, batch: int 
     from engine.data.tasks import MAX_NEW_TOKENS
 
     context = EVAL_PROMPT_TOKENS + max(MAX_NEW_TOKENS.values())
-    builtin = inference_estimate(shape, device=device, bits=bits, batch=batch, context=context, method=method)
+    builtin = inference_estimate(shape, device=device, bits=bits, batch=batch, context=context,
+                                 prompt=EVAL_PROMPT_TOKENS, method=method)
     if bits < 16 or backend == "hf" or (backend != "vllm" and not vllm):
         return builtin
     through_vllm = vllm_estimate(shape, device=device, sequences=[context] * batch)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from engine.data.prompts import stop_token_ids
+from engine.models.estimate import ModelShape, generation_row_bytes
 from engine.results.scoring import first_box_closed
 
 #: A prompt set whose prompts share at least this many leading tokens computes them once (prefix KV cache).
@@ -137,27 +138,19 @@ def ready_decode_mask(model: Any) -> bool:
         and type(base).__module__.startswith("transformers.")
 
 
-def kv_cache_bytes_per_token(model: Any) -> int:
-    """Bytes of KV cache one token of one sequence takes (keys and values, every layer)."""
-    import torch
-
-    config = _text_config(model)
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    dtype = getattr(model, "dtype", torch.float32)
-    element = torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else 4
-    return 2 * config.num_hidden_layers * heads * head_dim * element
-
-
-def host_memory_batch_cap(model: Any, tokens_per_row: int) -> int:
-    """The most rows whose KV cache (×3 for activations and copies) fits in half the free host memory.
+def host_memory_batch_cap(model: Any, prompt_tokens: int, new_tokens: int) -> int:
+    """The most rows whose KV cache and prefill transient (the estimator's per-row cost) fit in half the free host
+    memory; rows of ``prompt_tokens`` prompt positions and up to ``new_tokens`` generated ones.
 
     On the CPU running out of memory is not an exception but the OOM killer, so ``auto`` must not
     find the limit by trying.
     """
     import psutil
+    import torch
 
-    per_row = 3 * tokens_per_row * kv_cache_bytes_per_token(model)
+    dtype = getattr(model, "dtype", torch.float32)
+    element = torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else 4
+    per_row = generation_row_bytes(ModelShape.from_attributes(_text_config(model)), prompt_tokens, new_tokens, element)
     return max(1, int(psutil.virtual_memory().available * 0.5 // per_row))
 
 
@@ -290,9 +283,9 @@ def buffer_layer_class():
     from transformers.cache_utils import DynamicLayer
 
     class BufferLayer(DynamicLayer):
-        def __init__(self, keys: Any = None, values: Any = None) -> None:
+        def __init__(self, keys: Any = None, values: Any = None, *, most: int | None = None) -> None:
             super().__init__()
-            self.length, self.buffers = 0, None
+            self.length, self.buffers, self.most = 0, None, most
             if keys is not None:  # the tensors given are never written to: the first update grows a buffer
                 self.device, self.is_initialized = keys.device, True
                 self.keys, self.values, self.length = keys, values, keys.shape[-2]
@@ -302,7 +295,10 @@ def buffer_layer_class():
                 self.lazy_initialization(key_states, value_states)
             end = self.length + key_states.shape[-2]
             if self.buffers is None or end > self.buffers[0].shape[-2]:
-                capacity = max(end, 2 * self.length)
+                # Where the engine knows the most columns the batch will reach (its width + the ceiling on new
+                # tokens) the buffer takes them at once; doubling would hold twice a long prompt's cache for a
+                # 16-token answer (1B, 32 rows of ~780 tokens: 3.3 GB instead of 1.7)
+                capacity = self.most if self.most is not None and end <= self.most else max(end, 2 * self.length)
                 grown = []
                 for old, new in ((self.keys, key_states), (self.values, value_states)):
                     buffer = new.new_empty((*new.shape[:2], capacity, new.shape[-1]))
@@ -318,14 +314,14 @@ def buffer_layer_class():
             return self.keys, self.values
 
         @classmethod
-        def stacked(cls, parts: list[Any], width: int) -> "BufferLayer":
+        def stacked(cls, parts: list[Any], width: int, most: int) -> "BufferLayer":
             """The rows of ``parts`` one after another, each left-padded with zeros to ``width`` columns, written
-            straight into buffers with room to grow (as the next update would make them)."""
+            straight into buffers of ``most`` columns (the most the joined batch will reach)."""
             buffers = []
             for name in ("keys", "values"):
                 tensors = [getattr(part, name) for part in parts]
                 first = tensors[0]
-                buffer = first.new_empty((sum(t.shape[0] for t in tensors), first.shape[1], 2 * width, first.shape[-1]))
+                buffer = first.new_empty((sum(t.shape[0] for t in tensors), first.shape[1], most, first.shape[-1]))
                 row = 0
                 for tensor in tensors:
                     rows, pad = tensor.shape[0], width - tensor.shape[-2]
@@ -333,7 +329,7 @@ def buffer_layer_class():
                     buffer[row:row + rows, :, pad:width] = tensor
                     row += rows
                 buffers.append(buffer)
-            layer = cls(buffers[0][:, :, :width], buffers[1][:, :, :width])
+            layer = cls(buffers[0][:, :, :width], buffers[1][:, :, :width], most=most)
             layer.buffers = tuple(buffers)  # its own: updates write into them
             return layer
 
@@ -382,8 +378,9 @@ class _Batch:
         for layer in self.layers:
             layer.keep(rows, start)
 
-    def join(self, other: "_Batch") -> None:
-        """Append ``other``'s rows, padding the shorter cache on the left (its rows stay contiguous)."""
+    def join(self, other: "_Batch", room: int) -> None:
+        """Append ``other``'s rows, padding the shorter cache on the left (its rows stay contiguous), in buffers
+        with ``room`` columns to grow."""
         import torch
 
         width = max(self.mask.shape[1], other.mask.shape[1])
@@ -397,7 +394,7 @@ class _Batch:
             return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
         layer = buffer_layer_class()
-        self.layers = [layer.stacked([mine, theirs], width) for mine, theirs in zip(self.layers, other.layers)]
+        self.layers = [layer.stacked([mine, theirs], width, width + room) for mine, theirs in zip(self.layers, other.layers)]
         self.mask = torch.cat([left_pad(self.mask, 1), left_pad(other.mask, 1)])
         self.last = torch.cat([self.last, other.last])
         self.items += other.items
@@ -426,11 +423,13 @@ class _Engine:
                 self.prefix_length = shared
                 self.prefix = self._forward_layers(torch.tensor([token_ids[0][:shared]], device=self.device))
 
-    def _forward(self, input_ids, mask, positions, layers):
+    def _forward(self, input_ids, mask, positions, layers, most: int | None = None):
+        """Logits of the last position and the cache; layers it creates hold up to ``most`` columns (None: grow by
+        doubling)."""
         from transformers.cache_utils import DynamicCache
 
         cache = DynamicCache()
-        cache.layers, cache.layer_class_to_replicate = list(layers), buffer_layer_class()
+        cache.layers, cache.layer_class_to_replicate = list(layers), functools.partial(buffer_layer_class(), most=most)
         output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
                             use_cache=True, logits_to_keep=1)
         return output.logits[:, -1, :], output.cache.layers
@@ -478,9 +477,10 @@ class _Engine:
         mask = torch.cat([torch.ones(len(rows), shared, dtype=own.dtype, device=self.device), own], dim=1)
         positions = (mask.cumsum(1) - 1).clamp(min=0)[:, shared:]
         layer = buffer_layer_class()
-        layers = [layer(p.keys.expand(len(rows), -1, -1, -1), p.values.expand(len(rows), -1, -1, -1))
+        most = mask.shape[1] + self.max_new_tokens  # the widest these rows get before they leave or are re-stacked
+        layers = [layer(p.keys.expand(len(rows), -1, -1, -1), p.values.expand(len(rows), -1, -1, -1), most=most)
                   for p in self.prefix]
-        logits, layers = self._forward(input_ids, mask, positions, layers)
+        logits, layers = self._forward(input_ids, mask, positions, layers, most)
         return _Batch(list(items), layers, mask, logits.argmax(-1))
 
     def step(self, batch: _Batch) -> None:
@@ -532,7 +532,7 @@ def generate_all(model: Any, tokenizer: Any, token_ids: list[list[int]], *, max_
     results: dict[int, Generation] = {}
     size = max(1, batch_size)
     if host_memory_cap and lengths:
-        size = min(size, host_memory_batch_cap(model, max(lengths) + max_new_tokens))
+        size = min(size, host_memory_batch_cap(model, max(lengths), max_new_tokens))
 
     def finish(done: list[tuple[int, Generation]]) -> None:
         for index, generation in done:
@@ -605,7 +605,7 @@ def generate_all(model: Any, tokenizer: Any, token_ids: list[list[int]], *, max_
                 del waiting[:len(stepped.items)]
                 joined = harvest(stepped)
                 if joined is not None and batch is not None:
-                    batch.join(joined)
+                    batch.join(joined, room=max_new_tokens)
                 elif joined is not None:
                     batch = joined
             else:

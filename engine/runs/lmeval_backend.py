@@ -259,7 +259,8 @@ def llmtui_lm_class() -> type:
                                     logits_to_keep=1)
                 layer = buffer_layer_class()
                 cache = DynamicCache()
-                cache.layers = [layer(old.keys[index], old.values[index]) for old in output.cache.layers]
+                width = prefix_ids.shape[1] + tail_width  # the whole cache: no room to double into
+                cache.layers = [layer(old.keys[index], old.values[index], most=width) for old in output.cache.layers]
                 cache.layer_class_to_replicate = layer
                 mask = torch.cat([prefix_mask[index], tail_mask], dim=1)
                 positions = prefix_mask.sum(1)[index][:, None] + torch.arange(tail_width, device=device)[None, :]

@@ -223,15 +223,24 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_item(demo_ws):
 
 
 def test_auto_batch_on_the_cpu_is_capped_by_host_memory(demo_ws):
-    """CPU out-of-memory is the OOM killer, not an exception: auto sizes the batch from the KV cache."""
-    from engine.runs.generation import host_memory_batch_cap, kv_cache_bytes_per_token
+    """CPU out-of-memory is the OOM killer, not an exception: auto sizes the batch from what a row costs, the
+    estimator's KV cache and prefill transient."""
+    import psutil
+
+    from engine.models.estimate import ModelShape, generation_row_bytes
+    from engine.runs.generation import host_memory_batch_cap
     from engine.runs.loading import load_for_inference
 
     loaded = load_for_inference(demo_ws.model_dir("tiny-qwen3"), device="cpu")
-    # 2 layers x (keys + values) x 2 KV heads x head_dim 32 x 4 bytes (float32)
-    assert kv_cache_bytes_per_token(loaded.model) == 2 * 2 * 2 * 32 * 4
-    assert host_memory_batch_cap(loaded.model, 10 ** 12) == 1
-    assert host_memory_batch_cap(loaded.model, 300) > 1000
+    config = loaded.model.config
+    shape = ModelShape.from_attributes(config)
+    # 2 layers × (keys + values) × 2 KV heads × head_dim 32 × 4 bytes (float32) a position of prompt + answer,
+    # and the prefill's (4 × intermediate + 2 × hidden) floats a prompt position
+    per_row = 316 * 2 * 2 * 2 * 32 * 4 + 300 * (4 * config.intermediate_size + 2 * config.hidden_size) * 4
+    assert generation_row_bytes(shape, 300, 16, 4) == per_row
+    assert host_memory_batch_cap(loaded.model, 10 ** 12, 16) == 1
+    expected = psutil.virtual_memory().available * 0.5 // per_row
+    assert abs(host_memory_batch_cap(loaded.model, 300, 16) - expected) <= 0.1 * expected
 
 
 def test_other_generation_errors_are_not_mistaken_for_out_of_memory(demo_ws):
@@ -246,6 +255,39 @@ def test_other_generation_errors_are_not_mistaken_for_out_of_memory(demo_ws):
     with pytest.raises(RuntimeError, match="shape mismatch"):
         generate_all(loaded.model, loaded.tokenizer, [[5, 6], [7]], max_new_tokens=2, batch_size=2, brace_mask=mask,
                      before_generate=broken)
+
+
+def test_the_kv_cache_holds_each_batch_width_and_the_ceiling_not_twice_the_prompts(demo_ws):
+    """Cache buffers take a batch's width + the ceiling on new tokens at once, and keep it while it decodes: growing
+    by doubling held twice a long prompt's cache for a short answer (1B, 32 rows of ~780 tokens: 3.3 GB, not 1.7)."""
+    import torch
+
+    from engine.runs.generation import _Engine
+    from engine.runs.loading import load_for_inference
+
+    loaded = load_for_inference(demo_ws.model_dir("tiny-qwen3"), device="cpu")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    mask = brace_token_mask(tokenizer, model.config.vocab_size)
+    ceiling = 6
+    own = [[20 + i] * (30 + 5 * i) for i in range(4)]
+    for prompts in (own, [list(range(100, 110)) + ids for ids in own]):  # left-padded, then a shared prefix
+        engine = _Engine(model, tokenizer, prompts, ceiling, mask, [-1], lambda _: False)
+        assert bool(engine.prefix_length) == (prompts is not own)
+
+        def columns(batch):
+            return {buffer.shape[-2] for layer in batch.layers for buffer in layer.buffers}
+
+        with torch.inference_mode():
+            batch = engine.prefill([2, 3])
+            width = batch.mask.shape[1]
+            assert columns(batch) == {width + ceiling}
+            for _ in range(ceiling - 1):
+                engine.step(batch)
+            assert columns(batch) == {width + ceiling} and batch.mask.shape[1] == width + ceiling - 1
+            batch.keep([1])
+            newcomers = engine.prefill([0, 1])
+            batch.join(newcomers, room=ceiling)
+            assert columns(batch) == {batch.mask.shape[1] + ceiling}
 
 
 @pytest.mark.slow

@@ -18,9 +18,10 @@ parameters, ``T`` tokens of a sequence, ``b`` the batch, ``L`` layers, ``h`` hid
 - training a quantized base on the CPU: its stored file is read tensor by tensor (``engine.runs.loading``), so
   no mapped copy of it stays beside the 4-bit model being built (1B QLoRA's peak was that load: 5.98 → 3.51 GB);
 - inference: the KV cache ``2 × L × kv × T × b × B``, one step's logits, and the prefill's transient: one
-  layer's MLP (gate, up, activation, product) and two hidden-size tensors over every prompt position the batch
-  prefills at once, ``b × P × (4i + 2h) × B`` (``P`` prompt positions; SDPA computes attention in blocks, so no
-  ``P²`` term — measured: 131 KB a prompt token at Llama-3.2-1B's shape, 55 KB at Qwen3-0.6B's); a quantized model's 16-bit
+  layer's MLP (gate, up, activation, product) and two hidden-size tensors over the prompt positions of one
+  forward pass, ``g × P × (4i + 2h) × B`` (``P`` prompt positions, ``g`` the rows the engine prefills at once,
+  :func:`prefill_group`; SDPA computes attention in blocks, so no ``P²`` term — measured: 131 KB a prompt token
+  at Llama-3.2-1B's shape, 55 KB at Qwen3-0.6B's); a quantized model's 16-bit
   parts (embeddings, norms) in 16 bit where its backend keeps them so (bitsandbytes), in the compute dtype
   otherwise (HQQ, and GPTQ/AWQ's fused CPU kernels: float32); 4-bit reloads hold one more 16-bit embedding-sized matrix while loading
   (measured: NF4 at 1B, HQQ at 2 layers), 8-bit ones do not;
@@ -212,15 +213,26 @@ def kv_cache_bytes(shape: ModelShape, tokens: int, dtype_bytes: int) -> float:
     return 2 * shape.layers * shape.kv_width * tokens * dtype_bytes
 
 
+#: Prompt positions the built-in engine prefills in one forward pass: a batch's rows go through in groups of at
+#: most this many positions (one row at least), so the prefill's transient is bounded by it, not by the batch.
+PREFILL_POSITIONS = 4096
+
+
+def prefill_group(rows: int, width: int) -> int:
+    """Rows of ``width`` prompt positions the built-in engine prefills in one forward pass."""
+    return max(1, min(rows, PREFILL_POSITIONS // max(1, width)))
+
+
 def prefill_bytes(shape: ModelShape, tokens: int, dtype_bytes: int) -> float:
-    """The transient of one layer while ``tokens`` prompt positions (batch × prompt) go through it at once."""
+    """The transient of one layer while ``tokens`` prompt positions go through it in one forward pass."""
     return tokens * (4 * shape.intermediate + 2 * shape.hidden) * dtype_bytes
 
 
-def generation_row_bytes(shape: ModelShape, prompt: int, new_tokens: int, dtype_bytes: int) -> float:
-    """What one more row of a generation batch costs: its KV cache (prompt + new tokens) and its prefill transient
-    (the built-in engine sizes its CPU batch by it)."""
-    return kv_cache_bytes(shape, prompt + new_tokens, dtype_bytes) + prefill_bytes(shape, prompt, dtype_bytes)
+def generation_rows(shape: ModelShape, budget: float, prompt: int, new_tokens: int, dtype_bytes: int) -> int:
+    """The most rows of ``prompt`` positions and up to ``new_tokens`` generated ones whose KV cache and prefill
+    transient fit in ``budget`` bytes (at least 1; the built-in engine sizes its CPU batch by it)."""
+    prefill = prefill_bytes(shape, prefill_group(2**31, prompt) * prompt, dtype_bytes)
+    return max(1, int((budget - prefill) // kv_cache_bytes(shape, prompt + new_tokens, dtype_bytes)))
 
 
 @dataclass
@@ -306,12 +318,13 @@ def inference_estimate(shape: ModelShape, *, device: str, bits: int = 16, batch:
     prompt prefilled at once; ``method`` the quantization of a ``bits`` < 16 model (it decides the dtype of its
     unquantized parts)."""
     b = _compute_bytes(device)
+    width = context if prompt is None else prompt
     rest = 2 if method.lower() in KEEPS_16_BIT else b
     weights = weight_bytes(shape, bits if bits < 16 else b * 8, group_size, bytes_16=rest)
     parts = {"runtime": _runtime(device, shape), "weights": weights,
              "kv_cache": kv_cache_bytes(shape, batch * context, b),
              "logits": logits_bytes(shape, batch, 4, training=False),
-             "prefill": prefill_bytes(shape, batch * (context if prompt is None else prompt), b)}
+             "prefill": prefill_bytes(shape, prefill_group(batch, width) * width, b)}
     if bits == 4 and device == "cpu":  # measured: one more 16-bit embedding-sized matrix while a 4-bit model loads;
         # GPTQModel's loader (accelerate) builds the float32 embedding beside its skeleton's float32 one
         parts["loading"] = shape.vocab * shape.hidden * (4 if method.lower() in ("gptq", "awq") else 2)

@@ -86,11 +86,14 @@ def test_inference_and_quantize_by_hand():
     e = inference_estimate(s, device="gpu", bits=16, batch=8, context=2048)
     assert e.parts["kv_cache"] == 2 * 32 * (8 * 128) * (8 * 2048) * 2  # K and V, 32 layers, 8 KV heads × 128
     assert e.parts["weights"] == s.params * 2
-    # the prefill: 8 rows × 2,048 positions through one layer at once, the MLP's four 14,336-wide tensors and two
-    # 4,096-wide ones, bf16; with a 1,024-position prompt only those positions
-    assert e.parts["prefill"] == 8 * 2048 * (4 * 14336 + 2 * 4096) * 2
+    # the prefill: one forward pass takes 4,096 prompt positions (2 of the 8 rows of 2,048) through a layer, the
+    # MLP's four 14,336-wide tensors and two 4,096-wide ones, bf16
+    assert e.parts["prefill"] == 2 * 2048 * (4 * 14336 + 2 * 4096) * 2
+    # 32 rows of a 1,024-position prompt: 4 rows a pass, float32 on the CPU; one row longer than a pass goes alone
     prompt = inference_estimate(s, device="cpu", batch=32, context=1040, prompt=1024)
-    assert prompt.parts["prefill"] == 32 * 1024 * (4 * 14336 + 2 * 4096) * 4  # float32 on the CPU
+    assert prompt.parts["prefill"] == 4 * 1024 * (4 * 14336 + 2 * 4096) * 4
+    assert inference_estimate(s, device="cpu", batch=4, context=9000).parts["prefill"] == \
+        9000 * (4 * 14336 + 2 * 4096) * 4
     assert prompt.parts["kv_cache"] == 2 * 32 * (8 * 128) * (32 * 1040) * 4
     int8 = inference_estimate(s, device="gpu", bits=8, batch=1, context=2048)
     rows = 32 * (4096 + 1024 * 2 + 4096 + 14336 * 2 + 4096)

@@ -223,23 +223,25 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_item(demo_ws):
 
 
 def test_auto_batch_on_the_cpu_is_capped_by_host_memory(demo_ws):
-    """CPU out-of-memory is the OOM killer, not an exception: auto sizes the batch from what a row costs, the
-    estimator's KV cache and prefill transient."""
+    """CPU out-of-memory is the OOM killer, not an exception: auto sizes the batch from the estimator's KV cache a
+    row and the prefill's transient (one forward pass of at most PREFILL_POSITIONS prompt positions)."""
     import psutil
 
-    from engine.models.estimate import ModelShape, generation_row_bytes
+    from engine.models.estimate import PREFILL_POSITIONS, ModelShape, generation_rows
     from engine.runs.generation import host_memory_batch_cap
     from engine.runs.loading import load_for_inference
 
     loaded = load_for_inference(demo_ws.model_dir("tiny-qwen3"), device="cpu")
     config = loaded.model.config
     shape = ModelShape.from_attributes(config)
-    # 2 layers × (keys + values) × 2 KV heads × head_dim 32 × 4 bytes (float32) a position of prompt + answer,
-    # and the prefill's (4 × intermediate + 2 × hidden) floats a prompt position
-    per_row = 316 * 2 * 2 * 2 * 32 * 4 + 300 * (4 * config.intermediate_size + 2 * config.hidden_size) * 4
-    assert generation_row_bytes(shape, 300, 16, 4) == per_row
+    # 2 layers × (keys + values) × 2 KV heads × head_dim 32 × 4 bytes (float32) a position of prompt + answer
+    row = 316 * 2 * 2 * 2 * 32 * 4
+    # the prefill: (4 × intermediate + 2 × hidden) floats a prompt position, over the 13 rows of 300 one pass takes
+    prefill = (PREFILL_POSITIONS // 300) * 300 * (4 * config.intermediate_size + 2 * config.hidden_size) * 4
+    assert generation_rows(shape, prefill + 10 * row, 300, 16, 4) == 10
+    assert generation_rows(shape, prefill + 10 * row - 1, 300, 16, 4) == 9
     assert host_memory_batch_cap(loaded.model, 10 ** 12, 16) == 1
-    expected = psutil.virtual_memory().available * 0.5 // per_row
+    expected = (psutil.virtual_memory().available * 0.5 - prefill) // row
     assert abs(host_memory_batch_cap(loaded.model, 300, 16) - expected) <= 0.1 * expected
 
 
@@ -257,7 +259,7 @@ def test_other_generation_errors_are_not_mistaken_for_out_of_memory(demo_ws):
                      before_generate=broken)
 
 
-def test_the_kv_cache_holds_each_batch_width_and_the_ceiling_not_twice_the_prompts(demo_ws):
+def test_the_kv_cache_holds_each_batch_width_and_the_ceiling_not_twice_the_prompts(demo_ws, monkeypatch):
     """Cache buffers take a batch's width + the ceiling on new tokens at once, and keep it while it decodes: growing
     by doubling held twice a long prompt's cache for a short answer (1B, 32 rows of ~780 tokens: 3.3 GB, not 1.7)."""
     import torch
@@ -288,6 +290,17 @@ def test_the_kv_cache_holds_each_batch_width_and_the_ceiling_not_twice_the_promp
             newcomers = engine.prefill([0, 1])
             batch.join(newcomers, room=ceiling)
             assert columns(batch) == {batch.mask.shape[1] + ceiling}
+            # prefilled a row at a time (as rows of long prompts are), each row's keys and values land in its
+            # rows of one cache: the same cache, the same first tokens
+            whole = engine.prefill([0, 1, 2, 3])
+            monkeypatch.setattr("engine.models.estimate.PREFILL_POSITIONS", 1)
+            grouped = engine.prefill([0, 1, 2, 3])
+            monkeypatch.undo()
+            assert columns(grouped) == {grouped.mask.shape[1] + ceiling}
+            assert torch.equal(grouped.last, whole.last) and torch.equal(grouped.mask, whole.mask)
+            for mine, theirs in zip(grouped.layers, whole.layers):
+                assert torch.allclose(mine.keys, theirs.keys, atol=1e-5)
+                assert torch.allclose(mine.values, theirs.values, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -315,6 +328,10 @@ def test_continuous_batching_equals_one_prompt_at_a_time(trained_boolq_model, we
                                      brace_mask=mask, on_rows_done=finished.extend)
         assert used == 5
         assert [(g.text, g.tokens) for g in batched] == single
+        with pytest.MonkeyPatch.context() as patch:  # each row prefilled in a forward pass of its own
+            patch.setattr("engine.models.estimate.PREFILL_POSITIONS", 1)
+            grouped, _ = generate_all(model, tokenizer, prompts, max_new_tokens=ceiling, batch_size=5, brace_mask=mask)
+        assert [(g.text, g.tokens) for g in grouped] == single
         assert sorted(index for index, _ in finished) == list(range(len(prompts)))  # each row reported once
         assert all(batched[index] is generation for index, generation in finished)
     lengths = [g.tokens for g in batched]

@@ -86,12 +86,14 @@ def stage_estimate(stage: str, shape: ModelShape, a) -> Estimate:
     kind, _, rest = stage.partition(" ")
     if stage in ("build", "snapshot"):
         return snapshot_estimate(shape, device="cpu")
-    if stage in ("LoRA", "checkpoint save (stop)", "resume"):
-        return train_estimate(shape, device="cpu", r=256, seq=seq)
+    if stage == "LoRA":
+        return train_estimate(shape, device="cpu", r=256, seq=seq, accumulation=a.accum)
+    if stage in ("checkpoint save (stop)", "resume"):  # their presets: accumulation 1
+        return train_estimate(shape, device="cpu", r=256, seq=seq, accumulation=1)
     if stage == "QLoRA":
-        return train_estimate(shape, device="cpu", quant="4bit", r=256, seq=seq)
+        return train_estimate(shape, device="cpu", quant="4bit", r=256, seq=seq, accumulation=1)
     if stage == "full fine-tuning":
-        return train_estimate(shape, device="cpu", method="full", seq=seq)
+        return train_estimate(shape, device="cpu", method="full", seq=seq, accumulation=1)
     if stage == "merge":
         return merge_estimate(shape, device="cpu", r=256, targets="attention")
     bits = 8 if kind == "INT8" else 4

@@ -280,9 +280,10 @@ def _compute_bytes(device: str, dtype: str = "auto") -> int:
 def train_estimate(shape: ModelShape, *, device: str, method: str = "lora", quant: str = "none", r: int = 256,
                    targets: tuple[str, ...] | list[str] | str = "attention", batch: int = 1, seq: int = 1024,
                    checkpointing: bool = True, optimizer: str = "adamw", dtype: str = "auto",
-                   loss_chunk: int = 128) -> Estimate:
+                   loss_chunk: int = 128, accumulation: int = 8) -> Estimate:
     """A training step: ``method`` full | lora; ``quant`` none | 4bit (QLoRA) | 8bit; ``loss_chunk`` the
-    preset's ``train.loss_chunk_tokens`` (its default 128)."""
+    preset's ``train.loss_chunk_tokens`` (its default 128); ``accumulation`` its micro-batches a step
+    (``train.gradient_accumulation_steps``, default 8)."""
     b = _compute_bytes(device, dtype)
     if quant == "4bit":
         weights = weight_bytes(shape, 4, group_size=64, bytes_16=b)  # NF4, blocks of 64 with double quant
@@ -301,7 +302,12 @@ def train_estimate(shape: ModelShape, *, device: str, method: str = "lora", quan
         parts["adapter"] = trainable * 4
         parts["gradients"] = trainable * 4
         parts["optimizer"] = trainable * optimizer_bytes_per
-    parts["activations"] = activation_bytes(shape, batch * seq, b, checkpointing, loss_chunk)
+    activations = activation_bytes(shape, batch * seq, b, checkpointing, loss_chunk)
+    # With one micro-batch a step the gradients appear as the backward pass frees the activations (the trainer
+    # drops them after each step): only what the activations exceed them by adds up. Accumulating, the gradients
+    # of the first micro-batches stay beside the next one's activations. (QLoRA with accumulation 1 measured
+    # below the sum: 2.77 GB against 3.36 at 0.6B, 3.50 against 3.76 at 1B.)
+    parts["activations"] = activations if accumulation > 1 else max(0.0, activations - parts["gradients"])
     name = {"full": "full fine-tuning", "lora": "QLoRA" if quant == "4bit" else "LoRA"}.get(method, method)
     return Estimate("train", device, parts, note=f"{name}, batch {batch} × {seq} tokens"
                     + (", gradient checkpointing" if checkpointing else ""))
@@ -493,7 +499,8 @@ def step_estimate(config: Any, shape: ModelShape, step: Any, device: str, *, vll
                               targets=list(config.peft.target_modules),
                               batch=config.train.per_device_train_batch_size, seq=config.train.max_length,
                               checkpointing=config.train.gradient_checkpointing, dtype=config.model.dtype,
-                              loss_chunk=config.train.loss_chunk_tokens)
+                              loss_chunk=config.train.loss_chunk_tokens,
+                              accumulation=config.train.gradient_accumulation_steps)
     if step.kind == "quantize":
         o = step.options
         bits = o.get("bits") or (8 if str(o["method"]).lower() == "int8" else 4)

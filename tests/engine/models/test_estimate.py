@@ -79,6 +79,12 @@ def test_llama_31_8b_qlora_and_full_by_hand():
     qc = train_estimate(s, device="cpu", quant="4bit", r=16, targets="all-linear", batch=1, seq=1024)
     assert set(qc.parts) == set(q.parts) == {"runtime", "weights", "adapter", "gradients", "optimizer", "activations"}
     assert qc.parts["adapter"] + qc.parts["gradients"] + qc.parts["optimizer"] == lora * 16
+    # one micro-batch a step: the gradients take the place the backward pass frees, only the activations' excess
+    # adds up (accumulating, both); full fine-tuning's gradients (4 bytes a parameter) outweigh its activations
+    one = train_estimate(s, device="cpu", quant="4bit", r=16, targets="all-linear", batch=1, seq=1024, accumulation=1)
+    assert one.parts["activations"] == qc.parts["activations"] - lora * 4
+    assert one.floor_bytes == qc.floor_bytes - lora * 4
+    assert train_estimate(s, device="cpu", method="full", seq=1024, accumulation=1).parts["activations"] == 0
 
 
 def test_inference_and_quantize_by_hand():

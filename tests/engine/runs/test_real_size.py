@@ -70,7 +70,7 @@ def test_lora_merge_quantize_eval_each_within_its_estimate(tmp_path):
     preset.write_text(PRESET)
     llmtui = [python, "-m", "tui.cli", "-w", str(ws.root)]
     peaks = {"LoRA": (stage(*llmtui, "train", str(preset)),
-                      train_estimate(shape, device="cpu", r=16, targets="attention", seq=256))}
+                      train_estimate(shape, device="cpu", r=16, targets="attention", seq=256, accumulation=1))}
     adapter = next(p for p in ws.models_dir.iterdir() if "LoRa16" in p.name)
     assert (adapter / "adapter_config.json").is_file()
     merged = ws.models_dir / "real-2l-merged"

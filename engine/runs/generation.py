@@ -329,19 +329,13 @@ def buffer_layer_class():
                     buffer[row:row + rows, :, pad:width] = tensor
                     row += rows
                 buffers.append(buffer)
-            layer = cls(buffers[0][:, :, :width], buffers[1][:, :, :width], most=most)
-            layer.buffers = tuple(buffers)  # its own: updates write into them
-            return layer
+            return cls.over(buffers[0], buffers[1], width, most)
 
         @classmethod
-        def into(cls, keys: Any, values: Any, prefix: Any, most: int) -> "BufferLayer":
-            """A layer whose updates write into ``keys`` and ``values`` (rows of a larger batch's buffers), holding
-            ``prefix``'s keys and values first where there is a shared prefix."""
-            layer = cls(most=most)
-            if prefix is not None:
-                length = prefix.keys.shape[-2]
-                keys[:, :, :length], values[:, :, :length] = prefix.keys, prefix.values
-                layer = cls(keys[:, :, :length], values[:, :, :length], most=most)
+        def over(cls, keys: Any, values: Any, length: int, most: int) -> "BufferLayer":
+            """A layer holding the first ``length`` columns of ``keys`` and ``values``, buffers its updates write
+            into (its own, or rows of a larger batch's)."""
+            layer = cls(keys[:, :, :length], values[:, :, :length], most=most)
             layer.buffers = (keys, values)
             return layer
 
@@ -406,7 +400,8 @@ class _Batch:
             return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
         layer = buffer_layer_class()
-        self.layers = [layer.stacked([mine, theirs], width, width + room) for mine, theirs in zip(self.layers, other.layers)]
+        self.layers = [layer.stacked([mine, theirs], width, width + room)
+                       for mine, theirs in zip(self.layers, other.layers)]
         self.mask = torch.cat([left_pad(self.mask, 1), left_pad(other.mask, 1)])
         self.last = torch.cat([self.last, other.last])
         self.items += other.items
@@ -503,9 +498,13 @@ class _Engine:
             if not whole:
                 layers = [layer(p.keys.expand(count, -1, -1, -1), p.values.expand(count, -1, -1, -1), most=most)
                           for p in self.prefix]
-            else:
-                layers = [layer.into(keys[part], values[part], self.prefix[i] if self.prefix else None, most)
-                          for i, (keys, values) in enumerate(whole)]
+            else:  # the group's rows of the whole buffers, the shared prefix first
+                layers = []
+                for index, (keys, values) in enumerate(whole):
+                    if self.prefix:
+                        prefix = self.prefix[index]
+                        keys[part, :, :shared], values[part, :, :shared] = prefix.keys, prefix.values
+                    layers.append(layer.over(keys[part], values[part], shared, most))
             logits, layers = self._forward(input_ids[part], mask[part], positions[part], layers, most)
             firsts.append(logits.argmax(-1))
             if count < len(rows) and not whole:  # the first group's buffers move into the whole batch's, layer by layer
@@ -516,11 +515,7 @@ class _Engine:
                     whole[-1][0][part], whole[-1][1][part] = keys, values
                     layers[index] = None  # its buffers go with it, before the next layer's whole ones are made
         if whole:
-            layers = []
-            for keys, values in whole:
-                made = layer(keys[:, :, :mask.shape[1]], values[:, :, :mask.shape[1]], most=most)
-                made.buffers = (keys, values)
-                layers.append(made)
+            layers = [layer.over(keys, values, mask.shape[1], most) for keys, values in whole]
         return _Batch(list(items), layers, mask, torch.cat(firsts))
 
     def step(self, batch: _Batch) -> None:
